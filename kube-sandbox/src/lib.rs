@@ -1,0 +1,1 @@
+//! kube-sandbox: a Kubernetes API emulator for kubectl.

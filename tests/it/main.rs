@@ -1,0 +1,5 @@
+//! One integration-test binary for the whole suite (one link, shared harness in `util`).
+
+mod records;
+mod util;
+mod vault;
