@@ -1,1 +1,316 @@
-//! (in progress)
+//! The shared harness: a scratch server (bare repository with the real hook installed), a clone
+//! to push from, the kube sandbox on loopback, and the real `git`, `kubectl`, `terraform` and
+//! `ssh-keygen`, isolated from the user's configuration.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use kube_sandbox::Sandbox;
+use tempfile::TempDir;
+
+pub fn hookops_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hookops")
+}
+
+/// A tool the test needs: CI fails without it, a local run skips with a reason.
+pub fn require(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("{tool} is required by this test (CI is set, so it fails instead of skipping)");
+        }
+        eprintln!("SKIPPED: {tool} is not installed");
+    }
+    found
+}
+
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Self {
+        assert!(self.ok(), "command failed ({:?}):\n{}", self.code, self.all());
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_fail(&self) -> &Self {
+        assert!(!self.ok(), "command unexpectedly succeeded:\n{}", self.all());
+        self
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// One test's world.
+pub struct World {
+    pub tmp: TempDir,
+    pub home: PathBuf,
+    pub server: PathBuf,
+    pub clone: PathBuf,
+    pub sandbox: Option<Sandbox>,
+    pub kubeconfig: PathBuf,
+    pub key: PathBuf,
+    pub allowed_signers: PathBuf,
+}
+
+impl World {
+    /// A bare server repository with the hook installed and a clone of it.
+    pub fn new() -> World {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let home = tmp.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(
+            home.join(".gitconfig"),
+            "[user]\n\tname = Test Pusher\n\temail = pusher@example.test\n[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n",
+        )
+        .unwrap();
+        let server = tmp.path().join("server.git");
+        let clone = tmp.path().join("work");
+        let mut w = World {
+            kubeconfig: tmp.path().join("kubeconfig"),
+            key: tmp.path().join("signing_ed25519"),
+            allowed_signers: tmp.path().join("allowed_signers"),
+            tmp,
+            home,
+            server,
+            clone,
+            sandbox: None,
+        };
+        w.git(None, &["init", "-q", "--bare", "-b", "main", w.server.to_str().unwrap()])
+            .assert_ok();
+        w.git(None, &["clone", "-q", w.server.to_str().unwrap(), w.clone.to_str().unwrap()])
+            .assert_ok();
+        w.hookops(&["install"]).assert_ok();
+        w.sign_key();
+        w
+    }
+
+    fn sign_key(&mut self) {
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "hookops@test", "-f"])
+            .arg(&self.key)
+            .output()
+            .expect("ssh-keygen");
+        assert!(out.status.success());
+        let public = std::fs::read_to_string(self.key.with_extension("pub")).unwrap();
+        std::fs::write(&self.allowed_signers, format!("deployer@test namespaces=\"hookops\" {public}")).unwrap();
+    }
+
+    /// Starts the kube sandbox and writes a kubeconfig for it (context `sandbox`).
+    pub fn start_sandbox(&mut self) -> &Sandbox {
+        let sb = Sandbox::start().expect("kube sandbox");
+        sb.write_kubeconfig(&self.kubeconfig, "sandbox").unwrap();
+        self.sandbox = Some(sb);
+        self.sandbox.as_ref().unwrap()
+    }
+
+    pub fn sandbox(&self) -> &Sandbox {
+        self.sandbox.as_ref().expect("sandbox started")
+    }
+
+    /// A server config with one environment `prod` on `main`, the sandbox and the signing key,
+    /// plus `extra` TOML (environment keys first, then tables).
+    pub fn configure(&self, env_extra: &str, tables: &str) {
+        let text = format!(
+            "[[environment]]\nname = \"prod\"\nbranch = \"main\"\nkubeconfig = \"{}\"\ncontext = \"sandbox\"\n{env_extra}\n\n[signing]\nkey = \"{}\"\n\n{tables}\n",
+            self.kubeconfig.display(),
+            self.key.display()
+        );
+        self.write_server_config(&text);
+    }
+
+    pub fn write_server_config(&self, text: &str) {
+        let dir = self.server.join("hookops");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.toml"), text).unwrap();
+    }
+
+    fn base_command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", self.home.join(".gitconfig"))
+            .env("GIT_AUTHOR_DATE", "2026-01-02T03:04:05Z")
+            .env("GIT_COMMITTER_DATE", "2026-01-02T03:04:05Z")
+            .env("TF_CLI_CONFIG_FILE", "/dev/null")
+            .env("CHECKPOINT_DISABLE", "1")
+            .env("KUBECACHEDIR", self.tmp.path().join("kubecache"))
+            .env("TZ", "UTC")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn git(&self, dir: Option<&Path>, args: &[&str]) -> Run {
+        let mut c = self.base_command("git");
+        if let Some(d) = dir {
+            c.current_dir(d);
+        } else {
+            c.current_dir(self.tmp.path());
+        }
+        c.args(args).output().expect("git").into()
+    }
+
+    pub fn in_clone(&self, args: &[&str]) -> Run {
+        self.git(Some(&self.clone.clone()), args)
+    }
+
+    /// `hookops --repo server.git ARGS`.
+    pub fn hookops(&self, args: &[&str]) -> Run {
+        let mut c = self.base_command(hookops_bin());
+        c.current_dir(self.tmp.path()).arg("--repo").arg(&self.server).args(args);
+        c.output().expect("hookops").into()
+    }
+
+    pub fn hookops_stdin(&self, args: &[&str], input: &str) -> Run {
+        let mut c = self.base_command(hookops_bin());
+        c.current_dir(self.tmp.path()).arg("--repo").arg(&self.server).args(args);
+        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("hookops");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(input.as_bytes()).unwrap();
+        }
+        child.wait_with_output().expect("hookops").into()
+    }
+
+    /// Writes files in the clone (creating directories) and commits them.
+    pub fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
+        for (path, text) in files {
+            let p = self.clone.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        self.in_clone(&["add", "-A"]).assert_ok();
+        self.in_clone(&["commit", "-q", "--allow-empty", "-m", message]).assert_ok();
+        self.head()
+    }
+
+    pub fn remove(&self, paths: &[&str], message: &str) -> String {
+        for p in paths {
+            self.in_clone(&["rm", "-q", "-r", p]).assert_ok();
+        }
+        self.in_clone(&["add", "-A"]).assert_ok();
+        self.in_clone(&["commit", "-q", "-m", message]).assert_ok();
+        self.head()
+    }
+
+    pub fn head(&self) -> String {
+        self.in_clone(&["rev-parse", "HEAD"]).stdout.trim().to_string()
+    }
+
+    /// `git push origin main` from the clone: the hook's output comes back as `remote:` lines.
+    pub fn push(&self) -> Run {
+        self.in_clone(&["push", "-q", "origin", "HEAD:main"])
+    }
+
+    pub fn push_args(&self, args: &[&str]) -> Run {
+        let mut all = vec!["push", "-q"];
+        all.extend_from_slice(args);
+        self.in_clone(&all)
+    }
+
+    /// The note on a commit in the server repository.
+    pub fn note(&self, rev: &str) -> String {
+        self.git(Some(&self.server.clone()), &["notes", "--ref=hookops", "show", rev])
+            .stdout
+    }
+
+    /// Parsed JSON payloads of the records on a commit, oldest first.
+    pub fn records(&self, rev: &str) -> Vec<serde_json::Value> {
+        self.note(rev)
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).expect("record JSON"))
+            .collect()
+    }
+
+    /// The newest record on a commit in another repository (a deploying clone).
+    pub fn last_record_in(&self, repo: &Path, rev: &str) -> serde_json::Value {
+        let note = self.git(Some(repo), &["notes", "--ref=hookops", "show", rev]).stdout;
+        let line = note.lines().filter(|l| l.starts_with('{')).last().expect("record");
+        serde_json::from_str(line).expect("record JSON")
+    }
+
+    pub fn last_record(&self, rev: &str) -> serde_json::Value {
+        self.records(rev).pop().unwrap_or_else(|| panic!("no record on {rev}"))
+    }
+
+    pub fn pointer(&self, env: &str) -> Option<String> {
+        let r = self.git(
+            Some(&self.server.clone()),
+            &["rev-parse", "--verify", "-q", &format!("refs/hookops/deployed/{env}")],
+        );
+        r.ok().then(|| r.stdout.trim().to_string())
+    }
+
+    pub fn configmap(&self, ns: &str, name: &str) -> Option<serde_json::Value> {
+        self.sandbox().object("v1", "ConfigMap", Some(ns), name)
+    }
+
+    /// Write requests (anything but GET) the sandbox saw since the last clear.
+    pub fn writes(&self) -> Vec<String> {
+        self.sandbox()
+            .requests()
+            .into_iter()
+            .filter(|r| r.method != "GET")
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+}
+
+pub fn configmap(name: &str, ns: Option<&str>, value: &str) -> String {
+    let ns = ns.map(|n| format!("  namespace: {n}\n")).unwrap_or_default();
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n{ns}data:\n  value: \"{value}\"\n")
+}
+
+pub fn namespace(name: &str) -> String {
+    format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n")
+}
+
+pub fn deployment(name: &str, ns: &str, image: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n      annotations:\n        x: \"y\"\n{annotations}    spec:\n      containers:\n      - name: app\n        image: {image}\n"
+    )
+}
+
+/// A Terraform root with only built-ins: a `terraform_data` whose input is `value`.
+pub fn terraform_root(value: &str) -> String {
+    format!(
+        "terraform {{\n  required_version = \">= 1.4\"\n}}\n\nresource \"terraform_data\" \"marker\" {{\n  input = \"{value}\"\n}}\n\noutput \"marker\" {{\n  value = terraform_data.marker.output\n}}\n"
+    )
+}
+
+pub fn tools_present() -> bool {
+    require("kubectl") && require("terraform") && require("ssh-keygen")
+}

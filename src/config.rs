@@ -1,0 +1,700 @@
+//! The two configuration files: the trusted server config (`<GIT_DIR>/hookops/config.toml`,
+//! written by the operator: environments, credentials, policy) and the untrusted tree config
+//! (`hookops.toml` in the pushed tree: targets only). Both reject unknown keys, so a pushed tree
+//! can never smuggle in a kubeconfig, a context or a tool path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::vault::VaultConfig;
+
+/// Where hookops keeps its own state inside the git directory.
+pub const STATE_DIR: &str = "hookops";
+
+/// Upper bound for any timeout a tree may ask for when the server sets none.
+const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default)]
+    pub environment: Vec<Environment>,
+    #[serde(default)]
+    pub gate: Gate,
+    #[serde(default)]
+    pub deploy: DeploySettings,
+    #[serde(default)]
+    pub sync: Sync,
+    #[serde(default)]
+    pub signing: Signing,
+    pub vault: Option<VaultConfig>,
+    #[serde(default)]
+    pub alerts: Alerts,
+    #[serde(default)]
+    pub metrics: Metrics,
+    #[serde(default)]
+    pub tools: Tools,
+    #[serde(default)]
+    pub logs: Logs,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    #[default]
+    Rollback,
+    RolloutUndo,
+    Stop,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    pub name: String,
+    pub branch: String,
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub allowed_namespaces: Option<Vec<String>>,
+    #[serde(default)]
+    pub allow_cluster_scoped: Option<bool>,
+    #[serde(default)]
+    pub allow_destroy: bool,
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    #[serde(default)]
+    pub tag_deploys: bool,
+    /// Cap on the per-target health timeout a tree may ask for, in seconds.
+    pub max_health_timeout: Option<u64>,
+}
+
+impl Environment {
+    /// The environment used when the operator configured none: the default branch, kubectl's
+    /// current context.
+    pub fn default_for(branch: &str) -> Environment {
+        Environment {
+            name: "default".into(),
+            branch: branch.into(),
+            kubeconfig: None,
+            context: None,
+            allowed_namespaces: None,
+            allow_cluster_scoped: None,
+            allow_destroy: false,
+            on_failure: OnFailure::Rollback,
+            tag_deploys: false,
+            max_health_timeout: None,
+        }
+    }
+
+    /// Full ref name this environment follows.
+    pub fn ref_name(&self) -> String {
+        if self.branch.starts_with("refs/") {
+            self.branch.clone()
+        } else {
+            format!("refs/heads/{}", self.branch)
+        }
+    }
+
+    /// Cluster-scoped objects are allowed unless the operator restricted namespaces and did
+    /// not opt back in.
+    pub fn cluster_scoped_allowed(&self) -> bool {
+        self.allow_cluster_scoped
+            .unwrap_or(self.allowed_namespaces.is_none())
+    }
+
+    pub fn health_timeout(&self, asked: Option<u64>) -> Duration {
+        let cap = self
+            .max_health_timeout
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(3600));
+        asked
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_HEALTH_TIMEOUT)
+            .min(cap)
+    }
+
+    pub fn pointer_ref(&self) -> String {
+        pointer_ref(&self.name)
+    }
+}
+
+pub fn pointer_ref(env: &str) -> String {
+    format!("refs/hookops/deployed/{env}")
+}
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GateMode {
+    #[default]
+    Local,
+    Server,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gate {
+    #[serde(default)]
+    pub mode: GateMode,
+    #[serde(default)]
+    pub require_signed_commits: bool,
+    /// allowed_signers file for commit signatures (defaults to gpg.ssh.allowedSignersFile).
+    pub allowed_signers: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployMode {
+    #[default]
+    Sync,
+    Async,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySettings {
+    #[serde(default)]
+    pub mode: DeployMode,
+    #[serde(default = "default_parallel")]
+    pub parallel: usize,
+    /// Seconds Terraform waits for its state lock before failing.
+    #[serde(default = "default_lock_timeout")]
+    pub terraform_lock_timeout: u64,
+}
+
+fn default_parallel() -> usize {
+    4
+}
+
+fn default_lock_timeout() -> u64 {
+    300
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        DeploySettings {
+            mode: DeployMode::Sync,
+            parallel: default_parallel(),
+            terraform_lock_timeout: default_lock_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sync {
+    #[serde(default)]
+    pub push: bool,
+    /// Remote to push records and pointers to (default "origin").
+    pub remote: Option<String>,
+    /// Private key for SSH remotes (default: the ssh-agent).
+    pub ssh_key: Option<PathBuf>,
+    /// known_hosts file (default ~/.ssh/known_hosts).
+    pub known_hosts: Option<PathBuf>,
+    /// File holding an HTTPS token.
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signing {
+    pub key: Option<PathBuf>,
+    /// Default allowed_signers for `history` and `status`.
+    pub allowed_signers: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    pub webhook: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub textfile: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tools {
+    #[serde(default = "default_kubectl")]
+    pub kubectl: String,
+    #[serde(default = "default_terraform")]
+    pub terraform: String,
+}
+
+fn default_kubectl() -> String {
+    "kubectl".into()
+}
+
+fn default_terraform() -> String {
+    "terraform".into()
+}
+
+impl Default for Tools {
+    fn default() -> Self {
+        Tools {
+            kubectl: default_kubectl(),
+            terraform: default_terraform(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logs {
+    /// Days to keep per-deploy logs under `<GIT_DIR>/hookops/logs/`.
+    #[serde(default = "default_keep_days")]
+    pub keep_days: u64,
+}
+
+fn default_keep_days() -> u64 {
+    14
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        Logs {
+            keep_days: default_keep_days(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Loads `<git_dir>/hookops/config.toml`; a missing file is the empty config.
+    pub fn load(git_dir: &Path) -> Result<ServerConfig> {
+        let path = git_dir.join(STATE_DIR).join("config.toml");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<ServerConfig> {
+        let config: ServerConfig = toml::from_str(text).map_err(|e| toml_error(origin, text, &e))?;
+        config.check(origin)?;
+        Ok(config)
+    }
+
+    fn check(&self, origin: &str) -> Result<()> {
+        let mut names = BTreeSet::new();
+        for env in &self.environment {
+            check_name(&env.name)
+                .with_context(|| format!("{origin}: environment {:?}", env.name))?;
+            if !names.insert(env.name.as_str()) {
+                bail!("{origin}: environment {:?} is defined twice", env.name);
+            }
+            if git2::Reference::is_valid_name(&env.ref_name()) {
+                continue;
+            }
+            bail!("{origin}: environment {:?}: invalid branch {:?}", env.name, env.branch);
+        }
+        if self.deploy.parallel == 0 {
+            bail!("{origin}: [deploy] parallel must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The environments a ref deploys to. With none configured, the default branch deploys as
+    /// `default`.
+    pub fn environments_for(&self, ref_name: &str, default_branch: Option<&str>) -> Vec<Environment> {
+        if self.environment.is_empty() {
+            return match default_branch {
+                Some(b) if b == ref_name => vec![Environment::default_for(b)],
+                _ => Vec::new(),
+            };
+        }
+        self.environment
+            .iter()
+            .filter(|e| e.ref_name() == ref_name)
+            .cloned()
+            .collect()
+    }
+
+    /// All environments, including the implicit `default` one.
+    pub fn all_environments(&self, default_branch: Option<&str>) -> Vec<Environment> {
+        if self.environment.is_empty() {
+            return default_branch
+                .map(|b| vec![Environment::default_for(b)])
+                .unwrap_or_default();
+        }
+        self.environment.clone()
+    }
+
+    pub fn environment(&self, name: &str, default_branch: Option<&str>) -> Result<Environment> {
+        self.all_environments(default_branch)
+            .into_iter()
+            .find(|e| e.name == name)
+            .with_context(|| format!("no environment named {name:?} in the server config"))
+    }
+}
+
+/// Names end up in ref names, file names and metric labels: keep them plain.
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.starts_with('.');
+    if !ok {
+        bail!("names must be 1-63 characters of [A-Za-z0-9._-], not starting with '.'");
+    }
+    Ok(())
+}
+
+/// Target names may be paths (discovered targets are named by their directory).
+fn check_target_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && !name.split('/').any(|p| p == "..");
+    if !ok {
+        bail!("target names must be 1-253 characters of [A-Za-z0-9._/-] without '..'");
+    }
+    Ok(())
+}
+
+/// One line: `FILE: line L, column C: message`.
+pub fn toml_error(origin: &str, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let (line, col) = line_col(text, span.start);
+            anyhow::anyhow!("{origin}: line {line}, column {col}: {message}")
+        }
+        None => anyhow::anyhow!("{origin}: {message}"),
+    }
+}
+
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+    (line, col)
+}
+
+// ---- tree config -------------------------------------------------------------------------
+
+pub const TREE_CONFIG: &str = "hookops.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetType {
+    Kubectl,
+    Kustomize,
+    Terraform,
+}
+
+impl fmt::Display for TargetType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TargetType::Kubectl => "kubectl",
+            TargetType::Kustomize => "kustomize",
+            TargetType::Terraform => "terraform",
+        })
+    }
+}
+
+impl TargetType {
+    pub fn is_kube(self) -> bool {
+        self != TargetType::Terraform
+    }
+}
+
+/// A Kubernetes Secret generated from Vault values (`[[target.secret]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSpec {
+    pub name: String,
+    pub namespace: Option<String>,
+    #[serde(rename = "type")]
+    pub secret_type: Option<String>,
+    pub data: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub name: String,
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: TargetType,
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// terraform: environment variables filled from Vault, `"<path>#<key>"`.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// kubectl/kustomize: Secrets generated from Vault values.
+    #[serde(default)]
+    pub secret: Vec<SecretSpec>,
+    /// Other tree paths this target reads (kustomize bases, Terraform modules): a change
+    /// there redeploys the target and they are materialised beside it.
+    #[serde(default)]
+    pub watch: Vec<String>,
+    /// Health timeout in seconds (capped by the server's `max_health_timeout`).
+    pub timeout: Option<u64>,
+    /// Discovered kubectl targets read only their own directory; declared ones recurse.
+    #[serde(skip)]
+    pub flat: bool,
+}
+
+impl Target {
+    /// Whether `path` (a file path in the tree) belongs to this target.
+    pub fn owns(&self, path: &str) -> bool {
+        let inside = |dir: &str| {
+            if dir.is_empty() {
+                return true;
+            }
+            path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
+        };
+        if inside(&self.path) {
+            if self.flat {
+                let rest = if self.path.is_empty() {
+                    path
+                } else {
+                    &path[self.path.len() + 1..]
+                };
+                return !rest.contains('/');
+            }
+            return true;
+        }
+        self.watch.iter().any(|w| inside(w) || path == w)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreeConfig {
+    #[serde(default)]
+    pub target: Vec<Target>,
+}
+
+impl TreeConfig {
+    pub fn parse(text: &str, origin: &str) -> Result<TreeConfig> {
+        let config: TreeConfig = toml::from_str(text).map_err(|e| toml_error(origin, text, &e))?;
+        check_targets(&config.target, origin)?;
+        Ok(config)
+    }
+}
+
+/// Checks a target list (declared or discovered): names, paths, dependencies, cycles.
+pub fn check_targets(targets: &[Target], origin: &str) -> Result<()> {
+    let mut names = BTreeSet::new();
+    for t in targets {
+        check_target_name(&t.name).with_context(|| format!("{origin}: target {:?}", t.name))?;
+        if !names.insert(t.name.as_str()) {
+            bail!("{origin}: target {:?} is defined twice", t.name);
+        }
+        check_tree_path(&t.path)
+            .with_context(|| format!("{origin}: target {:?}: path {:?}", t.name, t.path))?;
+        for w in &t.watch {
+            check_tree_path(w)
+                .with_context(|| format!("{origin}: target {:?}: watch {:?}", t.name, w))?;
+        }
+        if t.kind != TargetType::Terraform && !t.secrets.is_empty() {
+            bail!("{origin}: target {:?}: [target.secrets] is for terraform targets; use [[target.secret]]", t.name);
+        }
+        if t.kind == TargetType::Terraform && !t.secret.is_empty() {
+            bail!("{origin}: target {:?}: [[target.secret]] is for Kubernetes targets; use [target.secrets]", t.name);
+        }
+        for (var, reference) in &t.secrets {
+            if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                bail!("{origin}: target {:?}: invalid environment variable name {var:?}", t.name);
+            }
+            crate::vault::SecretRef::parse(reference)
+                .with_context(|| format!("{origin}: target {:?}: secret {var}", t.name))?;
+        }
+        for s in &t.secret {
+            for reference in s.data.values() {
+                crate::vault::SecretRef::parse(reference).with_context(|| {
+                    format!("{origin}: target {:?}: secret {:?}", t.name, s.name)
+                })?;
+            }
+        }
+    }
+    for t in targets {
+        for d in &t.depends_on {
+            if !names.contains(d.as_str()) {
+                bail!("{origin}: target {:?} depends on unknown target {d:?}", t.name);
+            }
+        }
+    }
+    topo_order(targets).map_err(|cycle| {
+        anyhow::anyhow!("{origin}: dependency cycle: {}", cycle.join(" -> "))
+    })?;
+    Ok(())
+}
+
+/// Paths come from an untrusted tree: relative, normalised, no `..`, no `.git`.
+pub fn check_tree_path(path: &str) -> Result<()> {
+    if path.starts_with('/') || path.starts_with('\\') {
+        bail!("must be relative to the repository root, not absolute");
+    }
+    if path.contains('\\') || path.contains('\0') {
+        bail!("must use '/' separators");
+    }
+    if path.is_empty() {
+        return Ok(());
+    }
+    for part in path.split('/') {
+        match part {
+            ".." => bail!("must not contain '..'"),
+            ".git" => bail!("must not point into .git"),
+            "" | "." => bail!("must be a normalised path (no empty or '.' parts)"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Dependency order (Kahn's algorithm, ties broken by list order); `Err` carries a cycle.
+pub fn topo_order(targets: &[Target]) -> std::result::Result<Vec<usize>, Vec<String>> {
+    let index: BTreeMap<&str, usize> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    let mut indegree = vec![0usize; targets.len()];
+    for (i, t) in targets.iter().enumerate() {
+        indegree[i] = t
+            .depends_on
+            .iter()
+            .filter(|d| index.contains_key(d.as_str()))
+            .count();
+    }
+    let mut order = Vec::with_capacity(targets.len());
+    let mut done = vec![false; targets.len()];
+    loop {
+        let Some(next) = (0..targets.len()).find(|&i| !done[i] && indegree[i] == 0) else {
+            break;
+        };
+        done[next] = true;
+        order.push(next);
+        for (i, t) in targets.iter().enumerate() {
+            if t.depends_on.iter().any(|d| d == &targets[next].name) {
+                indegree[i] -= 1;
+            }
+        }
+    }
+    if order.len() == targets.len() {
+        return Ok(order);
+    }
+    // Walk dependencies from any blocked target until a name repeats: that loop is the cycle.
+    let mut path: Vec<String> = Vec::new();
+    let mut current = (0..targets.len()).find(|&i| !done[i]).unwrap_or(0);
+    loop {
+        let name = targets[current].name.clone();
+        if let Some(pos) = path.iter().position(|n| n == &name) {
+            let mut cycle = path[pos..].to_vec();
+            cycle.push(name);
+            return Err(cycle);
+        }
+        path.push(name);
+        let Some(dep) = targets[current]
+            .depends_on
+            .iter()
+            .filter_map(|d| index.get(d.as_str()))
+            .find(|&&d| !done[d])
+        else {
+            return Err(path);
+        };
+        current = *dep;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_config_rejects_server_keys_with_line() {
+        let text = "[[target]]\nname = \"web\"\npath = \"k8s\"\ntype = \"kubectl\"\nkubeconfig = \"/etc/x\"\n";
+        let err = TreeConfig::parse(text, "hookops.toml").unwrap_err().to_string();
+        assert!(err.contains("hookops.toml: line 5"), "{err}");
+        assert!(err.contains("kubeconfig"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn paths_must_stay_inside() {
+        for bad in ["/etc", "../x", "a/../b", "a//b", ".git/hooks", "a\\b"] {
+            assert!(check_tree_path(bad).is_err(), "{bad}");
+        }
+        for good in ["", "k8s/web", "infra"] {
+            assert!(check_tree_path(good).is_ok(), "{good}");
+        }
+    }
+
+    fn t(name: &str, deps: &[&str]) -> Target {
+        Target {
+            name: name.into(),
+            path: name.into(),
+            kind: TargetType::Kubectl,
+            namespace: None,
+            depends_on: deps.iter().map(|s| s.to_string()).collect(),
+            secrets: BTreeMap::new(),
+            secret: Vec::new(),
+            watch: Vec::new(),
+            timeout: None,
+            flat: false,
+        }
+    }
+
+    #[test]
+    fn cycles_are_named() {
+        let targets = vec![t("a", &["c"]), t("b", &["a"]), t("c", &["b"]), t("d", &[])];
+        let err = check_targets(&targets, "hookops.toml").unwrap_err().to_string();
+        assert!(err.contains("dependency cycle"), "{err}");
+        assert!(err.contains("a -> c -> b -> a"), "{err}");
+    }
+
+    #[test]
+    fn order_follows_dependencies() {
+        let targets = vec![t("web", &["infra"]), t("infra", &[])];
+        assert_eq!(topo_order(&targets).unwrap(), vec![1, 0]);
+    }
+
+    #[test]
+    fn duplicate_names_rejected() {
+        let err = check_targets(&[t("a", &[]), t("a", &[])], "x").unwrap_err();
+        assert!(err.to_string().contains("defined twice"));
+    }
+
+    #[test]
+    fn ownership() {
+        let mut web = t("web", &[]);
+        web.path = "k8s/web".into();
+        assert!(web.owns("k8s/web/a.yaml"));
+        assert!(web.owns("k8s/web/sub/a.yaml"));
+        assert!(!web.owns("k8s/webx/a.yaml"));
+        web.flat = true;
+        assert!(!web.owns("k8s/web/sub/a.yaml"));
+    }
+
+    #[test]
+    fn server_environments() {
+        let c = ServerConfig::parse(
+            "[[environment]]\nname = \"prod\"\nbranch = \"main\"\non_failure = \"rollout-undo\"\n",
+            "config.toml",
+        )
+        .unwrap();
+        assert_eq!(c.environments_for("refs/heads/main", None).len(), 1);
+        assert!(c.environments_for("refs/heads/dev", None).is_empty());
+        assert_eq!(c.environment[0].on_failure, OnFailure::RolloutUndo);
+        let none = ServerConfig::default();
+        assert_eq!(
+            none.environments_for("refs/heads/main", Some("refs/heads/main"))[0].name,
+            "default"
+        );
+    }
+}

@@ -1,0 +1,696 @@
+//! The pipeline for one environment, top to bottom: lock → (coalesce) → old commit → plan →
+//! secrets → apply + health per target (dependency order, bounded parallelism) → on failure
+//! roll back → record → pointer. Every attempt that got as far as naming a commit leaves a
+//! record on it, including one that failed before touching anything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use git2::Oid;
+
+use crate::config::{Environment, OnFailure, TargetType};
+use crate::health;
+use crate::journal;
+use crate::kube::Kubectl;
+use crate::manifest::{self, Object};
+use crate::mask::Masker;
+use crate::notes;
+use crate::plan::{self, Plan, Renderer, Step, TargetPlan};
+use crate::record::{self, Signer};
+use crate::report::{self, Action, Outcome, Report, TargetReport};
+use crate::session::Session;
+use crate::terraform::{self, Terraform};
+use crate::vault;
+
+/// What to deploy.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub env: Environment,
+    pub ref_name: String,
+    /// The pushed old value, used only when the environment has never deployed.
+    pub pushed_old: Option<Oid>,
+    pub to: Oid,
+    /// An explicit old commit (`replay --from`, rollbacks); `Some(None)`: deploy everything.
+    pub from: Option<Option<Oid>>,
+    pub action: Action,
+    /// Skip when the branch has moved on (a newer push is waiting for the lock).
+    pub coalesce: bool,
+    /// Deploy only these targets (automatic rollback of the failed ones).
+    pub only: Option<BTreeSet<String>>,
+    pub move_pointer: bool,
+}
+
+impl Request {
+    pub fn deploy(env: Environment, ref_name: &str, pushed_old: Option<Oid>, to: Oid) -> Request {
+        Request {
+            env,
+            ref_name: ref_name.to_string(),
+            pushed_old,
+            to,
+            from: None,
+            action: Action::Deploy,
+            coalesce: false,
+            only: None,
+            move_pointer: true,
+        }
+    }
+}
+
+/// Prints progress for the pusher: git relays a hook's output as `remote: …` lines.
+pub fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "hookops: {line}");
+    let _ = out.flush();
+}
+
+/// Everything a deploy needs beside the request.
+pub struct Deployer<'s> {
+    pub session: &'s Session,
+    pub signer: Option<Signer>,
+    pub masker: Masker,
+}
+
+impl<'s> Deployer<'s> {
+    pub fn new(session: &'s Session) -> Result<Deployer<'s>> {
+        let signer = session.signer()?;
+        Ok(Deployer {
+            session,
+            signer,
+            masker: Masker::new(),
+        })
+    }
+
+    fn kubectl(&self, env: &Environment) -> Result<Kubectl> {
+        let cache = self.session.env_dir(&env.name)?.join("kube-cache");
+        Ok(Kubectl::new(
+            &self.session.config.tools.kubectl,
+            env,
+            &cache,
+            self.masker.clone(),
+        ))
+    }
+
+    /// Plans without side effects beyond a private scratch directory.
+    pub fn plan(&self, env: &Environment, from: Option<Oid>, to: Oid) -> Result<Plan> {
+        let kubectl = self.kubectl(env)?;
+        let scratch = tempfile::Builder::new()
+            .prefix("render-")
+            .tempdir_in(self.session.env_dir(&env.name)?)
+            .context("creating a scratch directory")?;
+        let renderer = Renderer {
+            kubectl: &kubectl,
+            scratch: scratch.path(),
+        };
+        plan::build(&self.session.repo, env, from, to, &renderer)
+    }
+
+    /// Runs one request under the repository lock; returns the record written (None when there
+    /// was nothing to do).
+    pub fn run(&mut self, req: &Request) -> Result<Option<Report>> {
+        let _lock = self.session.lock()?;
+        journal::recover(self)?;
+        self.run_locked(req)
+    }
+
+    pub fn run_locked(&mut self, req: &Request) -> Result<Option<Report>> {
+        let session = self.session;
+        let env = &req.env;
+        let started = report::now();
+        let clock = Instant::now();
+        if req.coalesce {
+            if let Some(tip) = session.repo.refname_to_id(&req.ref_name).ok().filter(|t| *t != req.to) {
+                let reason = format!("superseded by {tip}");
+                say(&format!("{}: {} skipped: {reason}", env.name, plan::short_id(req.to)));
+                let rep = self.report(req, None, &started, Outcome::Skipped, Vec::new(), Some(reason));
+                self.write_record(req.to, &rep)?;
+                return Ok(Some(rep));
+            }
+        }
+        let pointer = session.pointer(&env.name);
+        let from = match req.from {
+            Some(f) => f,
+            None => pointer.or(req.pushed_old),
+        };
+        if from == Some(req.to) && req.only.is_none() {
+            say(&format!("{}: {} is already deployed", env.name, plan::short_id(req.to)));
+            return Ok(None);
+        }
+        let range = match from {
+            Some(f) => format!("{}..{}", plan::short_id(f), plan::short_id(req.to)),
+            None => format!("{} (first deploy)", plan::short_id(req.to)),
+        };
+        let planned = self.plan(env, from, req.to).map(|mut p| {
+            if let Some(only) = &req.only {
+                p.targets.retain(|t| only.contains(&t.target.name));
+            }
+            p
+        });
+        let plan = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                let reason = format!("{e:#}");
+                say(&format!("{}: {range}: FAILED: {reason}", env.name));
+                let rep = self.report(req, from, &started, Outcome::Failed, Vec::new(), Some(reason.clone()));
+                self.write_record(req.to, &rep)?;
+                return Err(e.context(format!("{}: plan failed", env.name)));
+            }
+        };
+        if plan.targets.is_empty() {
+            say(&format!("{}: {range}: no deploy targets changed ({} paths)", env.name, plan.changed_paths));
+            let rep = self.report(req, from, &started, Outcome::Succeeded, Vec::new(), None);
+            self.finish(req, pointer, &rep)?;
+            return Ok(Some(rep));
+        }
+        say(&format!(
+            "{}: {} {range} ({}), {} target{}",
+            env.name,
+            match req.action {
+                Action::Rollback => "rolling back to",
+                _ => "deploying",
+            },
+            req.ref_name,
+            plan.targets.len(),
+            if plan.targets.len() == 1 { "" } else { "s" }
+        ));
+        journal::begin(session, &env.name, req, from)?;
+        let secrets = match self.fetch_secrets(&plan) {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!("{e:#}");
+                say(&format!("{}: FAILED: {reason}", env.name));
+                let rep = self.report(req, from, &started, Outcome::Failed, Vec::new(), Some(reason));
+                self.write_record(req.to, &rep)?;
+                journal::end(session, &env.name)?;
+                return Err(e);
+            }
+        };
+        let results = self.execute(env, &plan, &secrets, req.to)?;
+        let failed: Vec<&TargetReport> = results
+            .iter()
+            .filter(|r| r.result == Outcome::Failed)
+            .collect();
+        let mut rep = self.report(req, from, &started, Outcome::Succeeded, results.clone(), None);
+        if !failed.is_empty() {
+            rep.result = Outcome::Failed;
+            rep.reason = Some(format!(
+                "{} of {} targets failed: {}",
+                failed.len(),
+                results.len(),
+                failed.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let elapsed = clock.elapsed().as_secs_f64();
+        if failed.is_empty() {
+            say(&format!("{}: deployed {} in {elapsed:.1}s", env.name, plan::short_id(req.to)));
+            self.finish(req, pointer, &rep)?;
+            journal::end(session, &env.name)?;
+            return Ok(Some(rep));
+        }
+        let failed_names: BTreeSet<String> = failed.iter().map(|r| r.name.clone()).collect();
+        say(&format!(
+            "{}: FAILED {} of {} targets in {elapsed:.1}s; pointer stays at {}",
+            env.name,
+            failed_names.len(),
+            results.len(),
+            pointer.map(plan::short_id).unwrap_or_else(|| "(none)".into())
+        ));
+        if req.action == Action::Deploy {
+            self.on_failure(req, &plan, pointer, &failed_names, &mut rep)?;
+        }
+        rep.finished_at = report::now();
+        self.write_record(req.to, &rep)?;
+        journal::end(session, &env.name)?;
+        crate::ops::after_attempt(self.session, &rep);
+        Ok(Some(rep))
+    }
+
+    /// The environment's failure policy, applied to the targets that failed.
+    fn on_failure(
+        &mut self,
+        req: &Request,
+        plan: &Plan,
+        pointer: Option<Oid>,
+        failed: &BTreeSet<String>,
+        rep: &mut Report,
+    ) -> Result<()> {
+        let env = &req.env;
+        match env.on_failure {
+            OnFailure::Stop => {
+                say(&format!("{}: on_failure = stop: leaving the failed targets as they are", env.name));
+            }
+            OnFailure::RolloutUndo => {
+                let kubectl = self.kubectl(env)?;
+                let mut undone = Vec::new();
+                for tp in plan.targets.iter().filter(|t| failed.contains(&t.target.name)) {
+                    for o in tp.apply.iter().filter(|o| health::is_workload(o)) {
+                        let out = kubectl.rollout_undo(&health::resource_arg(o), o.id.namespace.as_deref())?;
+                        if out.success() {
+                            undone.push(o.id.to_string());
+                        } else {
+                            say(&format!("{}: rollout undo {} failed: {}", env.name, o.id, out.reason()));
+                        }
+                    }
+                }
+                say(&format!("{}: rollout undo: {}", env.name, if undone.is_empty() { "nothing to undo".to_string() } else { undone.join(", ") }));
+                if !undone.is_empty() {
+                    rep.reason = Some(format!(
+                        "{}; kubectl rollout undo: {}",
+                        rep.reason.clone().unwrap_or_default(),
+                        undone.join(", ")
+                    ));
+                }
+            }
+            OnFailure::Rollback => {
+                let Some(back) = pointer else {
+                    say(&format!("{}: nothing was deployed before; nothing to roll back to", env.name));
+                    return Ok(());
+                };
+                say(&format!("{}: rolling back {} to {}", env.name, failed.iter().cloned().collect::<Vec<_>>().join(", "), plan::short_id(back)));
+                let rollback = Request {
+                    env: env.clone(),
+                    ref_name: req.ref_name.clone(),
+                    pushed_old: None,
+                    to: back,
+                    from: Some(Some(req.to)),
+                    action: Action::Rollback,
+                    coalesce: false,
+                    only: Some(failed.clone()),
+                    move_pointer: false,
+                };
+                let back_rep = self.run_locked(&rollback);
+                rep.rolled_back_to = Some(back.to_string());
+                match back_rep {
+                    Ok(Some(r)) if r.result == Outcome::Succeeded => {}
+                    Ok(_) => say(&format!("{}: rollback did not succeed; see the record on {}", env.name, plan::short_id(back))),
+                    Err(e) => say(&format!("{}: rollback failed: {e:#}", env.name)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn report(
+        &self,
+        req: &Request,
+        from: Option<Oid>,
+        started: &str,
+        result: Outcome,
+        targets: Vec<TargetReport>,
+        reason: Option<String>,
+    ) -> Report {
+        Report {
+            env: req.env.name.clone(),
+            action: req.action,
+            result,
+            commit: req.to.to_string(),
+            from: from.map(|f| f.to_string()),
+            ref_name: req.ref_name.clone(),
+            started_at: started.to_string(),
+            finished_at: report::now(),
+            host: report::hostname(),
+            signer: self.signer.as_ref().map(Signer::id),
+            targets,
+            reason: reason.map(|r| self.masker.mask(&r)),
+            rolled_back_to: None,
+            hookops_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        }
+    }
+
+    /// Appends the signed record to the commit's note.
+    pub fn write_record(&self, commit: Oid, rep: &Report) -> Result<()> {
+        let payload = rep.payload();
+        let signature = match &self.signer {
+            Some(s) => Some(s.sign(&payload)?),
+            None => None,
+        };
+        let text = record::encode(&payload, signature.as_deref());
+        notes::append(&self.session.repo, commit, &text)
+            .with_context(|| format!("appending the record to {commit}"))
+    }
+
+    /// Success: record, pointer (compare-and-swap), optional tag, metrics.
+    fn finish(&self, req: &Request, pointer: Option<Oid>, rep: &Report) -> Result<()> {
+        self.write_record(req.to, rep)?;
+        if req.move_pointer {
+            move_pointer(self.session, &req.env, pointer, req.to)?;
+            if req.env.tag_deploys {
+                let name = format!(
+                    "refs/tags/deploy/{}/{}",
+                    req.env.name,
+                    chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+                );
+                self.session
+                    .repo
+                    .reference(&name, req.to, false, "hookops: deploy tag")
+                    .with_context(|| format!("creating {name}"))?;
+            }
+        }
+        crate::ops::after_attempt(self.session, rep);
+        Ok(())
+    }
+
+    fn fetch_secrets(&mut self, plan: &Plan) -> Result<Secrets> {
+        let mut secrets = Secrets::default();
+        let wanted: Vec<&TargetPlan> = plan
+            .targets
+            .iter()
+            .filter(|t| t.step == Step::Deploy && t.refused.is_none())
+            .filter(|t| !t.target.secrets.is_empty() || !t.target.secret.is_empty())
+            .collect();
+        if wanted.is_empty() {
+            return Ok(secrets);
+        }
+        let config = self.session.config.vault.as_ref().context(
+            "targets use Vault secrets but the server config has no [vault] section",
+        )?;
+        let mut client = vault::Client::login(config)?;
+        for tp in wanted {
+            let t = &tp.target;
+            for (var, reference) in &t.secrets {
+                let r = vault::SecretRef::parse(reference)?;
+                let value = client.read(&r).with_context(|| format!("target {}", t.name))?;
+                self.masker.add(value.expose());
+                secrets.env.entry(t.name.clone()).or_default().push((var.clone(), value.expose().to_string()));
+            }
+            for s in &t.secret {
+                let mut data = serde_json::Map::new();
+                for (key, reference) in &s.data {
+                    let r = vault::SecretRef::parse(reference)?;
+                    let value = client.read(&r).with_context(|| format!("target {}", t.name))?;
+                    self.masker.add(value.expose());
+                    data.insert(key.clone(), serde_json::Value::String(value.expose().to_string()));
+                }
+                let id = plan::secret_id(t, s);
+                let mut metadata = serde_json::json!({
+                    "name": s.name,
+                    "labels": {"app.kubernetes.io/managed-by": "hookops"},
+                });
+                if let Some(ns) = &id.namespace {
+                    metadata["namespace"] = serde_json::Value::String(ns.clone());
+                }
+                let body = serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": metadata,
+                    "type": s.secret_type.clone().unwrap_or_else(|| "Opaque".into()),
+                    "stringData": data,
+                });
+                secrets.objects.entry(t.name.clone()).or_default().push(Object {
+                    id,
+                    api_version: "v1".into(),
+                    body,
+                    source: format!("vault secret {}", s.name),
+                    cluster: false,
+                });
+            }
+        }
+        Ok(secrets)
+    }
+
+    /// Runs the targets: dependencies first, foundations (namespaces, CRDs) before the rest,
+    /// at most `[deploy] parallel` at once; a target whose dependency failed is skipped.
+    fn execute(&self, env: &Environment, plan: &Plan, secrets: &Secrets, commit: Oid) -> Result<Vec<TargetReport>> {
+        let kubectl = self.kubectl(env)?;
+        let env_dir = self.session.env_dir(&env.name)?;
+        let config = &self.session.config;
+        let repo = &self.session.repo;
+        // Terraform roots are written out here, on this thread: git2 handles are not shared.
+        let mut tf_dirs: BTreeMap<String, Result<PathBuf, String>> = BTreeMap::new();
+        for tp in plan.targets.iter().filter(|t| t.target.kind == TargetType::Terraform) {
+            let (rev, allowed) = match tp.step {
+                Step::Deploy => (Some(commit), true),
+                Step::Remove => (plan.from, env.allow_destroy),
+            };
+            if !allowed {
+                continue;
+            }
+            let Some(rev) = rev else { continue };
+            let dir = terraform::work_dir(&env_dir, &tp.target);
+            let tree = crate::targets::commit_tree(repo, rev)?;
+            let done = Terraform::materialise(repo, &tree, &tp.target, &dir)
+                .map_err(|e| format!("{e:#}"));
+            tf_dirs.insert(tp.target.name.clone(), done);
+        }
+        let names: BTreeSet<&str> = plan.targets.iter().map(|t| t.target.name.as_str()).collect();
+        let foundations: Vec<&str> = plan
+            .targets
+            .iter()
+            .filter(|t| t.has_foundation())
+            .map(|t| t.target.name.as_str())
+            .collect();
+        let deps: Vec<Vec<&str>> = plan
+            .targets
+            .iter()
+            .map(|tp| {
+                let mut d: Vec<&str> = tp
+                    .target
+                    .depends_on
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|n| names.contains(n))
+                    .collect();
+                if !tp.has_foundation() {
+                    d.extend(foundations.iter().copied());
+                }
+                d
+            })
+            .collect();
+        let parallel = config.deploy.parallel.max(1);
+        let mut results: Vec<Option<TargetReport>> = vec![None; plan.targets.len()];
+        let mut started = vec![false; plan.targets.len()];
+        let (tx, rx) = mpsc::channel::<(usize, TargetReport)>();
+        std::thread::scope(|scope| {
+            let mut running = 0;
+            loop {
+                let done: BTreeMap<&str, Outcome> = results
+                    .iter()
+                    .flatten()
+                    .map(|r| (r.name.as_str(), r.result))
+                    .collect();
+                for i in 0..plan.targets.len() {
+                    if started[i] || running >= parallel {
+                        continue;
+                    }
+                    if !deps[i].iter().all(|d| done.contains_key(d)) {
+                        continue;
+                    }
+                    started[i] = true;
+                    let tp = &plan.targets[i];
+                    if let Some(bad) = deps[i].iter().find(|d| done.get(*d) == Some(&Outcome::Failed)) {
+                        let r = skipped(tp, format!("dependency {bad} failed"));
+                        print_target(&env.name, &r);
+                        let _ = tx.send((i, r));
+                        running += 1;
+                        continue;
+                    }
+                    running += 1;
+                    let tx = tx.clone();
+                    let kubectl = &kubectl;
+                    let secrets = &secrets;
+                    let tf_dir = tf_dirs.get(&tp.target.name).cloned();
+                    let masker = &self.masker;
+                    scope.spawn(move || {
+                        let r = run_target(env, config, kubectl, masker, tp, secrets, tf_dir);
+                        print_target(&env.name, &r);
+                        let _ = tx.send((i, r));
+                    });
+                }
+                if running == 0 {
+                    break;
+                }
+                let Ok((i, r)) = rx.recv() else { break };
+                running -= 1;
+                results[i] = Some(r);
+            }
+        });
+        Ok(results.into_iter().flatten().collect())
+    }
+}
+
+/// Vault values fetched once per deploy: Terraform environment variables and generated
+/// Kubernetes Secrets, by target name.
+#[derive(Default)]
+pub struct Secrets {
+    env: BTreeMap<String, Vec<(String, String)>>,
+    objects: BTreeMap<String, Vec<Object>>,
+}
+
+fn skipped(tp: &TargetPlan, reason: String) -> TargetReport {
+    TargetReport {
+        name: tp.target.name.clone(),
+        kind: tp.target.kind.to_string(),
+        result: Outcome::Skipped,
+        applied: 0,
+        pruned: 0,
+        duration_ms: 0,
+        reason: Some(reason),
+        drifted: None,
+    }
+}
+
+fn print_target(env: &str, r: &TargetReport) {
+    let mut counts = format!("applied {}", r.applied);
+    if r.pruned > 0 {
+        counts.push_str(&format!(", pruned {}", r.pruned));
+    }
+    let status = match (r.result, &r.reason) {
+        (Outcome::Succeeded, _) => "ok".to_string(),
+        (Outcome::Skipped, Some(why)) => format!("skipped: {why}"),
+        (_, Some(why)) => format!("FAILED: {why}"),
+        (o, None) => o.as_str().to_string(),
+    };
+    say(&format!(
+        "{env}: {:<20} {:<9} {:<22} {:>6.1}s  {status}",
+        r.name,
+        r.kind,
+        counts,
+        r.duration_ms as f64 / 1000.0
+    ));
+}
+
+fn run_target(
+    env: &Environment,
+    config: &crate::config::ServerConfig,
+    kubectl: &Kubectl,
+    masker: &Masker,
+    tp: &TargetPlan,
+    secrets: &Secrets,
+    tf_dir: Option<Result<PathBuf, String>>,
+) -> TargetReport {
+    let clock = Instant::now();
+    let t = &tp.target;
+    let mut r = TargetReport {
+        name: t.name.clone(),
+        kind: t.kind.to_string(),
+        result: Outcome::Succeeded,
+        applied: 0,
+        pruned: 0,
+        duration_ms: 0,
+        reason: None,
+        drifted: None,
+    };
+    let outcome = if let Some(why) = &tp.refused {
+        Err(format!("refused by policy: {why}"))
+    } else if t.kind == TargetType::Terraform {
+        run_terraform(env, config, masker, tp, secrets, tf_dir, &mut r)
+    } else {
+        run_kube(env, kubectl, tp, secrets, &mut r)
+    };
+    if let Err(reason) = outcome {
+        r.result = Outcome::Failed;
+        r.reason = Some(masker.mask(&reason));
+    }
+    r.duration_ms = clock.elapsed().as_millis() as u64;
+    r
+}
+
+fn run_kube(
+    env: &Environment,
+    kubectl: &Kubectl,
+    tp: &TargetPlan,
+    secrets: &Secrets,
+    r: &mut TargetReport,
+) -> std::result::Result<(), String> {
+    let t = &tp.target;
+    let ns = t.namespace.as_deref();
+    let mut objects: Vec<Object> = tp.apply.clone();
+    if tp.step == Step::Deploy {
+        objects.extend(secrets.objects.get(&t.name).cloned().unwrap_or_default());
+    }
+    if !objects.is_empty() {
+        // A custom resource cannot be mapped before its CRD exists: such targets apply their
+        // foundations first, in a call of their own.
+        let has_crd = objects.iter().any(|o| o.id.kind == "CustomResourceDefinition");
+        let (first, rest): (Vec<&Object>, Vec<&Object>) = if has_crd {
+            objects.iter().partition(|o| o.is_foundation())
+        } else {
+            let mut all: Vec<&Object> = objects.iter().collect();
+            all.sort_by_key(|o| !o.is_foundation());
+            (Vec::new(), all)
+        };
+        for batch in [first, rest] {
+            if batch.is_empty() {
+                continue;
+            }
+            let out = kubectl
+                .apply(manifest::to_stream(batch.iter().copied()), ns, None)
+                .map_err(|e| format!("{e:#}"))?;
+            if !out.success() {
+                return Err(format!("kubectl apply: {}", out.reason()));
+            }
+            r.applied += batch.len();
+        }
+    }
+    if !tp.prune.is_empty() {
+        let out = kubectl
+            .delete(manifest::stubs_stream(&tp.prune), ns)
+            .map_err(|e| format!("{e:#}"))?;
+        if !out.success() {
+            return Err(format!("kubectl delete: {}", out.reason()));
+        }
+        r.pruned = tp.prune.len();
+    }
+    let timeout = env.health_timeout(t.timeout);
+    let name = t.name.clone();
+    let envname = env.name.clone();
+    let mut progress = |line: &str| say(&format!("{envname}: {name}: {line}"));
+    match health::wait(kubectl, &objects, timeout, &mut progress) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(reason)) => Err(format!("unhealthy: {reason}")),
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
+fn run_terraform(
+    env: &Environment,
+    config: &crate::config::ServerConfig,
+    masker: &Masker,
+    tp: &TargetPlan,
+    secrets: &Secrets,
+    tf_dir: Option<Result<PathBuf, String>>,
+    r: &mut TargetReport,
+) -> std::result::Result<(), String> {
+    let t = &tp.target;
+    if tp.step == Step::Remove && !env.allow_destroy {
+        r.result = Outcome::Skipped;
+        r.reason = Some("removed Terraform root not destroyed: allow_destroy = false".into());
+        return Ok(());
+    }
+    let Some(dir) = tf_dir else {
+        return Err("nothing to run (no deployed revision of this root)".into());
+    };
+    let root = dir?;
+    let tf = Terraform {
+        program: &config.tools.terraform,
+        masker,
+        lock_timeout_secs: config.deploy.terraform_lock_timeout,
+        env: secrets.env.get(&t.name).cloned().unwrap_or_default(),
+    };
+    let prefix = format!("{}: {}", env.name, t.name);
+    let mut line = |l: &str| say(&format!("{prefix}: {l}"));
+    let counts = match tp.step {
+        Step::Deploy => tf.deploy(&root, &mut line),
+        Step::Remove => tf.destroy(&root, &mut line),
+    }
+    .map_err(|e| format!("{e:#}"))?;
+    r.applied = counts.changed;
+    r.pruned = counts.destroyed;
+    Ok(())
+}
+
+/// Moves `refs/hookops/deployed/<env>` from `old` to `new`, refusing if someone else moved it.
+pub fn move_pointer(session: &Session, env: &Environment, old: Option<Oid>, new: Oid) -> Result<()> {
+    let name = env.pointer_ref();
+    let msg = format!("hookops: deployed {new}");
+    let repo = &session.repo;
+    let res = match old {
+        Some(old) => repo.reference_matching(&name, new, true, old, &msg),
+        None => repo.reference(&name, new, false, &msg),
+    };
+    res.with_context(|| format!("moving {name} to {new} (it moved meanwhile?)"))?;
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! The entry points that start a deploy: the git hooks (githooks(5)) and their hand-run
+//! counterparts. Each turns its input into deploy requests, one per (ref, environment).
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::RangeArgs;
+use crate::config::Environment;
+use crate::deploy::{say, Deployer, Request};
+use crate::plan::{self, Step};
+use crate::refs::{self, RefUpdate};
+use crate::report::{Action, Outcome};
+use crate::session::Session;
+
+/// Hook input is a handful of lines; anything near this size is not from git.
+const MAX_STDIN: u64 = 4 * 1024 * 1024;
+
+fn read_updates(hook: &str) -> Result<Vec<RefUpdate>> {
+    let mut input = String::new();
+    std::io::stdin()
+        .take(MAX_STDIN)
+        .read_to_string(&mut input)
+        .with_context(|| format!("{hook}: reading stdin"))?;
+    refs::parse_updates(&input, hook)
+}
+
+fn exit(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// post-receive: after refs are updated, git passes `<old> <new> <ref>` per updated ref. The
+/// exit status cannot undo the push; it is shown to the pusher.
+pub fn post_receive(repo: Option<&Path>) -> Result<ExitCode> {
+    let updates = read_updates("post-receive")?;
+    let session = Session::open(repo)?;
+    if crate::ops::queue_if_async(&session, &updates)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    deploy_updates(&session, &updates, true)
+}
+
+/// Deploys every (ref, environment) pair; `coalesce` skips commits a newer push superseded.
+pub fn deploy_updates(session: &Session, updates: &[RefUpdate], coalesce: bool) -> Result<ExitCode> {
+    let mut deployer = Deployer::new(session)?;
+    let mut failed = false;
+    for u in updates {
+        let envs = session.environments_for(&u.name);
+        if envs.is_empty() {
+            say(&format!("{}: not mapped to an environment; ignored", u.name));
+            continue;
+        }
+        let Some(new) = u.new else {
+            for env in &envs {
+                say(&format!("{}: deleted; environment {} left as deployed", u.name, env.name));
+            }
+            continue;
+        };
+        for env in envs {
+            let mut req = Request::deploy(env, &u.name, u.old, new);
+            req.coalesce = coalesce;
+            failed |= !attempt(&mut deployer, &req);
+        }
+    }
+    Ok(exit(failed))
+}
+
+/// Runs one request, printing an error instead of stopping the other environments.
+fn attempt(deployer: &mut Deployer, req: &Request) -> bool {
+    match deployer.run(req) {
+        Ok(Some(rep)) => matches!(rep.result, Outcome::Succeeded | Outcome::Skipped),
+        Ok(None) => true,
+        Err(e) => {
+            say(&format!("{}: error: {}", req.env.name, crate::one_line(&format!("{e:#}"))));
+            false
+        }
+    }
+}
+
+/// post-merge: runs in a clone after `git merge`/`git pull`; deploys ORIG_HEAD..HEAD.
+pub fn post_merge(repo: Option<&Path>, squash: Option<&str>) -> Result<ExitCode> {
+    let session = Session::open(repo)?;
+    if squash == Some("1") {
+        say("squash merge: nothing is committed yet; not deploying");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(branch) = session.default_branch() else {
+        bail!("post-merge: HEAD is detached; not deploying");
+    };
+    let head = session.resolve("HEAD")?;
+    let orig = session.resolve("ORIG_HEAD").ok();
+    let update = RefUpdate {
+        old: orig,
+        new: Some(head),
+        name: branch,
+    };
+    deploy_updates(&session, &[update], false)
+}
+
+/// Resolves `main`, `refs/heads/main` or `heads/main` to a full ref name that exists.
+fn full_ref(session: &Session, name: &str) -> Result<String> {
+    if name.starts_with("refs/") {
+        session
+            .repo
+            .find_reference(name)
+            .with_context(|| format!("unknown ref {name:?}"))?;
+        return Ok(name.to_string());
+    }
+    for candidate in [format!("refs/heads/{name}"), format!("refs/{name}")] {
+        if session.repo.find_reference(&candidate).is_ok() {
+            return Ok(candidate);
+        }
+    }
+    bail!("unknown ref {name:?} (not a branch)")
+}
+
+fn pick_envs(session: &Session, ref_name: &str, only: Option<&str>) -> Result<Vec<Environment>> {
+    let envs = session.environments_for(ref_name);
+    if envs.is_empty() {
+        bail!("{ref_name} is not mapped to an environment");
+    }
+    match only {
+        None => Ok(envs),
+        Some(e) => {
+            let picked: Vec<Environment> = envs.into_iter().filter(|x| x.name == e).collect();
+            if picked.is_empty() {
+                bail!("environment {e:?} does not follow {ref_name}");
+            }
+            Ok(picked)
+        }
+    }
+}
+
+/// `replay REF [--from REV] [--to REV]`: the push again, by hand.
+pub fn replay(repo: Option<&Path>, range: &RangeArgs) -> Result<ExitCode> {
+    let session = Session::open(repo)?;
+    let ref_name = full_ref(&session, &range.ref_name)?;
+    let to = match &range.to {
+        Some(rev) => session.resolve(rev)?,
+        None => session.resolve(&ref_name)?,
+    };
+    let from = range.from.as_deref().map(|r| session.resolve(r)).transpose()?;
+    let mut deployer = Deployer::new(&session)?;
+    let mut failed = false;
+    for env in pick_envs(&session, &ref_name, range.env.as_deref())? {
+        let mut req = Request::deploy(env, &ref_name, None, to);
+        if from.is_some() {
+            req.from = Some(from);
+        }
+        failed |= !attempt(&mut deployer, &req);
+    }
+    Ok(exit(failed))
+}
+
+/// `plan REF`: what a replay would do, without contacting a cluster or writing to git.
+pub fn plan(repo: Option<&Path>, range: &RangeArgs, json: bool) -> Result<ExitCode> {
+    let session = Session::open(repo)?;
+    let ref_name = full_ref(&session, &range.ref_name)?;
+    let to = match &range.to {
+        Some(rev) => session.resolve(rev)?,
+        None => session.resolve(&ref_name)?,
+    };
+    let from_arg = range.from.as_deref().map(|r| session.resolve(r)).transpose()?;
+    let deployer = Deployer::new(&session)?;
+    let mut all = Vec::new();
+    for env in pick_envs(&session, &ref_name, range.env.as_deref())? {
+        let from = from_arg.or_else(|| session.pointer(&env.name));
+        let p = deployer.plan(&env, from, to)?;
+        if json {
+            all.push(plan::to_json(&p, &env.name));
+            continue;
+        }
+        print_plan(&env.name, &p);
+    }
+    if json {
+        let value = if all.len() == 1 {
+            all.remove(0)
+        } else {
+            serde_json::Value::Array(all)
+        };
+        println!("{value}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_plan(env: &str, p: &plan::Plan) {
+    let range = match p.from {
+        Some(f) => format!("{}..{}", plan::short_id(f), plan::short_id(p.to)),
+        None => format!("{} (first deploy)", plan::short_id(p.to)),
+    };
+    println!("{env}: {range}: {} changed paths, {} targets", p.changed_paths, p.targets.len());
+    for tp in &p.targets {
+        let step = match tp.step {
+            Step::Deploy => "deploy",
+            Step::Remove => "remove",
+        };
+        println!("  {step} {} ({}, {})", tp.target.name, tp.target.kind, if tp.target.path.is_empty() { "." } else { &tp.target.path });
+        if let Some(why) = &tp.refused {
+            println!("    REFUSED: {why}");
+        }
+        for o in &tp.apply {
+            println!("    apply {} ({})", o.id, o.source);
+        }
+        for s in &tp.target.secret {
+            println!("    apply {} (from vault)", plan::secret_id(&tp.target, s));
+        }
+        for (id, _) in &tp.prune {
+            println!("    prune {id}");
+        }
+    }
+}
+
+/// pre-receive: the gate. Runs before refs move, on the quarantined objects of the push.
+pub fn pre_receive(repo: Option<&Path>) -> Result<ExitCode> {
+    let updates = read_updates("pre-receive")?;
+    let session = Session::open(repo)?;
+    crate::gate::check(&session, &updates)
+}
+
+/// `rollback --env E [--to REV]`: a full deploy of an earlier commit that moves the pointer.
+pub fn rollback(repo: Option<&Path>, env_name: &str, to: Option<&str>) -> Result<ExitCode> {
+    let session = Session::open(repo)?;
+    let env = session.environment(env_name)?;
+    let Some(pointer) = session.pointer(&env.name) else {
+        bail!("environment {env_name} has never deployed; nothing to roll back");
+    };
+    let target = match to {
+        Some(rev) => session.resolve(rev)?,
+        None => crate::verify::previous_good(&session, &env.name, pointer)?
+            .with_context(|| format!("no earlier successful deploy of {env_name} to roll back to"))?,
+    };
+    let mut deployer = Deployer::new(&session)?;
+    let mut req = Request::deploy(env.clone(), &env.ref_name(), None, target);
+    req.from = Some(Some(pointer));
+    req.action = Action::Rollback;
+    let ok = attempt(&mut deployer, &req);
+    Ok(exit(!ok))
+}
+
+/// `drift [--env E] [--repair]`.
+pub fn drift(repo: Option<&Path>, env: Option<&str>, repair: bool) -> Result<ExitCode> {
+    let session = Session::open(repo)?;
+    let envs: Vec<Environment> = match env {
+        Some(e) => vec![session.environment(e)?],
+        None => session.environments(),
+    };
+    crate::drift::run(&session, &envs, repair)
+}
+

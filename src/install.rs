@@ -1,0 +1,164 @@
+//! `hookops install`: writes the hook shims. A bare repository gets post-receive (and, asked
+//! for, the pre-receive gate); a clone gets post-merge. `core.hooksPath` is honoured; a Gitea-
+//! style `hooks/<hook>.d/` directory gets a file of its own; a hook already in place is kept and
+//! still runs first; running install twice changes nothing.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use git2::Repository;
+
+use crate::cli::InstallArgs;
+
+const MARKER: &str = "# hookops-shim";
+const CHAINED: &str = "hookops-chained";
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The shim text for `hook`, running `bin`. Hooks that read stdin buffer it once so that the
+/// chained hook and hookops both see every line.
+pub fn shim(hook: &str, bin: &str, chain: bool) -> String {
+    let bin = quote(bin);
+    let mut s = format!("#!/bin/sh\n{MARKER} (written by `hookops install`; edit the server config, not this file)\n");
+    let reads_stdin = hook != "post-merge";
+    if reads_stdin {
+        s.push_str("input=$(cat)\n");
+    }
+    if chain {
+        s.push_str(&format!("prev=\"$(dirname \"$0\")/{hook}.{CHAINED}\"\nif [ -x \"$prev\" ]; then\n"));
+        let run_prev = if reads_stdin {
+            "  printf '%s\\n' \"$input\" | \"$prev\" \"$@\""
+        } else {
+            "  \"$prev\" \"$@\""
+        };
+        // A failing pre-receive must still reject the push; other hooks cannot undo anything.
+        if hook == "pre-receive" {
+            s.push_str(&format!("{run_prev} || exit $?\n"));
+        } else {
+            s.push_str(&format!("{run_prev}\n"));
+        }
+        s.push_str("fi\n");
+    }
+    if reads_stdin {
+        s.push_str(&format!("printf '%s\\n' \"$input\" | exec {bin} {hook} \"$@\"\n"));
+    } else {
+        s.push_str(&format!("exec {bin} {hook} \"$@\"\n"));
+    }
+    s
+}
+
+/// The hooks directory git will use for this repository.
+pub fn hooks_dir(repo: &Repository) -> Result<PathBuf> {
+    let config = repo.config()?;
+    if let Ok(p) = config.get_path("core.hooksPath") {
+        if p.is_absolute() {
+            return Ok(p);
+        }
+        // githooks(5): relative to where hooks run: the work tree, or GIT_DIR when bare.
+        let base = repo.workdir().unwrap_or(repo.path());
+        return Ok(base.join(p));
+    }
+    Ok(repo.path().join("hooks"))
+}
+
+fn write_executable(path: &Path, text: &str) -> Result<bool> {
+    if fs::read_to_string(path).ok().as_deref() == Some(text) {
+        return Ok(false);
+    }
+    let tmp = path.with_extension("hookops-tmp");
+    fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
+    }
+    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(true)
+}
+
+/// Installs one hook; returns a line describing what happened.
+pub fn install_hook(dir: &Path, hook: &str, bin: &str) -> Result<String> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dot_d = dir.join(format!("{hook}.d"));
+    if dot_d.is_dir() {
+        let path = dot_d.join("hookops");
+        let changed = write_executable(&path, &shim(hook, bin, false))?;
+        return Ok(format!("{}: {}", path.display(), if changed { "installed" } else { "unchanged" }));
+    }
+    let path = dir.join(hook);
+    let chained = dir.join(format!("{hook}.{CHAINED}"));
+    let existing = fs::read_to_string(&path).ok();
+    let ours = existing.as_deref().is_some_and(|t| t.contains(MARKER));
+    let mut note = String::new();
+    if path.exists() && !ours {
+        if chained.exists() {
+            anyhow::bail!(
+                "{} exists and so does {}; move one of them away first",
+                path.display(),
+                chained.display()
+            );
+        }
+        fs::rename(&path, &chained)
+            .with_context(|| format!("moving {} aside", path.display()))?;
+        note = format!(" (the existing hook now runs first from {})", chained.display());
+    }
+    let changed = write_executable(&path, &shim(hook, bin, true))?;
+    Ok(format!(
+        "{}: {}{note}",
+        path.display(),
+        if changed { "installed" } else { "unchanged" }
+    ))
+}
+
+pub fn run(repo_arg: Option<&Path>, args: &InstallArgs) -> Result<ExitCode> {
+    let repo = match args.dir.as_deref().or(repo_arg) {
+        Some(d) => Repository::open(d).with_context(|| format!("{}: not a git repository", d.display()))?,
+        None => Repository::open_from_env().context("not inside a git repository")?,
+    };
+    let bin = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .context("locating the hookops binary")?;
+    let bin = bin.to_str().context("the hookops binary path is not UTF-8")?;
+    let dir = hooks_dir(&repo)?;
+    let mut hooks = vec![if repo.is_bare() { "post-receive" } else { "post-merge" }];
+    if args.pre_receive {
+        hooks.push("pre-receive");
+    }
+    for hook in hooks {
+        println!("{}", install_hook(&dir, hook, bin)?);
+    }
+    let state = repo.path().join(crate::config::STATE_DIR);
+    fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shim_quotes_and_chains() {
+        let s = shim("pre-receive", "/opt/it's/hookops", true);
+        assert!(s.contains(r"exec '/opt/it'\''s/hookops' pre-receive"));
+        assert!(s.contains("|| exit $?"));
+        let m = shim("post-merge", "/bin/hookops", false);
+        assert!(!m.contains("input=$(cat)"));
+    }
+
+    #[test]
+    fn install_is_idempotent_and_keeps_existing_hook() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("post-receive"), "#!/bin/sh\necho old\n").unwrap();
+        let first = install_hook(dir.path(), "post-receive", "/bin/hookops").unwrap();
+        assert!(first.contains("installed"), "{first}");
+        assert!(dir.path().join("post-receive.hookops-chained").exists());
+        let second = install_hook(dir.path(), "post-receive", "/bin/hookops").unwrap();
+        assert!(second.contains("unchanged"), "{second}");
+        let chained = fs::read_to_string(dir.path().join("post-receive.hookops-chained")).unwrap();
+        assert!(chained.contains("echo old"));
+    }
+}

@@ -1,0 +1,138 @@
+//! The JSON payload of a record: what one deploy attempt did. `record.rs` turns it into signed
+//! note text; `history` reads it back. Field names are public interface (DESIGN.md).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    RolledBack,
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Deploy,
+    Rollback,
+    Drift,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TargetReport {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub result: Outcome,
+    pub applied: usize,
+    pub pruned: usize,
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// drift: objects or resources that differ from the commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drifted: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub env: String,
+    pub action: Action,
+    pub result: Outcome,
+    pub commit: String,
+    pub from: Option<String>,
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub host: String,
+    pub signer: Option<String>,
+    pub targets: Vec<TargetReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hookops_version: Option<String>,
+}
+
+impl Report {
+    /// The compact one-line JSON that is signed.
+    pub fn payload(&self) -> String {
+        // Serialising plain structs of strings and numbers cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn duration_ms(&self) -> Option<i64> {
+        let a = chrono::DateTime::parse_from_rfc3339(&self.started_at).ok()?;
+        let b = chrono::DateTime::parse_from_rfc3339(&self.finished_at).ok()?;
+        Some((b - a).num_milliseconds())
+    }
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_is_one_line_and_roundtrips() {
+        let r = Report {
+            env: "prod".into(),
+            action: Action::Deploy,
+            result: Outcome::RolledBack,
+            commit: "c".into(),
+            from: None,
+            ref_name: "refs/heads/main".into(),
+            started_at: now(),
+            finished_at: now(),
+            host: hostname(),
+            signer: None,
+            targets: vec![TargetReport {
+                name: "web".into(),
+                kind: "kubectl".into(),
+                result: Outcome::Failed,
+                applied: 3,
+                pruned: 1,
+                duration_ms: 5,
+                reason: Some("line\nbreak".into()),
+                drifted: None,
+            }],
+            reason: None,
+            rolled_back_to: Some("abc".into()),
+            hookops_version: None,
+        };
+        let p = r.payload();
+        assert!(!p.contains('\n'));
+        assert!(p.starts_with(r#"{"env":"prod","action":"deploy","result":"rolled_back","#));
+        let back: Report = serde_json::from_str(&p).unwrap();
+        assert_eq!(back, r);
+    }
+}

@@ -1,0 +1,113 @@
+//! One opened repository with its server config: where hookops state lives, which branch is
+//! the default, and where each environment's deployed pointer points.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use git2::{Oid, Repository};
+
+use crate::config::{pointer_ref, Environment, ServerConfig, STATE_DIR};
+use crate::record::Signer;
+
+pub struct Session {
+    pub repo: Repository,
+    pub git_dir: PathBuf,
+    pub config: ServerConfig,
+}
+
+impl Session {
+    /// `--repo DIR`, else `$GIT_DIR` (with a pre-receive hook's quarantine), else the
+    /// repository around the current directory.
+    pub fn open(dir: Option<&Path>) -> Result<Session> {
+        let repo = match dir {
+            Some(d) => {
+                Repository::open(d).with_context(|| format!("{}: not a git repository", d.display()))?
+            }
+            None => Repository::open_from_env()
+                .context("not inside a git repository (use --repo DIR or set GIT_DIR)")?,
+        };
+        let git_dir = repo.path().to_path_buf();
+        let config = ServerConfig::load(&git_dir)?;
+        Ok(Session {
+            repo,
+            git_dir,
+            config,
+        })
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.git_dir.join(STATE_DIR)
+    }
+
+    /// Private per-environment work directory (kubectl cache, Terraform roots, scratch).
+    pub fn env_dir(&self, env: &str) -> Result<PathBuf> {
+        let dir = self.state_dir().join("work").join(env);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// The branch HEAD names (a bare repository's default branch; a clone's current branch).
+    pub fn default_branch(&self) -> Option<String> {
+        let head = self.repo.find_reference("HEAD").ok()?;
+        head.symbolic_target().map(str::to_string)
+    }
+
+    pub fn environments_for(&self, ref_name: &str) -> Vec<Environment> {
+        self.config
+            .environments_for(ref_name, self.default_branch().as_deref())
+    }
+
+    pub fn environments(&self) -> Vec<Environment> {
+        self.config.all_environments(self.default_branch().as_deref())
+    }
+
+    pub fn environment(&self, name: &str) -> Result<Environment> {
+        self.config.environment(name, self.default_branch().as_deref())
+    }
+
+    pub fn pointer(&self, env: &str) -> Option<Oid> {
+        self.repo
+            .find_reference(&pointer_ref(env))
+            .ok()
+            .and_then(|r| r.target())
+    }
+
+    pub fn signer(&self) -> Result<Option<Signer>> {
+        match &self.config.signing.key {
+            Some(path) => Signer::load(path).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Resolves a revision (`main`, a tag, an id, `HEAD~2`) to a commit, naming it in errors.
+    pub fn resolve(&self, rev: &str) -> Result<Oid> {
+        let obj = self
+            .repo
+            .revparse_single(rev)
+            .with_context(|| format!("unknown revision {rev:?}"))?;
+        let commit = obj
+            .peel_to_commit()
+            .with_context(|| format!("{rev:?} does not name a commit"))?;
+        Ok(commit.id())
+    }
+
+    /// The repository-wide deploy lock (flock: the kernel releases it if hookops dies).
+    pub fn lock(&self) -> Result<File> {
+        let dir = self.state_dir();
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if file.try_lock().is_err() {
+            log::info!("waiting for another hookops deploy to finish");
+            file.lock()
+                .with_context(|| format!("locking {}", path.display()))?;
+        }
+        Ok(file)
+    }
+}

@@ -1,0 +1,202 @@
+//! Terraform roots: materialised from git objects into a persistent per-environment, per-target
+//! work directory (state and plugins survive between deploys), then `init`, `plan
+//! -detailed-exitcode -out`, and `apply` of that plan only when it has changes. Secrets reach
+//! terraform as environment variables, never as arguments or files.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use git2::{Repository, Tree};
+
+use crate::config::Target;
+use crate::mask::Masker;
+use crate::tools::{Command, Output};
+use crate::tree;
+
+const PLAN_FILE: &str = "hookops.tfplan";
+
+pub struct Terraform<'a> {
+    pub program: &'a str,
+    pub masker: &'a Masker,
+    pub lock_timeout_secs: u64,
+    /// Environment variables for terraform only (Vault secrets).
+    pub env: Vec<(String, String)>,
+}
+
+/// What a run did: resources added+changed, and destroyed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    pub changed: usize,
+    pub destroyed: usize,
+}
+
+/// Work directory of one target of one environment.
+pub fn work_dir(env_dir: &Path, target: &Target) -> PathBuf {
+    env_dir.join("terraform").join(target.name.replace('/', "__"))
+}
+
+impl Terraform<'_> {
+    fn command(&self, dir: &Path) -> Command {
+        let mut c = Command::new(self.program, "terraform")
+            .dir(dir)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("TF_INPUT", "0")
+            .env("CHECKPOINT_DISABLE", "1");
+        for (k, v) in &self.env {
+            c = c.env(k, v);
+        }
+        c
+    }
+
+    fn lock_arg(&self) -> String {
+        format!("-lock-timeout={}s", self.lock_timeout_secs)
+    }
+
+    /// Writes the target (and its watched paths) from `tree` into `root`, keeping state.
+    pub fn materialise(repo: &Repository, tree: &Tree, target: &Target, root: &Path) -> Result<PathBuf> {
+        tree::clean_dir(root)?;
+        std::fs::create_dir_all(root)?;
+        tree::materialise(repo, tree, &target.path, root)?;
+        for w in &target.watch {
+            if tree::entry(tree, w).is_some() {
+                tree::materialise(repo, tree, w, root)?;
+            }
+        }
+        Ok(root.join(&target.path))
+    }
+
+    fn step(&self, name: &str, c: Command, line: &mut dyn FnMut(&str)) -> Result<Output> {
+        let started = Instant::now();
+        let out = c.stream(self.masker, |l| {
+            if !l.trim().is_empty() {
+                line(&format!("[{name} {:.1}s] {l}", started.elapsed().as_secs_f64()));
+            }
+        })?;
+        Ok(out)
+    }
+
+    fn init(&self, dir: &Path, line: &mut dyn FnMut(&str)) -> Result<()> {
+        let out = self.step(
+            "init",
+            self.command(dir).args(["init", "-input=false", "-no-color"]).arg(self.lock_arg()),
+            line,
+        )?;
+        if !out.success() {
+            bail!("terraform init failed: {}", error_line(&out));
+        }
+        Ok(())
+    }
+
+    /// init, plan, and apply when the plan has changes.
+    pub fn deploy(&self, dir: &Path, line: &mut dyn FnMut(&str)) -> Result<Counts> {
+        self.init(dir, line)?;
+        let plan = self.step(
+            "plan",
+            self.command(dir)
+                .args(["plan", "-input=false", "-no-color", "-detailed-exitcode"])
+                .arg(self.lock_arg())
+                .arg(format!("-out={PLAN_FILE}")),
+            line,
+        );
+        let plan_file = dir.join(PLAN_FILE);
+        let result = (|| {
+            let plan = plan?;
+            match plan.code {
+                Some(0) => return Ok(Counts::default()),
+                Some(2) => {}
+                _ => bail!("terraform plan failed: {}", error_line(&plan)),
+            }
+            let apply = self.step(
+                "apply",
+                self.command(dir)
+                    .args(["apply", "-input=false", "-no-color"])
+                    .arg(self.lock_arg())
+                    .arg(PLAN_FILE),
+                line,
+            )?;
+            if !apply.success() {
+                bail!("terraform apply failed: {}", error_line(&apply));
+            }
+            Ok(counts(&apply.stdout))
+        })();
+        // A plan file holds every variable value in clear text: never leave it behind.
+        let _ = std::fs::remove_file(&plan_file);
+        result
+    }
+
+    /// `plan -detailed-exitcode` only: Ok(true) when the root differs from its state.
+    pub fn drifted(&self, dir: &Path, line: &mut dyn FnMut(&str)) -> Result<bool> {
+        self.init(dir, line)?;
+        let plan = self.step(
+            "plan",
+            self.command(dir)
+                .args(["plan", "-input=false", "-no-color", "-detailed-exitcode", "-lock=false"]),
+            line,
+        )?;
+        match plan.code {
+            Some(0) => Ok(false),
+            Some(2) => Ok(true),
+            _ => bail!("terraform plan failed: {}", error_line(&plan)),
+        }
+    }
+
+    pub fn destroy(&self, dir: &Path, line: &mut dyn FnMut(&str)) -> Result<Counts> {
+        self.init(dir, line)?;
+        let out = self.step(
+            "destroy",
+            self.command(dir)
+                .args(["destroy", "-auto-approve", "-input=false", "-no-color"])
+                .arg(self.lock_arg()),
+            line,
+        )?;
+        if !out.success() {
+            bail!("terraform destroy failed: {}", error_line(&out));
+        }
+        Ok(counts(&out.stdout))
+    }
+}
+
+/// Terraform prints "Error: …" after a box-drawing prefix; that line is the reason.
+fn error_line(out: &Output) -> String {
+    out.stdout
+        .lines()
+        .chain(out.stderr.lines())
+        .map(|l| l.trim_start_matches(['│', '╷', '╵', ' ']))
+        .find(|l| l.starts_with("Error"))
+        .map(str::to_string)
+        .unwrap_or_else(|| out.reason())
+}
+
+/// Parses "Apply complete! Resources: 1 added, 2 changed, 0 destroyed." (or the destroy form).
+fn counts(output: &str) -> Counts {
+    let mut c = Counts::default();
+    for line in output.lines() {
+        let Some(rest) = line.split("Resources: ").nth(1) else {
+            continue;
+        };
+        for part in rest.trim_end_matches('.').split(", ") {
+            let mut words = part.split_whitespace();
+            let n: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            match words.next() {
+                Some("added") | Some("changed") => c.changed += n,
+                Some("destroyed") => c.destroyed += n,
+                _ => {}
+            }
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_summary() {
+        let c = counts("…\nApply complete! Resources: 1 added, 2 changed, 3 destroyed.\n");
+        assert_eq!((c.changed, c.destroyed), (3, 3));
+        let d = counts("Destroy complete! Resources: 4 destroyed.\n");
+        assert_eq!((d.changed, d.destroyed), (0, 4));
+    }
+}

@@ -1,0 +1,194 @@
+//! Reading the pushed tree safely: blobs by path with a size cap, symlinks and submodules
+//! refused (never followed), and subtrees written out to a work directory when a tool needs
+//! real files (kustomize, terraform).
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use git2::{FileMode, ObjectType, Oid, Repository, Tree, TreeWalkMode, TreeWalkResult};
+
+/// Largest file hookops reads from a tree: manifests and configs are small, and a huge blob
+/// pushed by mistake (or on purpose) must not exhaust the server's memory.
+pub const MAX_FILE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Reads a blob after checking its size from the object header (without inflating it).
+pub fn read_blob(repo: &Repository, id: Oid, path: &str) -> Result<Vec<u8>> {
+    let odb = repo.odb()?;
+    let (size, kind) = odb
+        .read_header(id)
+        .with_context(|| format!("{path}: cannot read object {id}"))?;
+    if kind != ObjectType::Blob {
+        bail!("{path}: not a file");
+    }
+    if size > MAX_FILE_BYTES {
+        bail!("{path}: file too large ({size} bytes; the limit is {MAX_FILE_BYTES})");
+    }
+    let blob = repo.find_blob(id)?;
+    Ok(blob.content().to_vec())
+}
+
+pub fn read_text(repo: &Repository, id: Oid, path: &str) -> Result<String> {
+    let bytes = read_blob(repo, id, path)?;
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{path}: not UTF-8 text"))
+}
+
+/// What sits at `path` in `tree`, if anything.
+pub fn entry(tree: &Tree, path: &str) -> Option<(Oid, i32)> {
+    if path.is_empty() {
+        return Some((tree.id(), i32::from(FileMode::Tree)));
+    }
+    tree.get_path(Path::new(path))
+        .ok()
+        .map(|e| (e.id(), e.filemode()))
+}
+
+pub fn is_link(mode: i32) -> bool {
+    mode == i32::from(FileMode::Link)
+}
+
+pub fn is_tree(mode: i32) -> bool {
+    mode == i32::from(FileMode::Tree)
+}
+
+pub fn is_submodule(mode: i32) -> bool {
+    mode == i32::from(FileMode::Commit)
+}
+
+/// Reads a file by path; `Ok(None)` when absent. Symlinks are refused, never followed.
+pub fn read_path(repo: &Repository, tree: &Tree, path: &str) -> Result<Option<String>> {
+    match entry(tree, path) {
+        None => Ok(None),
+        Some((_, mode)) if is_link(mode) => {
+            bail!("{path}: is a symbolic link; hookops refuses symlinks in deployed trees")
+        }
+        Some((_, mode)) if is_tree(mode) || is_submodule(mode) => bail!("{path}: not a file"),
+        Some((id, _)) => read_text(repo, id, path).map(Some),
+    }
+}
+
+/// A file under a directory: its full path, blob id and mode.
+pub struct FileEntry {
+    pub path: String,
+    pub id: Oid,
+    pub mode: i32,
+}
+
+/// Files under `dir` (recursive or only the directory itself). Symlinks and submodules are
+/// returned so the caller can refuse them with a precise message.
+pub fn files_under(repo: &Repository, tree: &Tree, dir: &str, recursive: bool) -> Result<Vec<FileEntry>> {
+    let sub = match entry(tree, dir) {
+        None => return Ok(Vec::new()),
+        Some((id, mode)) if is_tree(mode) => repo.find_tree(id)?,
+        Some(_) => bail!("{dir}: not a directory"),
+    };
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let mut files = Vec::new();
+    if !recursive {
+        for e in sub.iter() {
+            let mode = e.filemode();
+            if is_tree(mode) {
+                continue;
+            }
+            let name = e.name().context("non-UTF-8 file name")?;
+            files.push(FileEntry {
+                path: format!("{prefix}{name}"),
+                id: e.id(),
+                mode,
+            });
+        }
+        return Ok(files);
+    }
+    let mut bad_name = None;
+    sub.walk(TreeWalkMode::PreOrder, |root, e| {
+        let mode = e.filemode();
+        if is_tree(mode) {
+            return TreeWalkResult::Ok;
+        }
+        match e.name() {
+            Some(name) => files.push(FileEntry {
+                path: format!("{prefix}{root}{name}"),
+                id: e.id(),
+                mode,
+            }),
+            None => {
+                bad_name = Some(format!("{prefix}{root}"));
+                return TreeWalkResult::Abort;
+            }
+        }
+        TreeWalkResult::Ok
+    })
+    .ok();
+    if let Some(dir) = bad_name {
+        bail!("{dir}: a file name is not UTF-8");
+    }
+    Ok(files)
+}
+
+/// Files a tool keeps in its work directory across deploys (Terraform state and plugins).
+const KEEP: &[&str] = &[
+    ".terraform",
+    "terraform.tfstate",
+    "terraform.tfstate.backup",
+    ".terraform.tfstate.lock.info",
+];
+
+/// Empties `dir` except the files in `KEEP`, so a materialised tree never carries files the
+/// new commit deleted.
+pub fn clean_dir(dir: &Path) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for e in entries {
+        let e = e?;
+        let name = e.file_name();
+        if KEEP.iter().any(|k| name == *k) {
+            continue;
+        }
+        let path = e.path();
+        let kind = e.file_type()?;
+        if kind.is_dir() {
+            clean_dir(&path)?;
+            let _ = fs::remove_dir(&path);
+        } else {
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the files of `dir` (recursively) from `tree` under `root`, keeping their repository
+/// paths. Refuses symlinks and submodules.
+pub fn materialise(repo: &Repository, tree: &Tree, dir: &str, root: &Path) -> Result<usize> {
+    let files = files_under(repo, tree, dir, true)?;
+    if files.is_empty() && entry(tree, dir).is_none() {
+        bail!("{dir}: no such directory in the tree");
+    }
+    for f in &files {
+        if is_link(f.mode) {
+            bail!("{}: is a symbolic link; hookops refuses symlinks in deployed trees", f.path);
+        }
+        if is_submodule(f.mode) {
+            bail!("{}: submodules are not supported in deploy targets", f.path);
+        }
+        let dest = root.join(&f.path);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let bytes = read_blob(repo, f.id, &f.path)?;
+        fs::write(&dest, bytes).with_context(|| format!("writing {}", dest.display()))?;
+        #[cfg(unix)]
+        if f.mode == i32::from(FileMode::BlobExecutable) {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    Ok(files.len())
+}

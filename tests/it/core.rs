@@ -1,0 +1,427 @@
+//! The core pipeline through real pushes: a bare server repository with the hook installed,
+//! the real kubectl against the kube sandbox, the real terraform offline.
+
+use crate::util::{configmap, namespace, terraform_root, tools_present, World};
+
+fn world() -> Option<World> {
+    if !tools_present() {
+        return None;
+    }
+    let mut w = World::new();
+    w.start_sandbox();
+    w.configure("", "");
+    Some(w)
+}
+
+const TREE: &str = r#"[[target]]
+name = "infra"
+path = "infra"
+type = "terraform"
+
+[[target]]
+name = "base"
+path = "k8s/base"
+type = "kubectl"
+
+[[target]]
+name = "web"
+path = "k8s/web"
+type = "kubectl"
+namespace = "web"
+depends_on = ["base"]
+"#;
+
+fn first_deploy(w: &World) -> String {
+    let c = w.commit(
+        &[
+            ("hookops.toml", TREE),
+            ("infra/main.tf", &terraform_root("v1")),
+            ("k8s/base/ns.yaml", &namespace("web")),
+            ("k8s/web/a.yaml", &configmap("a", None, "1")),
+            (
+                "k8s/web/bc.yaml",
+                &format!("{}---\n{}", configmap("b", None, "1"), configmap("c", None, "1")),
+            ),
+            ("README.md", "demo\n"),
+        ],
+        "first",
+    );
+    let out = w.push();
+    out.assert_ok();
+    assert!(out.all().contains("deployed"), "{}", out.all());
+    c
+}
+
+#[test]
+fn first_deploy_applies_everything_and_signs_a_record() {
+    let Some(w) = world() else { return };
+    let c = first_deploy(&w);
+    assert_eq!(w.pointer("prod").as_deref(), Some(c.as_str()));
+    for name in ["a", "b", "c"] {
+        let cm = w.configmap("web", name).expect("configmap applied");
+        assert_eq!(cm["data"]["value"], "1");
+    }
+    let rec = w.last_record(&c);
+    assert_eq!(rec["result"], "succeeded");
+    assert_eq!(rec["action"], "deploy");
+    assert_eq!(rec["env"], "prod");
+    assert_eq!(rec["from"], serde_json::Value::Null);
+    let names: Vec<&str> = rec["targets"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 3, "{rec}");
+    // Dependencies: base (the namespace) before web.
+    let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    assert!(pos("base") < pos("web"));
+    let web = rec["targets"].as_array().unwrap().iter().find(|t| t["name"] == "web").unwrap();
+    assert_eq!(web["applied"], 3);
+    let infra = rec["targets"].as_array().unwrap().iter().find(|t| t["name"] == "infra").unwrap();
+    assert_eq!(infra["applied"], 1, "{rec}");
+    // The server-side apply used the hookops field manager, manifests on stdin.
+    let ssa: Vec<_> = w
+        .sandbox()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect();
+    assert!(ssa.iter().all(|r| r.path.contains("fieldManager=hookops")), "{ssa:?}");
+    assert!(ssa.iter().all(|r| r.content_type.as_deref() == Some("application/apply-patch+yaml")));
+    // The record verifies with hookops and with stock ssh-keygen.
+    w.hookops(&["verify", &c, "--allowed-signers", w.allowed_signers.to_str().unwrap()])
+        .assert_ok();
+    let note = w.note(&c);
+    let payload = note.lines().find(|l| l.starts_with('{')).unwrap();
+    let sig: String = note
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN SSH SIGNATURE"))
+        .take_while(|l| !l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let sig_path = w.tmp.path().join("record.sig");
+    std::fs::write(&sig_path, &sig).unwrap();
+    let mut child = std::process::Command::new("ssh-keygen")
+        .args(["-Y", "verify", "-f", w.allowed_signers.to_str().unwrap(), "-I", "deployer@test", "-n", "hookops", "-s", sig_path.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(payload.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn one_file_change_touches_only_its_objects() {
+    let Some(w) = world() else { return };
+    first_deploy(&w);
+    w.sandbox().clear_requests();
+    let c = w.commit(&[("k8s/web/a.yaml", &configmap("a", None, "2"))], "change a");
+    let out = w.push();
+    out.assert_ok();
+    let writes = w.writes();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert!(writes[0].starts_with("PATCH /api/v1/namespaces/web/configmaps/a?"), "{writes:?}");
+    assert_eq!(w.configmap("web", "a").unwrap()["data"]["value"], "2");
+    let rec = w.last_record(&c);
+    assert_eq!(rec["targets"].as_array().unwrap().len(), 1, "{rec}");
+    // terraform did not run: its target is not in the output at all.
+    assert!(!out.all().contains("infra"), "{}", out.all());
+}
+
+#[test]
+fn deleted_file_removed_document_and_removed_target_are_pruned() {
+    let Some(w) = world() else { return };
+    first_deploy(&w);
+    // Document c removed from bc.yaml, a.yaml deleted.
+    std::fs::write(w.clone.join("k8s/web/bc.yaml"), configmap("b", None, "1")).unwrap();
+    let c = w.remove(&["k8s/web/a.yaml"], "prune a and c");
+    w.push().assert_ok();
+    assert!(w.configmap("web", "a").is_none());
+    assert!(w.configmap("web", "c").is_none());
+    assert!(w.configmap("web", "b").is_some());
+    let rec = w.last_record(&c);
+    assert_eq!(rec["targets"][0]["pruned"], 2, "{rec}");
+    // A whole target removed from hookops.toml: its objects go too.
+    let tree = TREE.replace("[[target]]\nname = \"web\"\npath = \"k8s/web\"\ntype = \"kubectl\"\nnamespace = \"web\"\ndepends_on = [\"base\"]\n", "");
+    w.commit(&[("hookops.toml", &tree)], "drop web");
+    w.push().assert_ok();
+    assert!(w.configmap("web", "b").is_none());
+}
+
+#[test]
+fn terraform_change_reapplies() {
+    let Some(w) = world() else { return };
+    first_deploy(&w);
+    let c = w.commit(&[("infra/main.tf", &terraform_root("v2"))], "tf v2");
+    let out = w.push();
+    out.assert_ok();
+    assert!(out.all().contains("infra"), "{}", out.all());
+    let rec = w.last_record(&c);
+    assert_eq!(rec["targets"][0]["name"], "infra");
+    assert_eq!(rec["targets"][0]["applied"], 1, "{rec}");
+    // The state lives in the persistent work dir and no plan file is left behind.
+    let root = w.server.join("hookops/work/prod/terraform/infra/infra");
+    let state = std::fs::read_to_string(root.join("terraform.tfstate")).unwrap();
+    assert!(state.contains("v2"));
+    assert!(!root.join("hookops.tfplan").exists());
+}
+
+#[test]
+fn several_refs_unmapped_branch_and_deletion() {
+    let Some(w) = world() else { return };
+    w.configure("", "[[environment]]\nname = \"staging\"\nbranch = \"staging\"\nkubeconfig = \"KUBE\"\ncontext = \"sandbox\"\n".replace("KUBE", w.kubeconfig.to_str().unwrap()).as_str());
+    w.commit(&[("k8s/base/ns.yaml", &namespace("web")), ("k8s/web/a.yaml", &configmap("a", Some("web"), "1"))], "one");
+    let out = w.push_args(&["origin", "HEAD:main", "HEAD:staging", "HEAD:feature"]);
+    out.assert_ok();
+    let all = out.all();
+    assert!(all.contains("prod: deployed"), "{all}");
+    assert!(all.contains("staging: deployed"), "{all}");
+    assert!(all.contains("refs/heads/feature: not mapped to an environment; ignored"), "{all}");
+    assert!(w.pointer("prod").is_some() && w.pointer("staging").is_some());
+    let out = w.push_args(&["origin", ":staging"]);
+    out.assert_ok();
+    assert!(out.all().contains("refs/heads/staging: deleted; environment staging left as deployed"), "{}", out.all());
+    assert!(w.pointer("staging").is_some());
+}
+
+#[test]
+fn force_push_diffs_from_the_pointer() {
+    let Some(w) = world() else { return };
+    first_deploy(&w);
+    w.commit(&[("k8s/web/d.yaml", &configmap("d", None, "1"))], "add d");
+    w.push().assert_ok();
+    assert!(w.configmap("web", "d").is_some());
+    // Rewrite history: drop the commit that added d, change a instead.
+    w.in_clone(&["reset", "-q", "--hard", "HEAD~1"]).assert_ok();
+    let c = w.commit(&[("k8s/web/a.yaml", &configmap("a", None, "forced"))], "rewrite");
+    w.push_args(&["--force", "origin", "HEAD:main"]).assert_ok();
+    assert!(w.configmap("web", "d").is_none(), "d was deployed by the dropped commit and must be pruned");
+    assert_eq!(w.configmap("web", "a").unwrap()["data"]["value"], "forced");
+    assert_eq!(w.pointer("prod").as_deref(), Some(c.as_str()));
+}
+
+#[test]
+fn failed_deploy_keeps_pointer_and_next_push_retries() {
+    let Some(w) = world() else { return };
+    w.configure("on_failure = \"stop\"", "");
+    let good = first_deploy(&w);
+    w.sandbox().fail_path("/api/v1/namespaces/web/configmaps/a", 500);
+    let bad = w.commit(&[("k8s/web/a.yaml", &configmap("a", None, "2"))], "a2");
+    let out = w.push();
+    assert!(out.all().contains("FAILED"), "{}", out.all());
+    assert_eq!(w.pointer("prod").as_deref(), Some(good.as_str()));
+    let rec = w.last_record(&bad);
+    assert_eq!(rec["result"], "failed");
+    assert_eq!(rec["targets"][0]["result"], "failed");
+    w.sandbox().clear_faults();
+    let next = w.commit(&[("README.md", "unrelated\n")], "docs only");
+    w.push().assert_ok();
+    // The pending change to a came with the next push, though that push only touched a README.
+    assert_eq!(w.configmap("web", "a").unwrap()["data"]["value"], "2");
+    assert_eq!(w.pointer("prod").as_deref(), Some(next.as_str()));
+    assert_eq!(w.last_record(&next)["from"], good.as_str());
+}
+
+#[test]
+fn post_merge_in_a_clone() {
+    let Some(w) = world() else { return };
+    let c1 = w.commit(&[("k8s/pm/a.yaml", &configmap("pm-a", Some("default"), "1"))], "one");
+    w.push().assert_ok();
+    // The deploying side is a clone that pulls: hook installed there, config in its .git.
+    let deployer = w.tmp.path().join("deployer");
+    w.git(None, &["clone", "-q", w.server.to_str().unwrap(), deployer.to_str().unwrap()])
+        .assert_ok();
+    let inst = w.hookops(&["install", deployer.to_str().unwrap()]);
+    inst.assert_ok();
+    assert!(deployer.join(".git/hooks/post-merge").exists(), "{}", inst.all());
+    std::fs::create_dir_all(deployer.join(".git/hookops")).unwrap();
+    std::fs::write(
+        deployer.join(".git/hookops/config.toml"),
+        format!("[[environment]]\nname = \"pm\"\nbranch = \"main\"\nkubeconfig = \"{}\"\n", w.kubeconfig.display()),
+    )
+    .unwrap();
+    let c2 = w.commit(&[("k8s/pm/a.yaml", &configmap("pm-a", Some("default"), "2"))], "two");
+    w.push().assert_ok();
+    w.sandbox().clear_requests();
+    let out = w.git(Some(&deployer), &["pull", "--no-rebase", "origin", "main"]);
+    out.assert_ok();
+    assert!(out.all().contains("pm: deployed"), "{}", out.all());
+    // Never deployed before: ORIG_HEAD..HEAD, i.e. exactly the pulled change.
+    assert_eq!(w.writes().len(), 1, "{:?}", w.writes());
+    let pointer = w.git(Some(&deployer), &["rev-parse", "refs/hookops/deployed/pm"]);
+    assert_eq!(pointer.stdout.trim(), c2);
+    assert_eq!(w.last_record_in(&deployer, &c2)["from"], c1.as_str());
+}
+
+#[test]
+fn replay_and_plan() {
+    let Some(w) = world() else { return };
+    let c = first_deploy(&w);
+    let before = w.records(&c).len();
+    w.sandbox().clear_requests();
+    // Nothing between the pointer and the tip: an empty plan.
+    let plan = w.hookops(&["plan", "main", "--json"]);
+    plan.assert_ok();
+    let p: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(p["targets"].as_array().unwrap().len(), 0, "{p}");
+    // A commit that is in the clone only: plan it with --to after fetching it into the server.
+    let e = w.commit(&[("k8s/web/e.yaml", &configmap("e", None, "1"))], "add e");
+    w.push_args(&["origin", "HEAD:refs/heads/side"]).assert_ok();
+    let plan = w.hookops(&["plan", "main", "--to", &e, "--json"]);
+    plan.assert_ok();
+    let p: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(p["targets"][0]["name"], "web", "{p}");
+    assert_eq!(p["targets"][0]["apply"][0]["name"], "e");
+    let human = w.hookops(&["plan", "main", "--to", &e]);
+    assert!(human.stdout.contains("apply ConfigMap web/e (k8s/web/e.yaml:1)"), "{}", human.stdout);
+    assert!(w.sandbox().requests().is_empty(), "plan must not contact the cluster");
+    assert_eq!(w.records(&c).len(), before, "plan must not write records");
+    assert!(w.records(&e).is_empty());
+    // Replay that range by hand.
+    w.hookops(&["replay", "main", "--to", &e]).assert_ok();
+    assert!(w.configmap("web", "e").is_some());
+    assert_eq!(w.pointer("prod").unwrap(), e);
+    // Replaying from an explicit old revision re-applies the range again.
+    w.sandbox().clear_requests();
+    w.hookops(&["replay", "main", "--from", &c, "--to", &e]).assert_ok();
+    assert_eq!(w.writes().len(), 1, "{:?}", w.writes());
+}
+
+#[test]
+fn tampered_record_fails_verify() {
+    let Some(w) = world() else { return };
+    let c = first_deploy(&w);
+    let note = w.note(&c);
+    let tampered = note.replace("\"result\":\"succeeded\"", "\"result\":\"failed\"");
+    assert_ne!(note, tampered);
+    let path = w.tmp.path().join("note.txt");
+    std::fs::write(&path, tampered).unwrap();
+    w.git(Some(&w.server), &["notes", "--ref=hookops", "add", "-f", "-F", path.to_str().unwrap(), &c])
+        .assert_ok();
+    let out = w.hookops(&["verify", &c, "--allowed-signers", w.allowed_signers.to_str().unwrap()]);
+    out.assert_fail();
+    assert!(out.all().contains("BAD signature"), "{}", out.all());
+    // A key that is not in allowed_signers is named as unknown.
+    let other = w.tmp.path().join("other_signers");
+    std::fs::write(&other, "").unwrap();
+    std::fs::write(&path, &note).unwrap();
+    w.git(Some(&w.server), &["notes", "--ref=hookops", "add", "-f", "-F", path.to_str().unwrap(), &c])
+        .assert_ok();
+    let out = w.hookops(&["verify", &c, "--allowed-signers", other.to_str().unwrap()]);
+    out.assert_fail();
+    assert!(out.all().contains("unknown key"), "{}", out.all());
+}
+
+#[test]
+fn discovered_targets_without_hookops_toml() {
+    let Some(w) = world() else { return };
+    let c = w.commit(
+        &[
+            ("apps/ns.yaml", &namespace("disc")),
+            ("apps/one/cm.yaml", &configmap("one", Some("disc"), "1")),
+            ("apps/two/cm.yaml", &configmap("two", Some("disc"), "1")),
+            (".github/workflows/ci.yml", "on: push\njobs: {}\n"),
+            ("docs/notes.yaml", "just: data\n"),
+        ],
+        "discover",
+    );
+    w.push().assert_ok();
+    let rec = w.last_record(&c);
+    let mut names: Vec<String> = rec["targets"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
+    names.sort();
+    assert_eq!(names, vec!["apps", "apps/one", "apps/two"], "{rec}");
+    assert!(w.configmap("disc", "two").is_some());
+    let c = w.commit(&[("apps/two/cm.yaml", &configmap("two", Some("disc"), "2"))], "two");
+    w.push().assert_ok();
+    let rec = w.last_record(&c);
+    assert_eq!(rec["targets"].as_array().unwrap().len(), 1);
+    assert_eq!(rec["targets"][0]["name"], "apps/two");
+}
+
+// ---- bad input ------------------------------------------------------------------------------
+
+#[test]
+fn malformed_hook_stdin_and_unknown_revisions() {
+    let Some(w) = world() else { return };
+    let out = w.hookops_stdin(&["post-receive"], "not a valid line\n");
+    out.assert_fail();
+    assert!(out.stderr.contains("post-receive: stdin line 1"), "{}", out.stderr);
+    assert_eq!(out.stderr.trim().lines().count(), 1, "one line: {}", out.stderr);
+    let out = w.hookops(&["replay", "main", "--to", "no-such-rev"]);
+    out.assert_fail();
+    let out = w.hookops(&["replay", "nope"]);
+    out.assert_fail();
+    assert!(out.stderr.contains("unknown ref \"nope\""), "{}", out.stderr);
+    let out = w.hookops(&["verify", "deadbeef", "--allowed-signers", "/dev/null"]);
+    out.assert_fail();
+    assert!(out.stderr.contains("unknown revision"), "{}", out.stderr);
+}
+
+fn assert_refused(w: &World, files: &[(&str, &str)], expect: &str) {
+    let c = w.commit(files, "bad");
+    let out = w.push();
+    assert!(out.all().contains(expect), "expected {expect:?} in:\n{}", out.all());
+    let rec = w.last_record(&c);
+    assert_eq!(rec["result"], "failed", "{rec}");
+    assert!(rec["reason"].as_str().unwrap_or("").contains(expect) || rec.to_string().contains(expect), "{rec}");
+    assert_ne!(w.pointer("prod").as_deref(), Some(c.as_str()));
+}
+
+#[test]
+fn invalid_toml_names_line_and_column() {
+    let Some(w) = world() else { return };
+    assert_refused(&w, &[("hookops.toml", "[[target]]\nname = \"x\"\npath = k8s\n")], "line 3, column 8");
+}
+
+#[test]
+fn invalid_yaml_names_file_and_line() {
+    let Some(w) = world() else { return };
+    assert_refused(
+        &w,
+        &[("hookops.toml", "[[target]]\nname = \"web\"\npath = \"k8s\"\ntype = \"kubectl\"\n"), ("k8s/a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [oops\n")],
+        "k8s/a.yaml:",
+    );
+}
+
+#[test]
+fn target_paths_symlinks_duplicates_cycles_and_server_keys() {
+    let Some(w) = world() else { return };
+    let t = |name: &str, path: &str, extra: &str| format!("[[target]]\nname = \"{name}\"\npath = \"{path}\"\ntype = \"kubectl\"\n{extra}\n");
+    assert_refused(&w, &[("hookops.toml", &t("a", "../etc", ""))], "must not contain '..'");
+    assert_refused(&w, &[("hookops.toml", &t("a", "/etc", ""))], "must be relative");
+    assert_refused(&w, &[("hookops.toml", &format!("{}{}", t("a", "x", ""), t("a", "y", "")))], "defined twice");
+    assert_refused(
+        &w,
+        &[("hookops.toml", &format!("{}{}", t("a", "x", "depends_on = [\"b\"]"), t("b", "y", "depends_on = [\"a\"]")))],
+        "dependency cycle",
+    );
+    assert_refused(&w, &[("hookops.toml", &t("a", "x", "kubeconfig = \"/root/.kube/config\""))], "unknown field `kubeconfig`");
+    // A symlink inside a target is refused, never followed.
+    std::fs::create_dir_all(w.clone.join("k8s")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", w.clone.join("k8s/link.yaml")).unwrap();
+    assert_refused(&w, &[("hookops.toml", &t("a", "k8s", ""))], "symbolic link");
+}
+
+#[test]
+fn missing_tools_and_unreachable_cluster() {
+    let Some(w) = world() else { return };
+    w.write_server_config(&format!(
+        "[[environment]]\nname = \"prod\"\nbranch = \"main\"\nkubeconfig = \"{}\"\n[tools]\nkubectl = \"/nonexistent/kubectl\"\nterraform = \"/nonexistent/terraform\"\n",
+        w.kubeconfig.display()
+    ));
+    let c = w.commit(&[("k8s/a.yaml", &configmap("a", Some("default"), "1")), ("tf/main.tf", &terraform_root("x"))], "tools");
+    let out = w.push();
+    assert!(out.all().contains("/nonexistent/kubectl: command not found"), "{}", out.all());
+    assert!(out.all().contains("/nonexistent/terraform: command not found"), "{}", out.all());
+    assert_eq!(w.last_record(&c)["result"], "failed");
+    // Unreachable cluster: a kubeconfig pointing at a closed port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = w.tmp.path().join("dead-kubeconfig");
+    std::fs::write(&dead, std::fs::read_to_string(&w.kubeconfig).unwrap().replace(&w.sandbox().port().to_string(), &port.to_string())).unwrap();
+    w.write_server_config(&format!("[[environment]]\nname = \"prod\"\nbranch = \"main\"\nkubeconfig = \"{}\"\n", dead.display()));
+    let c = w.commit(&[("k8s/a.yaml", &configmap("a", Some("default"), "2"))], "unreachable");
+    let out = w.push();
+    assert!(out.all().contains("FAILED"), "{}", out.all());
+    assert!(out.all().contains("connection refused") || out.all().contains("refused"), "{}", out.all());
+    assert_eq!(w.last_record(&c)["result"], "failed");
+}
