@@ -338,19 +338,29 @@ impl<'s> Deployer<'s> {
         if req.move_pointer {
             move_pointer(self.session, &req.env, pointer, req.to)?;
             if req.env.tag_deploys {
-                let name = format!(
-                    "refs/tags/deploy/{}/{}",
-                    req.env.name,
-                    chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-                );
-                self.session
-                    .repo
-                    .reference(&name, req.to, false, "hookops: deploy tag")
-                    .with_context(|| format!("creating {name}"))?;
+                self.tag(&req.env.name, req.to)?;
             }
         }
         crate::ops::after_attempt(self.session, rep);
         Ok(())
+    }
+
+    /// `deploy/<env>/<UTC timestamp>`, with a counter when two deploys share a second.
+    fn tag(&self, env: &str, commit: Oid) -> Result<()> {
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        for n in 0..100 {
+            let suffix = if n == 0 { String::new() } else { format!("-{n}") };
+            let name = format!("refs/tags/deploy/{env}/{stamp}{suffix}");
+            if self.session.repo.find_reference(&name).is_ok() {
+                continue;
+            }
+            self.session
+                .repo
+                .reference(&name, commit, false, "hookops: deploy tag")
+                .with_context(|| format!("creating {name}"))?;
+            return Ok(());
+        }
+        anyhow::bail!("too many deploy tags for {env} at {stamp}")
     }
 
     fn fetch_secrets(&mut self, plan: &Plan) -> Result<Secrets> {

@@ -2,5 +2,6 @@
 
 mod core;
 mod records;
+mod safety;
 mod util;
 mod vault;
