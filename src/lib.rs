@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod deploy;
 pub mod diff;
+pub mod doctor;
 pub mod drift;
 pub mod gate;
 pub mod health;
@@ -112,7 +113,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             allowed_signers,
         } => verify::verify(repo, &rev, &allowed_signers),
         Command::Drift { env, repair } => hooks::drift(repo, env.as_deref(), repair),
-        Command::Doctor => anyhow::bail!("doctor: not available yet"),
+         anyhow::bail!("doctor: not available yet"),=>Command::Doctor => doctor::run(repo),=> anyhow::bail!("doctor: not available yet"),
         Command::Watch(_) => anyhow::bail!("watch: not available yet"),
         Command::Worker { entry } => ops::worker(repo, &entry),
     }

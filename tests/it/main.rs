@@ -1,6 +1,7 @@
 //! One integration-test binary for the whole suite (one link, shared harness in `util`).
 
 mod core;
+mod ops;
 mod records;
 mod safety;
 mod util;
