@@ -629,6 +629,9 @@ struct WriteOpts<'a> {
     operation: &'static str,
     subresource: Option<&'a str>,
     dry_run: bool,
+    /// The server-side apply configuration (or /scale change), which is
+    /// what the manager owns; other writes own what they wrote.
+    applied: Option<&'a Value>,
 }
 
 fn write_opts<'a>(
@@ -651,6 +654,7 @@ fn write_opts<'a>(
         operation,
         subresource,
         dry_run,
+        applied: None,
     }
 }
 
@@ -678,22 +682,9 @@ fn field_set(v: &Value) -> Value {
     }
 }
 
-fn managed_fields(
-    old: Option<&Value>,
-    obj: &mut Value,
-    opts: &WriteOpts,
-    source: &Value,
-    api_version: &str,
-) {
-    let prior = old
-        .map(|o| o["metadata"]["managedFields"].clone())
-        .unwrap_or(Value::Null);
-    let given = &obj["metadata"]["managedFields"];
-    // A client that rewrites managedFields itself (kubectl's client-side to
-    // server-side apply migration does) gets what it asked for.
-    if given.as_array().is_some_and(|a| !a.is_empty()) && *given != prior {
-        return;
-    }
+/// The fields a write sets: the applied configuration for server-side
+/// apply, otherwise the written object.
+fn owned_fields(source: &Value, opts: &WriteOpts) -> Map<String, Value> {
     let mut fields = Map::new();
     for (k, v) in source.as_object().into_iter().flatten() {
         match k.as_str() {
@@ -721,6 +712,25 @@ fn managed_fields(
             }
         }
     }
+    fields
+}
+
+fn managed_fields(
+    old: Option<&Value>,
+    obj: &mut Value,
+    opts: &WriteOpts,
+    fields: Map<String, Value>,
+    api_version: &str,
+) {
+    let prior = old
+        .map(|o| o["metadata"]["managedFields"].clone())
+        .unwrap_or(Value::Null);
+    let given = &obj["metadata"]["managedFields"];
+    // A client that rewrites managedFields itself (kubectl's client-side to
+    // server-side apply migration does) gets what it asked for.
+    if given.as_array().is_some_and(|a| !a.is_empty()) && *given != prior {
+        return;
+    }
     let mut entry = json!({"manager": opts.manager, "operation": opts.operation, "apiVersion": api_version,
         "time": now_rfc3339(), "fieldsType": "FieldsV1", "fieldsV1": fields});
     if let Some(sub) = opts.subresource {
@@ -747,10 +757,10 @@ fn commit(
     old: Option<&Value>,
     mut obj: Value,
     opts: &WriteOpts,
-    source: &Value,
 ) -> Result<Value> {
     check_kind(rt, &mut obj)?;
     check_shape(rt, name, &obj)?;
+    let fields = owned_fields(opts.applied.unwrap_or(&obj), opts);
     {
         let meta = metadata(&mut obj)?;
         meta.insert("name".into(), json!(name));
@@ -806,7 +816,7 @@ fn commit(
             obj["metadata"]["generation"] = json!(g + 1);
         }
     }
-    managed_fields(old, &mut obj, opts, source, &rt.api_version());
+    managed_fields(old, &mut obj, opts, fields, &rt.api_version());
     if opts.dry_run {
         return Ok(obj);
     }
@@ -870,8 +880,7 @@ fn create(
         );
     }
     let opts = write_opts(req, "Update", None, dry_run);
-    let source = obj.clone();
-    let stored = commit(st, rt, ns, &name, None, obj, &opts, &source)?;
+    let stored = commit(st, rt, ns, &name, None, obj, &opts)?;
     Ok(Reply::json(201, &present(rt, stored)))
 }
 
@@ -907,8 +916,7 @@ fn update(
         .cloned()
         .ok_or_else(|| ApiError::not_found(rt, name))?;
     let opts = write_opts(req, "Update", sub, dry_run);
-    let source = obj.clone();
-    let stored = commit(st, rt, ns, name, Some(&old), obj, &opts, &source)?;
+    let stored = commit(st, rt, ns, name, Some(&old), obj, &opts)?;
     Ok(Reply::json(200, &present(rt, stored)))
 }
 
@@ -953,7 +961,7 @@ fn patch_object(
     let old = old.ok_or_else(|| ApiError::not_found(rt, name))?;
     let obj = patched(rt, req, name, &old)?;
     let opts = write_opts(req, "Update", sub, dry_run);
-    let stored = commit(st, rt, ns, name, Some(&old), obj.clone(), &opts, &obj)?;
+    let stored = commit(st, rt, ns, name, Some(&old), obj, &opts)?;
     Ok(Reply::json(200, &present(rt, stored)))
 }
 
@@ -989,15 +997,13 @@ fn apply(
         operation: "Apply",
         subresource: sub,
         dry_run,
+        applied: Some(&config),
     };
     let key = rt.type_key();
     let (stored, code) = match old {
         None => {
             ensure_namespace(st, rt, ns)?;
-            (
-                commit(st, rt, ns, name, None, config.clone(), &opts, &config)?,
-                201,
-            )
+            (commit(st, rt, ns, name, None, config.clone(), &opts)?, 201)
         }
         Some(old) => {
             let mut obj = old.clone();
@@ -1007,10 +1013,7 @@ fn apply(
             if string_field(&config, "resourceVersion").is_none() {
                 obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
             }
-            (
-                commit(st, rt, ns, name, Some(&old), obj, &opts, &config)?,
-                200,
-            )
+            (commit(st, rt, ns, name, Some(&old), obj, &opts)?, 200)
         }
     };
     if !dry_run {
@@ -1070,17 +1073,12 @@ fn scale(
     if let Some(rv) = wanted["metadata"]["resourceVersion"].as_str() {
         obj["metadata"]["resourceVersion"] = json!(rv);
     }
-    let opts = write_opts(req, "Update", Some("scale"), dry_run);
-    let stored = commit(
-        st,
-        rt,
-        ns,
-        name,
-        Some(&old),
-        obj.clone(),
-        &opts,
-        &json!({"spec": {"replicas": replicas}}),
-    )?;
+    let owned = json!({"spec": {"replicas": replicas}});
+    let opts = WriteOpts {
+        applied: Some(&owned),
+        ..write_opts(req, "Update", Some("scale"), dry_run)
+    };
+    let stored = commit(st, rt, ns, name, Some(&old), obj, &opts)?;
     Ok(Reply::json(200, &as_scale(&stored)))
 }
 

@@ -230,3 +230,69 @@ spec:
     ])
     .ok();
 }
+
+#[test]
+fn server_side_reapply_of_the_previous_manifest_heals() {
+    let Some(c) = Cluster::start() else { return };
+    let ssa = [
+        "apply",
+        "--server-side",
+        "--field-manager=hookops",
+        "--force-conflicts",
+        "-f",
+        "-",
+    ];
+    c.kubectl_stdin(&ssa, &deployment("web", "web:1", "")).ok();
+    c.kubectl_stdin(&ssa, &deployment("web", "web:2", FAIL))
+        .ok();
+    assert_ne!(
+        c.kubectl(&["rollout", "status", "deployment/web", "--timeout=10s"])
+            .code,
+        0
+    );
+    c.kubectl_stdin(&ssa, &deployment("web", "web:1", "")).ok();
+    let d = c
+        .sandbox
+        .object("apps/v1", "Deployment", Some("default"), "web")
+        .expect("stored");
+    let template = &d["spec"]["template"];
+    assert!(
+        template["metadata"]["annotations"]
+            .get("kube-sandbox.io/fail-rollout")
+            .is_none(),
+        "{template}"
+    );
+    assert_eq!(template["spec"]["containers"][0]["image"], "web:1");
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    c.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "--watch=true",
+        "--timeout=20s",
+    ])
+    .ok();
+
+    let diff = [
+        "diff",
+        "--server-side",
+        "--field-manager=hookops",
+        "--force-conflicts",
+        "-f",
+        "-",
+    ];
+    assert_eq!(
+        c.kubectl_stdin(&diff, &deployment("web", "web:1", "")).code,
+        0
+    );
+    let changed = c.kubectl_stdin(&diff, &deployment("web", "web:3", ""));
+    assert_eq!(changed.code, 1, "{}", changed.stderr);
+    assert!(
+        changed.stdout.contains("+      - image: web:3"),
+        "{}",
+        changed.stdout
+    );
+}
