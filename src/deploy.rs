@@ -131,10 +131,18 @@ impl<'s> Deployer<'s> {
             }
         }
         let pointer = session.pointer(&env.name);
+        // The pushed old value stands for "deployed" only before the first attempt: once one
+        // failed, nothing is known to be deployed, so everything is pending.
+        let attempted = session.env_dir(&env.name)?.join("attempted");
         let from = match req.from {
             Some(f) => f,
+            None if attempted.exists() => pointer,
             None => pointer.or(req.pushed_old),
         };
+        if pointer.is_none() && !attempted.exists() {
+            std::fs::write(&attempted, b"")
+                .with_context(|| format!("writing {}", attempted.display()))?;
+        }
         if from == Some(req.to) && req.only.is_none() {
             say(&format!("{}: {} is already deployed", env.name, plan::short_id(req.to)));
             return Ok(None);

@@ -4,5 +4,6 @@ mod core;
 mod ops;
 mod records;
 mod safety;
+mod secrets;
 mod util;
 mod vault;
