@@ -185,3 +185,48 @@ fn namespace_policy_refuses_whole_targets() {
     assert!(w.configmap("kube-system", "sneaky").is_none());
     assert!(w.configmap("app", "fine").is_some());
 }
+
+#[test]
+fn gate_requires_signed_commits() {
+    if !tools_present() {
+        return;
+    }
+    let w = World::new();
+    let signers = w.tmp.path().join("commit_signers");
+    w.write_server_config(&format!(
+        "[[environment]]\nname = \"prod\"\nbranch = \"main\"\n\n[gate]\nrequire_signed_commits = true\nallowed_signers = \"{}\"\n",
+        signers.display()
+    ));
+    w.hookops(&["install", "--pre-receive"]).assert_ok();
+    // The pusher's SSH signing key, allowed for the "git" namespace.
+    let key = w.tmp.path().join("pusher_ed25519");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    std::fs::write(&signers, format!("pusher@example.test namespaces=\"git\" {public}")).unwrap();
+
+    w.commit(&[("README.md", "unsigned\n")], "unsigned");
+    let out = w.push();
+    out.assert_fail();
+    assert!(out.all().contains("is not signed (require_signed_commits = true)"), "{}", out.all());
+
+    // A commit signed by a key that is not allowed.
+    let other = w.tmp.path().join("other_ed25519");
+    std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f", other.to_str().unwrap()]).status().unwrap();
+    w.in_clone(&["config", "gpg.format", "ssh"]).assert_ok();
+    w.in_clone(&["config", "user.signingkey", other.to_str().unwrap()]).assert_ok();
+    w.in_clone(&["commit", "-q", "--amend", "-S", "-m", "wrong key"]).assert_ok();
+    let out = w.push();
+    out.assert_fail();
+    assert!(out.all().contains("is not signed by an allowed signer"), "{}", out.all());
+
+    w.in_clone(&["config", "user.signingkey", key.to_str().unwrap()]).assert_ok();
+    w.in_clone(&["commit", "-q", "--amend", "-S", "-m", "signed"]).assert_ok();
+    w.push().assert_ok();
+    std::fs::write(w.clone.join("README.md"), "signed too\n").unwrap();
+    w.in_clone(&["commit", "-q", "-S", "-am", "signed on top"]).assert_ok();
+    w.push().assert_ok();
+}
