@@ -697,4 +697,23 @@ mod tests {
             "default"
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(s in "\\PC*") {
+            let _ = TreeConfig::parse(&s, "hookops.toml");
+            let _ = ServerConfig::parse(&s, "config.toml");
+        }
+
+        #[test]
+        fn target_tables_never_panic(name in "\\PC{0,12}", path in "\\PC{0,20}", deps in proptest::collection::vec("[a-c]{1,2}", 0..3)) {
+            let text = format!(
+                "[[target]]\nname = {name:?}\npath = {path:?}\ntype = \"kubectl\"\ndepends_on = {deps:?}\n"
+            );
+            if let Ok(c) = TreeConfig::parse(&text, "hookops.toml") {
+                // Whatever parses is safe to use as a tree path.
+                proptest::prop_assert!(check_tree_path(&c.target[0].path).is_ok());
+            }
+        }
+    }
 }
