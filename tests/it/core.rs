@@ -425,3 +425,41 @@ fn missing_tools_and_unreachable_cluster() {
     assert!(out.all().contains("connection refused") || out.all().contains("refused"), "{}", out.all());
     assert_eq!(w.last_record(&c)["result"], "failed");
 }
+
+#[test]
+fn kustomize_target_renders_old_and_new() {
+    let Some(w) = world() else { return };
+    let tree = "[[target]]\nname = \"ns\"\npath = \"ns\"\ntype = \"kubectl\"\n\n[[target]]\nname = \"app\"\npath = \"app/overlays/prod\"\ntype = \"kustomize\"\nwatch = [\"app/base\"]\n";
+    let c = w.commit(
+        &[
+            ("hookops.toml", tree),
+            ("ns/ns.yaml", &namespace("kz")),
+            ("app/base/kustomization.yaml", "resources:\n- one.yaml\n- two.yaml\n"),
+            ("app/base/one.yaml", &configmap("one", None, "1")),
+            ("app/base/two.yaml", &configmap("two", None, "1")),
+            ("app/overlays/prod/kustomization.yaml", "namespace: kz\nnamePrefix: prod-\nresources:\n- ../../base\n"),
+        ],
+        "kustomize",
+    );
+    w.push().assert_ok();
+    assert!(w.configmap("kz", "prod-one").is_some());
+    assert!(w.configmap("kz", "prod-two").is_some());
+    assert_eq!(w.last_record(&c)["targets"].as_array().unwrap().len(), 2);
+    // A change in the base (a watched path) re-renders the overlay; a resource dropped from
+    // the kustomization is pruned.
+    let c = w.commit(
+        &[("app/base/kustomization.yaml", "resources:\n- one.yaml\n"), ("app/base/one.yaml", &configmap("one", None, "2"))],
+        "drop two",
+    );
+    w.push().assert_ok();
+    assert_eq!(w.configmap("kz", "prod-one").unwrap()["data"]["value"], "2");
+    assert!(w.configmap("kz", "prod-two").is_none());
+    let rec = w.last_record(&c);
+    assert_eq!(rec["targets"][0]["name"], "app");
+    assert_eq!(rec["targets"][0]["pruned"], 1, "{rec}");
+    // A broken kustomization fails the deploy with kustomize's reason.
+    let c = w.commit(&[("app/overlays/prod/kustomization.yaml", "resources:\n- ../../missing\n")], "broken");
+    let out = w.push();
+    assert!(out.all().contains("kustomize failed"), "{}", out.all());
+    assert_eq!(w.last_record(&c)["result"], "failed");
+}

@@ -239,3 +239,21 @@ fn removed_terraform_root_is_skipped_unless_allowed() {
     let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     assert_eq!(state["resources"].as_array().map(|r| r.len()).unwrap_or(0), 0);
 }
+
+#[test]
+fn health_timeout_from_the_tree_is_capped_by_the_server() {
+    let Some(w) = world("on_failure = \"stop\"\nmax_health_timeout = 2") else { return };
+    let slow = "        kube-sandbox.io/ready-delay: \"30s\"\n";
+    let tree = "[[target]]\nname = \"app\"\npath = \"k8s\"\ntype = \"kubectl\"\ntimeout = 600\n";
+    let c = w.commit(
+        &[("hookops.toml", tree), ("k8s/ns.yaml", &namespace("app")), ("k8s/deploy.yaml", &deployment("web", "app", "web:1", slow))],
+        "slow",
+    );
+    let started = std::time::Instant::now();
+    let out = w.push();
+    let waited = started.elapsed();
+    assert!(out.all().contains("waiting for Deployment.apps app/web"), "{}", out.all());
+    assert!(out.all().contains("unhealthy"), "{}", out.all());
+    assert!(waited < std::time::Duration::from_secs(25), "the server cap (2 s) applies, not the tree's 600 s");
+    assert_eq!(w.last_record(&c)["result"], "failed");
+}
