@@ -84,6 +84,21 @@ impl<'s> Deployer<'s> {
         })
     }
 
+    /// For work that writes no signed records (plans, the gate, refusals).
+    pub fn unsigned(session: &'s Session) -> Deployer<'s> {
+        Deployer {
+            session,
+            signer: None,
+            masker: Masker::new(),
+        }
+    }
+
+    /// A failed record for a request that could not even start.
+    pub fn record_failure(&self, req: &Request, reason: &str) -> Result<()> {
+        let rep = self.report(req, None, &report::now(), Outcome::Failed, Vec::new(), Some(reason.to_string()));
+        self.write_record(req.to, &rep)
+    }
+
     fn kubectl(&self, env: &Environment) -> Result<Kubectl> {
         let cache = self.session.env_dir(&env.name)?.join("kube-cache");
         Ok(Kubectl::new(

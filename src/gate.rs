@@ -21,11 +21,7 @@ use crate::terraform::Terraform;
 use crate::tools::Command;
 
 pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
-    let deployer = Deployer {
-        session,
-        signer: None,
-        masker: Masker::new(),
-    };
+    let deployer = Deployer::unsigned(session);
     let mut problems: Vec<String> = Vec::new();
     for u in updates {
         let Some(new) = u.new else { continue };

@@ -48,7 +48,10 @@ pub fn post_receive(repo: Option<&Path>) -> Result<ExitCode> {
 
 /// Deploys every (ref, environment) pair; `coalesce` skips commits a newer push superseded.
 pub fn deploy_updates(session: &Session, updates: &[RefUpdate], coalesce: bool) -> Result<ExitCode> {
-    let mut deployer = Deployer::new(session)?;
+    let mut deployer = match Deployer::new(session) {
+        Ok(d) => d,
+        Err(e) => return refuse_unsigned(session, updates, e),
+    };
     let mut failed = false;
     for u in updates {
         let envs = session.environments_for(&u.name);
@@ -69,6 +72,21 @@ pub fn deploy_updates(session: &Session, updates: &[RefUpdate], coalesce: bool) 
         }
     }
     Ok(exit(failed))
+}
+
+/// Without a readable signing key nothing deploys: each mapped update gets an (unsigned) failed
+/// record saying why, so the audit log still shows the attempt.
+fn refuse_unsigned(session: &Session, updates: &[RefUpdate], e: anyhow::Error) -> Result<ExitCode> {
+    let reason = format!("signing key: {}", crate::one_line(&format!("{e:#}")));
+    let deployer = Deployer::unsigned(session);
+    for u in updates {
+        let Some(new) = u.new else { continue };
+        for env in session.environments_for(&u.name) {
+            say(&format!("{}: not deploying {}: {reason}", env.name, plan::short_id(new)));
+            deployer.record_failure(&Request::deploy(env, &u.name, u.old, new), &reason)?;
+        }
+    }
+    Ok(ExitCode::FAILURE)
 }
 
 /// Runs one request, printing an error instead of stopping the other environments.
@@ -167,7 +185,8 @@ pub fn plan(repo: Option<&Path>, range: &RangeArgs, json: bool) -> Result<ExitCo
         None => session.resolve(&ref_name)?,
     };
     let from_arg = range.from.as_deref().map(|r| session.resolve(r)).transpose()?;
-    let deployer = Deployer::new(&session)?;
+    // Planning signs nothing: it works without (or with a broken) signing key.
+    let deployer = Deployer::unsigned(&session);
     let mut all = Vec::new();
     for env in pick_envs(&session, &ref_name, range.env.as_deref())? {
         let from = from_arg.or_else(|| session.pointer(&env.name));

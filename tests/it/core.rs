@@ -463,3 +463,20 @@ fn kustomize_target_renders_old_and_new() {
     assert!(out.all().contains("kustomize failed"), "{}", out.all());
     assert_eq!(w.last_record(&c)["result"], "failed");
 }
+
+#[test]
+fn unreadable_signing_key_refuses_to_deploy_and_says_so() {
+    let Some(w) = world() else { return };
+    std::fs::write(&w.key, "not a key\n").unwrap();
+    let c = w.commit(&[("k8s/a.yaml", &configmap("a", Some("default"), "1"))], "one");
+    let out = w.push();
+    assert!(out.all().contains("not deploying"), "{}", out.all());
+    assert!(out.all().contains("signing key"), "{}", out.all());
+    assert!(w.configmap("default", "a").is_none(), "nothing deploys without the key");
+    let rec = w.last_record(&c);
+    assert_eq!(rec["result"], "failed");
+    assert_eq!(rec["signer"], serde_json::Value::Null);
+    assert!(!w.note(&c).contains("BEGIN SSH SIGNATURE"));
+    // Planning needs no key.
+    w.hookops(&["plan", "main"]).assert_ok();
+}
