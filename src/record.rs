@@ -23,6 +23,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use ssh_key::private::{KeypairData, RsaKeypair};
 use ssh_key::public::KeyData;
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
 
@@ -41,6 +42,9 @@ const SIG_END: &str = "-----END SSH SIGNATURE-----";
 /// `Debug` shows only the fingerprint so the key can never end up in a log by accident.
 pub struct Signer {
     key: PrivateKey,
+    /// RSA keys are signed with the `rsa` crate directly: ssh-key 0.6.7's own RSA signing
+    /// rebuilds the key from the wrong primes (p twice) and always fails.
+    rsa: Option<rsa::RsaPrivateKey>,
 }
 
 impl fmt::Debug for Signer {
@@ -88,11 +92,15 @@ impl Signer {
                 "key is passphrase-protected; hookops signs unattended, give it an unencrypted key"
             );
         }
-        match key.algorithm() {
-            Algorithm::Ed25519 | Algorithm::Ecdsa { .. } | Algorithm::Rsa { .. } => {}
-            other => bail!("unsupported key type {other} (use ed25519, ecdsa or rsa)"),
-        }
-        let signer = Signer { key };
+        let rsa = match key.key_data() {
+            KeypairData::Ed25519(_) | KeypairData::Ecdsa(_) => None,
+            KeypairData::Rsa(pair) => Some(rsa_key(pair)?),
+            _ => bail!(
+                "unsupported key type {} (use ed25519, ecdsa or rsa)",
+                key.algorithm()
+            ),
+        };
+        let signer = Signer { key, rsa };
         // Sign once now so a key that cannot sign fails at load time, not after a deploy.
         signer.sign("{}").context("test signature failed")?;
         Ok(signer)
@@ -118,15 +126,64 @@ impl Signer {
         if payload.contains(['\n', '\r']) {
             bail!("record payload must be a single line");
         }
-        let sig = self
-            .key
-            .sign(NAMESPACE, HashAlg::Sha512, payload.as_bytes())
-            .context("signing record")?;
+        let sig = match &self.rsa {
+            Some(rsa) => sign_rsa(rsa, self.key.public_key().key_data(), payload.as_bytes()),
+            None => self
+                .key
+                .sign(NAMESPACE, HashAlg::Sha512, payload.as_bytes())
+                .map_err(anyhow::Error::from),
+        }
+        .context("signing record")?;
         let pem = sig
             .to_pem(LineEnding::LF)
             .context("armoring record signature")?;
         Ok(pem.trim_end().to_string())
     }
+}
+
+/// The `rsa` crate's key from the OpenSSH key's components (n, e, d, p, q); `from_components`
+/// validates them, so a corrupt key file fails here.
+fn rsa_key(pair: &RsaKeypair) -> anyhow::Result<rsa::RsaPrivateKey> {
+    let big = |m: &ssh_key::Mpint| {
+        m.as_positive_bytes()
+            .map(rsa::BigUint::from_bytes_be)
+            .context("RSA key component is not a positive integer")
+    };
+    let key = rsa::RsaPrivateKey::from_components(
+        big(&pair.public.n)?,
+        big(&pair.public.e)?,
+        big(&pair.private.d)?,
+        vec![big(&pair.private.p)?, big(&pair.private.q)?],
+    )
+    .map_err(|e| anyhow::anyhow!("invalid RSA key: {e}"))?;
+    // ssh-keygen refuses to verify with keys below 1024 bits; OpenSSH's own floor for new
+    // keys is 2048 bits, so hold signers to that.
+    if rsa::traits::PublicKeyParts::size(&key) * 8 < 2048 {
+        bail!("RSA key is shorter than 2048 bits");
+    }
+    Ok(key)
+}
+
+/// SSHSIG with RSA, sha512 (`rsa-sha2-512`), as ssh-keygen makes it.
+fn sign_rsa(key: &rsa::RsaPrivateKey, public: &KeyData, msg: &[u8]) -> anyhow::Result<SshSig> {
+    use rsa::sha2::{Digest, Sha512};
+    let signed_data = SshSig::signed_data(NAMESPACE, HashAlg::Sha512, msg)?;
+    let digest = Sha512::digest(&signed_data);
+    let raw = key
+        .sign(rsa::Pkcs1v15Sign::new::<Sha512>(), &digest)
+        .map_err(|e| anyhow::anyhow!("RSA signing failed: {e}"))?;
+    let signature = ssh_key::Signature::new(
+        Algorithm::Rsa {
+            hash: Some(HashAlg::Sha512),
+        },
+        raw,
+    )?;
+    Ok(SshSig::new(
+        public.clone(),
+        NAMESPACE,
+        HashAlg::Sha512,
+        signature,
+    )?)
 }
 
 /// The record text, without a trailing newline or blank line.
@@ -256,9 +313,7 @@ pub fn parse_note(note: &str) -> Result<Vec<ParsedRecord>, ParseError> {
                         ))
                     }
                     Some(&SIG_END) => break,
-                    Some(l) if l.is_empty() => {
-                        return Err(parse_err(i + 1, "blank line inside signature block"))
-                    }
+                    Some(&"") => return Err(parse_err(i + 1, "blank line inside signature block")),
                     Some(l) if !l.bytes().all(is_base64_byte) => {
                         return Err(parse_err(
                             i + 1,
@@ -274,7 +329,7 @@ pub fn parse_note(note: &str) -> Result<Vec<ParsedRecord>, ParseError> {
 
         match lines.get(i) {
             None => {}
-            Some(l) if l.is_empty() => {}
+            Some(&"") => {}
             Some(l) => {
                 return Err(parse_err(
                     i + 1,
@@ -727,7 +782,7 @@ pub fn record_time(payload: &str) -> Option<DateTime<Utc>> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use ssh_key::private::{Ed25519Keypair, KeypairData};
+    use ssh_key::private::Ed25519Keypair;
 
     fn key(seed: u8) -> Signer {
         let pair = Ed25519Keypair::from_seed(&[seed; 32]);
@@ -954,7 +1009,7 @@ mod tests {
         let cases: Vec<(String, usize)> = vec![
             ("deployed by hand".into(), 1),
             (format!("{HEADER}\n{p}\n\nrandom text"), 4),
-            (format!("{HEADER}"), 1),
+            (HEADER.to_string(), 1),
             (format!("{HEADER}\nnot json"), 2),
             (format!("{HEADER}\n[1,2]"), 2),
             (format!("{HEADER}\n{p}\ntrailing junk"), 3),
@@ -987,7 +1042,7 @@ mod tests {
         assert_eq!(quoted.entries[0].principals, "ops team@x,ci@x");
 
         for (text, needle) in [
-            (format!("ops@x"), "missing public key"),
+            ("ops@x".to_string(), "missing public key"),
             (format!("ops@x bogus=\"1\" {k}"), "unsupported option"),
             (format!("ops@x valid-after=20250101 {k}"), "double-quoted"),
             (format!("ops@x valid-after=\"2025\" {k}"), "invalid time"),
@@ -1004,7 +1059,7 @@ mod tests {
                 "multiple",
             ),
             (
-                format!("ops@x ssh-ed25519 AAAAnotakey"),
+                "ops@x ssh-ed25519 AAAAnotakey".to_string(),
                 "invalid public key",
             ),
             (format!("ops@x namespaces=\"a {k}"), "unterminated"),
