@@ -574,10 +574,7 @@ pub fn topo_order(targets: &[Target]) -> std::result::Result<Vec<usize>, Vec<Str
     }
     let mut order = Vec::with_capacity(targets.len());
     let mut done = vec![false; targets.len()];
-    loop {
-        let Some(next) = (0..targets.len()).find(|&i| !done[i] && indegree[i] == 0) else {
-            break;
-        };
+    while let Some(next) = (0..targets.len()).find(|&i| !done[i] && indegree[i] == 0) {
         done[next] = true;
         order.push(next);
         for (i, t) in targets.iter().enumerate() {

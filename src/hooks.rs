@@ -71,6 +71,13 @@ pub fn deploy_updates(session: &Session, updates: &[RefUpdate], coalesce: bool) 
             failed |= !attempt(&mut deployer, &req);
         }
     }
+    // Records are already written locally; a sync failure is reported but undoes nothing.
+    if session.config.sync.push {
+        if let Err(e) = crate::remote::sync(session) {
+            say(&format!("sync: {}", crate::one_line(&format!("{e:#}"))));
+            failed = true;
+        }
+    }
     Ok(exit(failed))
 }
 

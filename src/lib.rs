@@ -21,6 +21,7 @@ pub mod ops;
 pub mod plan;
 pub mod record;
 pub mod refs;
+pub mod remote;
 pub mod report;
 pub mod session;
 pub mod targets;
@@ -29,6 +30,7 @@ pub mod tools;
 pub mod tree;
 pub mod vault;
 pub mod verify;
+pub mod watch;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -113,8 +115,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             allowed_signers,
         } => verify::verify(repo, &rev, &allowed_signers),
         Command::Drift { env, repair } => hooks::drift(repo, env.as_deref(), repair),
-         anyhow::bail!("doctor: not available yet"),=>Command::Doctor => doctor::run(repo),=> anyhow::bail!("doctor: not available yet"),
-        Command::Watch(_) => anyhow::bail!("watch: not available yet"),
+        Command::Doctor => doctor::run(repo),
+        Command::Watch(args) => watch::run(repo, &args),
         Command::Worker { entry } => ops::worker(repo, &entry),
     }
 }

@@ -95,7 +95,7 @@ pub fn build(
     let mut new_ids: BTreeSet<ObjectId> = BTreeSet::new();
     for t in &affected.deploy {
         let old_def = old_targets.get(&t.name);
-        let full = old_def != Some(&t);
+        let full = old_def != Some(t);
         let idx = plan.targets.len();
         let mut tp = TargetPlan {
             target: t.clone(),

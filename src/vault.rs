@@ -63,8 +63,8 @@ impl SecretRef {
         if right.contains('#') {
             return Err(bad("more than one '#'"));
         }
-        let (path, v1) = split_version(left).map_err(|e| bad(e))?;
-        let (key, v2) = split_version(right).map_err(|e| bad(e))?;
+        let (path, v1) = split_version(left).map_err(&bad)?;
+        let (key, v2) = split_version(right).map_err(&bad)?;
         let version = match (v1, v2) {
             (Some(_), Some(_)) => return Err(bad("version given twice")),
             (a, b) => a.or(b),
@@ -447,7 +447,9 @@ impl Client {
         if remaining > ttl / 3 {
             return Ok(());
         }
-        if self.lease.renewable && !remaining.is_zero() {
+        // Tried even when our estimate says the token has run out: TTLs come in whole
+        // seconds, so the server may still honour it.
+        if self.lease.renewable {
             match self.renew() {
                 Ok(lease) => {
                     let extended = lease
@@ -558,12 +560,15 @@ impl Client {
                 let files = format!("{} / {}", role_id_file.display(), secret_id_file.display());
                 match reply.status {
                     200 => {}
-                    400 | 403 => bail!(
+                    400 => bail!(
                         "vault: AppRole login failed (invalid role_id or secret_id from {files}): {}",
                         self.describe(&reply)
                     ),
-                    404 => bail!(
-                        "vault: AppRole login failed: no AppRole auth method at auth/{mount}/ on {}",
+                    // What OpenBao answers for a login path where nothing is mounted.
+                    403 | 404 => bail!(
+                        "vault: AppRole login failed: {} at auth/{mount}/login on {} \
+                         (is AppRole enabled at auth/{mount}/? see approle_mount)",
+                        self.describe(&reply),
                         self.address
                     ),
                     _ => bail!(

@@ -5,5 +5,7 @@ mod ops;
 mod records;
 mod safety;
 mod secrets;
+mod sshd;
 mod util;
 mod vault;
+mod watch;

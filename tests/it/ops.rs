@@ -169,9 +169,12 @@ fn sigkill_mid_deploy_then_replay() {
     assert_eq!(w.pointer("prod").as_deref(), Some(c.as_str()));
 }
 
+/// One sample: metric name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// A strict reader of the Prometheus text format: every sample line must be
 /// `name{label="value",…} number` with a declared TYPE, and names must be valid.
-fn parse_metrics(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+fn parse_metrics(text: &str) -> Vec<Sample> {
     let mut typed = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     for line in text.lines() {
@@ -257,7 +260,7 @@ fn metrics_and_alerts() {
     w.commit(&[("k8s/a.yaml", &configmap("a", Some("default"), "1"))], "one");
     w.push().assert_ok();
     let m = parse_metrics(&std::fs::read_to_string(&metrics).unwrap());
-    let get = |m: &[(String, Vec<(String, String)>, f64)], name: &str, labels: &[(&str, &str)]| {
+    let get = |m: &[Sample], name: &str, labels: &[(&str, &str)]| {
         m.iter()
             .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.iter().any(|(a, b)| a == k && b == v)))
             .map(|(_, _, v)| *v)

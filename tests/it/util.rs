@@ -258,7 +258,7 @@ impl World {
     /// The newest record on a commit in another repository (a deploying clone).
     pub fn last_record_in(&self, repo: &Path, rev: &str) -> serde_json::Value {
         let note = self.git(Some(repo), &["notes", "--ref=hookops", "show", rev]).stdout;
-        let line = note.lines().filter(|l| l.starts_with('{')).last().expect("record");
+        let line = note.lines().rfind(|l| l.starts_with('{')).expect("record");
         serde_json::from_str(line).expect("record JSON")
     }
 

@@ -151,12 +151,12 @@ impl BaoServer {
             None => self
                 .agent
                 .get(&url)
-                .header("X-Vault-Token", ROOT_TOKEN)
+                .header("X-Vault-Token", self.root_token())
                 .call(),
             Some(b) => self
                 .agent
                 .post(&url)
-                .header("X-Vault-Token", ROOT_TOKEN)
+                .header("X-Vault-Token", self.root_token())
                 .header("Content-Type", "application/json")
                 .send(b.to_string()),
         };
@@ -485,7 +485,7 @@ fn vault_bad_secret_id_is_an_approle_error() {
     };
     let text = format!("{:#}", Client::login(&cfg).unwrap_err());
     assert!(
-        text.contains("no AppRole auth method at auth/elsewhere/"),
+        text.contains("is AppRole enabled at auth/elsewhere/?"),
         "{text}"
     );
 }
@@ -696,7 +696,8 @@ fn vault_tls_with_private_ca() {
     let dir = tempfile::tempdir().unwrap();
     let token = bao.token(&["app"], "1h", true);
     let cfg = bao.token_config(dir.path(), &token);
-    assert!(cfg.ca_cert.is_some() && cfg.address.starts_with("https://"));
+    assert_eq!(cfg.ca_cert.as_deref(), bao.ca_cert());
+    assert!(bao.ca_cert().is_some() && cfg.address.starts_with("https://"));
     let mut client = Client::login(&cfg).expect("login over TLS with ca_cert");
     assert_eq!(
         client

@@ -1,0 +1,155 @@
+//! A real OpenSSH server on loopback for tests that fetch and push over `ssh://`: its own host
+//! key, one authorized client key, a free port, and a known_hosts line from `ssh-keyscan`.
+//! Dropping the server stops it.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct SshServer {
+    pub port: u16,
+    /// Private key sshd accepts for `root`.
+    pub client_key: PathBuf,
+    /// known_hosts holding this server's host keys (as `[127.0.0.1]:PORT`).
+    pub known_hosts: PathBuf,
+    pub log: PathBuf,
+    child: Child,
+}
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+fn keygen(path: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "hookops-test", "-f"])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen");
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+impl SshServer {
+    /// Starts sshd under `dir`. Without sshd: panics when CI is set, else skips (None).
+    pub fn start(dir: &Path) -> Option<SshServer> {
+        if !Path::new(SSHD).exists() || !crate::util::require("ssh-keyscan") {
+            if std::env::var_os("CI").is_some() {
+                panic!(
+                    "{SSHD} is required by this test (CI is set, so it fails instead of skipping)"
+                );
+            }
+            eprintln!("SKIPPED: {SSHD} is not installed");
+            return None;
+        }
+        // sshd's privilege-separation directory; Debian creates it only from its service unit.
+        std::fs::create_dir_all("/run/sshd").expect("creating /run/sshd");
+        let dir = dir.join("sshd");
+        std::fs::create_dir_all(&dir).unwrap();
+        let host_key = dir.join("host_ed25519");
+        let client_key = dir.join("client_ed25519");
+        keygen(&host_key);
+        keygen(&client_key);
+        let authorized = dir.join("authorized_keys");
+        std::fs::copy(client_key.with_extension("pub"), &authorized).unwrap();
+        // Another process may take the port between release and sshd's bind; retry a few.
+        for _ in 0..5 {
+            let port = free_port();
+            let config = dir.join("sshd_config");
+            std::fs::write(
+                &config,
+                format!(
+                    "ListenAddress 127.0.0.1\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
+                     UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                     PubkeyAuthentication yes\nPermitRootLogin yes\nLogLevel VERBOSE\n",
+                    host_key.display(),
+                    authorized.display(),
+                    dir.join("sshd.pid").display()
+                ),
+            )
+            .unwrap();
+            let log = dir.join("sshd.log");
+            let child = Command::new(SSHD)
+                .args(["-D", "-e", "-f"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("starting sshd");
+            let mut server = SshServer {
+                port,
+                client_key: client_key.clone(),
+                known_hosts: dir.join("known_hosts"),
+                log,
+                child,
+            };
+            if server.wait_ready() {
+                server.keyscan();
+                return Some(server);
+            }
+            // Dropping `server` stops this attempt's sshd.
+        }
+        panic!("sshd did not start; see {}", dir.join("sshd.log").display());
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn keyscan(&self) {
+        let out = Command::new("ssh-keyscan")
+            .args(["-p", &self.port.to_string(), "-t", "ed25519", "127.0.0.1"])
+            .output()
+            .expect("ssh-keyscan");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains("ssh-ed25519"),
+            "ssh-keyscan found no key: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&self.known_hosts, text).unwrap();
+    }
+
+    /// `ssh://root@127.0.0.1:PORT/abs/path`.
+    pub fn url(&self, repo: &Path) -> String {
+        format!("ssh://root@127.0.0.1:{}{}", self.port, repo.display())
+    }
+
+    /// The `[sync]` table for a deployer that reaches this server.
+    pub fn sync_table(&self, push: bool) -> String {
+        format!(
+            "[sync]\npush = {push}\nssh_key = \"{}\"\nknown_hosts = \"{}\"\n",
+            self.client_key.display(),
+            self.known_hosts.display()
+        )
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
