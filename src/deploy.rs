@@ -177,9 +177,10 @@ impl<'s> Deployer<'s> {
             Err(e) => {
                 let reason = format!("{e:#}");
                 say(&format!("{}: {range}: FAILED: {reason}", env.name));
-                let rep = self.report(req, from, &started, Outcome::Failed, Vec::new(), Some(reason.clone()));
+                let rep = self.report(req, from, &started, Outcome::Failed, Vec::new(), Some(reason));
                 self.write_record(req.to, &rep)?;
-                return Err(e.context(format!("{}: plan failed", env.name)));
+                crate::ops::after_attempt(self.session, &rep);
+                return Ok(Some(rep));
             }
         };
         if plan.targets.is_empty() {
@@ -208,7 +209,8 @@ impl<'s> Deployer<'s> {
                 let rep = self.report(req, from, &started, Outcome::Failed, Vec::new(), Some(reason));
                 self.write_record(req.to, &rep)?;
                 journal::end(session, &env.name)?;
-                return Err(e);
+                crate::ops::after_attempt(self.session, &rep);
+                return Ok(Some(rep));
             }
         };
         let results = self.execute(env, &plan, &secrets, req.to)?;
