@@ -112,6 +112,10 @@ pub struct InstallArgs {
     /// Also install the pre-receive gate
     #[arg(long)]
     pub pre_receive: bool,
+    /// Install post-receive into this hooks directory instead of a repository's (GitLab: a
+    /// repository's custom_hooks, or the server-wide custom_hooks_dir holding post-receive.d/)
+    #[arg(long, value_name = "DIR", conflicts_with = "dir")]
+    pub hooks_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

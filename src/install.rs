@@ -115,14 +115,15 @@ pub fn install_hook(dir: &Path, hook: &str, bin: &str) -> Result<String> {
 }
 
 pub fn run(repo_arg: Option<&Path>, args: &InstallArgs) -> Result<ExitCode> {
+    if let Some(dir) = &args.hooks_dir {
+        return install_into_hooks_dir(dir, args.pre_receive);
+    }
     let repo = match args.dir.as_deref().or(repo_arg) {
         Some(d) => Repository::open(d).with_context(|| format!("{}: not a git repository", d.display()))?,
         None => Repository::open_from_env().context("not inside a git repository")?,
     };
-    let bin = std::env::current_exe()
-        .and_then(|p| p.canonicalize())
-        .context("locating the hookops binary")?;
-    let bin = bin.to_str().context("the hookops binary path is not UTF-8")?;
+    let bin = current_bin()?;
+    let bin = bin.as_str();
     let dir = hooks_dir(&repo)?;
     let mut hooks = vec![if repo.is_bare() { "post-receive" } else { "post-merge" }];
     if args.pre_receive {
@@ -134,6 +135,29 @@ pub fn run(repo_arg: Option<&Path>, args: &InstallArgs) -> Result<ExitCode> {
     let state = repo.path().join(crate::config::STATE_DIR);
     fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--hooks-dir`: a hooks directory that serves bare server repositories but is not the
+/// `hooks/` of one (GitLab's `custom_hooks`, its server-wide `custom_hooks_dir`), so there is no
+/// repository to look at: the hook is post-receive, and each repository's state directory is
+/// created by its first deploy.
+fn install_into_hooks_dir(dir: &Path, pre_receive: bool) -> Result<ExitCode> {
+    let bin = current_bin()?;
+    let mut hooks = vec!["post-receive"];
+    if pre_receive {
+        hooks.push("pre-receive");
+    }
+    for hook in hooks {
+        println!("{}", install_hook(dir, hook, &bin)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn current_bin() -> Result<String> {
+    let bin = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .context("locating the hookops binary")?;
+    Ok(bin.to_str().context("the hookops binary path is not UTF-8")?.to_string())
 }
 
 #[cfg(test)]

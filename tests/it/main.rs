@@ -2,6 +2,7 @@
 
 mod core;
 mod ops;
+mod packaging;
 mod records;
 mod safety;
 mod secrets;
