@@ -1,16 +1,10 @@
 //! The core pipeline through real pushes: a bare server repository with the hook installed,
 //! the real kubectl against the kube sandbox, the real terraform offline.
 
-use crate::util::{configmap, namespace, terraform_root, tools_present, World};
+use crate::util::{configmap, namespace, sandboxed, terraform_root, World};
 
 fn world() -> Option<World> {
-    if !tools_present() {
-        return None;
-    }
-    let mut w = World::new();
-    w.start_sandbox();
-    w.configure("", "");
-    Some(w)
+    sandboxed("")
 }
 
 const TREE: &str = r#"[[target]]

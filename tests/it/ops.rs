@@ -6,16 +6,10 @@ use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::util::{configmap, hookops_bin, tools_present, World};
+use crate::util::{configmap, hookops_bin, sandboxed, World};
 
 fn world() -> Option<World> {
-    if !tools_present() {
-        return None;
-    }
-    let mut w = World::new();
-    w.start_sandbox();
-    w.configure("", "");
-    Some(w)
+    sandboxed("")
 }
 
 fn env_block(w: &World, name: &str, branch: &str) -> String {

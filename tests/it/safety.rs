@@ -2,18 +2,12 @@
 //! history, status, manual rollback (also to a deploy tag), drift and its repair, the
 //! pre-receive gate, and removed Terraform roots.
 
-use crate::util::{configmap, deployment, namespace, terraform_root, tools_present, World};
+use crate::util::{configmap, deployment, namespace, sandboxed, terraform_root, World};
 
 const FAIL: &str = "        kube-sandbox.io/fail-rollout: \"true\"\n";
 
 fn world(env_extra: &str) -> Option<World> {
-    if !tools_present() {
-        return None;
-    }
-    let mut w = World::new();
-    w.start_sandbox();
-    w.configure(env_extra, "");
-    Some(w)
+    sandboxed(env_extra)
 }
 
 fn app(w: &World, image: &str, annotations: &str, cm: &str) -> String {

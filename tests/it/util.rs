@@ -311,6 +311,18 @@ pub fn terraform_root(value: &str) -> String {
     )
 }
 
+/// A world with the kube sandbox and environment `prod` (plus `env_extra` keys), or None when
+/// a required tool is missing (a local run skips; CI fails in `require`).
+pub fn sandboxed(env_extra: &str) -> Option<World> {
+    if !tools_present() {
+        return None;
+    }
+    let mut w = World::new();
+    w.start_sandbox();
+    w.configure(env_extra, "");
+    Some(w)
+}
+
 pub fn tools_present() -> bool {
     require("kubectl") && require("terraform") && require("ssh-keygen")
 }
