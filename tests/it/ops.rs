@@ -309,6 +309,13 @@ fn async_mode_queues_and_deploys() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(w.last_record(&c)["result"], "succeeded");
+    // The worker removes its queue entry as its last act: wait for it, so the test leaves no
+    // process behind.
+    let queue = w.server.join("hookops/queue");
+    while std::fs::read_dir(&queue).map(|d| d.count() > 0).unwrap_or(false) {
+        assert!(Instant::now() < deadline, "the worker never finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let logs: Vec<_> = std::fs::read_dir(w.server.join("hookops/logs")).unwrap().flatten().collect();
     assert_eq!(logs.len(), 1);
     let log = std::fs::read_to_string(logs[0].path()).unwrap();
