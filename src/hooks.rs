@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use git2::Oid;
 
 use crate::cli::RangeArgs;
 use crate::config::Environment;
@@ -162,15 +163,19 @@ fn pick_envs(session: &Session, ref_name: &str, only: Option<&str>) -> Result<Ve
     }
 }
 
+/// `REF [--from REV] [--to REV]` resolved: the full ref name, the old revision if given, and
+/// the new one (default: the ref's tip).
+fn resolve_range(session: &Session, range: &RangeArgs) -> Result<(String, Option<Oid>, Oid)> {
+    let ref_name = full_ref(session, &range.ref_name)?;
+    let to = session.resolve(range.to.as_deref().unwrap_or(&ref_name))?;
+    let from = range.from.as_deref().map(|r| session.resolve(r)).transpose()?;
+    Ok((ref_name, from, to))
+}
+
 /// `replay REF [--from REV] [--to REV]`: the push again, by hand.
 pub fn replay(repo: Option<&Path>, range: &RangeArgs) -> Result<ExitCode> {
     let session = Session::open(repo)?;
-    let ref_name = full_ref(&session, &range.ref_name)?;
-    let to = match &range.to {
-        Some(rev) => session.resolve(rev)?,
-        None => session.resolve(&ref_name)?,
-    };
-    let from = range.from.as_deref().map(|r| session.resolve(r)).transpose()?;
+    let (ref_name, from, to) = resolve_range(&session, range)?;
     let mut deployer = Deployer::new(&session)?;
     let mut failed = false;
     for env in pick_envs(&session, &ref_name, range.env.as_deref())? {
@@ -186,12 +191,7 @@ pub fn replay(repo: Option<&Path>, range: &RangeArgs) -> Result<ExitCode> {
 /// `plan REF`: what a replay would do, without contacting a cluster or writing to git.
 pub fn plan(repo: Option<&Path>, range: &RangeArgs, json: bool) -> Result<ExitCode> {
     let session = Session::open(repo)?;
-    let ref_name = full_ref(&session, &range.ref_name)?;
-    let to = match &range.to {
-        Some(rev) => session.resolve(rev)?,
-        None => session.resolve(&ref_name)?,
-    };
-    let from_arg = range.from.as_deref().map(|r| session.resolve(r)).transpose()?;
+    let (ref_name, from_arg, to) = resolve_range(&session, range)?;
     // Planning signs nothing: it works without (or with a broken) signing key.
     let deployer = Deployer::unsigned(&session);
     let mut all = Vec::new();
