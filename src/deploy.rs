@@ -556,14 +556,9 @@ pub struct Secrets {
 
 fn skipped(tp: &TargetPlan, reason: String) -> TargetReport {
     TargetReport {
-        name: tp.target.name.clone(),
-        kind: tp.target.kind.to_string(),
         result: Outcome::Skipped,
-        applied: 0,
-        pruned: 0,
-        duration_ms: 0,
         reason: Some(reason),
-        drifted: None,
+        ..TargetReport::new(&tp.target.name, tp.target.kind)
     }
 }
 
@@ -598,16 +593,7 @@ fn run_target(
 ) -> TargetReport {
     let clock = Instant::now();
     let t = &tp.target;
-    let mut r = TargetReport {
-        name: t.name.clone(),
-        kind: t.kind.to_string(),
-        result: Outcome::Succeeded,
-        applied: 0,
-        pruned: 0,
-        duration_ms: 0,
-        reason: None,
-        drifted: None,
-    };
+    let mut r = TargetReport::new(&t.name, t.kind);
     let outcome = if let Some(why) = &tp.refused {
         Err(format!("refused by policy: {why}"))
     } else if t.kind == TargetType::Terraform {

@@ -41,14 +41,8 @@ pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<Exit
             let clock = Instant::now();
             let t = &tp.target;
             let mut r = TargetReport {
-                name: t.name.clone(),
-                kind: t.kind.to_string(),
-                result: Outcome::Succeeded,
-                applied: 0,
-                pruned: 0,
-                duration_ms: 0,
-                reason: None,
                 drifted: Some(0),
+                ..TargetReport::new(&t.name, t.kind)
             };
             let checked: Result<usize> = if t.kind == TargetType::Terraform {
                 let dir = terraform::work_dir(&env_dir, t);

@@ -47,6 +47,22 @@ pub struct TargetReport {
     pub drifted: Option<usize>,
 }
 
+impl TargetReport {
+    /// A target that succeeded having done nothing yet; stages fill in what happened.
+    pub fn new(name: &str, kind: impl ToString) -> TargetReport {
+        TargetReport {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            result: Outcome::Succeeded,
+            applied: 0,
+            pruned: 0,
+            duration_ms: 0,
+            reason: None,
+            drifted: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     pub env: String,
