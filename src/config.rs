@@ -277,7 +277,8 @@ impl ServerConfig {
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<ServerConfig> {
-        let config: ServerConfig = toml::from_str(text).map_err(|e| toml_error(origin, text, &e))?;
+        let config: ServerConfig =
+            toml::from_str(text).map_err(|e| toml_error(origin, text, &e))?;
         config.check(origin)?;
         Ok(config)
     }
@@ -293,7 +294,11 @@ impl ServerConfig {
             if git2::Reference::is_valid_name(&env.ref_name()) {
                 continue;
             }
-            bail!("{origin}: environment {:?}: invalid branch {:?}", env.name, env.branch);
+            bail!(
+                "{origin}: environment {:?}: invalid branch {:?}",
+                env.name,
+                env.branch
+            );
         }
         if self.deploy.parallel == 0 {
             bail!("{origin}: [deploy] parallel must be at least 1");
@@ -303,7 +308,11 @@ impl ServerConfig {
 
     /// The environments a ref deploys to. With none configured, the default branch deploys as
     /// `default`.
-    pub fn environments_for(&self, ref_name: &str, default_branch: Option<&str>) -> Vec<Environment> {
+    pub fn environments_for(
+        &self,
+        ref_name: &str,
+        default_branch: Option<&str>,
+    ) -> Vec<Environment> {
         if self.environment.is_empty() {
             return match default_branch {
                 Some(b) if b == ref_name => vec![Environment::default_for(b)],
@@ -509,7 +518,10 @@ pub fn check_targets(targets: &[Target], origin: &str) -> Result<()> {
         }
         for (var, reference) in &t.secrets {
             if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                bail!("{origin}: target {:?}: invalid environment variable name {var:?}", t.name);
+                bail!(
+                    "{origin}: target {:?}: invalid environment variable name {var:?}",
+                    t.name
+                );
             }
             crate::vault::SecretRef::parse(reference)
                 .with_context(|| format!("{origin}: target {:?}: secret {var}", t.name))?;
@@ -525,13 +537,15 @@ pub fn check_targets(targets: &[Target], origin: &str) -> Result<()> {
     for t in targets {
         for d in &t.depends_on {
             if !names.contains(d.as_str()) {
-                bail!("{origin}: target {:?} depends on unknown target {d:?}", t.name);
+                bail!(
+                    "{origin}: target {:?} depends on unknown target {d:?}",
+                    t.name
+                );
             }
         }
     }
-    topo_order(targets).map_err(|cycle| {
-        anyhow::anyhow!("{origin}: dependency cycle: {}", cycle.join(" -> "))
-    })?;
+    topo_order(targets)
+        .map_err(|cycle| anyhow::anyhow!("{origin}: dependency cycle: {}", cycle.join(" -> ")))?;
     Ok(())
 }
 
@@ -616,7 +630,9 @@ mod tests {
     #[test]
     fn tree_config_rejects_server_keys_with_line() {
         let text = "[[target]]\nname = \"web\"\npath = \"k8s\"\ntype = \"kubectl\"\nkubeconfig = \"/etc/x\"\n";
-        let err = TreeConfig::parse(text, "hookops.toml").unwrap_err().to_string();
+        let err = TreeConfig::parse(text, "hookops.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("hookops.toml: line 5"), "{err}");
         assert!(err.contains("kubeconfig"), "{err}");
         assert!(!err.contains('\n'));
@@ -650,7 +666,9 @@ mod tests {
     #[test]
     fn cycles_are_named() {
         let targets = vec![t("a", &["c"]), t("b", &["a"]), t("c", &["b"]), t("d", &[])];
-        let err = check_targets(&targets, "hookops.toml").unwrap_err().to_string();
+        let err = check_targets(&targets, "hookops.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("dependency cycle"), "{err}");
         assert!(err.contains("a -> c -> b -> a"), "{err}");
     }

@@ -95,7 +95,14 @@ impl<'s> Deployer<'s> {
 
     /// A failed record for a request that could not even start.
     pub fn record_failure(&self, req: &Request, reason: &str) -> Result<()> {
-        let rep = self.report(req, None, &report::now(), Outcome::Failed, Vec::new(), Some(reason.to_string()));
+        let rep = self.report(
+            req,
+            None,
+            &report::now(),
+            Outcome::Failed,
+            Vec::new(),
+            Some(reason.to_string()),
+        );
         self.write_record(req.to, &rep)
     }
 
@@ -137,10 +144,26 @@ impl<'s> Deployer<'s> {
         let started = report::now();
         let clock = Instant::now();
         if req.coalesce {
-            if let Some(tip) = session.repo.refname_to_id(&req.ref_name).ok().filter(|t| *t != req.to) {
+            if let Some(tip) = session
+                .repo
+                .refname_to_id(&req.ref_name)
+                .ok()
+                .filter(|t| *t != req.to)
+            {
                 let reason = format!("superseded by {tip}");
-                say(&format!("{}: {} skipped: {reason}", env.name, plan::short_id(req.to)));
-                let rep = self.report(req, None, &started, Outcome::Skipped, Vec::new(), Some(reason));
+                say(&format!(
+                    "{}: {} skipped: {reason}",
+                    env.name,
+                    plan::short_id(req.to)
+                ));
+                let rep = self.report(
+                    req,
+                    None,
+                    &started,
+                    Outcome::Skipped,
+                    Vec::new(),
+                    Some(reason),
+                );
                 self.write_record(req.to, &rep)?;
                 return Ok(Some(rep));
             }
@@ -159,7 +182,11 @@ impl<'s> Deployer<'s> {
                 .with_context(|| format!("writing {}", attempted.display()))?;
         }
         if from == Some(req.to) && req.only.is_none() {
-            say(&format!("{}: {} is already deployed", env.name, plan::short_id(req.to)));
+            say(&format!(
+                "{}: {} is already deployed",
+                env.name,
+                plan::short_id(req.to)
+            ));
             return Ok(None);
         }
         let range = match from {
@@ -177,14 +204,24 @@ impl<'s> Deployer<'s> {
             Err(e) => {
                 let reason = format!("{e:#}");
                 say(&format!("{}: {range}: FAILED: {reason}", env.name));
-                let rep = self.report(req, from, &started, Outcome::Failed, Vec::new(), Some(reason));
+                let rep = self.report(
+                    req,
+                    from,
+                    &started,
+                    Outcome::Failed,
+                    Vec::new(),
+                    Some(reason),
+                );
                 self.write_record(req.to, &rep)?;
                 crate::ops::after_attempt(self.session, &rep);
                 return Ok(Some(rep));
             }
         };
         if plan.targets.is_empty() {
-            say(&format!("{}: {range}: no deploy targets changed ({} paths)", env.name, plan.changed_paths));
+            say(&format!(
+                "{}: {range}: no deploy targets changed ({} paths)",
+                env.name, plan.changed_paths
+            ));
             let rep = self.report(req, from, &started, Outcome::Succeeded, Vec::new(), None);
             self.finish(req, pointer, &rep)?;
             return Ok(Some(rep));
@@ -206,7 +243,14 @@ impl<'s> Deployer<'s> {
             Err(e) => {
                 let reason = format!("{e:#}");
                 say(&format!("{}: FAILED: {reason}", env.name));
-                let rep = self.report(req, from, &started, Outcome::Failed, Vec::new(), Some(reason));
+                let rep = self.report(
+                    req,
+                    from,
+                    &started,
+                    Outcome::Failed,
+                    Vec::new(),
+                    Some(reason),
+                );
                 self.write_record(req.to, &rep)?;
                 journal::end(session, &env.name)?;
                 crate::ops::after_attempt(self.session, &rep);
@@ -218,19 +262,34 @@ impl<'s> Deployer<'s> {
             .iter()
             .filter(|r| r.result == Outcome::Failed)
             .collect();
-        let mut rep = self.report(req, from, &started, Outcome::Succeeded, results.clone(), None);
+        let mut rep = self.report(
+            req,
+            from,
+            &started,
+            Outcome::Succeeded,
+            results.clone(),
+            None,
+        );
         if !failed.is_empty() {
             rep.result = Outcome::Failed;
             rep.reason = Some(format!(
                 "{} of {} targets failed: {}",
                 failed.len(),
                 results.len(),
-                failed.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+                failed
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         let elapsed = clock.elapsed().as_secs_f64();
         if failed.is_empty() {
-            say(&format!("{}: deployed {} in {elapsed:.1}s", env.name, plan::short_id(req.to)));
+            say(&format!(
+                "{}: deployed {} in {elapsed:.1}s",
+                env.name,
+                plan::short_id(req.to)
+            ));
             self.finish(req, pointer, &rep)?;
             journal::end(session, &env.name)?;
             return Ok(Some(rep));
@@ -241,7 +300,9 @@ impl<'s> Deployer<'s> {
             env.name,
             failed_names.len(),
             results.len(),
-            pointer.map(plan::short_id).unwrap_or_else(|| "(none)".into())
+            pointer
+                .map(plan::short_id)
+                .unwrap_or_else(|| "(none)".into())
         ));
         if req.action == Action::Deploy {
             self.on_failure(req, &plan, pointer, &failed_names, &mut rep)?;
@@ -265,22 +326,43 @@ impl<'s> Deployer<'s> {
         let env = &req.env;
         match env.on_failure {
             OnFailure::Stop => {
-                say(&format!("{}: on_failure = stop: leaving the failed targets as they are", env.name));
+                say(&format!(
+                    "{}: on_failure = stop: leaving the failed targets as they are",
+                    env.name
+                ));
             }
             OnFailure::RolloutUndo => {
                 let kubectl = self.kubectl(env)?;
                 let mut undone = Vec::new();
-                for tp in plan.targets.iter().filter(|t| failed.contains(&t.target.name)) {
+                for tp in plan
+                    .targets
+                    .iter()
+                    .filter(|t| failed.contains(&t.target.name))
+                {
                     for o in tp.apply.iter().filter(|o| health::is_workload(o)) {
-                        let out = kubectl.rollout_undo(&health::resource_arg(o), o.id.namespace.as_deref())?;
+                        let out = kubectl
+                            .rollout_undo(&health::resource_arg(o), o.id.namespace.as_deref())?;
                         if out.success() {
                             undone.push(o.id.to_string());
                         } else {
-                            say(&format!("{}: rollout undo {} failed: {}", env.name, o.id, out.reason()));
+                            say(&format!(
+                                "{}: rollout undo {} failed: {}",
+                                env.name,
+                                o.id,
+                                out.reason()
+                            ));
                         }
                     }
                 }
-                say(&format!("{}: rollout undo: {}", env.name, if undone.is_empty() { "nothing to undo".to_string() } else { undone.join(", ") }));
+                say(&format!(
+                    "{}: rollout undo: {}",
+                    env.name,
+                    if undone.is_empty() {
+                        "nothing to undo".to_string()
+                    } else {
+                        undone.join(", ")
+                    }
+                ));
                 if !undone.is_empty() {
                     rep.reason = Some(format!(
                         "{}; kubectl rollout undo: {}",
@@ -291,10 +373,18 @@ impl<'s> Deployer<'s> {
             }
             OnFailure::Rollback => {
                 let Some(back) = pointer else {
-                    say(&format!("{}: nothing was deployed before; nothing to roll back to", env.name));
+                    say(&format!(
+                        "{}: nothing was deployed before; nothing to roll back to",
+                        env.name
+                    ));
                     return Ok(());
                 };
-                say(&format!("{}: rolling back {} to {}", env.name, failed.iter().cloned().collect::<Vec<_>>().join(", "), plan::short_id(back)));
+                say(&format!(
+                    "{}: rolling back {} to {}",
+                    env.name,
+                    failed.iter().cloned().collect::<Vec<_>>().join(", "),
+                    plan::short_id(back)
+                ));
                 let rollback = Request {
                     env: env.clone(),
                     ref_name: req.ref_name.clone(),
@@ -310,7 +400,11 @@ impl<'s> Deployer<'s> {
                 rep.rolled_back_to = Some(back.to_string());
                 match back_rep {
                     Ok(Some(r)) if r.result == Outcome::Succeeded => {}
-                    Ok(_) => say(&format!("{}: rollback did not succeed; see the record on {}", env.name, plan::short_id(back))),
+                    Ok(_) => say(&format!(
+                        "{}: rollback did not succeed; see the record on {}",
+                        env.name,
+                        plan::short_id(back)
+                    )),
                     Err(e) => say(&format!("{}: rollback failed: {e:#}", env.name)),
                 }
             }
@@ -374,7 +468,11 @@ impl<'s> Deployer<'s> {
     fn tag(&self, env: &str, commit: Oid) -> Result<()> {
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
         for n in 0..100 {
-            let suffix = if n == 0 { String::new() } else { format!("-{n}") };
+            let suffix = if n == 0 {
+                String::new()
+            } else {
+                format!("-{n}")
+            };
             let name = format!("refs/tags/deploy/{env}/{stamp}{suffix}");
             if self.session.repo.find_reference(&name).is_ok() {
                 continue;
@@ -399,25 +497,37 @@ impl<'s> Deployer<'s> {
         if wanted.is_empty() {
             return Ok(secrets);
         }
-        let config = self.session.config.vault.as_ref().context(
-            "targets use Vault secrets but the server config has no [vault] section",
-        )?;
+        let config =
+            self.session.config.vault.as_ref().context(
+                "targets use Vault secrets but the server config has no [vault] section",
+            )?;
         let mut client = vault::Client::login(config)?;
         for tp in wanted {
             let t = &tp.target;
             for (var, reference) in &t.secrets {
                 let r = vault::SecretRef::parse(reference)?;
-                let value = client.read(&r).with_context(|| format!("target {}", t.name))?;
+                let value = client
+                    .read(&r)
+                    .with_context(|| format!("target {}", t.name))?;
                 self.masker.add(value.expose());
-                secrets.env.entry(t.name.clone()).or_default().push((var.clone(), value.expose().to_string()));
+                secrets
+                    .env
+                    .entry(t.name.clone())
+                    .or_default()
+                    .push((var.clone(), value.expose().to_string()));
             }
             for s in &t.secret {
                 let mut data = serde_json::Map::new();
                 for (key, reference) in &s.data {
                     let r = vault::SecretRef::parse(reference)?;
-                    let value = client.read(&r).with_context(|| format!("target {}", t.name))?;
+                    let value = client
+                        .read(&r)
+                        .with_context(|| format!("target {}", t.name))?;
                     self.masker.add(value.expose());
-                    data.insert(key.clone(), serde_json::Value::String(value.expose().to_string()));
+                    data.insert(
+                        key.clone(),
+                        serde_json::Value::String(value.expose().to_string()),
+                    );
                 }
                 let id = plan::secret_id(t, s);
                 let mut metadata = serde_json::json!({
@@ -434,13 +544,17 @@ impl<'s> Deployer<'s> {
                     "type": s.secret_type.clone().unwrap_or_else(|| "Opaque".into()),
                     "stringData": data,
                 });
-                secrets.objects.entry(t.name.clone()).or_default().push(Object {
-                    id,
-                    api_version: "v1".into(),
-                    body,
-                    source: format!("vault secret {}", s.name),
-                    cluster: false,
-                });
+                secrets
+                    .objects
+                    .entry(t.name.clone())
+                    .or_default()
+                    .push(Object {
+                        id,
+                        api_version: "v1".into(),
+                        body,
+                        source: format!("vault secret {}", s.name),
+                        cluster: false,
+                    });
             }
         }
         Ok(secrets)
@@ -448,14 +562,24 @@ impl<'s> Deployer<'s> {
 
     /// Runs the targets: dependencies first, foundations (namespaces, CRDs) before the rest,
     /// at most `[deploy] parallel` at once; a target whose dependency failed is skipped.
-    fn execute(&self, env: &Environment, plan: &Plan, secrets: &Secrets, commit: Oid) -> Result<Vec<TargetReport>> {
+    fn execute(
+        &self,
+        env: &Environment,
+        plan: &Plan,
+        secrets: &Secrets,
+        commit: Oid,
+    ) -> Result<Vec<TargetReport>> {
         let kubectl = self.kubectl(env)?;
         let env_dir = self.session.env_dir(&env.name)?;
         let config = &self.session.config;
         let repo = &self.session.repo;
         // Terraform roots are written out here, on this thread: git2 handles are not shared.
         let mut tf_dirs: BTreeMap<String, Result<PathBuf, String>> = BTreeMap::new();
-        for tp in plan.targets.iter().filter(|t| t.target.kind == TargetType::Terraform) {
+        for tp in plan
+            .targets
+            .iter()
+            .filter(|t| t.target.kind == TargetType::Terraform)
+        {
             let (rev, allowed) = match tp.step {
                 Step::Deploy => (Some(commit), true),
                 Step::Remove => (plan.from, env.allow_destroy),
@@ -466,11 +590,15 @@ impl<'s> Deployer<'s> {
             let Some(rev) = rev else { continue };
             let dir = terraform::work_dir(&env_dir, &tp.target);
             let tree = crate::targets::commit_tree(repo, rev)?;
-            let done = Terraform::materialise(repo, &tree, &tp.target, &dir)
-                .map_err(|e| format!("{e:#}"));
+            let done =
+                Terraform::materialise(repo, &tree, &tp.target, &dir).map_err(|e| format!("{e:#}"));
             tf_dirs.insert(tp.target.name.clone(), done);
         }
-        let names: BTreeSet<&str> = plan.targets.iter().map(|t| t.target.name.as_str()).collect();
+        let names: BTreeSet<&str> = plan
+            .targets
+            .iter()
+            .map(|t| t.target.name.as_str())
+            .collect();
         let foundations: Vec<&str> = plan
             .targets
             .iter()
@@ -515,7 +643,10 @@ impl<'s> Deployer<'s> {
                     }
                     started[i] = true;
                     let tp = &plan.targets[i];
-                    if let Some(bad) = deps[i].iter().find(|d| done.get(*d) == Some(&Outcome::Failed)) {
+                    if let Some(bad) = deps[i]
+                        .iter()
+                        .find(|d| done.get(*d) == Some(&Outcome::Failed))
+                    {
                         let r = skipped(tp, format!("dependency {bad} failed"));
                         print_target(&env.name, &r);
                         let _ = tx.send((i, r));
@@ -625,7 +756,9 @@ fn run_kube(
     if !objects.is_empty() {
         // A custom resource cannot be mapped before its CRD exists: such targets apply their
         // foundations first, in a call of their own.
-        let has_crd = objects.iter().any(|o| o.id.kind == "CustomResourceDefinition");
+        let has_crd = objects
+            .iter()
+            .any(|o| o.id.kind == "CustomResourceDefinition");
         let (first, rest): (Vec<&Object>, Vec<&Object>) = if has_crd {
             objects.iter().partition(|o| o.is_foundation())
         } else {
@@ -704,7 +837,12 @@ fn run_terraform(
 }
 
 /// Moves `refs/hookops/deployed/<env>` from `old` to `new`, refusing if someone else moved it.
-pub fn move_pointer(session: &Session, env: &Environment, old: Option<Oid>, new: Oid) -> Result<()> {
+pub fn move_pointer(
+    session: &Session,
+    env: &Environment,
+    old: Option<Oid>,
+    new: Oid,
+) -> Result<()> {
     let name = env.pointer_ref();
     let msg = format!("hookops: deployed {new}");
     let repo = &session.repo;

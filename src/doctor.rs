@@ -33,7 +33,11 @@ pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
     let session = match Session::open(repo) {
         Ok(s) => s,
         Err(e) => {
-            r.fail("config", &crate::one_line(&format!("{e:#}")), "fix the repository path or the server config");
+            r.fail(
+                "config",
+                &crate::one_line(&format!("{e:#}")),
+                "fix the repository path or the server config",
+            );
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -44,29 +48,68 @@ pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
     hooks(&mut r, &session);
     state(&mut r, &session);
     match crate::notes::list(&session.repo) {
-        Ok(n) => r.ok("notes", &format!("{} readable, {} annotated commits", crate::notes::NOTES_REF, n.len())),
-        Err(e) => r.fail("notes", &format!("{e:#}"), "inspect refs/notes/hookops with `git notes --ref=hookops list`"),
+        Ok(n) => r.ok(
+            "notes",
+            &format!(
+                "{} readable, {} annotated commits",
+                crate::notes::NOTES_REF,
+                n.len()
+            ),
+        ),
+        Err(e) => r.fail(
+            "notes",
+            &format!("{e:#}"),
+            "inspect refs/notes/hookops with `git notes --ref=hookops list`",
+        ),
     }
     match session.signer() {
-        Ok(Some(s)) => r.ok("signing key", &format!("{} ({})", config.signing.key.as_deref().map(|p| p.display().to_string()).unwrap_or_default(), s.id())),
+        Ok(Some(s)) => r.ok(
+            "signing key",
+            &format!(
+                "{} ({})",
+                config
+                    .signing
+                    .key
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                s.id()
+            ),
+        ),
         Ok(None) => r.ok("signing key", "none configured: records are unsigned"),
-        Err(e) => r.fail("signing key", &crate::one_line(&format!("{e:#}")), "make [signing] key a readable, unencrypted OpenSSH private key"),
+        Err(e) => r.fail(
+            "signing key",
+            &crate::one_line(&format!("{e:#}")),
+            "make [signing] key a readable, unencrypted OpenSSH private key",
+        ),
     }
     if let Some(v) = &config.vault {
         match crate::vault::Client::login(v).and_then(|mut c| c.whoami()) {
             Ok(who) => r.ok("vault", &format!("{}: logged in as {who}", v.address)),
-            Err(e) => r.fail("vault", &crate::one_line(&format!("{e:#}")), "check [vault] address and the token or AppRole files"),
+            Err(e) => r.fail(
+                "vault",
+                &crate::one_line(&format!("{e:#}")),
+                "check [vault] address and the token or AppRole files",
+            ),
         }
     }
     let envs = session.environments();
     if envs.is_empty() {
-        r.fail("environments", "none: no [[environment]] and HEAD names no branch", "add an [[environment]] to the server config");
+        r.fail(
+            "environments",
+            "none: no [[environment]] and HEAD names no branch",
+            "add an [[environment]] to the server config",
+        );
     }
     for env in &envs {
         cluster(&mut r, &session, env, &masker);
     }
     if r.failures > 0 {
-        println!("{} problem{} found", r.failures, if r.failures == 1 { "" } else { "s" });
+        println!(
+            "{} problem{} found",
+            r.failures,
+            if r.failures == 1 { "" } else { "s" }
+        );
         return Ok(ExitCode::FAILURE);
     }
     println!("all checks passed");
@@ -75,21 +118,40 @@ pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
 
 fn tools(r: &mut Report, config: &ServerConfig, masker: &Masker) {
     let checks = [
-        ("kubectl", &config.tools.kubectl, vec!["version", "--client"]),
+        (
+            "kubectl",
+            &config.tools.kubectl,
+            vec!["version", "--client"],
+        ),
         ("terraform", &config.tools.terraform, vec!["version"]),
     ];
     for (key, program, args) in checks {
-        match Command::new(program, if key == "kubectl" { "kubectl" } else { "terraform" })
-            .args(args)
-            .env("CHECKPOINT_DISABLE", "1")
-            .run(masker)
+        match Command::new(
+            program,
+            if key == "kubectl" {
+                "kubectl"
+            } else {
+                "terraform"
+            },
+        )
+        .args(args)
+        .env("CHECKPOINT_DISABLE", "1")
+        .run(masker)
         {
             Ok(out) if out.success() => {
                 let v = crate::tools::first_line(&out.stdout).unwrap_or_default();
                 r.ok(key, &format!("{program}: {v}"));
             }
-            Ok(out) => r.fail(key, &format!("{program}: {}", out.reason()), &format!("repair the {key} installation")),
-            Err(e) => r.fail(key, &format!("{e:#}"), &format!("install {key} or set [tools] {key} in the server config")),
+            Ok(out) => r.fail(
+                key,
+                &format!("{program}: {}", out.reason()),
+                &format!("repair the {key} installation"),
+            ),
+            Err(e) => r.fail(
+                key,
+                &format!("{e:#}"),
+                &format!("install {key} or set [tools] {key} in the server config"),
+            ),
         }
     }
 }
@@ -99,36 +161,59 @@ fn hooks(r: &mut Report, session: &Session) {
         Ok(d) => d,
         Err(e) => return r.fail("hooks", &format!("{e:#}"), "check core.hooksPath"),
     };
-    let hook = if session.repo.is_bare() { "post-receive" } else { "post-merge" };
-    let candidates = [dir.join(hook), dir.join(format!("{hook}.d")).join("hookops")];
-    let found = candidates.iter().find(|p| {
-        std::fs::read_to_string(p).is_ok_and(|t| t.contains("hookops"))
-    });
+    let hook = if session.repo.is_bare() {
+        "post-receive"
+    } else {
+        "post-merge"
+    };
+    let candidates = [
+        dir.join(hook),
+        dir.join(format!("{hook}.d")).join("hookops"),
+    ];
+    let found = candidates
+        .iter()
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("hookops")));
     match found {
         Some(p) => {
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
-                let exec = std::fs::metadata(p).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+                let exec = std::fs::metadata(p)
+                    .map(|m| m.permissions().mode() & 0o111 != 0)
+                    .unwrap_or(false);
                 if !exec {
-                    return r.fail("hooks", &format!("{} is not executable", p.display()), &format!("chmod +x {}", p.display()));
+                    return r.fail(
+                        "hooks",
+                        &format!("{} is not executable", p.display()),
+                        &format!("chmod +x {}", p.display()),
+                    );
                 }
             }
             r.ok("hooks", &format!("{} installed", p.display()));
         }
-        None => r.fail("hooks", &format!("no hookops {hook} hook in {}", dir.display()), "run `hookops install`"),
+        None => r.fail(
+            "hooks",
+            &format!("no hookops {hook} hook in {}", dir.display()),
+            "run `hookops install`",
+        ),
     }
 }
 
 fn state(r: &mut Report, session: &Session) {
     let dir = session.git_dir.join(STATE_DIR);
     let probe = dir.join(".doctor-probe");
-    let writable = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&probe, b"")).is_ok();
+    let writable = std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(&probe, b""))
+        .is_ok();
     let _ = std::fs::remove_file(&probe);
     if writable {
         r.ok("state", &format!("{} writable", dir.display()));
     } else {
-        r.fail("state", &format!("{} is not writable", dir.display()), "run hookops as the user that owns the repository");
+        r.fail(
+            "state",
+            &format!("{} is not writable", dir.display()),
+            "run hookops as the user that owns the repository",
+        );
     }
 }
 
@@ -136,42 +221,85 @@ fn cluster(r: &mut Report, session: &Session, env: &Environment, masker: &Masker
     let check = format!("env {}", env.name);
     let cache = match session.env_dir(&env.name) {
         Ok(d) => d.join("kube-cache"),
-        Err(e) => return r.fail(&check, &format!("{e:#}"), "make the state directory writable"),
+        Err(e) => {
+            return r.fail(
+                &check,
+                &format!("{e:#}"),
+                "make the state directory writable",
+            )
+        }
     };
     let kubectl = Kubectl::new(&session.config.tools.kubectl, env, &cache, masker.clone());
     let version = kubectl.raw(["version", "-o", "json", "--request-timeout=5s"]);
     let server = match version {
         Ok(out) if out.success() => serde_json::from_str::<serde_json::Value>(&out.stdout)
             .ok()
-            .and_then(|v| v.pointer("/serverVersion/gitVersion").and_then(|g| g.as_str()).map(str::to_string))
+            .and_then(|v| {
+                v.pointer("/serverVersion/gitVersion")
+                    .and_then(|g| g.as_str())
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| "unknown version".into()),
         Ok(out) => {
-            return r.fail(&check, &format!("cluster unreachable: {}", out.reason()), "check the environment's kubeconfig and context, and that the API server is up")
+            return r.fail(
+                &check,
+                &format!("cluster unreachable: {}", out.reason()),
+                "check the environment's kubeconfig and context, and that the API server is up",
+            )
         }
         Err(e) => return r.fail(&check, &format!("{e:#}"), "install kubectl"),
     };
     let who = kubectl
-        .raw(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}", "--request-timeout=5s"])
+        .raw([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+            "--request-timeout=5s",
+        ])
         .ok()
         .filter(|o| o.success())
         .map(|o| o.stdout.trim().to_string())
         .unwrap_or_else(|| "(unknown identity)".into());
     r.ok(&check, &format!("cluster {server}, deploying as {who}"));
-    let namespaces = env.allowed_namespaces.clone().unwrap_or_else(|| vec!["default".into()]);
+    let namespaces = env
+        .allowed_namespaces
+        .clone()
+        .unwrap_or_else(|| vec!["default".into()]);
     for ns in namespaces {
         let mut denied = Vec::new();
         for verb in ["create", "patch", "delete"] {
             for resource in ["configmaps", "deployments.apps"] {
-                let out = kubectl.raw(["auth", "can-i", verb, resource, "-n", &ns, "--request-timeout=5s"]);
-                if !out.map(|o| o.success() && o.stdout.trim().starts_with("yes")).unwrap_or(false) {
+                let out = kubectl.raw([
+                    "auth",
+                    "can-i",
+                    verb,
+                    resource,
+                    "-n",
+                    &ns,
+                    "--request-timeout=5s",
+                ]);
+                if !out
+                    .map(|o| o.success() && o.stdout.trim().starts_with("yes"))
+                    .unwrap_or(false)
+                {
                     denied.push(format!("{verb} {resource}"));
                 }
             }
         }
         if denied.is_empty() {
-            r.ok(&check, &format!("may create, patch and delete configmaps and deployments in namespace {ns}"));
+            r.ok(
+                &check,
+                &format!(
+                    "may create, patch and delete configmaps and deployments in namespace {ns}"
+                ),
+            );
         } else {
-            r.fail(&check, &format!("may not {} in namespace {ns}", denied.join(", ")), "grant the service account a Role there (docs/security.md)");
+            r.fail(
+                &check,
+                &format!("may not {} in namespace {ns}", denied.join(", ")),
+                "grant the service account a Role there (docs/security.md)",
+            );
         }
     }
 }

@@ -62,7 +62,12 @@ pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<Exit
                     .diff(manifest::to_stream(&tp.apply), t.namespace.as_deref())
                     .and_then(|out| match out.code {
                         Some(0) => Ok(0),
-                        Some(1) => Ok(out.stdout.lines().filter(|l| l.starts_with("diff ")).count().max(1)),
+                        Some(1) => Ok(out
+                            .stdout
+                            .lines()
+                            .filter(|l| l.starts_with("diff "))
+                            .count()
+                            .max(1)),
                         _ => anyhow::bail!("kubectl diff: {}", out.reason()),
                     })
             };
@@ -86,7 +91,10 @@ pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<Exit
                 (_, Some(n)) if n > 0 => format!("DRIFTED ({n})"),
                 _ => format!("ERROR: {}", r.reason.clone().unwrap_or_default()),
             };
-            say(&format!("{}: {:<20} {:<9} {state}", env.name, t.name, t.kind));
+            say(&format!(
+                "{}: {:<20} {:<9} {state}",
+                env.name, t.name, t.kind
+            ));
             targets.push(r);
         }
         let drifted = targets.iter().any(|t| t.drifted.unwrap_or(0) > 0);
@@ -114,7 +122,11 @@ pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<Exit
         deployer.write_record(pointer, &rep)?;
         crate::ops::after_attempt(session, &rep);
         if drifted && repair {
-            say(&format!("{}: repairing: re-applying {}", env.name, crate::plan::short_id(pointer)));
+            say(&format!(
+                "{}: repairing: re-applying {}",
+                env.name,
+                crate::plan::short_id(pointer)
+            ));
             let mut req = Request::deploy(env.clone(), &env.ref_name(), None, pointer);
             req.from = Some(None);
             req.action = Action::Drift;

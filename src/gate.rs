@@ -37,7 +37,11 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
             let plan = match deployer.plan(&env, from, new) {
                 Ok(p) => p,
                 Err(e) => {
-                    problems.push(format!("{}: {}", u.name, crate::one_line(&format!("{e:#}"))));
+                    problems.push(format!(
+                        "{}: {}",
+                        u.name,
+                        crate::one_line(&format!("{e:#}"))
+                    ));
                     continue;
                 }
             };
@@ -55,16 +59,34 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
                 &session.env_dir(&env.name)?.join("kube-cache"),
                 Masker::new(),
             );
-            for tp in plan.targets.iter().filter(|t| t.step == Step::Deploy && t.refused.is_none()) {
+            for tp in plan
+                .targets
+                .iter()
+                .filter(|t| t.step == Step::Deploy && t.refused.is_none())
+            {
                 if tp.target.kind.is_kube() && !tp.apply.is_empty() {
-                    let out = kubectl.apply(manifest::to_stream(&tp.apply), tp.target.namespace.as_deref(), Some("server"))?;
+                    let out = kubectl.apply(
+                        manifest::to_stream(&tp.apply),
+                        tp.target.namespace.as_deref(),
+                        Some("server"),
+                    )?;
                     if !out.success() {
-                        problems.push(format!("{}: target {}: server dry run: {}", u.name, tp.target.name, out.reason()));
+                        problems.push(format!(
+                            "{}: target {}: server dry run: {}",
+                            u.name,
+                            tp.target.name,
+                            out.reason()
+                        ));
                     }
                 }
                 if tp.target.kind == TargetType::Terraform {
                     if let Err(e) = validate_terraform(session, &env.name, &tp.target, new) {
-                        problems.push(format!("{}: target {}: {}", u.name, tp.target.name, crate::one_line(&format!("{e:#}"))));
+                        problems.push(format!(
+                            "{}: target {}: {}",
+                            u.name,
+                            tp.target.name,
+                            crate::one_line(&format!("{e:#}"))
+                        ));
                     }
                 }
             }
@@ -79,7 +101,12 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
-fn validate_terraform(session: &Session, env: &str, target: &crate::config::Target, commit: Oid) -> Result<()> {
+fn validate_terraform(
+    session: &Session,
+    env: &str,
+    target: &crate::config::Target,
+    commit: Oid,
+) -> Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix("gate-")
         .tempdir_in(session.env_dir(env)?)?;
@@ -101,7 +128,10 @@ fn validate_terraform(session: &Session, env: &str, target: &crate::config::Targ
         .env("CHECKPOINT_DISABLE", "1")
         .run(&masker)?;
     if !out.success() {
-        anyhow::bail!("terraform validate: {}", crate::tools::first_line(&out.stderr).unwrap_or_else(|| out.reason()));
+        anyhow::bail!(
+            "terraform validate: {}",
+            crate::tools::first_line(&out.stderr).unwrap_or_else(|| out.reason())
+        );
     }
     Ok(())
 }
@@ -123,18 +153,20 @@ fn unsigned_commits(session: &Session, old: Option<Oid>, new: Oid) -> Result<Vec
             }
         }
     }
-    let allowed = session
-        .config
-        .gate
-        .allowed_signers
-        .clone()
-        .or_else(|| repo.config().ok()?.get_path("gpg.ssh.allowedSignersFile").ok());
+    let allowed = session.config.gate.allowed_signers.clone().or_else(|| {
+        repo.config()
+            .ok()?
+            .get_path("gpg.ssh.allowedSignersFile")
+            .ok()
+    });
     let mut problems = Vec::new();
     for id in walk {
         let id = id?;
         let short = &id.to_string()[..10];
         let Ok((sig, data)) = repo.extract_signature(&id, None) else {
-            problems.push(format!("commit {short} is not signed (require_signed_commits = true)"));
+            problems.push(format!(
+                "commit {short} is not signed (require_signed_commits = true)"
+            ));
             continue;
         };
         let sig = sig.as_str().unwrap_or("").to_string();

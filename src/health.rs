@@ -21,7 +21,11 @@ pub fn resource_arg(o: &Object) -> String {
 }
 
 pub fn is_workload(o: &Object) -> bool {
-    o.id.group == "apps" && matches!(o.id.kind.as_str(), "Deployment" | "StatefulSet" | "DaemonSet")
+    o.id.group == "apps"
+        && matches!(
+            o.id.kind.as_str(),
+            "Deployment" | "StatefulSet" | "DaemonSet"
+        )
 }
 
 fn is_job(o: &Object) -> bool {
@@ -39,7 +43,11 @@ pub fn wait(
     for o in objects.iter().filter(|o| is_workload(o) || is_job(o)) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Ok(Err(format!("{}: not healthy within {}s", o.id, timeout.as_secs())));
+            return Ok(Err(format!(
+                "{}: not healthy within {}s",
+                o.id,
+                timeout.as_secs()
+            )));
         }
         let ns = o.id.namespace.as_deref();
         progress(&format!("waiting for {}", o.id));
@@ -59,7 +67,11 @@ pub fn wait(
     Ok(Ok(()))
 }
 
-fn wait_job(kubectl: &Kubectl, o: &Object, deadline: Instant) -> Result<std::result::Result<(), String>> {
+fn wait_job(
+    kubectl: &Kubectl,
+    o: &Object,
+    deadline: Instant,
+) -> Result<std::result::Result<(), String>> {
     let mut pause = Duration::from_millis(200);
     loop {
         let out = kubectl.get_json(&resource_arg(o), o.id.namespace.as_deref())?;
@@ -72,7 +84,11 @@ fn wait_job(kubectl: &Kubectl, o: &Object, deadline: Instant) -> Result<std::res
                     Some("Complete") if is_true => return Ok(Ok(())),
                     Some("Failed") if is_true => {
                         let why = c.get("message").or(c.get("reason")).and_then(Value::as_str);
-                        return Ok(Err(format!("{}: job failed: {}", o.id, why.unwrap_or("Failed"))));
+                        return Ok(Err(format!(
+                            "{}: job failed: {}",
+                            o.id,
+                            why.unwrap_or("Failed")
+                        )));
                     }
                     _ => {}
                 }

@@ -48,7 +48,11 @@ pub fn post_receive(repo: Option<&Path>) -> Result<ExitCode> {
 }
 
 /// Deploys every (ref, environment) pair; `coalesce` skips commits a newer push superseded.
-pub fn deploy_updates(session: &Session, updates: &[RefUpdate], coalesce: bool) -> Result<ExitCode> {
+pub fn deploy_updates(
+    session: &Session,
+    updates: &[RefUpdate],
+    coalesce: bool,
+) -> Result<ExitCode> {
     let mut deployer = match Deployer::new(session) {
         Ok(d) => d,
         Err(e) => return refuse_unsigned(session, updates, e),
@@ -57,12 +61,18 @@ pub fn deploy_updates(session: &Session, updates: &[RefUpdate], coalesce: bool) 
     for u in updates {
         let envs = session.environments_for(&u.name);
         if envs.is_empty() {
-            say(&format!("{}: not mapped to an environment; ignored", u.name));
+            say(&format!(
+                "{}: not mapped to an environment; ignored",
+                u.name
+            ));
             continue;
         }
         let Some(new) = u.new else {
             for env in &envs {
-                say(&format!("{}: deleted; environment {} left as deployed", u.name, env.name));
+                say(&format!(
+                    "{}: deleted; environment {} left as deployed",
+                    u.name, env.name
+                ));
             }
             continue;
         };
@@ -90,7 +100,11 @@ fn refuse_unsigned(session: &Session, updates: &[RefUpdate], e: anyhow::Error) -
     for u in updates {
         let Some(new) = u.new else { continue };
         for env in session.environments_for(&u.name) {
-            say(&format!("{}: not deploying {}: {reason}", env.name, plan::short_id(new)));
+            say(&format!(
+                "{}: not deploying {}: {reason}",
+                env.name,
+                plan::short_id(new)
+            ));
             deployer.record_failure(&Request::deploy(env, &u.name, u.old, new), &reason)?;
         }
     }
@@ -103,7 +117,11 @@ fn attempt(deployer: &mut Deployer, req: &Request) -> bool {
         Ok(Some(rep)) => matches!(rep.result, Outcome::Succeeded | Outcome::Skipped),
         Ok(None) => true,
         Err(e) => {
-            say(&format!("{}: error: {}", req.env.name, crate::one_line(&format!("{e:#}"))));
+            say(&format!(
+                "{}: error: {}",
+                req.env.name,
+                crate::one_line(&format!("{e:#}"))
+            ));
             false
         }
     }
@@ -168,7 +186,11 @@ fn pick_envs(session: &Session, ref_name: &str, only: Option<&str>) -> Result<Ve
 fn resolve_range(session: &Session, range: &RangeArgs) -> Result<(String, Option<Oid>, Oid)> {
     let ref_name = full_ref(session, &range.ref_name)?;
     let to = session.resolve(range.to.as_deref().unwrap_or(&ref_name))?;
-    let from = range.from.as_deref().map(|r| session.resolve(r)).transpose()?;
+    let from = range
+        .from
+        .as_deref()
+        .map(|r| session.resolve(r))
+        .transpose()?;
     Ok((ref_name, from, to))
 }
 
@@ -220,13 +242,26 @@ fn print_plan(env: &str, p: &plan::Plan) {
         Some(f) => format!("{}..{}", plan::short_id(f), plan::short_id(p.to)),
         None => format!("{} (first deploy)", plan::short_id(p.to)),
     };
-    println!("{env}: {range}: {} changed paths, {} targets", p.changed_paths, p.targets.len());
+    println!(
+        "{env}: {range}: {} changed paths, {} targets",
+        p.changed_paths,
+        p.targets.len()
+    );
     for tp in &p.targets {
         let step = match tp.step {
             Step::Deploy => "deploy",
             Step::Remove => "remove",
         };
-        println!("  {step} {} ({}, {})", tp.target.name, tp.target.kind, if tp.target.path.is_empty() { "." } else { &tp.target.path });
+        println!(
+            "  {step} {} ({}, {})",
+            tp.target.name,
+            tp.target.kind,
+            if tp.target.path.is_empty() {
+                "."
+            } else {
+                &tp.target.path
+            }
+        );
         if let Some(why) = &tp.refused {
             println!("    REFUSED: {why}");
         }
@@ -258,8 +293,9 @@ pub fn rollback(repo: Option<&Path>, env_name: &str, to: Option<&str>) -> Result
     };
     let target = match to {
         Some(rev) => session.resolve(rev)?,
-        None => crate::verify::previous_good(&session, &env.name, pointer)?
-            .with_context(|| format!("no earlier successful deploy of {env_name} to roll back to"))?,
+        None => crate::verify::previous_good(&session, &env.name, pointer)?.with_context(|| {
+            format!("no earlier successful deploy of {env_name} to roll back to")
+        })?,
     };
     let mut deployer = Deployer::new(&session)?;
     let mut req = Request::deploy(env.clone(), &env.ref_name(), None, target);
@@ -278,4 +314,3 @@ pub fn drift(repo: Option<&Path>, env: Option<&str>, repair: bool) -> Result<Exi
     };
     crate::drift::run(&session, &envs, repair)
 }
-

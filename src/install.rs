@@ -29,7 +29,9 @@ pub fn shim(hook: &str, bin: &str, chain: bool) -> String {
         s.push_str("input=$(cat)\n");
     }
     if chain {
-        s.push_str(&format!("prev=\"$(dirname \"$0\")/{hook}.{CHAINED}\"\nif [ -x \"$prev\" ]; then\n"));
+        s.push_str(&format!(
+            "prev=\"$(dirname \"$0\")/{hook}.{CHAINED}\"\nif [ -x \"$prev\" ]; then\n"
+        ));
         let run_prev = if reads_stdin {
             "  printf '%s\\n' \"$input\" | \"$prev\" \"$@\""
         } else {
@@ -44,7 +46,9 @@ pub fn shim(hook: &str, bin: &str, chain: bool) -> String {
         s.push_str("fi\n");
     }
     if reads_stdin {
-        s.push_str(&format!("printf '%s\\n' \"$input\" | exec {bin} {hook} \"$@\"\n"));
+        s.push_str(&format!(
+            "printf '%s\\n' \"$input\" | exec {bin} {hook} \"$@\"\n"
+        ));
     } else {
         s.push_str(&format!("exec {bin} {hook} \"$@\"\n"));
     }
@@ -87,7 +91,11 @@ pub fn install_hook(dir: &Path, hook: &str, bin: &str) -> Result<String> {
     if dot_d.is_dir() {
         let path = dot_d.join("hookops");
         let changed = write_executable(&path, &shim(hook, bin, false))?;
-        return Ok(format!("{}: {}", path.display(), if changed { "installed" } else { "unchanged" }));
+        return Ok(format!(
+            "{}: {}",
+            path.display(),
+            if changed { "installed" } else { "unchanged" }
+        ));
     }
     let path = dir.join(hook);
     let chained = dir.join(format!("{hook}.{CHAINED}"));
@@ -102,9 +110,11 @@ pub fn install_hook(dir: &Path, hook: &str, bin: &str) -> Result<String> {
                 chained.display()
             );
         }
-        fs::rename(&path, &chained)
-            .with_context(|| format!("moving {} aside", path.display()))?;
-        note = format!(" (the existing hook now runs first from {})", chained.display());
+        fs::rename(&path, &chained).with_context(|| format!("moving {} aside", path.display()))?;
+        note = format!(
+            " (the existing hook now runs first from {})",
+            chained.display()
+        );
     }
     let changed = write_executable(&path, &shim(hook, bin, true))?;
     Ok(format!(
@@ -119,13 +129,19 @@ pub fn run(repo_arg: Option<&Path>, args: &InstallArgs) -> Result<ExitCode> {
         return install_into_hooks_dir(dir, args.pre_receive);
     }
     let repo = match args.dir.as_deref().or(repo_arg) {
-        Some(d) => Repository::open(d).with_context(|| format!("{}: not a git repository", d.display()))?,
+        Some(d) => {
+            Repository::open(d).with_context(|| format!("{}: not a git repository", d.display()))?
+        }
         None => Repository::open_from_env().context("not inside a git repository")?,
     };
     let bin = current_bin()?;
     let bin = bin.as_str();
     let dir = hooks_dir(&repo)?;
-    let mut hooks = vec![if repo.is_bare() { "post-receive" } else { "post-merge" }];
+    let mut hooks = vec![if repo.is_bare() {
+        "post-receive"
+    } else {
+        "post-merge"
+    }];
     if args.pre_receive {
         hooks.push("pre-receive");
     }
@@ -157,7 +173,10 @@ fn current_bin() -> Result<String> {
     let bin = std::env::current_exe()
         .and_then(|p| p.canonicalize())
         .context("locating the hookops binary")?;
-    Ok(bin.to_str().context("the hookops binary path is not UTF-8")?.to_string())
+    Ok(bin
+        .to_str()
+        .context("the hookops binary path is not UTF-8")?
+        .to_string())
 }
 
 #[cfg(test)]

@@ -84,7 +84,9 @@ pub fn recover(deployer: &Deployer) -> Result<()> {
         };
         say(&format!(
             "{}: the deploy of {} started {} was interrupted; recording it as failed",
-            entry.env, &entry.commit[..7.min(entry.commit.len())], entry.started_at
+            entry.env,
+            &entry.commit[..7.min(entry.commit.len())],
+            entry.started_at
         ));
         let rep = Report {
             env: entry.env.clone(),
@@ -98,7 +100,10 @@ pub fn recover(deployer: &Deployer) -> Result<()> {
             host: report::hostname(),
             signer: deployer.signer.as_ref().map(|s| s.id()),
             targets: Vec::new(),
-            reason: Some(format!("interrupted (process {} died mid-deploy)", entry.pid)),
+            reason: Some(format!(
+                "interrupted (process {} died mid-deploy)",
+                entry.pid
+            )),
             rolled_back_to: None,
             hookops_version: Some(env!("CARGO_PKG_VERSION").to_string()),
         };

@@ -58,7 +58,12 @@ impl Kubectl {
     }
 
     /// One server-side apply of a manifest stream.
-    pub fn apply(&self, stream: String, namespace: Option<&str>, dry_run: Option<&str>) -> Result<Output> {
+    pub fn apply(
+        &self,
+        stream: String,
+        namespace: Option<&str>,
+        dry_run: Option<&str>,
+    ) -> Result<Output> {
         let mut c = self.command().args([
             "apply",
             "--server-side",
@@ -70,7 +75,9 @@ impl Kubectl {
         if let Some(mode) = dry_run {
             c = c.arg(format!("--dry-run={mode}"));
         }
-        Self::with_namespace(c, namespace).stdin(stream.into_bytes()).run(&self.masker)
+        Self::with_namespace(c, namespace)
+            .stdin(stream.into_bytes())
+            .run(&self.masker)
     }
 
     /// Deletes exactly the named objects (stubs on stdin); already-gone objects are fine.
@@ -85,15 +92,25 @@ impl Kubectl {
 
     /// `kubectl diff`: exit 0 no difference, 1 difference, >1 error.
     pub fn diff(&self, stream: String, namespace: Option<&str>) -> Result<Output> {
-        let c = self
-            .command()
-            .args(["diff", "--server-side", "--field-manager=hookops", "--force-conflicts", "-f", "-"]);
+        let c = self.command().args([
+            "diff",
+            "--server-side",
+            "--field-manager=hookops",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ]);
         Self::with_namespace(c, namespace)
             .stdin(stream.into_bytes())
             .run(&self.masker)
     }
 
-    pub fn rollout_status(&self, resource: &str, namespace: Option<&str>, timeout: Duration) -> Result<Output> {
+    pub fn rollout_status(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Output> {
         let c = self.command().args([
             "rollout".to_string(),
             "status".to_string(),

@@ -48,7 +48,6 @@ impl Object {
     pub fn is_foundation(&self) -> bool {
         is_foundation_kind(&self.id.group, &self.id.kind)
     }
-
 }
 
 /// Objects other objects need to exist first: namespaces and custom resource definitions.
@@ -73,8 +72,14 @@ const CLUSTER_KINDS: &[(&str, &str)] = &[
     ("scheduling.k8s.io", "PriorityClass"),
     ("node.k8s.io", "RuntimeClass"),
     ("networking.k8s.io", "IngressClass"),
-    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
-    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "MutatingWebhookConfiguration",
+    ),
     ("apiregistration.k8s.io", "APIService"),
 ];
 
@@ -157,7 +162,13 @@ pub fn parse_with(
             continue;
         }
         let source = format!("{path}:{line}");
-        push_object(value, &source, default_namespace, cluster_custom, &mut objects)?;
+        push_object(
+            value,
+            &source,
+            default_namespace,
+            cluster_custom,
+            &mut objects,
+        )?;
     }
     Ok(objects)
 }
@@ -178,7 +189,11 @@ fn push_object(
         bail!("{source}: document has no apiVersion and kind");
     };
     if kind.ends_with("List") && api_version == "v1" {
-        let items = map.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+        let items = map
+            .get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         for item in items {
             push_object(item, source, default_namespace, cluster_custom, out)?;
         }
@@ -251,7 +266,8 @@ pub fn stubs_stream<'a>(ids: impl IntoIterator<Item = &'a (ObjectId, String)>) -
         if let Some(ns) = &id.namespace {
             metadata["namespace"] = Value::String(ns.clone());
         }
-        let stub = serde_json::json!({ "apiVersion": api_version, "kind": id.kind, "metadata": metadata });
+        let stub =
+            serde_json::json!({ "apiVersion": api_version, "kind": id.kind, "metadata": metadata });
         out.push_str("---\n");
         out.push_str(&stub.to_string());
         out.push('\n');
@@ -296,7 +312,12 @@ mod tests {
     fn lists_expand_and_missing_names_fail() {
         let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: a}\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: b}\n";
         assert_eq!(parse(text, "l.yaml", None).unwrap().len(), 2);
-        let err = parse("apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: x}\n", "g.yaml", None).unwrap_err();
+        let err = parse(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: x}\n",
+            "g.yaml",
+            None,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("no metadata.name"));
     }
 

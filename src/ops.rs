@@ -38,7 +38,10 @@ pub fn queue_if_async(session: &Session, updates: &[RefUpdate]) -> Result<bool> 
     if session.config.deploy.mode != DeployMode::Async {
         return Ok(false);
     }
-    if updates.iter().all(|u| session.environments_for(&u.name).is_empty()) {
+    if updates
+        .iter()
+        .all(|u| session.environments_for(&u.name).is_empty())
+    {
         return Ok(false);
     }
     let dir = queue_dir(session);
@@ -47,15 +50,23 @@ pub fn queue_if_async(session: &Session, updates: &[RefUpdate]) -> Result<bool> 
     let entry = QueueEntry {
         updates: updates
             .iter()
-            .map(|u| (u.old.map(|o| o.to_string()), u.new.map(|o| o.to_string()), u.name.clone()))
+            .map(|u| {
+                (
+                    u.old.map(|o| o.to_string()),
+                    u.new.map(|o| o.to_string()),
+                    u.name.clone(),
+                )
+            })
             .collect(),
     };
     let path = dir.join(format!("{stamp}-{}.json", std::process::id()));
-    fs::write(&path, serde_json::to_vec(&entry)?).with_context(|| format!("writing {}", path.display()))?;
+    fs::write(&path, serde_json::to_vec(&entry)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     let logs = logs_dir(session);
     fs::create_dir_all(&logs)?;
     let log_path = logs.join(format!("{stamp}.log"));
-    let log = fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let log =
+        fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let exe = std::env::current_exe().context("locating the hookops binary")?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--repo")
@@ -81,7 +92,10 @@ pub fn queue_if_async(session: &Session, updates: &[RefUpdate]) -> Result<bool> 
         }
     }
     cmd.spawn().context("starting the deploy worker")?;
-    say(&format!("deploy queued: see `hookops status` (log: {})", log_path.display()));
+    say(&format!(
+        "deploy queued: see `hookops status` (log: {})",
+        log_path.display()
+    ));
     Ok(true)
 }
 
@@ -89,12 +103,14 @@ pub fn queue_if_async(session: &Session, updates: &[RefUpdate]) -> Result<bool> 
 pub fn worker(repo: Option<&Path>, entry: &Path) -> Result<ExitCode> {
     let session = Session::open(repo)?;
     let text = fs::read(entry).with_context(|| format!("reading {}", entry.display()))?;
-    let parsed: QueueEntry =
-        serde_json::from_slice(&text).with_context(|| format!("{}: corrupt queue entry", entry.display()))?;
+    let parsed: QueueEntry = serde_json::from_slice(&text)
+        .with_context(|| format!("{}: corrupt queue entry", entry.display()))?;
     let mut updates = Vec::new();
     for (old, new, name) in parsed.updates {
         let id = |s: Option<String>| -> Result<Option<git2::Oid>> {
-            s.map(|s| git2::Oid::from_str(&s)).transpose().map_err(Into::into)
+            s.map(|s| git2::Oid::from_str(&s))
+                .transpose()
+                .map_err(Into::into)
         };
         updates.push(RefUpdate {
             old: id(old)?,
@@ -110,7 +126,9 @@ pub fn worker(repo: Option<&Path>, entry: &Path) -> Result<ExitCode> {
 
 fn prune_logs(session: &Session) {
     let keep = Duration::from_secs(session.config.logs.keep_days * 86_400);
-    let Ok(entries) = fs::read_dir(logs_dir(session)) else { return };
+    let Ok(entries) = fs::read_dir(logs_dir(session)) else {
+        return;
+    };
     for e in entries.flatten() {
         let old = e
             .metadata()
@@ -126,15 +144,17 @@ fn prune_logs(session: &Session) {
 
 /// Whether a deploy for `env` is waiting in the queue.
 pub fn queued(session: &Session, env: &str) -> bool {
-    let Ok(entries) = fs::read_dir(queue_dir(session)) else { return false };
+    let Ok(entries) = fs::read_dir(queue_dir(session)) else {
+        return false;
+    };
     entries.flatten().any(|e| {
         fs::read(e.path())
             .ok()
             .and_then(|b| serde_json::from_slice::<QueueEntry>(&b).ok())
             .is_some_and(|q| {
-                q.updates
-                    .iter()
-                    .any(|(_, _, name)| session.environments_for(name).iter().any(|x| x.name == env))
+                q.updates.iter().any(|(_, _, name)| {
+                    session.environments_for(name).iter().any(|x| x.name == env)
+                })
             })
     })
 }
@@ -158,7 +178,9 @@ struct MetricsState {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Called after every attempt: update counters, write the textfile, send alerts.
@@ -190,7 +212,9 @@ fn update(state: &mut MetricsState, rep: &Report) {
     if rep.action == Action::Drift {
         for t in &rep.targets {
             let drifted = u8::from(t.drifted.unwrap_or(0) > 0);
-            state.drift.insert(format!("{}\t{}", rep.env, t.name), drifted);
+            state
+                .drift
+                .insert(format!("{}\t{}", rep.env, t.name), drifted);
         }
         return;
     }
@@ -236,7 +260,11 @@ fn render(session: &Session, state: &MetricsState) -> String {
     out.push_str("# HELP hookops_deploys_total Deploy attempts per target and result.\n# TYPE hookops_deploys_total counter\n");
     for (key, n) in &state.deploys {
         let mut parts = key.split('\t');
-        let (env, target, result) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (env, target, result) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
         out.push_str(&format!(
             "hookops_deploys_total{{env=\"{}\",target=\"{}\",result=\"{}\"}} {n}\n",
             escape(env),
@@ -248,26 +276,44 @@ fn render(session: &Session, state: &MetricsState) -> String {
     for (env, (buckets, sum, count)) in &state.durations {
         let env = escape(env);
         for (b, n) in BUCKETS.iter().zip(buckets) {
-            out.push_str(&format!("hookops_deploy_duration_seconds_bucket{{env=\"{env}\",le=\"{b}\"}} {n}\n"));
+            out.push_str(&format!(
+                "hookops_deploy_duration_seconds_bucket{{env=\"{env}\",le=\"{b}\"}} {n}\n"
+            ));
         }
-        out.push_str(&format!("hookops_deploy_duration_seconds_bucket{{env=\"{env}\",le=\"+Inf\"}} {count}\n"));
-        out.push_str(&format!("hookops_deploy_duration_seconds_sum{{env=\"{env}\"}} {sum}\n"));
-        out.push_str(&format!("hookops_deploy_duration_seconds_count{{env=\"{env}\"}} {count}\n"));
+        out.push_str(&format!(
+            "hookops_deploy_duration_seconds_bucket{{env=\"{env}\",le=\"+Inf\"}} {count}\n"
+        ));
+        out.push_str(&format!(
+            "hookops_deploy_duration_seconds_sum{{env=\"{env}\"}} {sum}\n"
+        ));
+        out.push_str(&format!(
+            "hookops_deploy_duration_seconds_count{{env=\"{env}\"}} {count}\n"
+        ));
     }
     out.push_str("# HELP hookops_last_success_timestamp_seconds Time of the last successful deploy.\n# TYPE hookops_last_success_timestamp_seconds gauge\n");
     for (env, t) in &state.last_success {
-        out.push_str(&format!("hookops_last_success_timestamp_seconds{{env=\"{}\"}} {t}\n", escape(env)));
+        out.push_str(&format!(
+            "hookops_last_success_timestamp_seconds{{env=\"{}\"}} {t}\n",
+            escape(env)
+        ));
     }
     out.push_str("# HELP hookops_pending_commits Commits on the branch not yet deployed.\n# TYPE hookops_pending_commits gauge\n");
     for env in session.environments() {
         if let Ok(Some(n)) = crate::verify::pending_for(session, &env) {
-            out.push_str(&format!("hookops_pending_commits{{env=\"{}\"}} {n}\n", escape(&env.name)));
+            out.push_str(&format!(
+                "hookops_pending_commits{{env=\"{}\"}} {n}\n",
+                escape(&env.name)
+            ));
         }
     }
     out.push_str("# HELP hookops_drift Whether the last drift check found the target drifted.\n# TYPE hookops_drift gauge\n");
     for (key, v) in &state.drift {
         let (env, target) = key.split_once('\t').unwrap_or((key, ""));
-        out.push_str(&format!("hookops_drift{{env=\"{}\",target=\"{}\"}} {v}\n", escape(env), escape(target)));
+        out.push_str(&format!(
+            "hookops_drift{{env=\"{}\",target=\"{}\"}} {v}\n",
+            escape(env),
+            escape(target)
+        ));
     }
     out
 }
@@ -292,12 +338,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn alert_kind(rep: &Report, previous: Option<Outcome>) -> Option<&'static str> {
     match (rep.action, rep.result) {
-        (Action::Drift, _) if rep.targets.iter().any(|t| t.drifted.unwrap_or(0) > 0) => Some("drift"),
+        (Action::Drift, _) if rep.targets.iter().any(|t| t.drifted.unwrap_or(0) > 0) => {
+            Some("drift")
+        }
         (Action::Drift, _) => None,
         (_, Outcome::Failed) if rep.rolled_back_to.is_some() => Some("rollback"),
         (_, Outcome::Failed) => Some("failure"),
         (Action::Rollback, Outcome::Succeeded) => Some("rollback"),
-        (Action::Deploy, Outcome::Succeeded) if previous == Some(Outcome::Failed) => Some("recovery"),
+        (Action::Deploy, Outcome::Succeeded) if previous == Some(Outcome::Failed) => {
+            Some("recovery")
+        }
         _ => None,
     }
 }
@@ -313,14 +363,25 @@ pub fn alert_body(kind: &str, rep: &Report) -> serde_json::Value {
         .collect();
     let text = match kind {
         "recovery" => format!("hookops: {} recovered: {short} deployed", rep.env),
-        "drift" => format!("hookops: {} drifted from {short}: {}", rep.env, failed.join(", ")),
+        "drift" => format!(
+            "hookops: {} drifted from {short}: {}",
+            rep.env,
+            failed.join(", ")
+        ),
         "rollback" => format!(
             "hookops: {} rolled back{}: {}",
             rep.env,
-            rep.rolled_back_to.as_deref().map(|t| format!(" to {}", &t[..t.len().min(10)])).unwrap_or_default(),
+            rep.rolled_back_to
+                .as_deref()
+                .map(|t| format!(" to {}", &t[..t.len().min(10)]))
+                .unwrap_or_default(),
             rep.reason.clone().unwrap_or_default()
         ),
-        _ => format!("hookops: {} deploy of {short} failed: {}", rep.env, rep.reason.clone().unwrap_or_default()),
+        _ => format!(
+            "hookops: {} deploy of {short} failed: {}",
+            rep.env,
+            rep.reason.clone().unwrap_or_default()
+        ),
     };
     json!({
         "text": text,
@@ -353,7 +414,10 @@ fn send_alert(url: &str, kind: &str, rep: &Report) {
             .send(body.as_bytes())
         {
             Ok(resp) if resp.status().is_success() => return,
-            Ok(resp) => log::warn!("alert webhook answered {} (attempt {attempt})", resp.status()),
+            Ok(resp) => log::warn!(
+                "alert webhook answered {} (attempt {attempt})",
+                resp.status()
+            ),
             Err(e) => log::warn!("alert webhook: {e} (attempt {attempt})"),
         }
         std::thread::sleep(pause);

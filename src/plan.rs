@@ -120,7 +120,12 @@ pub fn build(
             tp.apply = new_objs;
             tp.files = files;
         } else {
-            tp.files = changes.paths.iter().filter(|p| t.owns(p)).cloned().collect();
+            tp.files = changes
+                .paths
+                .iter()
+                .filter(|p| t.owns(p))
+                .cloned()
+                .collect();
         }
         plan.targets.push(tp);
     }
@@ -283,7 +288,13 @@ impl Sides<'_, '_> {
                     Err(e) => return Err(e),
                 };
                 let objects = manifest::parse(&rendered, &format!("{} (kustomize)", t.path), ns)?;
-                let files = self.changes.paths.iter().filter(|p| t.owns(p)).cloned().collect();
+                let files = self
+                    .changes
+                    .paths
+                    .iter()
+                    .filter(|p| t.owns(p))
+                    .cloned()
+                    .collect();
                 Ok((objects, files))
             }
             TargetType::Terraform => Ok((Vec::new(), Vec::new())),
@@ -322,7 +333,11 @@ fn secret_objects(t: &Target) -> Vec<Object> {
             api_version: "v1".into(),
             body: serde_json::Value::Null,
             cluster: false,
-            source: format!("{} [[target.secret]] {}", crate::config::TREE_CONFIG, s.name),
+            source: format!(
+                "{} [[target.secret]] {}",
+                crate::config::TREE_CONFIG,
+                s.name
+            ),
         })
         .collect()
 }
@@ -346,7 +361,11 @@ fn policy(env: &Environment, tp: &TargetPlan) -> Option<String> {
     if env.allowed_namespaces.is_some() {
         // Without a namespace the object would land in the context's default namespace, which
         // the policy cannot see: demand an explicit one.
-        if let Some(o) = tp.apply.iter().find(|o| !o.cluster && o.id.namespace.is_none()) {
+        if let Some(o) = tp
+            .apply
+            .iter()
+            .find(|o| !o.cluster && o.id.namespace.is_none())
+        {
             return Some(format!(
                 "{} ({}): no namespace; set metadata.namespace or the target's namespace",
                 o.id, o.source

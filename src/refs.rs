@@ -37,10 +37,16 @@ pub fn parse_updates(input: &str, hook: &str) -> Result<Vec<RefUpdate>> {
         let (Some(old), Some(new), Some(name), None) =
             (words.next(), words.next(), words.next(), words.next())
         else {
-            bail!("{hook}: stdin line {}: expected '<old> <new> <ref>', got {shown:?}", i + 1);
+            bail!(
+                "{hook}: stdin line {}: expected '<old> <new> <ref>', got {shown:?}",
+                i + 1
+            );
         };
         let (Some(old), Some(new)) = (parse_id(old), parse_id(new)) else {
-            bail!("{hook}: stdin line {}: not an object id in {shown:?}", i + 1);
+            bail!(
+                "{hook}: stdin line {}: not an object id in {shown:?}",
+                i + 1
+            );
         };
         if !name.starts_with("refs/") || !git2::Reference::is_valid_name(name) {
             bail!("{hook}: stdin line {}: invalid ref name {name:?}", i + 1);
@@ -64,7 +70,8 @@ mod tests {
 
     #[test]
     fn several_refs() {
-        let input = format!("{Z} {A} refs/heads/main\n{A} {B} refs/heads/dev\n{B} {Z} refs/heads/old\n");
+        let input =
+            format!("{Z} {A} refs/heads/main\n{A} {B} refs/heads/dev\n{B} {Z} refs/heads/old\n");
         let u = parse_updates(&input, "post-receive").unwrap();
         assert_eq!(u.len(), 3);
         assert_eq!(u[0].old, None);
@@ -82,7 +89,9 @@ mod tests {
             format!("{A} {B} refs/heads/a..b"),
         ] {
             let input = format!("{Z} {A} refs/heads/main\n{bad}\n");
-            let err = parse_updates(&input, "post-receive").unwrap_err().to_string();
+            let err = parse_updates(&input, "post-receive")
+                .unwrap_err()
+                .to_string();
             assert!(err.starts_with("post-receive: stdin line 2:"), "{err}");
         }
     }

@@ -33,7 +33,9 @@ pub struct Counts {
 
 /// Work directory of one target of one environment.
 pub fn work_dir(env_dir: &Path, target: &Target) -> PathBuf {
-    env_dir.join("terraform").join(target.name.replace('/', "__"))
+    env_dir
+        .join("terraform")
+        .join(target.name.replace('/', "__"))
 }
 
 impl Terraform<'_> {
@@ -54,7 +56,12 @@ impl Terraform<'_> {
     }
 
     /// Writes the target (and its watched paths) from `tree` into `root`, keeping state.
-    pub fn materialise(repo: &Repository, tree: &Tree, target: &Target, root: &Path) -> Result<PathBuf> {
+    pub fn materialise(
+        repo: &Repository,
+        tree: &Tree,
+        target: &Target,
+        root: &Path,
+    ) -> Result<PathBuf> {
         tree::clean_dir(root)?;
         std::fs::create_dir_all(root)?;
         tree::materialise(repo, tree, &target.path, root)?;
@@ -70,7 +77,10 @@ impl Terraform<'_> {
         let started = Instant::now();
         let out = c.stream(self.masker, |l| {
             if !l.trim().is_empty() {
-                line(&format!("[{name} {:.1}s] {l}", started.elapsed().as_secs_f64()));
+                line(&format!(
+                    "[{name} {:.1}s] {l}",
+                    started.elapsed().as_secs_f64()
+                ));
             }
         })?;
         Ok(out)
@@ -79,7 +89,9 @@ impl Terraform<'_> {
     fn init(&self, dir: &Path, line: &mut dyn FnMut(&str)) -> Result<()> {
         let out = self.step(
             "init",
-            self.command(dir).args(["init", "-input=false", "-no-color"]).arg(self.lock_arg()),
+            self.command(dir)
+                .args(["init", "-input=false", "-no-color"])
+                .arg(self.lock_arg()),
             line,
         )?;
         if !out.success() {
@@ -130,8 +142,13 @@ impl Terraform<'_> {
         self.init(dir, line)?;
         let plan = self.step(
             "plan",
-            self.command(dir)
-                .args(["plan", "-input=false", "-no-color", "-detailed-exitcode", "-lock=false"]),
+            self.command(dir).args([
+                "plan",
+                "-input=false",
+                "-no-color",
+                "-detailed-exitcode",
+                "-lock=false",
+            ]),
             line,
         )?;
         match plan.code {

@@ -76,7 +76,12 @@ pub struct FileEntry {
 
 /// Files under `dir` (recursive or only the directory itself). Symlinks and submodules are
 /// returned so the caller can refuse them with a precise message.
-pub fn files_under(repo: &Repository, tree: &Tree, dir: &str, recursive: bool) -> Result<Vec<FileEntry>> {
+pub fn files_under(
+    repo: &Repository,
+    tree: &Tree,
+    dir: &str,
+    recursive: bool,
+) -> Result<Vec<FileEntry>> {
     let sub = match entry(tree, dir) {
         None => return Ok(Vec::new()),
         Some((id, mode)) if is_tree(mode) => repo.find_tree(id)?,
@@ -172,15 +177,17 @@ pub fn materialise(repo: &Repository, tree: &Tree, dir: &str, root: &Path) -> Re
     }
     for f in &files {
         if is_link(f.mode) {
-            bail!("{}: is a symbolic link; hookops refuses symlinks in deployed trees", f.path);
+            bail!(
+                "{}: is a symbolic link; hookops refuses symlinks in deployed trees",
+                f.path
+            );
         }
         if is_submodule(f.mode) {
             bail!("{}: submodules are not supported in deploy targets", f.path);
         }
         let dest = root.join(&f.path);
         if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
         let bytes = read_blob(repo, f.id, &f.path)?;
         fs::write(&dest, bytes).with_context(|| format!("writing {}", dest.display()))?;

@@ -17,9 +17,13 @@ use crate::session::Session;
 pub fn verdict_text(v: &Verdict) -> String {
     match v {
         Verdict::Good { principal } => format!("good signature by {principal}"),
-        Verdict::BadSignature => "BAD signature (the record was altered or the signature is not a hookops SSHSIG)".into(),
+        Verdict::BadSignature => {
+            "BAD signature (the record was altered or the signature is not a hookops SSHSIG)".into()
+        }
         Verdict::UnknownKey { fingerprint } => format!("signed by unknown key {fingerprint}"),
-        Verdict::Expired { principal } => format!("signed by {principal}, but outside the key's validity window"),
+        Verdict::Expired { principal } => {
+            format!("signed by {principal}, but outside the key's validity window")
+        }
         Verdict::Unsigned => "unsigned".into(),
     }
 }
@@ -40,10 +44,18 @@ pub fn verify(repo: Option<&Path>, rev: &str, allowed: &Path) -> Result<ExitCode
         if !matches!(verdict, Verdict::Good { .. }) {
             bad += 1;
         }
-        println!("record {} ({}): {}", i + 1, summary(rec), verdict_text(&verdict));
+        println!(
+            "record {} ({}): {}",
+            i + 1,
+            summary(rec),
+            verdict_text(&verdict)
+        );
     }
     if bad > 0 {
-        eprintln!("hookops: {bad} of {} records on {rev} did not verify", records.len());
+        eprintln!(
+            "hookops: {bad} of {} records on {rev} did not verify",
+            records.len()
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
@@ -51,7 +63,13 @@ pub fn verify(repo: Option<&Path>, rev: &str, allowed: &Path) -> Result<ExitCode
 
 fn summary(rec: &ParsedRecord) -> String {
     match serde_json::from_str::<Report>(&rec.payload) {
-        Ok(r) => format!("{} {} {} {}", r.env, action_str(r.action), r.result.as_str(), r.finished_at),
+        Ok(r) => format!(
+            "{} {} {} {}",
+            r.env,
+            action_str(r.action),
+            r.result.as_str(),
+            r.finished_at
+        ),
         Err(_) => format!("line {}: unreadable payload", rec.line),
     }
 }
@@ -72,7 +90,11 @@ pub struct Entry {
 }
 
 /// Every readable record, newest first. Unreadable notes are reported, not fatal.
-pub fn entries(session: &Session, env: Option<&str>, signers: &AllowedSigners) -> Result<Vec<Entry>> {
+pub fn entries(
+    session: &Session,
+    env: Option<&str>,
+    signers: &AllowedSigners,
+) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     for (commit, note) in notes::list(&session.repo)? {
         let records = match record::parse_note(&note) {
@@ -84,7 +106,10 @@ pub fn entries(session: &Session, env: Option<&str>, signers: &AllowedSigners) -
         };
         for rec in records {
             let Ok(report) = serde_json::from_str::<Report>(&rec.payload) else {
-                log::warn!("note of {commit}: record at line {} is unreadable", rec.line);
+                log::warn!(
+                    "note of {commit}: record at line {} is unreadable",
+                    rec.line
+                );
                 continue;
             };
             if env.is_some_and(|e| e != report.env) {
@@ -117,7 +142,12 @@ fn signature_state(v: &Verdict, have_signers: bool) -> String {
     }
 }
 
-pub fn history(repo: Option<&Path>, env: Option<&str>, json: bool, allowed: Option<&Path>) -> Result<ExitCode> {
+pub fn history(
+    repo: Option<&Path>,
+    env: Option<&str>,
+    json: bool,
+    allowed: Option<&Path>,
+) -> Result<ExitCode> {
     let session = Session::open(repo)?;
     let have = allowed.is_some() || session.config.signing.allowed_signers.is_some();
     let signers = signers_for(&session, allowed)?;
@@ -153,10 +183,15 @@ pub fn history(repo: Option<&Path>, env: Option<&str>, json: bool, allowed: Opti
             action_str(r.action),
             r.result.as_str(),
             &r.commit[..r.commit.len().min(10)],
-            r.duration_ms().map(|d| format!("{:.1}s", d as f64 / 1000.0)).unwrap_or_default(),
+            r.duration_ms()
+                .map(|d| format!("{:.1}s", d as f64 / 1000.0))
+                .unwrap_or_default(),
             targets.join(" "),
             signature_state(&e.verdict, have),
-            r.reason.as_deref().map(|x| format!("  ({x})")).unwrap_or_default(),
+            r.reason
+                .as_deref()
+                .map(|x| format!("  ({x})"))
+                .unwrap_or_default(),
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -210,7 +245,10 @@ pub fn status(repo: Option<&Path>, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for r in &rows {
-        let deployed = r["deployed"].as_str().map(|s| &s[..10]).unwrap_or("(never)");
+        let deployed = r["deployed"]
+            .as_str()
+            .map(|s| &s[..10])
+            .unwrap_or("(never)");
         let last = if r["last"].is_null() {
             "no attempts".to_string()
         } else {
@@ -220,16 +258,26 @@ pub fn status(repo: Option<&Path>, json: bool) -> Result<ExitCode> {
                 r["last"]["result"].as_str().unwrap_or(""),
                 &r["last"]["commit"].as_str().unwrap_or("")[..10],
                 r["last"]["finished_at"].as_str().unwrap_or(""),
-                r["last"]["reason"].as_str().map(|x| format!(" ({x})")).unwrap_or_default()
+                r["last"]["reason"]
+                    .as_str()
+                    .map(|x| format!(" ({x})"))
+                    .unwrap_or_default()
             )
         };
-        let queued = if r["queued"].as_bool() == Some(true) { ", deploy queued" } else { "" };
+        let queued = if r["queued"].as_bool() == Some(true) {
+            ", deploy queued"
+        } else {
+            ""
+        };
         println!(
             "{:<12} {:<20} deployed {}  pending {}{}  {}",
             r["env"].as_str().unwrap_or(""),
             r["branch"].as_str().unwrap_or(""),
             deployed,
-            r["pending_commits"].as_u64().map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+            r["pending_commits"]
+                .as_u64()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "?".into()),
             queued,
             last
         );

@@ -34,7 +34,11 @@ fn first_deploy(w: &World) -> String {
             ("k8s/web/a.yaml", &configmap("a", None, "1")),
             (
                 "k8s/web/bc.yaml",
-                &format!("{}---\n{}", configmap("b", None, "1"), configmap("c", None, "1")),
+                &format!(
+                    "{}---\n{}",
+                    configmap("b", None, "1"),
+                    configmap("c", None, "1")
+                ),
             ),
             ("README.md", "demo\n"),
         ],
@@ -60,14 +64,29 @@ fn first_deploy_applies_everything_and_signs_a_record() {
     assert_eq!(rec["action"], "deploy");
     assert_eq!(rec["env"], "prod");
     assert_eq!(rec["from"], serde_json::Value::Null);
-    let names: Vec<&str> = rec["targets"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = rec["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names.len(), 3, "{rec}");
     // Dependencies: base (the namespace) before web.
     let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
     assert!(pos("base") < pos("web"));
-    let web = rec["targets"].as_array().unwrap().iter().find(|t| t["name"] == "web").unwrap();
+    let web = rec["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "web")
+        .unwrap();
     assert_eq!(web["applied"], 3);
-    let infra = rec["targets"].as_array().unwrap().iter().find(|t| t["name"] == "infra").unwrap();
+    let infra = rec["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "infra")
+        .unwrap();
     assert_eq!(infra["applied"], 1, "{rec}");
     // The server-side apply used the hookops field manager, manifests on stdin.
     let ssa: Vec<_> = w
@@ -76,11 +95,21 @@ fn first_deploy_applies_everything_and_signs_a_record() {
         .into_iter()
         .filter(|r| r.method == "PATCH")
         .collect();
-    assert!(ssa.iter().all(|r| r.path.contains("fieldManager=hookops")), "{ssa:?}");
-    assert!(ssa.iter().all(|r| r.content_type.as_deref() == Some("application/apply-patch+yaml")));
+    assert!(
+        ssa.iter().all(|r| r.path.contains("fieldManager=hookops")),
+        "{ssa:?}"
+    );
+    assert!(ssa
+        .iter()
+        .all(|r| r.content_type.as_deref() == Some("application/apply-patch+yaml")));
     // The record verifies with hookops and with stock ssh-keygen.
-    w.hookops(&["verify", &c, "--allowed-signers", w.allowed_signers.to_str().unwrap()])
-        .assert_ok();
+    w.hookops(&[
+        "verify",
+        &c,
+        "--allowed-signers",
+        w.allowed_signers.to_str().unwrap(),
+    ])
+    .assert_ok();
     let note = w.note(&c);
     let payload = note.lines().find(|l| l.starts_with('{')).unwrap();
     let sig: String = note
@@ -92,16 +121,36 @@ fn first_deploy_applies_everything_and_signs_a_record() {
     let sig_path = w.tmp.path().join("record.sig");
     std::fs::write(&sig_path, &sig).unwrap();
     let mut child = std::process::Command::new("ssh-keygen")
-        .args(["-Y", "verify", "-f", w.allowed_signers.to_str().unwrap(), "-I", "deployer@test", "-n", "hookops", "-s", sig_path.to_str().unwrap()])
+        .args([
+            "-Y",
+            "verify",
+            "-f",
+            w.allowed_signers.to_str().unwrap(),
+            "-I",
+            "deployer@test",
+            "-n",
+            "hookops",
+            "-s",
+            sig_path.to_str().unwrap(),
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(payload.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(payload.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -109,12 +158,18 @@ fn one_file_change_touches_only_its_objects() {
     let Some(w) = world() else { return };
     first_deploy(&w);
     w.sandbox().clear_requests();
-    let c = w.commit(&[("k8s/web/a.yaml", &configmap("a", None, "2"))], "change a");
+    let c = w.commit(
+        &[("k8s/web/a.yaml", &configmap("a", None, "2"))],
+        "change a",
+    );
     let out = w.push();
     out.assert_ok();
     let writes = w.writes();
     assert_eq!(writes.len(), 1, "{writes:?}");
-    assert!(writes[0].starts_with("PATCH /api/v1/namespaces/web/configmaps/a?"), "{writes:?}");
+    assert!(
+        writes[0].starts_with("PATCH /api/v1/namespaces/web/configmaps/a?"),
+        "{writes:?}"
+    );
     assert_eq!(w.configmap("web", "a").unwrap()["data"]["value"], "2");
     let rec = w.last_record(&c);
     assert_eq!(rec["targets"].as_array().unwrap().len(), 1, "{rec}");
@@ -164,17 +219,31 @@ fn terraform_change_reapplies() {
 fn several_refs_unmapped_branch_and_deletion() {
     let Some(w) = world() else { return };
     w.configure("", "[[environment]]\nname = \"staging\"\nbranch = \"staging\"\nkubeconfig = \"KUBE\"\ncontext = \"sandbox\"\n".replace("KUBE", w.kubeconfig.to_str().unwrap()).as_str());
-    w.commit(&[("k8s/base/ns.yaml", &namespace("web")), ("k8s/web/a.yaml", &configmap("a", Some("web"), "1"))], "one");
+    w.commit(
+        &[
+            ("k8s/base/ns.yaml", &namespace("web")),
+            ("k8s/web/a.yaml", &configmap("a", Some("web"), "1")),
+        ],
+        "one",
+    );
     let out = w.push_args(&["origin", "HEAD:main", "HEAD:staging", "HEAD:feature"]);
     out.assert_ok();
     let all = out.all();
     assert!(all.contains("prod: deployed"), "{all}");
     assert!(all.contains("staging: deployed"), "{all}");
-    assert!(all.contains("refs/heads/feature: not mapped to an environment; ignored"), "{all}");
+    assert!(
+        all.contains("refs/heads/feature: not mapped to an environment; ignored"),
+        "{all}"
+    );
     assert!(w.pointer("prod").is_some() && w.pointer("staging").is_some());
     let out = w.push_args(&["origin", ":staging"]);
     out.assert_ok();
-    assert!(out.all().contains("refs/heads/staging: deleted; environment staging left as deployed"), "{}", out.all());
+    assert!(
+        out.all()
+            .contains("refs/heads/staging: deleted; environment staging left as deployed"),
+        "{}",
+        out.all()
+    );
     assert!(w.pointer("staging").is_some());
 }
 
@@ -187,9 +256,15 @@ fn force_push_diffs_from_the_pointer() {
     assert!(w.configmap("web", "d").is_some());
     // Rewrite history: drop the commit that added d, change a instead.
     w.in_clone(&["reset", "-q", "--hard", "HEAD~1"]).assert_ok();
-    let c = w.commit(&[("k8s/web/a.yaml", &configmap("a", None, "forced"))], "rewrite");
+    let c = w.commit(
+        &[("k8s/web/a.yaml", &configmap("a", None, "forced"))],
+        "rewrite",
+    );
     w.push_args(&["--force", "origin", "HEAD:main"]).assert_ok();
-    assert!(w.configmap("web", "d").is_none(), "d was deployed by the dropped commit and must be pruned");
+    assert!(
+        w.configmap("web", "d").is_none(),
+        "d was deployed by the dropped commit and must be pruned"
+    );
     assert_eq!(w.configmap("web", "a").unwrap()["data"]["value"], "forced");
     assert_eq!(w.pointer("prod").as_deref(), Some(c.as_str()));
 }
@@ -199,7 +274,8 @@ fn failed_deploy_keeps_pointer_and_next_push_retries() {
     let Some(w) = world() else { return };
     w.configure("on_failure = \"stop\"", "");
     let good = first_deploy(&w);
-    w.sandbox().fail_path("/api/v1/namespaces/web/configmaps/a", 500);
+    w.sandbox()
+        .fail_path("/api/v1/namespaces/web/configmaps/a", 500);
     let bad = w.commit(&[("k8s/web/a.yaml", &configmap("a", None, "2"))], "a2");
     let out = w.push();
     assert!(out.all().contains("FAILED"), "{}", out.all());
@@ -219,22 +295,43 @@ fn failed_deploy_keeps_pointer_and_next_push_retries() {
 #[test]
 fn post_merge_in_a_clone() {
     let Some(w) = world() else { return };
-    let c1 = w.commit(&[("k8s/pm/a.yaml", &configmap("pm-a", Some("default"), "1"))], "one");
+    let c1 = w.commit(
+        &[("k8s/pm/a.yaml", &configmap("pm-a", Some("default"), "1"))],
+        "one",
+    );
     w.push().assert_ok();
     // The deploying side is a clone that pulls: hook installed there, config in its .git.
     let deployer = w.tmp.path().join("deployer");
-    w.git(None, &["clone", "-q", w.server.to_str().unwrap(), deployer.to_str().unwrap()])
-        .assert_ok();
+    w.git(
+        None,
+        &[
+            "clone",
+            "-q",
+            w.server.to_str().unwrap(),
+            deployer.to_str().unwrap(),
+        ],
+    )
+    .assert_ok();
     let inst = w.hookops(&["install", deployer.to_str().unwrap()]);
     inst.assert_ok();
-    assert!(deployer.join(".git/hooks/post-merge").exists(), "{}", inst.all());
+    assert!(
+        deployer.join(".git/hooks/post-merge").exists(),
+        "{}",
+        inst.all()
+    );
     std::fs::create_dir_all(deployer.join(".git/hookops")).unwrap();
     std::fs::write(
         deployer.join(".git/hookops/config.toml"),
-        format!("[[environment]]\nname = \"pm\"\nbranch = \"main\"\nkubeconfig = \"{}\"\n", w.kubeconfig.display()),
+        format!(
+            "[[environment]]\nname = \"pm\"\nbranch = \"main\"\nkubeconfig = \"{}\"\n",
+            w.kubeconfig.display()
+        ),
     )
     .unwrap();
-    let c2 = w.commit(&[("k8s/pm/a.yaml", &configmap("pm-a", Some("default"), "2"))], "two");
+    let c2 = w.commit(
+        &[("k8s/pm/a.yaml", &configmap("pm-a", Some("default"), "2"))],
+        "two",
+    );
     w.push().assert_ok();
     w.sandbox().clear_requests();
     let out = w.git(Some(&deployer), &["pull", "--no-rebase", "origin", "main"]);
@@ -267,8 +364,17 @@ fn replay_and_plan() {
     assert_eq!(p["targets"][0]["name"], "web", "{p}");
     assert_eq!(p["targets"][0]["apply"][0]["name"], "e");
     let human = w.hookops(&["plan", "main", "--to", &e]);
-    assert!(human.stdout.contains("apply ConfigMap web/e (k8s/web/e.yaml:1)"), "{}", human.stdout);
-    assert!(w.sandbox().requests().is_empty(), "plan must not contact the cluster");
+    assert!(
+        human
+            .stdout
+            .contains("apply ConfigMap web/e (k8s/web/e.yaml:1)"),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        w.sandbox().requests().is_empty(),
+        "plan must not contact the cluster"
+    );
     assert_eq!(w.records(&c).len(), before, "plan must not write records");
     assert!(w.records(&e).is_empty());
     // Replay that range by hand.
@@ -277,7 +383,8 @@ fn replay_and_plan() {
     assert_eq!(w.pointer("prod").unwrap(), e);
     // Replaying from an explicit old revision re-applies the range again.
     w.sandbox().clear_requests();
-    w.hookops(&["replay", "main", "--from", &c, "--to", &e]).assert_ok();
+    w.hookops(&["replay", "main", "--from", &c, "--to", &e])
+        .assert_ok();
     assert_eq!(w.writes().len(), 1, "{:?}", w.writes());
 }
 
@@ -290,17 +397,44 @@ fn tampered_record_fails_verify() {
     assert_ne!(note, tampered);
     let path = w.tmp.path().join("note.txt");
     std::fs::write(&path, tampered).unwrap();
-    w.git(Some(&w.server), &["notes", "--ref=hookops", "add", "-f", "-F", path.to_str().unwrap(), &c])
-        .assert_ok();
-    let out = w.hookops(&["verify", &c, "--allowed-signers", w.allowed_signers.to_str().unwrap()]);
+    w.git(
+        Some(&w.server),
+        &[
+            "notes",
+            "--ref=hookops",
+            "add",
+            "-f",
+            "-F",
+            path.to_str().unwrap(),
+            &c,
+        ],
+    )
+    .assert_ok();
+    let out = w.hookops(&[
+        "verify",
+        &c,
+        "--allowed-signers",
+        w.allowed_signers.to_str().unwrap(),
+    ]);
     out.assert_fail();
     assert!(out.all().contains("BAD signature"), "{}", out.all());
     // A key that is not in allowed_signers is named as unknown.
     let other = w.tmp.path().join("other_signers");
     std::fs::write(&other, "").unwrap();
     std::fs::write(&path, &note).unwrap();
-    w.git(Some(&w.server), &["notes", "--ref=hookops", "add", "-f", "-F", path.to_str().unwrap(), &c])
-        .assert_ok();
+    w.git(
+        Some(&w.server),
+        &[
+            "notes",
+            "--ref=hookops",
+            "add",
+            "-f",
+            "-F",
+            path.to_str().unwrap(),
+            &c,
+        ],
+    )
+    .assert_ok();
     let out = w.hookops(&["verify", &c, "--allowed-signers", other.to_str().unwrap()]);
     out.assert_fail();
     assert!(out.all().contains("unknown key"), "{}", out.all());
@@ -321,11 +455,19 @@ fn discovered_targets_without_hookops_toml() {
     );
     w.push().assert_ok();
     let rec = w.last_record(&c);
-    let mut names: Vec<String> = rec["targets"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
+    let mut names: Vec<String> = rec["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
     names.sort();
     assert_eq!(names, vec!["apps", "apps/one", "apps/two"], "{rec}");
     assert!(w.configmap("disc", "two").is_some());
-    let c = w.commit(&[("apps/two/cm.yaml", &configmap("two", Some("disc"), "2"))], "two");
+    let c = w.commit(
+        &[("apps/two/cm.yaml", &configmap("two", Some("disc"), "2"))],
+        "two",
+    );
     w.push().assert_ok();
     let rec = w.last_record(&c);
     assert_eq!(rec["targets"].as_array().unwrap().len(), 1);
@@ -339,13 +481,26 @@ fn malformed_hook_stdin_and_unknown_revisions() {
     let Some(w) = world() else { return };
     let out = w.hookops_stdin(&["post-receive"], "not a valid line\n");
     out.assert_fail();
-    assert!(out.stderr.contains("post-receive: stdin line 1"), "{}", out.stderr);
-    assert_eq!(out.stderr.trim().lines().count(), 1, "one line: {}", out.stderr);
+    assert!(
+        out.stderr.contains("post-receive: stdin line 1"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr.trim().lines().count(),
+        1,
+        "one line: {}",
+        out.stderr
+    );
     let out = w.hookops(&["replay", "main", "--to", "no-such-rev"]);
     out.assert_fail();
     let out = w.hookops(&["replay", "nope"]);
     out.assert_fail();
-    assert!(out.stderr.contains("unknown ref \"nope\""), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown ref \"nope\""),
+        "{}",
+        out.stderr
+    );
     let out = w.hookops(&["verify", "deadbeef", "--allowed-signers", "/dev/null"]);
     out.assert_fail();
     assert!(out.stderr.contains("unknown revision"), "{}", out.stderr);
@@ -354,17 +509,28 @@ fn malformed_hook_stdin_and_unknown_revisions() {
 fn assert_refused(w: &World, files: &[(&str, &str)], expect: &str) {
     let c = w.commit(files, "bad");
     let out = w.push();
-    assert!(out.all().contains(expect), "expected {expect:?} in:\n{}", out.all());
+    assert!(
+        out.all().contains(expect),
+        "expected {expect:?} in:\n{}",
+        out.all()
+    );
     let rec = w.last_record(&c);
     assert_eq!(rec["result"], "failed", "{rec}");
-    assert!(rec["reason"].as_str().unwrap_or("").contains(expect) || rec.to_string().contains(expect), "{rec}");
+    assert!(
+        rec["reason"].as_str().unwrap_or("").contains(expect) || rec.to_string().contains(expect),
+        "{rec}"
+    );
     assert_ne!(w.pointer("prod").as_deref(), Some(c.as_str()));
 }
 
 #[test]
 fn invalid_toml_names_line_and_column() {
     let Some(w) = world() else { return };
-    assert_refused(&w, &[("hookops.toml", "[[target]]\nname = \"x\"\npath = k8s\n")], "line 3, column 8");
+    assert_refused(
+        &w,
+        &[("hookops.toml", "[[target]]\nname = \"x\"\npath = k8s\n")],
+        "line 3, column 8",
+    );
 }
 
 #[test]
@@ -372,7 +538,16 @@ fn invalid_yaml_names_file_and_line() {
     let Some(w) = world() else { return };
     assert_refused(
         &w,
-        &[("hookops.toml", "[[target]]\nname = \"web\"\npath = \"k8s\"\ntype = \"kubectl\"\n"), ("k8s/a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [oops\n")],
+        &[
+            (
+                "hookops.toml",
+                "[[target]]\nname = \"web\"\npath = \"k8s\"\ntype = \"kubectl\"\n",
+            ),
+            (
+                "k8s/a.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [oops\n",
+            ),
+        ],
         "k8s/a.yaml:",
     );
 }
@@ -380,16 +555,47 @@ fn invalid_yaml_names_file_and_line() {
 #[test]
 fn target_paths_symlinks_duplicates_cycles_and_server_keys() {
     let Some(w) = world() else { return };
-    let t = |name: &str, path: &str, extra: &str| format!("[[target]]\nname = \"{name}\"\npath = \"{path}\"\ntype = \"kubectl\"\n{extra}\n");
-    assert_refused(&w, &[("hookops.toml", &t("a", "../etc", ""))], "must not contain '..'");
-    assert_refused(&w, &[("hookops.toml", &t("a", "/etc", ""))], "must be relative");
-    assert_refused(&w, &[("hookops.toml", &format!("{}{}", t("a", "x", ""), t("a", "y", "")))], "defined twice");
+    let t = |name: &str, path: &str, extra: &str| {
+        format!("[[target]]\nname = \"{name}\"\npath = \"{path}\"\ntype = \"kubectl\"\n{extra}\n")
+    };
     assert_refused(
         &w,
-        &[("hookops.toml", &format!("{}{}", t("a", "x", "depends_on = [\"b\"]"), t("b", "y", "depends_on = [\"a\"]")))],
+        &[("hookops.toml", &t("a", "../etc", ""))],
+        "must not contain '..'",
+    );
+    assert_refused(
+        &w,
+        &[("hookops.toml", &t("a", "/etc", ""))],
+        "must be relative",
+    );
+    assert_refused(
+        &w,
+        &[(
+            "hookops.toml",
+            &format!("{}{}", t("a", "x", ""), t("a", "y", "")),
+        )],
+        "defined twice",
+    );
+    assert_refused(
+        &w,
+        &[(
+            "hookops.toml",
+            &format!(
+                "{}{}",
+                t("a", "x", "depends_on = [\"b\"]"),
+                t("b", "y", "depends_on = [\"a\"]")
+            ),
+        )],
         "dependency cycle",
     );
-    assert_refused(&w, &[("hookops.toml", &t("a", "x", "kubeconfig = \"/root/.kube/config\""))], "unknown field `kubeconfig`");
+    assert_refused(
+        &w,
+        &[(
+            "hookops.toml",
+            &t("a", "x", "kubeconfig = \"/root/.kube/config\""),
+        )],
+        "unknown field `kubeconfig`",
+    );
     // A symlink inside a target is refused, never followed.
     std::fs::create_dir_all(w.clone.join("k8s")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", w.clone.join("k8s/link.yaml")).unwrap();
@@ -403,20 +609,56 @@ fn missing_tools_and_unreachable_cluster() {
         "[[environment]]\nname = \"prod\"\nbranch = \"main\"\nkubeconfig = \"{}\"\n[tools]\nkubectl = \"/nonexistent/kubectl\"\nterraform = \"/nonexistent/terraform\"\n",
         w.kubeconfig.display()
     ));
-    let c = w.commit(&[("k8s/a.yaml", &configmap("a", Some("default"), "1")), ("tf/main.tf", &terraform_root("x"))], "tools");
+    let c = w.commit(
+        &[
+            ("k8s/a.yaml", &configmap("a", Some("default"), "1")),
+            ("tf/main.tf", &terraform_root("x")),
+        ],
+        "tools",
+    );
     let out = w.push();
-    assert!(out.all().contains("/nonexistent/kubectl: command not found"), "{}", out.all());
-    assert!(out.all().contains("/nonexistent/terraform: command not found"), "{}", out.all());
+    assert!(
+        out.all()
+            .contains("/nonexistent/kubectl: command not found"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        out.all()
+            .contains("/nonexistent/terraform: command not found"),
+        "{}",
+        out.all()
+    );
     assert_eq!(w.last_record(&c)["result"], "failed");
     // Unreachable cluster: a kubeconfig pointing at a closed port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dead = w.tmp.path().join("dead-kubeconfig");
-    std::fs::write(&dead, std::fs::read_to_string(&w.kubeconfig).unwrap().replace(&w.sandbox().port().to_string(), &port.to_string())).unwrap();
-    w.write_server_config(&format!("[[environment]]\nname = \"prod\"\nbranch = \"main\"\nkubeconfig = \"{}\"\n", dead.display()));
-    let c = w.commit(&[("k8s/a.yaml", &configmap("a", Some("default"), "2"))], "unreachable");
+    std::fs::write(
+        &dead,
+        std::fs::read_to_string(&w.kubeconfig)
+            .unwrap()
+            .replace(&w.sandbox().port().to_string(), &port.to_string()),
+    )
+    .unwrap();
+    w.write_server_config(&format!(
+        "[[environment]]\nname = \"prod\"\nbranch = \"main\"\nkubeconfig = \"{}\"\n",
+        dead.display()
+    ));
+    let c = w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "2"))],
+        "unreachable",
+    );
     let out = w.push();
     assert!(out.all().contains("FAILED"), "{}", out.all());
-    assert!(out.all().contains("connection refused") || out.all().contains("refused"), "{}", out.all());
+    assert!(
+        out.all().contains("connection refused") || out.all().contains("refused"),
+        "{}",
+        out.all()
+    );
     assert_eq!(w.last_record(&c)["result"], "failed");
 }
 
@@ -428,10 +670,16 @@ fn kustomize_target_renders_old_and_new() {
         &[
             ("hookops.toml", tree),
             ("ns/ns.yaml", &namespace("kz")),
-            ("app/base/kustomization.yaml", "resources:\n- one.yaml\n- two.yaml\n"),
+            (
+                "app/base/kustomization.yaml",
+                "resources:\n- one.yaml\n- two.yaml\n",
+            ),
             ("app/base/one.yaml", &configmap("one", None, "1")),
             ("app/base/two.yaml", &configmap("two", None, "1")),
-            ("app/overlays/prod/kustomization.yaml", "namespace: kz\nnamePrefix: prod-\nresources:\n- ../../base\n"),
+            (
+                "app/overlays/prod/kustomization.yaml",
+                "namespace: kz\nnamePrefix: prod-\nresources:\n- ../../base\n",
+            ),
         ],
         "kustomize",
     );
@@ -442,7 +690,10 @@ fn kustomize_target_renders_old_and_new() {
     // A change in the base (a watched path) re-renders the overlay; a resource dropped from
     // the kustomization is pruned.
     let c = w.commit(
-        &[("app/base/kustomization.yaml", "resources:\n- one.yaml\n"), ("app/base/one.yaml", &configmap("one", None, "2"))],
+        &[
+            ("app/base/kustomization.yaml", "resources:\n- one.yaml\n"),
+            ("app/base/one.yaml", &configmap("one", None, "2")),
+        ],
         "drop two",
     );
     w.push().assert_ok();
@@ -452,7 +703,13 @@ fn kustomize_target_renders_old_and_new() {
     assert_eq!(rec["targets"][0]["name"], "app");
     assert_eq!(rec["targets"][0]["pruned"], 1, "{rec}");
     // A broken kustomization fails the deploy with kustomize's reason.
-    let c = w.commit(&[("app/overlays/prod/kustomization.yaml", "resources:\n- ../../missing\n")], "broken");
+    let c = w.commit(
+        &[(
+            "app/overlays/prod/kustomization.yaml",
+            "resources:\n- ../../missing\n",
+        )],
+        "broken",
+    );
     let out = w.push();
     assert!(out.all().contains("kustomize failed"), "{}", out.all());
     assert_eq!(w.last_record(&c)["result"], "failed");
@@ -462,11 +719,17 @@ fn kustomize_target_renders_old_and_new() {
 fn unreadable_signing_key_refuses_to_deploy_and_says_so() {
     let Some(w) = world() else { return };
     std::fs::write(&w.key, "not a key\n").unwrap();
-    let c = w.commit(&[("k8s/a.yaml", &configmap("a", Some("default"), "1"))], "one");
+    let c = w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "1"))],
+        "one",
+    );
     let out = w.push();
     assert!(out.all().contains("not deploying"), "{}", out.all());
     assert!(out.all().contains("signing key"), "{}", out.all());
-    assert!(w.configmap("default", "a").is_none(), "nothing deploys without the key");
+    assert!(
+        w.configmap("default", "a").is_none(),
+        "nothing deploys without the key"
+    );
     let rec = w.last_record(&c);
     assert_eq!(rec["result"], "failed");
     assert_eq!(rec["signer"], serde_json::Value::Null);

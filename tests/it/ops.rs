@@ -21,7 +21,16 @@ fn env_block(w: &World, name: &str, branch: &str) -> String {
 
 fn clone_of(w: &World, name: &str) -> std::path::PathBuf {
     let dir = w.tmp.path().join(name);
-    w.git(None, &["clone", "-q", w.server.to_str().unwrap(), dir.to_str().unwrap()]).assert_ok();
+    w.git(
+        None,
+        &[
+            "clone",
+            "-q",
+            w.server.to_str().unwrap(),
+            dir.to_str().unwrap(),
+        ],
+    )
+    .assert_ok();
     dir
 }
 
@@ -40,16 +49,27 @@ fn six_environments_pushed_at_once() {
     let mut commits = Vec::new();
     for (i, dir) in clones.iter().enumerate() {
         std::fs::create_dir_all(dir.join("k8s")).unwrap();
-        std::fs::write(dir.join("k8s/cm.yaml"), configmap(&format!("cm{i}"), Some("default"), "1")).unwrap();
+        std::fs::write(
+            dir.join("k8s/cm.yaml"),
+            configmap(&format!("cm{i}"), Some("default"), "1"),
+        )
+        .unwrap();
         w.git(Some(dir), &["add", "-A"]).assert_ok();
-        w.git(Some(dir), &["commit", "-q", "-m", &format!("env {i}")]).assert_ok();
-        commits.push(w.git(Some(dir), &["rev-parse", "HEAD"]).stdout.trim().to_string());
+        w.git(Some(dir), &["commit", "-q", "-m", &format!("env {i}")])
+            .assert_ok();
+        commits.push(
+            w.git(Some(dir), &["rev-parse", "HEAD"])
+                .stdout
+                .trim()
+                .to_string(),
+        );
     }
     std::thread::scope(|s| {
         for (i, dir) in clones.iter().enumerate() {
             let w = &w;
             s.spawn(move || {
-                w.git(Some(dir), &["push", "-q", "origin", &format!("HEAD:b{i}")]).assert_ok();
+                w.git(Some(dir), &["push", "-q", "origin", &format!("HEAD:b{i}")])
+                    .assert_ok();
             });
         }
     });
@@ -66,11 +86,20 @@ fn six_environments_pushed_at_once() {
 #[test]
 fn waiting_pushes_coalesce_to_the_newest() {
     let Some(w) = world() else { return };
-    w.commit(&[("k8s/slow.yaml", &configmap("slow", Some("default"), "0"))], "base");
+    w.commit(
+        &[("k8s/slow.yaml", &configmap("slow", Some("default"), "0"))],
+        "base",
+    );
     w.push().assert_ok();
     // Every apply of `slow` now takes a while: the first push holds the lock meanwhile.
-    w.sandbox().stall_path("/api/v1/namespaces/default/configmaps/slow", Duration::from_millis(2500));
-    let a = w.commit(&[("k8s/slow.yaml", &configmap("slow", Some("default"), "a"))], "a");
+    w.sandbox().stall_path(
+        "/api/v1/namespaces/default/configmaps/slow",
+        Duration::from_millis(2500),
+    );
+    let a = w.commit(
+        &[("k8s/slow.yaml", &configmap("slow", Some("default"), "a"))],
+        "a",
+    );
     let (tx, rx) = mpsc::channel();
     std::thread::scope(|s| {
         let w = &w;
@@ -87,9 +116,17 @@ fn waiting_pushes_coalesce_to_the_newest() {
         }
         std::thread::sleep(Duration::from_millis(300));
         let cb = clone_of(w, "cb");
-        std::fs::write(cb.join("k8s/slow.yaml"), configmap("slow", Some("default"), "b")).unwrap();
+        std::fs::write(
+            cb.join("k8s/slow.yaml"),
+            configmap("slow", Some("default"), "b"),
+        )
+        .unwrap();
         w.git(Some(&cb), &["commit", "-q", "-am", "b"]).assert_ok();
-        let b = w.git(Some(&cb), &["rev-parse", "HEAD"]).stdout.trim().to_string();
+        let b = w
+            .git(Some(&cb), &["rev-parse", "HEAD"])
+            .stdout
+            .trim()
+            .to_string();
         let tx3 = tx.clone();
         s.spawn(move || {
             let out = w.git(Some(&cb), &["push", "-q", "origin", "HEAD:main"]);
@@ -101,9 +138,17 @@ fn waiting_pushes_coalesce_to_the_newest() {
             std::thread::sleep(Duration::from_millis(50));
         }
         let cc = clone_of(w, "cc");
-        std::fs::write(cc.join("k8s/slow.yaml"), configmap("slow", Some("default"), "c")).unwrap();
+        std::fs::write(
+            cc.join("k8s/slow.yaml"),
+            configmap("slow", Some("default"), "c"),
+        )
+        .unwrap();
         w.git(Some(&cc), &["commit", "-q", "-am", "c"]).assert_ok();
-        let c = w.git(Some(&cc), &["rev-parse", "HEAD"]).stdout.trim().to_string();
+        let c = w
+            .git(Some(&cc), &["rev-parse", "HEAD"])
+            .stdout
+            .trim()
+            .to_string();
         let out = w.git(Some(&cc), &["push", "-q", "origin", "HEAD:main"]);
         tx.send(("c", out.all())).unwrap();
         drop(tx);
@@ -114,20 +159,40 @@ fn waiting_pushes_coalesce_to_the_newest() {
         assert_eq!(rb["reason"], format!("superseded by {c}"));
         assert_eq!(w.last_record(&c)["result"], "succeeded");
         assert_eq!(w.pointer("prod").as_deref(), Some(c.as_str()));
-        assert_eq!(w.configmap("default", "slow").unwrap()["data"]["value"], "c");
+        assert_eq!(
+            w.configmap("default", "slow").unwrap()["data"]["value"],
+            "c"
+        );
     });
 }
 
 #[test]
 fn sigkill_mid_deploy_then_replay() {
     let Some(w) = world() else { return };
-    let base = w.commit(&[("k8s/a.yaml", &configmap("a", Some("default"), "0"))], "base");
+    let base = w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "0"))],
+        "base",
+    );
     w.push().assert_ok();
-    w.sandbox().stall_path("/api/v1/namespaces/default/configmaps/a", Duration::from_secs(30));
-    let c = w.commit(&[("k8s/a.yaml", &configmap("a", Some("default"), "1"))], "one");
-    w.push_args(&["origin", "HEAD:refs/heads/pending"]).assert_ok();
+    w.sandbox().stall_path(
+        "/api/v1/namespaces/default/configmaps/a",
+        Duration::from_secs(30),
+    );
+    let c = w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "1"))],
+        "one",
+    );
+    w.push_args(&["origin", "HEAD:refs/heads/pending"])
+        .assert_ok();
     let mut child = std::process::Command::new(hookops_bin())
-        .args(["--repo", w.server.to_str().unwrap(), "replay", "main", "--to", &c])
+        .args([
+            "--repo",
+            w.server.to_str().unwrap(),
+            "replay",
+            "main",
+            "--to",
+            &c,
+        ])
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", w.home.join(".gitconfig"))
         .stdout(std::process::Stdio::null())
@@ -143,7 +208,10 @@ fn sigkill_mid_deploy_then_replay() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(child.try_wait().unwrap().is_none(), "the deploy should still be running");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the deploy should still be running"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     w.sandbox().clear_faults();
@@ -156,9 +224,16 @@ fn sigkill_mid_deploy_then_replay() {
     let recs = w.records(&c);
     assert_eq!(recs.len(), 2, "{recs:?}");
     assert_eq!(recs[0]["result"], "failed");
-    assert!(recs[0]["reason"].as_str().unwrap().starts_with("interrupted"));
+    assert!(recs[0]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("interrupted"));
     assert_eq!(recs[1]["result"], "succeeded");
-    assert_eq!(recs[1]["from"], base.as_str(), "redeployed from the pointer");
+    assert_eq!(
+        recs[1]["from"],
+        base.as_str(),
+        "redeployed from the pointer"
+    );
     assert!(!journal.exists());
     assert_eq!(w.pointer("prod").as_deref(), Some(c.as_str()));
 }
@@ -175,22 +250,38 @@ fn parse_metrics(text: &str) -> Vec<Sample> {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut parts = rest.split(' ');
             typed.insert(parts.next().unwrap().to_string());
-            assert!(matches!(parts.next(), Some("counter" | "gauge" | "histogram")), "{line}");
+            assert!(
+                matches!(parts.next(), Some("counter" | "gauge" | "histogram")),
+                "{line}"
+            );
             continue;
         }
         if line.starts_with("# HELP ") {
             continue;
         }
-        assert!(!line.is_empty() && !line.starts_with('#'), "unexpected line {line:?}");
+        assert!(
+            !line.is_empty() && !line.starts_with('#'),
+            "unexpected line {line:?}"
+        );
         let (series, value) = line.rsplit_once(' ').unwrap();
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
         let (name, labels) = match series.split_once('{') {
             Some((n, l)) => (n, l.strip_suffix('}').unwrap_or_else(|| panic!("{line:?}"))),
             None => (series, ""),
         };
-        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line:?}");
-        let base = ["_bucket", "_sum", "_count"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
-        assert!(typed.contains(name) || typed.contains(base), "no TYPE for {name}");
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line:?}"
+        );
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+        assert!(
+            typed.contains(name) || typed.contains(base),
+            "no TYPE for {name}"
+        );
         let mut pairs = Vec::new();
         for pair in labels.split(',').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap();
@@ -233,7 +324,8 @@ fn webhook() -> Webhook {
             }
             let mut body = vec![0; len];
             reader.read_exact(&mut body).unwrap();
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             if tx.send(serde_json::from_slice(&body).unwrap()).is_err() {
                 break;
             }
@@ -249,57 +341,135 @@ fn metrics_and_alerts() {
     let metrics = w.tmp.path().join("textfile/hookops.prom");
     w.configure(
         "on_failure = \"stop\"",
-        &format!("[alerts]\nwebhook = \"{}\"\n\n[metrics]\ntextfile = \"{}\"\n", hook.url, metrics.display()),
+        &format!(
+            "[alerts]\nwebhook = \"{}\"\n\n[metrics]\ntextfile = \"{}\"\n",
+            hook.url,
+            metrics.display()
+        ),
     );
-    w.commit(&[("k8s/a.yaml", &configmap("a", Some("default"), "1"))], "one");
+    w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "1"))],
+        "one",
+    );
     w.push().assert_ok();
     let m = parse_metrics(&std::fs::read_to_string(&metrics).unwrap());
     let get = |m: &[Sample], name: &str, labels: &[(&str, &str)]| {
         m.iter()
-            .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.iter().any(|(a, b)| a == k && b == v)))
+            .find(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.iter().any(|(a, b)| a == k && b == v))
+            })
             .map(|(_, _, v)| *v)
     };
-    assert_eq!(get(&m, "hookops_deploys_total", &[("env", "prod"), ("target", "k8s"), ("result", "succeeded")]), Some(1.0));
-    assert!(get(&m, "hookops_last_success_timestamp_seconds", &[("env", "prod")]).unwrap() > 1.7e9);
-    assert_eq!(get(&m, "hookops_pending_commits", &[("env", "prod")]), Some(0.0));
-    assert_eq!(get(&m, "hookops_deploy_duration_seconds_count", &[("env", "prod")]), Some(1.0));
-    assert!(hook.bodies.try_recv().is_err(), "no alert for a plain success");
+    assert_eq!(
+        get(
+            &m,
+            "hookops_deploys_total",
+            &[("env", "prod"), ("target", "k8s"), ("result", "succeeded")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        get(
+            &m,
+            "hookops_last_success_timestamp_seconds",
+            &[("env", "prod")]
+        )
+        .unwrap()
+            > 1.7e9
+    );
+    assert_eq!(
+        get(&m, "hookops_pending_commits", &[("env", "prod")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        get(
+            &m,
+            "hookops_deploy_duration_seconds_count",
+            &[("env", "prod")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        hook.bodies.try_recv().is_err(),
+        "no alert for a plain success"
+    );
 
     // A failure alerts with text and structured fields.
-    w.sandbox().fail_path("/api/v1/namespaces/default/configmaps/a", 500);
-    let bad = w.commit(&[("k8s/a.yaml", &configmap("a", Some("default"), "2"))], "two");
+    w.sandbox()
+        .fail_path("/api/v1/namespaces/default/configmaps/a", 500);
+    let bad = w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "2"))],
+        "two",
+    );
     w.push();
-    let alert = hook.bodies.recv_timeout(Duration::from_secs(10)).expect("failure alert");
+    let alert = hook
+        .bodies
+        .recv_timeout(Duration::from_secs(10))
+        .expect("failure alert");
     assert_eq!(alert["event"], "failure");
     assert_eq!(alert["env"], "prod");
     assert_eq!(alert["commit"], bad.as_str());
-    assert!(alert["text"].as_str().unwrap().contains("failed"), "{alert}");
+    assert!(
+        alert["text"].as_str().unwrap().contains("failed"),
+        "{alert}"
+    );
     assert_eq!(alert["targets"][0]["result"], "failed");
     let m = parse_metrics(&std::fs::read_to_string(&metrics).unwrap());
-    assert_eq!(get(&m, "hookops_deploys_total", &[("target", "k8s"), ("result", "failed")]), Some(1.0));
+    assert_eq!(
+        get(
+            &m,
+            "hookops_deploys_total",
+            &[("target", "k8s"), ("result", "failed")]
+        ),
+        Some(1.0)
+    );
 
     // Recovery alerts too.
     w.sandbox().clear_faults();
     w.commit(&[("README.md", "r\n")], "retry");
     w.push().assert_ok();
-    let alert = hook.bodies.recv_timeout(Duration::from_secs(10)).expect("recovery alert");
+    let alert = hook
+        .bodies
+        .recv_timeout(Duration::from_secs(10))
+        .expect("recovery alert");
     assert_eq!(alert["event"], "recovery");
 
     // A dead receiver does not fail the deploy.
-    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     w.configure("", &format!("[alerts]\nwebhook = \"http://{dead}/x\"\n"));
-    w.sandbox().fail_path("/api/v1/namespaces/default/configmaps/a", 500);
-    let c = w.commit(&[("k8s/a.yaml", &configmap("a", Some("default"), "3"))], "three");
+    w.sandbox()
+        .fail_path("/api/v1/namespaces/default/configmaps/a", 500);
+    let c = w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "3"))],
+        "three",
+    );
     let out = w.push();
-    assert!(out.all().contains("alert webhook unreachable"), "{}", out.all());
-    assert_eq!(w.last_record(&c)["result"], "failed", "the record says what happened to the deploy");
+    assert!(
+        out.all().contains("alert webhook unreachable"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        w.last_record(&c)["result"],
+        "failed",
+        "the record says what happened to the deploy"
+    );
 }
 
 #[test]
 fn async_mode_queues_and_deploys() {
     let Some(w) = world() else { return };
     w.configure("", "[deploy]\nmode = \"async\"\n");
-    let c = w.commit(&[("k8s/a.yaml", &configmap("a", Some("default"), "1"))], "one");
+    let c = w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "1"))],
+        "one",
+    );
     let out = w.push();
     out.assert_ok();
     assert!(out.all().contains("deploy queued"), "{}", out.all());
@@ -312,11 +482,17 @@ fn async_mode_queues_and_deploys() {
     // The worker removes its queue entry as its last act: wait for it, so the test leaves no
     // process behind.
     let queue = w.server.join("hookops/queue");
-    while std::fs::read_dir(&queue).map(|d| d.count() > 0).unwrap_or(false) {
+    while std::fs::read_dir(&queue)
+        .map(|d| d.count() > 0)
+        .unwrap_or(false)
+    {
         assert!(Instant::now() < deadline, "the worker never finished");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let logs: Vec<_> = std::fs::read_dir(w.server.join("hookops/logs")).unwrap().flatten().collect();
+    let logs: Vec<_> = std::fs::read_dir(w.server.join("hookops/logs"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(logs.len(), 1);
     let log = std::fs::read_to_string(logs[0].path()).unwrap();
     assert!(log.contains("prod: deployed"), "{log}");
@@ -327,12 +503,26 @@ fn doctor_passes_then_names_each_broken_part() {
     let Some(w) = world() else { return };
     let out = w.hookops(&["doctor"]);
     assert!(out.ok(), "{}", out.all());
-    assert!(out.stdout.contains("deploying as kube-sandbox:admin"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("deploying as kube-sandbox:admin"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("all checks passed"));
     // Unreadable key, missing terraform, unreachable cluster: each named, with a fix.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dead = w.tmp.path().join("dead-kubeconfig");
-    std::fs::write(&dead, std::fs::read_to_string(&w.kubeconfig).unwrap().replace(&w.sandbox().port().to_string(), &port.to_string())).unwrap();
+    std::fs::write(
+        &dead,
+        std::fs::read_to_string(&w.kubeconfig)
+            .unwrap()
+            .replace(&w.sandbox().port().to_string(), &port.to_string()),
+    )
+    .unwrap();
     w.write_server_config(&format!(
         "[[environment]]\nname = \"prod\"\nbranch = \"main\"\nkubeconfig = \"{}\"\n[signing]\nkey = \"{}\"\n[tools]\nterraform = \"/nonexistent/terraform\"\n",
         dead.display(),
@@ -343,8 +533,16 @@ fn doctor_passes_then_names_each_broken_part() {
     let text = out.stdout;
     assert!(text.contains("FAIL  terraform"), "{text}");
     assert!(text.contains("FAIL  signing key"), "{text}");
-    assert!(text.contains("FAIL  env prod: cluster unreachable"), "{text}");
+    assert!(
+        text.contains("FAIL  env prod: cluster unreachable"),
+        "{text}"
+    );
     assert!(text.contains("ok    kubectl"), "{text}");
-    assert!(text.lines().filter(|l| l.starts_with("FAIL")).all(|l| l.contains("(fix: ")), "{text}");
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("FAIL"))
+            .all(|l| l.contains("(fix: ")),
+        "{text}"
+    );
     assert!(text.contains("3 problems found"), "{text}");
 }

@@ -71,12 +71,18 @@ fn sha256_hex(s: &str) -> String {
         .args(["-c", &format!("printf %s '{s}' | sha256sum")])
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 fn grep_tree(dir: &Path, needle: &str) -> Vec<String> {
     let mut hits = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return hits };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return hits;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -93,24 +99,50 @@ fn grep_tree(dir: &Path, needle: &str) -> Vec<String> {
 
 #[test]
 fn vault_values_reach_terraform_and_secrets_and_nothing_else() {
-    let Some((w, _bao)) = world_with_vault(&["secret/data/app/*"], "") else { return };
+    let Some((w, _bao)) = world_with_vault(&["secret/data/app/*"], "") else {
+        return;
+    };
     let c = w.commit(
-        &[("hookops.toml", TREE), ("infra/main.tf", ROOT), ("k8s/ns.yaml", &namespace("app")), ("k8s/cm.yaml", &configmap("plain", None, "1"))],
+        &[
+            ("hookops.toml", TREE),
+            ("infra/main.tf", ROOT),
+            ("k8s/ns.yaml", &namespace("app")),
+            ("k8s/cm.yaml", &configmap("plain", None, "1")),
+        ],
         "secrets",
     );
     let out = w.push();
     out.assert_ok();
     let all = out.all();
-    assert!(all.contains("careless provisioner says ***"), "the echoed value is masked:\n{all}");
-    assert!(!all.contains(SECRET), "push output leaks the secret:\n{all}");
+    assert!(
+        all.contains("careless provisioner says ***"),
+        "the echoed value is masked:\n{all}"
+    );
+    assert!(
+        !all.contains(SECRET),
+        "push output leaks the secret:\n{all}"
+    );
     // Terraform got the value (its state holds the hash of it).
-    let state = std::fs::read_to_string(w.server.join("hookops/work/prod/terraform/db/infra/terraform.tfstate")).unwrap();
-    assert!(state.contains(&sha256_hex(SECRET)), "terraform did not receive the value");
+    let state = std::fs::read_to_string(
+        w.server
+            .join("hookops/work/prod/terraform/db/infra/terraform.tfstate"),
+    )
+    .unwrap();
+    assert!(
+        state.contains(&sha256_hex(SECRET)),
+        "terraform did not receive the value"
+    );
     // The Kubernetes Secret carries it.
-    let secret = w.sandbox().object("v1", "Secret", Some("app"), "db-credentials").expect("secret applied");
+    let secret = w
+        .sandbox()
+        .object("v1", "Secret", Some("app"), "db-credentials")
+        .expect("secret applied");
     let text = secret.to_string();
     let b64 = {
-        let out = std::process::Command::new("sh").args(["-c", &format!("printf %s '{SECRET}' | base64 -w0")]).output().unwrap();
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("printf %s '{SECRET}' | base64 -w0")])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     assert!(text.contains(SECRET) || text.contains(&b64), "{text}");
@@ -125,7 +157,16 @@ fn vault_values_reach_terraform_and_secrets_and_nothing_else() {
 
 fn expect_vault_failure(w: &World, reference: &str, expect: &str) {
     let tree = format!("[[target]]\nname = \"db\"\npath = \"infra\"\ntype = \"terraform\"\n[target.secrets]\nTF_VAR_db_password = \"{reference}\"\n");
-    let c = w.commit(&[("hookops.toml", &tree), ("infra/main.tf", "variable \"db_password\" {\n  type = string\n}\n")], &format!("ref {reference}"));
+    let c = w.commit(
+        &[
+            ("hookops.toml", &tree),
+            (
+                "infra/main.tf",
+                "variable \"db_password\" {\n  type = string\n}\n",
+            ),
+        ],
+        &format!("ref {reference}"),
+    );
     let out = w.push();
     let all = out.all();
     assert!(all.contains(expect), "expected {expect:?}:\n{all}");
@@ -139,16 +180,44 @@ fn expect_vault_failure(w: &World, reference: &str, expect: &str) {
 
 #[test]
 fn vault_errors_name_the_reference() {
-    let Some((w, _bao)) = world_with_vault(&["secret/data/app/*"], "") else { return };
-    expect_vault_failure(&w, "secret/data/other/db#password", "permission denied reading secret/data/other/db#password");
-    expect_vault_failure(&w, "secret/data/app/nope#password", "secret/data/app/nope#password not found");
-    expect_vault_failure(&w, "secret/data/app/db#missing", "key \"missing\" not found in secret/data/app/db");
+    let Some((w, _bao)) = world_with_vault(&["secret/data/app/*"], "") else {
+        return;
+    };
+    expect_vault_failure(
+        &w,
+        "secret/data/other/db#password",
+        "permission denied reading secret/data/other/db#password",
+    );
+    expect_vault_failure(
+        &w,
+        "secret/data/app/nope#password",
+        "secret/data/app/nope#password not found",
+    );
+    expect_vault_failure(
+        &w,
+        "secret/data/app/db#missing",
+        "key \"missing\" not found in secret/data/app/db",
+    );
     // Unreachable: the same config with an address nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = std::fs::read_to_string(w.server.join("hookops/config.toml")).unwrap();
-    let address = config.lines().find(|l| l.starts_with("address")).unwrap().to_string();
-    w.write_server_config(&config.replace(&address, &format!("address = \"http://127.0.0.1:{port}\"")));
-    expect_vault_failure(&w, "secret/data/app/db#password", "cannot reach http://127.0.0.1:");
+    let address = config
+        .lines()
+        .find(|l| l.starts_with("address"))
+        .unwrap()
+        .to_string();
+    w.write_server_config(
+        &config.replace(&address, &format!("address = \"http://127.0.0.1:{port}\"")),
+    );
+    expect_vault_failure(
+        &w,
+        "secret/data/app/db#password",
+        "cannot reach http://127.0.0.1:",
+    );
 }
 
 #[test]
@@ -164,12 +233,25 @@ fn namespace_policy_refuses_whole_targets() {
     // Cluster-scoped objects need allow_cluster_scoped = true.
     w.push();
     assert_eq!(w.last_record(&setup)["result"], "failed");
-    assert!(w.last_record(&setup)["targets"][0]["reason"].as_str().unwrap().contains("cluster-scoped objects are not allowed"));
-    w.configure("allowed_namespaces = [\"app\"]\nallow_cluster_scoped = true", "");
+    assert!(w.last_record(&setup)["targets"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("cluster-scoped objects are not allowed"));
+    w.configure(
+        "allowed_namespaces = [\"app\"]\nallow_cluster_scoped = true",
+        "",
+    );
     let c = w.commit(
         &[
             ("good/cm.yaml", &configmap("fine", Some("app"), "1")),
-            ("bad/cm.yaml", &format!("{}---\n{}", configmap("ok-part", Some("app"), "1"), configmap("sneaky", Some("kube-system"), "1"))),
+            (
+                "bad/cm.yaml",
+                &format!(
+                    "{}---\n{}",
+                    configmap("ok-part", Some("app"), "1"),
+                    configmap("sneaky", Some("kube-system"), "1")
+                ),
+            ),
         ],
         "mixed",
     );
@@ -177,9 +259,20 @@ fn namespace_policy_refuses_whole_targets() {
     assert!(out.all().contains("refused by policy"), "{}", out.all());
     let rec = w.last_record(&c);
     assert_eq!(rec["result"], "failed");
-    let bad = rec["targets"].as_array().unwrap().iter().find(|t| t["name"] == "bad").unwrap();
+    let bad = rec["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "bad")
+        .unwrap();
     assert_eq!(bad["result"], "failed");
-    assert!(bad["reason"].as_str().unwrap().contains("namespace \"kube-system\" is not allowed"), "{bad}");
+    assert!(
+        bad["reason"]
+            .as_str()
+            .unwrap()
+            .contains("namespace \"kube-system\" is not allowed"),
+        "{bad}"
+    );
     // Refused whole: not even the allowed object of that target was applied.
     assert!(w.configmap("app", "ok-part").is_none());
     assert!(w.configmap("kube-system", "sneaky").is_none());
@@ -206,27 +299,56 @@ fn gate_requires_signed_commits() {
         .unwrap();
     assert!(made.success());
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    std::fs::write(&signers, format!("pusher@example.test namespaces=\"git\" {public}")).unwrap();
+    std::fs::write(
+        &signers,
+        format!("pusher@example.test namespaces=\"git\" {public}"),
+    )
+    .unwrap();
 
     w.commit(&[("README.md", "unsigned\n")], "unsigned");
     let out = w.push();
     out.assert_fail();
-    assert!(out.all().contains("is not signed (require_signed_commits = true)"), "{}", out.all());
+    assert!(
+        out.all()
+            .contains("is not signed (require_signed_commits = true)"),
+        "{}",
+        out.all()
+    );
 
     // A commit signed by a key that is not allowed.
     let other = w.tmp.path().join("other_ed25519");
-    std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f", other.to_str().unwrap()]).status().unwrap();
+    std::process::Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            other.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
     w.in_clone(&["config", "gpg.format", "ssh"]).assert_ok();
-    w.in_clone(&["config", "user.signingkey", other.to_str().unwrap()]).assert_ok();
-    w.in_clone(&["commit", "-q", "--amend", "-S", "-m", "wrong key"]).assert_ok();
+    w.in_clone(&["config", "user.signingkey", other.to_str().unwrap()])
+        .assert_ok();
+    w.in_clone(&["commit", "-q", "--amend", "-S", "-m", "wrong key"])
+        .assert_ok();
     let out = w.push();
     out.assert_fail();
-    assert!(out.all().contains("is not signed by an allowed signer"), "{}", out.all());
+    assert!(
+        out.all().contains("is not signed by an allowed signer"),
+        "{}",
+        out.all()
+    );
 
-    w.in_clone(&["config", "user.signingkey", key.to_str().unwrap()]).assert_ok();
-    w.in_clone(&["commit", "-q", "--amend", "-S", "-m", "signed"]).assert_ok();
+    w.in_clone(&["config", "user.signingkey", key.to_str().unwrap()])
+        .assert_ok();
+    w.in_clone(&["commit", "-q", "--amend", "-S", "-m", "signed"])
+        .assert_ok();
     w.push().assert_ok();
     std::fs::write(w.clone.join("README.md"), "signed too\n").unwrap();
-    w.in_clone(&["commit", "-q", "-S", "-am", "signed on top"]).assert_ok();
+    w.in_clone(&["commit", "-q", "-S", "-am", "signed on top"])
+        .assert_ok();
     w.push().assert_ok();
 }

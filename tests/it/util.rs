@@ -48,13 +48,22 @@ impl Run {
 
     #[track_caller]
     pub fn assert_ok(&self) -> &Self {
-        assert!(self.ok(), "command failed ({:?}):\n{}", self.code, self.all());
+        assert!(
+            self.ok(),
+            "command failed ({:?}):\n{}",
+            self.code,
+            self.all()
+        );
         self
     }
 
     #[track_caller]
     pub fn assert_fail(&self) -> &Self {
-        assert!(!self.ok(), "command unexpectedly succeeded:\n{}", self.all());
+        assert!(
+            !self.ok(),
+            "command unexpectedly succeeded:\n{}",
+            self.all()
+        );
         self
     }
 }
@@ -104,10 +113,28 @@ impl World {
             clone,
             sandbox: None,
         };
-        w.git(None, &["init", "-q", "--bare", "-b", "main", w.server.to_str().unwrap()])
-            .assert_ok();
-        w.git(None, &["clone", "-q", w.server.to_str().unwrap(), w.clone.to_str().unwrap()])
-            .assert_ok();
+        w.git(
+            None,
+            &[
+                "init",
+                "-q",
+                "--bare",
+                "-b",
+                "main",
+                w.server.to_str().unwrap(),
+            ],
+        )
+        .assert_ok();
+        w.git(
+            None,
+            &[
+                "clone",
+                "-q",
+                w.server.to_str().unwrap(),
+                w.clone.to_str().unwrap(),
+            ],
+        )
+        .assert_ok();
         w.hookops(&["install"]).assert_ok();
         w.sign_key();
         w
@@ -121,7 +148,11 @@ impl World {
             .expect("ssh-keygen");
         assert!(out.status.success());
         let public = std::fs::read_to_string(self.key.with_extension("pub")).unwrap();
-        std::fs::write(&self.allowed_signers, format!("deployer@test namespaces=\"hookops\" {public}")).unwrap();
+        std::fs::write(
+            &self.allowed_signers,
+            format!("deployer@test namespaces=\"hookops\" {public}"),
+        )
+        .unwrap();
     }
 
     /// Starts the kube sandbox and writes a kubeconfig for it (context `sandbox`).
@@ -187,14 +218,22 @@ impl World {
     /// `hookops --repo server.git ARGS`.
     pub fn hookops(&self, args: &[&str]) -> Run {
         let mut c = self.base_command(hookops_bin());
-        c.current_dir(self.tmp.path()).arg("--repo").arg(&self.server).args(args);
+        c.current_dir(self.tmp.path())
+            .arg("--repo")
+            .arg(&self.server)
+            .args(args);
         c.output().expect("hookops").into()
     }
 
     pub fn hookops_stdin(&self, args: &[&str], input: &str) -> Run {
         let mut c = self.base_command(hookops_bin());
-        c.current_dir(self.tmp.path()).arg("--repo").arg(&self.server).args(args);
-        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.current_dir(self.tmp.path())
+            .arg("--repo")
+            .arg(&self.server)
+            .args(args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = c.spawn().expect("hookops");
         {
             use std::io::Write;
@@ -212,7 +251,8 @@ impl World {
             std::fs::write(p, text).unwrap();
         }
         self.in_clone(&["add", "-A"]).assert_ok();
-        self.in_clone(&["commit", "-q", "--allow-empty", "-m", message]).assert_ok();
+        self.in_clone(&["commit", "-q", "--allow-empty", "-m", message])
+            .assert_ok();
         self.head()
     }
 
@@ -226,7 +266,10 @@ impl World {
     }
 
     pub fn head(&self) -> String {
-        self.in_clone(&["rev-parse", "HEAD"]).stdout.trim().to_string()
+        self.in_clone(&["rev-parse", "HEAD"])
+            .stdout
+            .trim()
+            .to_string()
     }
 
     /// `git push origin main` from the clone: the hook's output comes back as `remote:` lines.
@@ -242,8 +285,11 @@ impl World {
 
     /// The note on a commit in the server repository.
     pub fn note(&self, rev: &str) -> String {
-        self.git(Some(&self.server.clone()), &["notes", "--ref=hookops", "show", rev])
-            .stdout
+        self.git(
+            Some(&self.server.clone()),
+            &["notes", "--ref=hookops", "show", rev],
+        )
+        .stdout
     }
 
     /// Parsed JSON payloads of the records on a commit, oldest first.
@@ -257,19 +303,28 @@ impl World {
 
     /// The newest record on a commit in another repository (a deploying clone).
     pub fn last_record_in(&self, repo: &Path, rev: &str) -> serde_json::Value {
-        let note = self.git(Some(repo), &["notes", "--ref=hookops", "show", rev]).stdout;
+        let note = self
+            .git(Some(repo), &["notes", "--ref=hookops", "show", rev])
+            .stdout;
         let line = note.lines().rfind(|l| l.starts_with('{')).expect("record");
         serde_json::from_str(line).expect("record JSON")
     }
 
     pub fn last_record(&self, rev: &str) -> serde_json::Value {
-        self.records(rev).pop().unwrap_or_else(|| panic!("no record on {rev}"))
+        self.records(rev)
+            .pop()
+            .unwrap_or_else(|| panic!("no record on {rev}"))
     }
 
     pub fn pointer(&self, env: &str) -> Option<String> {
         let r = self.git(
             Some(&self.server.clone()),
-            &["rev-parse", "--verify", "-q", &format!("refs/hookops/deployed/{env}")],
+            &[
+                "rev-parse",
+                "--verify",
+                "-q",
+                &format!("refs/hookops/deployed/{env}"),
+            ],
         );
         r.ok().then(|| r.stdout.trim().to_string())
     }
@@ -290,7 +345,9 @@ impl World {
 }
 
 pub fn configmap(name: &str, ns: Option<&str>, value: &str) -> String {
-    let ns = ns.map(|n| format!("  namespace: {n}\n")).unwrap_or_default();
+    let ns = ns
+        .map(|n| format!("  namespace: {n}\n"))
+        .unwrap_or_default();
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n{ns}data:\n  value: \"{value}\"\n")
 }
 
