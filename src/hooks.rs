@@ -39,8 +39,9 @@ fn exit(failed: bool) -> ExitCode {
 /// post-receive: after refs are updated, git passes `<old> <new> <ref>` per updated ref. The
 /// exit status cannot undo the push; it is shown to the pusher.
 pub fn post_receive(repo: Option<&Path>) -> Result<ExitCode> {
-    let updates = read_updates("post-receive")?;
+    // The session first: it sets libgit2 up (see session.rs) before anything else touches it.
     let session = Session::open(repo)?;
+    let updates = read_updates("post-receive")?;
     if crate::ops::queue_if_async(&session, &updates)? {
         return Ok(ExitCode::SUCCESS);
     }
@@ -279,8 +280,8 @@ fn print_plan(env: &str, p: &plan::Plan) {
 
 /// pre-receive: the gate. Runs before refs move, on the quarantined objects of the push.
 pub fn pre_receive(repo: Option<&Path>) -> Result<ExitCode> {
-    let updates = read_updates("pre-receive")?;
     let session = Session::open(repo)?;
+    let updates = read_updates("pre-receive")?;
     crate::gate::check(&session, &updates)
 }
 

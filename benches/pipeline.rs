@@ -1,0 +1,1086 @@
+//! Push-to-deployed benchmarks (issue 7): every figure of docs/performance.md, each measured
+//! against its baseline in the same run, alternating the two so that load from other processes
+//! hits both alike, and reported as medians and their ratio. Not a timed test: it prints figures
+//! and a PASS/MISS table, and always exits 0 unless the setup itself fails.
+//!
+//! Run through `scripts/bench.sh` (or `cargo bench --bench pipeline -- [--runs N] [--only 1,2]`).
+//! Fixtures are generated with `git fast-import` in a temporary directory that is removed at the
+//! end; the kube sandbox runs in this process and stops with it.
+
+use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use kube_sandbox::Sandbox;
+
+const HOOKOPS: &str = env!("CARGO_BIN_EXE_hookops");
+const KUBECTL: &str = "kubectl";
+
+/// Figure 1/5 fixture: 2,000 directories × 50 manifests.
+const BIG_DIRS: usize = 2000;
+const BIG_FILES: usize = 50;
+/// Notes already on the big repository (a long-lived deploy history).
+const BIG_NOTES: usize = 5000;
+
+// ---------------------------------------------------------------------------------------------
+// Measuring children
+
+/// One finished child: wall time, peak RSS (KiB, getrusage via wait4), status and stdout.
+struct Measured {
+    wall: Duration,
+    max_rss_kib: i64,
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Runs `cmd` to completion with `input` on stdin and measures it with wait4.
+// The child is reaped by wait4 (which also reports its rusage), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
+fn measure(cmd: &mut Command, input: Option<&[u8]>) -> Measured {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    if let Some(bytes) = input {
+        let mut stdin = child.stdin.take().expect("stdin");
+        let bytes = bytes.to_vec();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&bytes);
+        });
+    }
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf);
+        buf
+    });
+    let mut stdout = Vec::new();
+    let _ = out.read_to_end(&mut stdout);
+    let stderr = reader.join().unwrap_or_default();
+    let mut status = 0;
+    // SAFETY: plain wait4 on our own child; the rusage struct is zeroed and owned here.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4 failed");
+    let wall = started.elapsed();
+    Measured {
+        wall,
+        max_rss_kib: usage.ru_maxrss,
+        status: ExitStatus::from_raw(status),
+        stdout,
+        stderr,
+    }
+}
+
+/// Like `measure`, failing loudly when the child failed.
+#[track_caller]
+fn measure_ok(cmd: &mut Command, input: Option<&[u8]>) -> Measured {
+    let m = measure(cmd, input);
+    if !m.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\n{}{}",
+            m.status,
+            String::from_utf8_lossy(&m.stdout),
+            String::from_utf8_lossy(&m.stderr)
+        );
+    }
+    m
+}
+
+fn median(xs: &[Duration]) -> Duration {
+    let mut v = xs.to_vec();
+    v.sort();
+    match v.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    let m = d.as_secs_f64() * 1000.0;
+    if m >= 1000.0 {
+        format!("{:.2} s", m / 1000.0)
+    } else {
+        format!("{m:.1} ms")
+    }
+}
+
+fn list(xs: &[Duration]) -> String {
+    xs.iter()
+        .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The world: an isolated git configuration and helpers
+
+struct Bench {
+    tmp: tempfile::TempDir,
+    home: PathBuf,
+    runs: usize,
+    rows: Vec<Row>,
+}
+
+struct Row {
+    figure: String,
+    hookops: String,
+    baseline: String,
+    ratio: String,
+    target: String,
+    pass: bool,
+}
+
+impl Bench {
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// A command with the user's configuration shut out (like the test harness).
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", self.home.join(".gitconfig"))
+            .env("TF_CLI_CONFIG_FILE", "/dev/null")
+            .env("CHECKPOINT_DISABLE", "1")
+            .env("KUBECACHEDIR", self.path("kubecache-default"))
+            .env("TZ", "UTC")
+            .current_dir(self.tmp.path());
+        c
+    }
+
+    #[track_caller]
+    fn git(&self, dir: &Path, args: &[&str]) -> String {
+        let m = measure_ok(self.command("git").arg("-C").arg(dir).args(args), None);
+        String::from_utf8_lossy(&m.stdout).trim().to_string()
+    }
+
+    fn hookops(&self, repo: &Path) -> Command {
+        let mut c = self.command(HOOKOPS);
+        c.arg("--repo").arg(repo);
+        c
+    }
+
+    /// Streams a fast-import script into `repo`.
+    fn fast_import(&self, repo: &Path, script: &[u8]) {
+        measure_ok(
+            self.command("git")
+                .arg("-C")
+                .arg(repo)
+                .args(["fast-import", "--quiet", "--done"]),
+            Some(script),
+        );
+    }
+
+    fn signing_key(&self) -> PathBuf {
+        let key = self.path("signing_ed25519");
+        if !key.exists() {
+            measure_ok(
+                self.command("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-C", "bench@hookops", "-f"])
+                    .arg(&key),
+                None,
+            );
+        }
+        key
+    }
+
+    fn row(
+        &mut self,
+        figure: &str,
+        hookops: String,
+        baseline: String,
+        ratio: f64,
+        target: &str,
+        pass: bool,
+    ) {
+        self.rows.push(Row {
+            figure: figure.into(),
+            hookops,
+            baseline,
+            ratio: format!("{ratio:.3}"),
+            target: target.into(),
+            pass,
+        });
+    }
+}
+
+fn configmap(name: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels:\n    app.kubernetes.io/part-of: bench\ndata:\n  value: \"{value}\"\n  payload: \"{}\"\n",
+        "x".repeat(64)
+    )
+}
+
+/// fast-import text for one inline file modification.
+fn inline_file(out: &mut Vec<u8>, path: &str, text: &str) {
+    out.extend_from_slice(format!("M 100644 inline {path}\ndata {}\n", text.len()).as_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'\n');
+}
+
+fn commit_header(
+    out: &mut Vec<u8>,
+    reference: &str,
+    mark: usize,
+    time: u64,
+    message: &str,
+    from: Option<usize>,
+) {
+    out.extend_from_slice(
+        format!(
+            "commit {reference}\nmark :{mark}\ncommitter Bench <bench@example.test> {time} +0000\ndata {}\n{message}\n",
+            message.len()
+        )
+        .as_bytes(),
+    );
+    if let Some(f) = from {
+        out.extend_from_slice(format!("from :{f}\n").as_bytes());
+    }
+}
+
+/// A server-side kubeconfig whose context's default namespace is `namespace`.
+fn write_kubeconfig(path: &Path, url: &str, namespace: &str) {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: sandbox\n  cluster:\n    server: \"{url}\"\nusers:\n- name: sandbox\n  user: {{}}\ncontexts:\n- name: sandbox\n  context:\n    cluster: sandbox\n    user: sandbox\n    namespace: {namespace}\ncurrent-context: sandbox\n"
+    );
+    std::fs::write(path, text).expect("writing kubeconfig");
+}
+
+fn server_config(kubeconfig: &Path, key: &Path, extra_tables: &str) -> String {
+    format!(
+        "[[environment]]\nname = \"prod\"\nbranch = \"main\"\nkubeconfig = \"{}\"\ncontext = \"sandbox\"\n\n[signing]\nkey = \"{}\"\n\n{extra_tables}\n",
+        kubeconfig.display(),
+        key.display()
+    )
+}
+
+fn write_server_config(repo: &Path, text: &str) {
+    let dir = repo.join("hookops");
+    std::fs::create_dir_all(&dir).expect("creating hookops dir");
+    std::fs::write(dir.join("config.toml"), text).expect("writing server config");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures 1 and 5: the 100,000-file repository
+
+struct BigRepo {
+    repo: PathBuf,
+    a: String,
+    b: String,
+    changed: String,
+}
+
+fn big_repo(b: &Bench) -> BigRepo {
+    let repo = b.path("big.git");
+    b.git(
+        b.tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", repo.to_str().unwrap()],
+    );
+    let started = Instant::now();
+    let mut s = Vec::with_capacity(40 << 20);
+    commit_header(
+        &mut s,
+        "refs/heads/main",
+        1,
+        1_700_000_000,
+        "100,000 manifests",
+        None,
+    );
+    for d in 0..BIG_DIRS {
+        for f in 0..BIG_FILES {
+            let name = format!("d{d:04}-cm{f:02}");
+            inline_file(
+                &mut s,
+                &format!("apps/d{d:04}/cm{f:02}.yaml"),
+                &configmap(&name, "v1"),
+            );
+        }
+    }
+    s.push(b'\n');
+    let changed = format!("apps/d{:04}/cm{:02}.yaml", BIG_DIRS / 2 + 7, 17);
+    commit_header(
+        &mut s,
+        "refs/heads/main",
+        2,
+        1_700_000_100,
+        "one change",
+        Some(1),
+    );
+    inline_file(
+        &mut s,
+        &changed,
+        &configmap(&format!("d{:04}-cm17", BIG_DIRS / 2 + 7), "v2"),
+    );
+    s.push(b'\n');
+    // A deploy history: many annotated commits, so a record append works on a realistic,
+    // fanned-out notes tree.
+    for i in 0..BIG_NOTES {
+        let from = if i == 0 { 2 } else { 10 + i - 1 };
+        commit_header(
+            &mut s,
+            "refs/bench/history",
+            10 + i,
+            1_600_000_000 + i as u64,
+            &format!("history {i}"),
+            Some(from),
+        );
+        s.push(b'\n');
+    }
+    commit_header(
+        &mut s,
+        "refs/notes/hookops",
+        9,
+        1_700_000_200,
+        "history notes",
+        None,
+    );
+    for i in 0..BIG_NOTES {
+        let record = format!("hookops-record v1\n{{\"env\":\"prod\",\"action\":\"deploy\",\"result\":\"succeeded\",\"n\":{i}}}\n");
+        s.extend_from_slice(format!("N inline :{}\ndata {}\n", 10 + i, record.len()).as_bytes());
+        s.extend_from_slice(record.as_bytes());
+        s.push(b'\n');
+    }
+    s.extend_from_slice(b"\ndone\n");
+    b.fast_import(&repo, &s);
+    let a = b.git(&repo, &["rev-parse", "main~1"]);
+    let bb = b.git(&repo, &["rev-parse", "main"]);
+    println!(
+        "fixture: {} files in {BIG_DIRS} directories, {BIG_NOTES} notes, built in {:.1} s",
+        BIG_DIRS * BIG_FILES,
+        started.elapsed().as_secs_f64()
+    );
+    BigRepo {
+        repo,
+        a,
+        b: bb,
+        changed,
+    }
+}
+
+fn figure1(b: &mut Bench, big: &BigRepo) {
+    println!("\n== 1. change detection: `hookops plan` vs `git diff-tree -r --name-only` (100,000 files, 1 changed)");
+    let mut plan_t = Vec::new();
+    let mut git_t = Vec::new();
+    let mut floor_t = Vec::new();
+    let runs = b.runs * 2;
+    let plan_args = ["plan", "main", "--from", &big.a, "--to", &big.b, "--json"];
+    for i in 0..runs {
+        // Not timed against anything: what starting the hookops binary costs at all.
+        floor_t.push(measure_ok(b.hookops(&big.repo).arg("--version"), None).wall);
+        let mut one = |which: bool| {
+            if which {
+                let m = measure_ok(b.hookops(&big.repo).args(plan_args), None);
+                let out = String::from_utf8_lossy(&m.stdout);
+                assert!(
+                    out.contains(&big.changed),
+                    "plan does not name {}: {out}",
+                    big.changed
+                );
+                plan_t.push(m.wall);
+            } else {
+                let m = measure_ok(
+                    b.command("git").arg("--git-dir").arg(&big.repo).args([
+                        "diff-tree",
+                        "-r",
+                        "--name-only",
+                        &big.a,
+                        &big.b,
+                    ]),
+                    None,
+                );
+                assert_eq!(String::from_utf8_lossy(&m.stdout).trim(), big.changed);
+                git_t.push(m.wall);
+            }
+        };
+        one(i % 2 == 0);
+        one(i % 2 == 1);
+    }
+    // Peak RSS in runs of their own, through a small parent: the kernel counts the memory of
+    // the process that forked the child into its ru_maxrss, and this benchmark holds the
+    // fixture script in memory.
+    let rss = (0..3)
+        .map(|_| peak_rss_kib(b, &big.repo, &plan_args))
+        .max()
+        .unwrap_or(0);
+    let (p, g, f) = (median(&plan_t), median(&git_t), median(&floor_t));
+    println!("hookops plan ms: {}", list(&plan_t));
+    println!("git diff-tree ms: {}", list(&git_t));
+    println!(
+        "hookops --version ms (process start-up alone): {}",
+        list(&floor_t)
+    );
+    println!(
+        "median: hookops plan {}, git diff-tree {}, hookops --version {}; peak RSS of hookops plan {:.1} MB",
+        ms(p),
+        ms(g),
+        ms(f),
+        rss as f64 / 1024.0
+    );
+    let ratio = p.as_secs_f64() / g.as_secs_f64();
+    b.row(
+        "1. change detection (plan, 100k files)",
+        ms(p),
+        format!("{} (git diff-tree)", ms(g)),
+        ratio,
+        "≤ 1.5×",
+        ratio <= 1.5,
+    );
+    let mb = rss as f64 / 1024.0;
+    b.row(
+        "1. peak RSS of hookops plan",
+        format!("{mb:.1} MB"),
+        "-".into(),
+        mb / 50.0,
+        "< 50 MB",
+        mb < 50.0,
+    );
+    b.row(
+        "1. (start-up alone: hookops --version)",
+        ms(f),
+        format!("{} (git diff-tree)", ms(g)),
+        f.as_secs_f64() / g.as_secs_f64(),
+        "(informational)",
+        true,
+    );
+}
+
+/// Peak RSS (KiB) of one `hookops ARGS`, via `/usr/bin/time -f %M` when installed, else via
+/// `sh -c 'exec …'` (the shell is the process that execs hookops, so its small memory is what
+/// the kernel counts besides hookops' own).
+fn peak_rss_kib(b: &Bench, repo: &Path, args: &[&str]) -> i64 {
+    let out = b.path("rss.txt");
+    if Path::new("/usr/bin/time").exists() {
+        measure_ok(
+            b.command("/usr/bin/time")
+                .args(["-f", "%M", "-o"])
+                .arg(&out)
+                .arg(HOOKOPS)
+                .arg("--repo")
+                .arg(repo)
+                .args(args),
+            None,
+        );
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        return text
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("/usr/bin/time output");
+    }
+    let m = measure_ok(
+        b.command("sh")
+            .args(["-c", "exec \"$0\" \"$@\"", HOOKOPS, "--repo"])
+            .arg(repo)
+            .args(args),
+        None,
+    );
+    m.max_rss_kib
+}
+
+fn figure5(b: &mut Bench, big: &BigRepo) {
+    println!(
+        "\n== 5. hook overhead: post-receive, one target changed (100,000 files), kubectl = stub"
+    );
+    // The stub stands in for kubectl only so that its (near-zero) child time can be measured
+    // and subtracted; it reads its stdin like kubectl would.
+    let stub = b.path("kubectl-stub");
+    std::fs::write(&stub, "#!/bin/sh\ncat >/dev/null\nexit 0\n").unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let key = b.signing_key();
+    let kubeconfig = b.path("kubeconfig-unused");
+    std::fs::write(&kubeconfig, "").unwrap();
+    write_server_config(
+        &big.repo,
+        &server_config(
+            &kubeconfig,
+            &key,
+            &format!("[tools]\nkubectl = \"{}\"\n", stub.display()),
+        ),
+    );
+    let input = format!("{} {} refs/heads/main\n", big.a, big.b);
+    let mut hook_t = Vec::new();
+    let mut stub_t = Vec::new();
+    let stream = configmap("d1007-cm17", "v2");
+    for i in 0..b.runs * 2 {
+        let mut one = |which: bool| {
+            if which {
+                b.git(
+                    &big.repo,
+                    &["update-ref", "refs/hookops/deployed/prod", &big.a],
+                );
+                let m = measure_ok(
+                    b.hookops(&big.repo).arg("post-receive"),
+                    Some(input.as_bytes()),
+                );
+                let out = String::from_utf8_lossy(&m.stdout);
+                assert!(
+                    out.contains("deployed"),
+                    "post-receive did not deploy: {out}"
+                );
+                hook_t.push(m.wall);
+            } else {
+                let m = measure_ok(
+                    b.command(stub.to_str().unwrap()).args([
+                        "--kubeconfig",
+                        "k",
+                        "apply",
+                        "--server-side",
+                        "-f",
+                        "-",
+                    ]),
+                    Some(stream.as_bytes()),
+                );
+                stub_t.push(m.wall);
+            }
+        };
+        one(i % 2 == 0);
+        one(i % 2 == 1);
+    }
+    let (h, s) = (median(&hook_t), median(&stub_t));
+    let overhead = h.saturating_sub(s);
+    println!(
+        "hookops post-receive ms (with stub kubectl): {}",
+        list(&hook_t)
+    );
+    println!("stub kubectl alone ms: {}", list(&stub_t));
+    println!(
+        "median: post-receive {}, stub {}, overhead {}",
+        ms(h),
+        ms(s),
+        ms(overhead)
+    );
+    // hooks.rs parses the ref lines (git2::Oid) before it opens the session, so libgit2 is
+    // initialised, CA bundle and all, before Session::open can defer the bundle. What opening
+    // the session first would give is measured by deferring the bundle from the outside:
+    // SSL_CERT_FILE=/dev/null is exactly what Session::open sets while libgit2 initialises.
+    let mut deferred_t = Vec::new();
+    for _ in 0..b.runs {
+        b.git(
+            &big.repo,
+            &["update-ref", "refs/hookops/deployed/prod", &big.a],
+        );
+        let m = measure_ok(
+            b.hookops(&big.repo)
+                .env("SSL_CERT_FILE", "/dev/null")
+                .arg("post-receive"),
+            Some(input.as_bytes()),
+        );
+        deferred_t.push(m.wall);
+    }
+    let d = median(&deferred_t);
+    println!(
+        "post-receive with the CA bundle deferred ms: {}",
+        list(&deferred_t)
+    );
+    let notes = b
+        .git(&big.repo, &["notes", "--ref=hookops", "list"])
+        .lines()
+        .count();
+    println!("notes on the repository after the runs: {notes}");
+    b.row(
+        "5. hook overhead (post-receive − stub kubectl)",
+        ms(overhead),
+        format!("{} (stub child)", ms(s)),
+        overhead.as_secs_f64() / 0.020,
+        "< 20 ms",
+        overhead < Duration::from_millis(20),
+    );
+    let projected = d.saturating_sub(s);
+    b.row(
+        "5b. same, libgit2 initialised by Session::open (projection)",
+        ms(projected),
+        format!("{} (stub child)", ms(s)),
+        projected.as_secs_f64() / 0.020,
+        "< 20 ms",
+        projected < Duration::from_millis(20),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures 2–4: against the kube sandbox
+
+/// A work tree with `targets` directories of `per` ConfigMaps, built with fast-import.
+fn manifests_repo(b: &Bench, name: &str, targets: usize, per: usize) -> PathBuf {
+    let dir = b.path(name);
+    b.git(
+        b.tmp.path(),
+        &["init", "-q", "-b", "main", dir.to_str().unwrap()],
+    );
+    let mut s = Vec::new();
+    commit_header(
+        &mut s,
+        "refs/heads/main",
+        1,
+        1_700_000_000,
+        "manifests",
+        None,
+    );
+    for t in 0..targets {
+        for i in 0..per {
+            inline_file(
+                &mut s,
+                &format!("apps/t{t:02}/cm{i:03}.yaml"),
+                &configmap(&format!("t{t:02}-cm{i:03}"), "v1"),
+            );
+        }
+    }
+    s.extend_from_slice(b"\ndone\n");
+    b.fast_import(&dir, &s);
+    b.git(&dir, &["reset", "-q", "--hard", "main"]);
+    dir
+}
+
+fn bare_with_hookops(b: &Bench, name: &str, kubeconfig: &Path, tables: &str) -> PathBuf {
+    let repo = b.path(name);
+    b.git(
+        b.tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", repo.to_str().unwrap()],
+    );
+    measure_ok(b.hookops(&repo).arg("install"), None);
+    write_server_config(&repo, &server_config(kubeconfig, &b.signing_key(), tables));
+    repo
+}
+
+/// Creates namespaces in one kubectl call (setup, untimed).
+fn namespaces(b: &Bench, kubeconfig: &Path, names: &[String]) {
+    let docs: String = names
+        .iter()
+        .map(|n| format!("---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {n}\n"))
+        .collect();
+    measure_ok(
+        b.command(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--cache-dir")
+            .arg(b.path("kubecache-setup"))
+            .args(["apply", "--server-side", "-f", "-"]),
+        Some(docs.as_bytes()),
+    );
+}
+
+fn value_of(sb: &Sandbox, ns: &str, name: &str) -> Option<String> {
+    sb.object("v1", "ConfigMap", Some(ns), name).and_then(|o| {
+        o.pointer("/data/value")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    })
+}
+
+fn figure2(b: &mut Bench, sb: &Sandbox, latency: Duration) {
+    println!(
+        "\n== 2. one change among 2,000 objects (20 targets × 100 ConfigMaps): push to applied"
+    );
+    let kc_hk = b.path("kubeconfig-f2-hookops");
+    let kc_nv = b.path("kubeconfig-f2-naive");
+    write_kubeconfig(&kc_hk, &sb.url(), "f2-hookops");
+    write_kubeconfig(&kc_nv, &sb.url(), "f2-naive");
+    namespaces(b, &kc_hk, &["f2-hookops".into(), "f2-naive".into()]);
+    let work = manifests_repo(b, "f2-work", 20, 100);
+    let hk = bare_with_hookops(b, "f2-hookops.git", &kc_hk, "");
+    // The naive hook: check the pushed tree out and apply all of it.
+    let naive = b.path("f2-naive.git");
+    b.git(
+        b.tmp.path(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            naive.to_str().unwrap(),
+        ],
+    );
+    let naive_cache = b.path("kubecache-naive");
+    std::fs::write(
+        naive.join("hooks/post-receive"),
+        format!(
+            "#!/bin/sh\nset -e\nwhile read old new ref; do\n  d=$(mktemp -d)\n  git archive \"$new\" | tar -x -C \"$d\"\n  {KUBECTL} --kubeconfig '{}' --cache-dir '{}' apply -R -f \"$d\" >/dev/null\n  rm -rf \"$d\"\ndone\n",
+            kc_nv.display(),
+            naive_cache.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        naive.join("hooks/post-receive"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    b.git(&work, &["remote", "add", "hookops", hk.to_str().unwrap()]);
+    b.git(&work, &["remote", "add", "naive", naive.to_str().unwrap()]);
+    let work_dir = work.clone();
+    let push = move |b: &Bench, remote: &str| {
+        let mut c = b.command("git");
+        c.arg("-C")
+            .arg(&work_dir)
+            .args(["push", "-q", remote, "HEAD:main"]);
+        c
+    };
+    let first_hk = measure_ok(&mut push(b, "hookops"), None);
+    let first_nv = measure_ok(&mut push(b, "naive"), None);
+    println!(
+        "first deploy of 2,000 objects (untimed setup): hookops {}, naive {}",
+        ms(first_hk.wall),
+        ms(first_nv.wall)
+    );
+    assert_eq!(
+        sb.objects("v1", "ConfigMap").len(),
+        4000,
+        "both sides deployed 2,000 ConfigMaps"
+    );
+    let mut hk_t = Vec::new();
+    let mut nv_t = Vec::new();
+    let runs = b.runs.div_ceil(2).max(3);
+    for i in 0..runs {
+        let value = format!("run-{i}");
+        let file = format!("apps/t{:02}/cm{:03}.yaml", i % 20, 42);
+        let name = format!("t{:02}-cm{:03}", i % 20, 42);
+        std::fs::write(work.join(&file), configmap(&name, &value)).unwrap();
+        b.git(&work, &["commit", "-q", "-am", &format!("change {i}")]);
+        let mut one = |which: bool| {
+            let (remote, ns, times) = if which {
+                ("hookops", "f2-hookops", &mut hk_t)
+            } else {
+                ("naive", "f2-naive", &mut nv_t)
+            };
+            let m = measure_ok(&mut push(b, remote), None);
+            assert_eq!(
+                value_of(sb, ns, &name).as_deref(),
+                Some(value.as_str()),
+                "{remote}: {name} not applied"
+            );
+            times.push(m.wall);
+        };
+        one(i % 2 == 0);
+        one(i % 2 == 1);
+    }
+    let (h, n) = (median(&hk_t), median(&nv_t));
+    println!("hookops push ms: {}", list(&hk_t));
+    println!("naive push ms:   {}", list(&nv_t));
+    let speedup = n.as_secs_f64() / h.as_secs_f64();
+    println!(
+        "median: hookops {}, naive {}: {speedup:.1}× faster",
+        ms(h),
+        ms(n)
+    );
+    b.row(
+        "2. one change in 2,000 objects, push→applied",
+        ms(h),
+        format!("{} (archive + apply -R)", ms(n)),
+        h.as_secs_f64() / n.as_secs_f64(),
+        "≥ 30× faster (≤ 0.033)",
+        speedup >= 30.0,
+    );
+    if latency.is_zero() {
+        return;
+    }
+    // The sandbox answers in a fraction of a millisecond; a real API server takes a few. Same
+    // pushes again with that much latency on every request, for both hooks alike.
+    println!(
+        "-- the same with {} of API latency per request (kube-sandbox stall_path)",
+        ms(latency)
+    );
+    sb.stall_path("/", latency);
+    let (mut hk_t, mut nv_t) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let value = format!("latency-{i}");
+        let file = format!("apps/t{:02}/cm{:03}.yaml", (i + 7) % 20, 58);
+        let name = format!("t{:02}-cm{:03}", (i + 7) % 20, 58);
+        std::fs::write(work.join(&file), configmap(&name, &value)).unwrap();
+        b.git(
+            &work,
+            &["commit", "-q", "-am", &format!("latency change {i}")],
+        );
+        let mut one = |which: bool| {
+            let (remote, ns, times) = if which {
+                ("hookops", "f2-hookops", &mut hk_t)
+            } else {
+                ("naive", "f2-naive", &mut nv_t)
+            };
+            let m = measure_ok(&mut push(b, remote), None);
+            assert_eq!(
+                value_of(sb, ns, &name).as_deref(),
+                Some(value.as_str()),
+                "{remote}: {name} not applied"
+            );
+            times.push(m.wall);
+        };
+        one(i % 2 == 0);
+        one(i % 2 == 1);
+    }
+    sb.clear_faults();
+    let (h, n) = (median(&hk_t), median(&nv_t));
+    println!("hookops push ms: {}", list(&hk_t));
+    println!("naive push ms:   {}", list(&nv_t));
+    let speedup = n.as_secs_f64() / h.as_secs_f64();
+    println!(
+        "median: hookops {}, naive {}: {speedup:.1}× faster",
+        ms(h),
+        ms(n)
+    );
+    b.row(
+        &format!("2b. the same, {} API latency per request", ms(latency)),
+        ms(h),
+        format!("{} (archive + apply -R)", ms(n)),
+        h.as_secs_f64() / n.as_secs_f64(),
+        "(supplementary)",
+        speedup >= 30.0,
+    );
+}
+
+fn figure3(b: &mut Bench, sb: &Sandbox) {
+    println!("\n== 3. initial deploy of 1,000 objects (10 targets × 100): hookops vs one `kubectl apply --server-side`");
+    let runs = b.runs.div_ceil(2).max(3);
+    let kc_hk = b.path("kubeconfig-f3-hookops");
+    let kc_fl = b.path("kubeconfig-f3-floor");
+    let names: Vec<String> = (0..runs)
+        .flat_map(|i| [format!("f3-hookops-{i}"), format!("f3-floor-{i}")])
+        .collect();
+    write_kubeconfig(&kc_hk, &sb.url(), "default");
+    namespaces(b, &kc_hk, &names);
+    let work = manifests_repo(b, "f3-work", 10, 100);
+    let repo = bare_with_hookops(b, "f3.git", &kc_hk, "");
+    b.git(&work, &["push", "-q", repo.to_str().unwrap(), "HEAD:main"]);
+    // The push above deployed into "default"; every timed run deploys into a fresh namespace.
+    let floor_cache = b.path("kubecache-floor");
+    let apps = work.join("apps");
+    // Warm the floor's discovery cache like hookops' (which the setup push warmed).
+    write_kubeconfig(&kc_fl, &sb.url(), "default");
+    measure_ok(
+        b.command(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&kc_fl)
+            .arg("--cache-dir")
+            .arg(&floor_cache)
+            .args(["api-resources"]),
+        None,
+    );
+    let mut hk_t = Vec::new();
+    let mut fl_t = Vec::new();
+    for i in 0..runs {
+        let mut one = |which: bool| {
+            if which {
+                let ns = format!("f3-hookops-{i}");
+                write_kubeconfig(&kc_hk, &sb.url(), &ns);
+                b.git(&repo, &["update-ref", "-d", "refs/hookops/deployed/prod"]);
+                let _ = std::fs::remove_file(repo.join("hookops/work/prod/attempted"));
+                let m = measure_ok(b.hookops(&repo).args(["replay", "main"]), None);
+                assert!(
+                    String::from_utf8_lossy(&m.stdout).contains("first deploy"),
+                    "not a first deploy"
+                );
+                assert_eq!(value_of(sb, &ns, "t09-cm099").as_deref(), Some("v1"));
+                hk_t.push(m.wall);
+            } else {
+                let ns = format!("f3-floor-{i}");
+                write_kubeconfig(&kc_fl, &sb.url(), &ns);
+                let m = measure_ok(
+                    b.command(KUBECTL)
+                        .arg("--kubeconfig")
+                        .arg(&kc_fl)
+                        .arg("--cache-dir")
+                        .arg(&floor_cache)
+                        .args(["apply", "--server-side", "-R", "-f"])
+                        .arg(&apps),
+                    None,
+                );
+                assert_eq!(value_of(sb, &ns, "t09-cm099").as_deref(), Some("v1"));
+                fl_t.push(m.wall);
+            }
+        };
+        one(i % 2 == 0);
+        one(i % 2 == 1);
+    }
+    let (h, f) = (median(&hk_t), median(&fl_t));
+    println!("hookops replay (first deploy) ms: {}", list(&hk_t));
+    println!("kubectl apply --server-side ms:   {}", list(&fl_t));
+    let ratio = h.as_secs_f64() / f.as_secs_f64();
+    println!(
+        "median: hookops {}, floor {}: ratio {ratio:.2}",
+        ms(h),
+        ms(f)
+    );
+    b.row(
+        "3. initial deploy, 1,000 objects / 10 targets",
+        ms(h),
+        format!("{} (1× kubectl SSA)", ms(f)),
+        ratio,
+        "≤ 1.2×",
+        ratio <= 1.2,
+    );
+}
+
+fn figure4(b: &mut Bench, sb: &Sandbox, parallel: usize) {
+    println!("\n== 4. twenty changed independent targets: [deploy] parallel = {parallel} vs parallel = 1");
+    let kc = b.path("kubeconfig-f4");
+    write_kubeconfig(&kc, &sb.url(), "f4");
+    namespaces(b, &kc, &["f4".into()]);
+    let work = manifests_repo(b, "f4-work", 20, 10);
+    let repo = bare_with_hookops(b, "f4.git", &kc, "");
+    b.git(&work, &["push", "-q", repo.to_str().unwrap(), "HEAD:main"]);
+    let a = b.git(&work, &["rev-parse", "HEAD"]);
+    for t in 0..20 {
+        let file = format!("apps/t{t:02}/cm003.yaml");
+        std::fs::write(work.join(&file), configmap(&format!("t{t:02}-cm003"), "v2")).unwrap();
+    }
+    b.git(&work, &["commit", "-q", "-am", "twenty targets"]);
+    b.git(&work, &["push", "-q", repo.to_str().unwrap(), "HEAD:main"]);
+    let key = b.signing_key();
+    let mut par_t = Vec::new();
+    let mut seq_t = Vec::new();
+    let runs = b.runs.div_ceil(2).max(3);
+    for i in 0..runs {
+        let mut one = |p: usize| {
+            write_server_config(
+                &repo,
+                &server_config(&kc, &key, &format!("[deploy]\nparallel = {p}\n")),
+            );
+            let m = measure_ok(
+                b.hookops(&repo).args(["replay", "main", "--from", &a]),
+                None,
+            );
+            let out = String::from_utf8_lossy(&m.stdout);
+            assert!(out.contains("20 targets"), "expected 20 targets: {out}");
+            if p == 1 { &mut seq_t } else { &mut par_t }.push(m.wall);
+        };
+        if i % 2 == 0 {
+            one(parallel);
+            one(1);
+        } else {
+            one(1);
+            one(parallel);
+        }
+    }
+    let (p, s) = (median(&par_t), median(&seq_t));
+    println!("parallel = {parallel} ms: {}", list(&par_t));
+    println!("parallel = 1 ms: {}", list(&seq_t));
+    let ratio = p.as_secs_f64() / s.as_secs_f64();
+    println!(
+        "median: parallel {}, sequential {}: ratio {ratio:.2}",
+        ms(p),
+        ms(s)
+    );
+    b.row(
+        &format!("4. 20 changed targets, parallel = {parallel}"),
+        ms(p),
+        format!("{} (parallel = 1)", ms(s)),
+        ratio,
+        "≤ 0.4×",
+        ratio <= 0.4,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn main() {
+    let mut runs = 10;
+    let mut only: Option<Vec<u32>> = None;
+    let mut parallel = 8;
+    let mut keep = false;
+    let mut latency_ms = 2;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--runs" => runs = args.next().and_then(|v| v.parse().ok()).expect("--runs N"),
+            "--only" => {
+                only = Some(
+                    args.next()
+                        .expect("--only 1,2,…")
+                        .split(',')
+                        .map(|s| s.trim().parse().expect("figure number"))
+                        .collect(),
+                )
+            }
+            "--keep" => keep = true,
+            "--latency-ms" => latency_ms = args.next().and_then(|v| v.parse().ok()).expect("--latency-ms N"),
+            "--parallel" => parallel = args.next().and_then(|v| v.parse().ok()).expect("--parallel N"),
+            // cargo bench passes --bench; nothing else is expected.
+            "--bench" => {}
+            other => panic!("unknown argument {other:?} (use --runs N, --only 1,2,3,4,5, --parallel N, --latency-ms N, --keep)"),
+        }
+    }
+    let want = |n: u32| only.as_ref().is_none_or(|o| o.contains(&n));
+    let tmp = tempfile::Builder::new()
+        .prefix("hookops-bench-")
+        .tempdir()
+        .expect("tempdir");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(
+        home.join(".gitconfig"),
+        "[user]\n\tname = Bench\n\temail = bench@example.test\n[init]\n\tdefaultBranch = main\n[gc]\n\tauto = 0\n",
+    )
+    .unwrap();
+    let mut b = Bench {
+        tmp,
+        home,
+        runs,
+        rows: Vec::new(),
+    };
+    println!(
+        "hookops benchmarks: {HOOKOPS}; {runs} alternating runs per side (figures 2–4: {})",
+        runs.div_ceil(2).max(3)
+    );
+    let started = Instant::now();
+    if want(1) || want(5) {
+        let big = big_repo(&b);
+        if want(1) {
+            figure1(&mut b, &big);
+        }
+        if want(5) {
+            figure5(&mut b, &big);
+        }
+    }
+    if want(2) || want(3) || want(4) {
+        let sb = Sandbox::start().expect("starting the kube sandbox");
+        if want(2) {
+            figure2(&mut b, &sb, Duration::from_millis(latency_ms));
+        }
+        if want(3) {
+            figure3(&mut b, &sb);
+        }
+        if want(4) {
+            figure4(&mut b, &sb, parallel);
+        }
+        sb.stop();
+    }
+    println!("\n| figure | hookops (median) | baseline (median) | ratio | target | result |");
+    println!("|---|---|---|---|---|---|");
+    for r in &b.rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            r.figure,
+            r.hookops,
+            r.baseline,
+            r.ratio,
+            r.target,
+            if r.pass { "PASS" } else { "MISS" }
+        );
+    }
+    println!(
+        "\ntotal {:.0} s; load average now: {}",
+        started.elapsed().as_secs_f64(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    if keep {
+        println!("fixtures kept in {}", b.tmp.keep().display());
+    }
+}
