@@ -202,19 +202,8 @@ impl<'s> Deployer<'s> {
         let plan = match planned {
             Ok(p) => p,
             Err(e) => {
-                let reason = format!("{e:#}");
-                say(&format!("{}: {range}: FAILED: {reason}", env.name));
-                let rep = self.report(
-                    req,
-                    from,
-                    &started,
-                    Outcome::Failed,
-                    Vec::new(),
-                    Some(reason),
-                );
-                self.write_record(req.to, &rep)?;
-                crate::ops::after_attempt(self.session, &rep);
-                return Ok(Some(rep));
+                say(&format!("{}: {range}: FAILED: {e:#}", env.name));
+                return self.failed_early(req, from, &started, e).map(Some);
             }
         };
         if plan.targets.is_empty() {
@@ -241,19 +230,9 @@ impl<'s> Deployer<'s> {
         let secrets = match self.fetch_secrets(&plan) {
             Ok(s) => s,
             Err(e) => {
-                let reason = format!("{e:#}");
-                say(&format!("{}: FAILED: {reason}", env.name));
-                let rep = self.report(
-                    req,
-                    from,
-                    &started,
-                    Outcome::Failed,
-                    Vec::new(),
-                    Some(reason),
-                );
-                self.write_record(req.to, &rep)?;
+                say(&format!("{}: FAILED: {e:#}", env.name));
+                let rep = self.failed_early(req, from, &started, e)?;
                 journal::end(session, &env.name)?;
-                crate::ops::after_attempt(self.session, &rep);
                 return Ok(Some(rep));
             }
         };
@@ -312,6 +291,28 @@ impl<'s> Deployer<'s> {
         journal::end(session, &env.name)?;
         crate::ops::after_attempt(self.session, &rep);
         Ok(Some(rep))
+    }
+
+    /// A deploy that failed before any target ran (plan, Vault): its record, metrics, alert.
+    fn failed_early(
+        &self,
+        req: &Request,
+        from: Option<Oid>,
+        started: &str,
+        e: anyhow::Error,
+    ) -> Result<Report> {
+        let reason = format!("{e:#}");
+        let rep = self.report(
+            req,
+            from,
+            started,
+            Outcome::Failed,
+            Vec::new(),
+            Some(reason),
+        );
+        self.write_record(req.to, &rep)?;
+        crate::ops::after_attempt(self.session, &rep);
+        Ok(rep)
     }
 
     /// The environment's failure policy, applied to the targets that failed.

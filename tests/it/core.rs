@@ -631,19 +631,7 @@ fn missing_tools_and_unreachable_cluster() {
     );
     assert_eq!(w.last_record(&c)["result"], "failed");
     // Unreachable cluster: a kubeconfig pointing at a closed port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dead = w.tmp.path().join("dead-kubeconfig");
-    std::fs::write(
-        &dead,
-        std::fs::read_to_string(&w.kubeconfig)
-            .unwrap()
-            .replace(&w.sandbox().port().to_string(), &port.to_string()),
-    )
-    .unwrap();
+    let dead = w.dead_kubeconfig();
     w.write_server_config(&format!(
         "[[environment]]\nname = \"prod\"\nbranch = \"main\"\nkubeconfig = \"{}\"\n",
         dead.display()

@@ -510,19 +510,7 @@ fn doctor_passes_then_names_each_broken_part() {
     );
     assert!(out.stdout.contains("all checks passed"));
     // Unreadable key, missing terraform, unreachable cluster: each named, with a fix.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dead = w.tmp.path().join("dead-kubeconfig");
-    std::fs::write(
-        &dead,
-        std::fs::read_to_string(&w.kubeconfig)
-            .unwrap()
-            .replace(&w.sandbox().port().to_string(), &port.to_string()),
-    )
-    .unwrap();
+    let dead = w.dead_kubeconfig();
     w.write_server_config(&format!(
         "[[environment]]\nname = \"prod\"\nbranch = \"main\"\nkubeconfig = \"{}\"\n[signing]\nkey = \"{}\"\n[tools]\nterraform = \"/nonexistent/terraform\"\n",
         dead.display(),

@@ -329,6 +329,23 @@ impl World {
         r.ok().then(|| r.stdout.trim().to_string())
     }
 
+    /// A kubeconfig like the sandbox's, pointing at a loopback port nobody listens on.
+    pub fn dead_kubeconfig(&self) -> PathBuf {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dead = self.tmp.path().join("dead-kubeconfig");
+        let live = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        std::fs::write(
+            &dead,
+            live.replace(&self.sandbox().port().to_string(), &port.to_string()),
+        )
+        .unwrap();
+        dead
+    }
+
     pub fn configmap(&self, ns: &str, name: &str) -> Option<serde_json::Value> {
         self.sandbox().object("v1", "ConfigMap", Some(ns), name)
     }
