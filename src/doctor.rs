@@ -166,9 +166,14 @@ fn hooks(r: &mut Report, session: &Session) {
     } else {
         "post-merge"
     };
+    // GitLab runs a repository's `custom_hooks/` (installed with `install --hooks-dir`); its
+    // server-wide `custom_hooks_dir` is not discoverable from the repository.
+    let custom = session.git_dir.join("custom_hooks");
     let candidates = [
         dir.join(hook),
         dir.join(format!("{hook}.d")).join("hookops"),
+        custom.join(hook),
+        custom.join(format!("{hook}.d")).join("hookops"),
     ];
     let found = candidates
         .iter()

@@ -510,6 +510,16 @@ fn gitlab_repository_custom_hooks_deploy_on_push() {
 
     let (rev, record) = push_and_record(&w);
     assert_deployed(&w, &rev, &record);
+
+    // Real Gitaly needs no core.hooksPath: doctor still finds the hook in custom_hooks/.
+    w.git(Some(&w.server), &["config", "--unset", "core.hooksPath"])
+        .assert_ok();
+    let doctor = w.hookops(&["doctor"]);
+    let hooks_line = format!(
+        "ok    hooks: {} installed",
+        custom.join("post-receive").display()
+    );
+    assert!(doctor.stdout.contains(&hooks_line), "{}", doctor.all());
 }
 
 #[test]
