@@ -160,6 +160,10 @@ pub struct DeploySettings {
     pub mode: DeployMode,
     #[serde(default = "default_parallel")]
     pub parallel: usize,
+    /// Kubernetes targets that start together and share a namespace setting are applied by one
+    /// kubectl process (and one by one only if that call fails).
+    #[serde(default = "default_true")]
+    pub batch: bool,
     /// Seconds Terraform waits for its state lock before failing.
     #[serde(default = "default_lock_timeout")]
     pub terraform_lock_timeout: u64,
@@ -167,6 +171,10 @@ pub struct DeploySettings {
 
 fn default_parallel() -> usize {
     4
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_lock_timeout() -> u64 {
@@ -178,6 +186,7 @@ impl Default for DeploySettings {
         DeploySettings {
             mode: DeployMode::Sync,
             parallel: default_parallel(),
+            batch: true,
             terraform_lock_timeout: default_lock_timeout(),
         }
     }

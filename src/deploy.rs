@@ -627,6 +627,14 @@ impl<'s> Deployer<'s> {
         let mut results: Vec<Option<TargetReport>> = vec![None; plan.targets.len()];
         let mut started = vec![false; plan.targets.len()];
         let (tx, rx) = mpsc::channel::<(usize, TargetReport)>();
+        let ctx = Ctx {
+            env,
+            config,
+            kubectl: &kubectl,
+            masker: &self.masker,
+            plan,
+            secrets,
+        };
         std::thread::scope(|scope| {
             let mut running = 0;
             loop {
@@ -635,6 +643,9 @@ impl<'s> Deployer<'s> {
                     .flatten()
                     .map(|r| (r.name.as_str(), r.result))
                     .collect();
+                // Kubernetes targets starting in this round, by namespace setting: a group of
+                // several is applied by one kubectl (see `start_batch`).
+                let mut groups: BTreeMap<Option<&str>, Vec<usize>> = BTreeMap::new();
                 for i in 0..plan.targets.len() {
                     if started[i] || running >= parallel {
                         continue;
@@ -643,6 +654,7 @@ impl<'s> Deployer<'s> {
                         continue;
                     }
                     started[i] = true;
+                    running += 1;
                     let tp = &plan.targets[i];
                     if let Some(bad) = deps[i]
                         .iter()
@@ -651,20 +663,25 @@ impl<'s> Deployer<'s> {
                         let r = skipped(tp, format!("dependency {bad} failed"));
                         print_target(&env.name, &r);
                         let _ = tx.send((i, r));
-                        running += 1;
                         continue;
                     }
-                    running += 1;
+                    if config.deploy.batch && batchable(tp, secrets) {
+                        groups
+                            .entry(tp.target.namespace.as_deref())
+                            .or_default()
+                            .push(i);
+                        continue;
+                    }
                     let tx = tx.clone();
-                    let kubectl = &kubectl;
-                    let secrets = &secrets;
                     let tf_dir = tf_dirs.get(&tp.target.name).cloned();
-                    let masker = &self.masker;
                     scope.spawn(move || {
-                        let r = run_target(env, config, kubectl, masker, tp, secrets, tf_dir);
+                        let r = run_target(ctx, tp, tf_dir, None);
                         print_target(&env.name, &r);
                         let _ = tx.send((i, r));
                     });
+                }
+                for (ns, members) in groups {
+                    start_batch(scope, ctx, ns, members, tx.clone());
                 }
                 if running == 0 {
                     break;
@@ -672,10 +689,100 @@ impl<'s> Deployer<'s> {
                 let Ok((i, r)) = rx.recv() else { break };
                 running -= 1;
                 results[i] = Some(r);
+                // Targets that finished together start their successors together.
+                while let Ok((i, r)) = rx.try_recv() {
+                    running -= 1;
+                    results[i] = Some(r);
+                }
             }
         });
         Ok(results.into_iter().flatten().collect())
     }
+}
+
+/// What running a target needs from the deploy that starts it.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    env: &'a Environment,
+    config: &'a crate::config::ServerConfig,
+    kubectl: &'a Kubectl,
+    masker: &'a Masker,
+    plan: &'a Plan,
+    secrets: &'a Secrets,
+}
+
+/// A Kubernetes target that can share a kubectl call: it has objects to apply, none of them a
+/// CustomResourceDefinition (whose custom resources need a call of their own after it).
+fn batchable(tp: &TargetPlan, secrets: &Secrets) -> bool {
+    if tp.target.kind == TargetType::Terraform || tp.refused.is_some() {
+        return false;
+    }
+    let objects = kube_objects(tp, secrets);
+    !objects.is_empty()
+        && !objects
+            .iter()
+            .any(|o| o.id.kind == "CustomResourceDefinition")
+}
+
+/// Starts `members` (Kubernetes targets of one namespace setting that start together). One
+/// target runs as usual. Several are applied by one kubectl process, which saves a kubectl start
+/// (~0.1 s of CPU) per target; each then prunes and waits for health on its own thread. Should
+/// the shared call fail, every member is applied again on its own (server-side apply is
+/// idempotent), so that a failure is reported by the target that caused it and the others
+/// succeed exactly as they would have alone.
+fn start_batch<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    b: Ctx<'env>,
+    ns: Option<&'env str>,
+    members: Vec<usize>,
+    tx: mpsc::Sender<(usize, TargetReport)>,
+) {
+    scope.spawn(move || {
+        let clock = Instant::now();
+        let shared = if members.len() > 1 {
+            let mut all: Vec<Object> = members
+                .iter()
+                .flat_map(|&i| kube_objects(&b.plan.targets[i], b.secrets))
+                .collect();
+            all.sort_by_key(|o| !o.is_foundation());
+            let names: Vec<&str> = members
+                .iter()
+                .map(|&i| b.plan.targets[i].target.name.as_str())
+                .collect();
+            log::debug!("{}: one kubectl apply for {}", b.env.name, names.join(", "));
+            match b.kubectl.apply(manifest::to_stream(all.iter()), ns, None) {
+                Ok(out) if out.success() => true,
+                Ok(out) => {
+                    log::info!(
+                        "{}: the shared apply of {} failed ({}); applying them one by one",
+                        b.env.name,
+                        names.join(", "),
+                        b.masker.mask(&out.reason())
+                    );
+                    false
+                }
+                Err(e) => {
+                    log::info!(
+                        "{}: the shared apply failed ({e:#}); one by one",
+                        b.env.name
+                    );
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        for i in members {
+            let tx = tx.clone();
+            scope.spawn(move || {
+                let tp = &b.plan.targets[i];
+                let applied = shared.then_some(clock);
+                let r = run_target(b, tp, None, applied);
+                print_target(&b.env.name, &r);
+                let _ = tx.send((i, r));
+            });
+        }
+    });
 }
 
 /// Vault values fetched once per deploy: Terraform environment variables and generated
@@ -715,15 +822,21 @@ fn print_target(env: &str, r: &TargetReport) {
 }
 
 fn run_target(
-    env: &Environment,
-    config: &crate::config::ServerConfig,
-    kubectl: &Kubectl,
-    masker: &Masker,
+    c: Ctx<'_>,
     tp: &TargetPlan,
-    secrets: &Secrets,
     tf_dir: Option<Result<PathBuf, String>>,
+    applied: Option<Instant>,
 ) -> TargetReport {
-    let clock = Instant::now();
+    let Ctx {
+        env,
+        config,
+        kubectl,
+        masker,
+        secrets,
+        ..
+    } = c;
+    // A target whose objects a shared kubectl call applied counts from that call's start.
+    let clock = applied.unwrap_or_else(Instant::now);
     let t = &tp.target;
     let mut r = TargetReport::new(&t.name, t.kind);
     let outcome = if let Some(why) = &tp.refused {
@@ -731,7 +844,7 @@ fn run_target(
     } else if t.kind == TargetType::Terraform {
         run_terraform(env, config, masker, tp, secrets, tf_dir, &mut r)
     } else {
-        run_kube(env, kubectl, tp, secrets, &mut r)
+        run_kube(env, kubectl, tp, secrets, applied.is_some(), &mut r)
     };
     if let Err(reason) = outcome {
         r.result = Outcome::Failed;
@@ -741,20 +854,37 @@ fn run_target(
     r
 }
 
+/// The objects a Kubernetes target applies: its manifests' and, when deploying, the Secrets
+/// generated from Vault for it.
+fn kube_objects(tp: &TargetPlan, secrets: &Secrets) -> Vec<Object> {
+    let mut objects: Vec<Object> = tp.apply.clone();
+    if tp.step == Step::Deploy {
+        objects.extend(
+            secrets
+                .objects
+                .get(&tp.target.name)
+                .cloned()
+                .unwrap_or_default(),
+        );
+    }
+    objects
+}
+
+/// Applies (unless a shared call already did: `applied`), prunes, then waits for health.
 fn run_kube(
     env: &Environment,
     kubectl: &Kubectl,
     tp: &TargetPlan,
     secrets: &Secrets,
+    applied: bool,
     r: &mut TargetReport,
 ) -> std::result::Result<(), String> {
     let t = &tp.target;
     let ns = t.namespace.as_deref();
-    let mut objects: Vec<Object> = tp.apply.clone();
-    if tp.step == Step::Deploy {
-        objects.extend(secrets.objects.get(&t.name).cloned().unwrap_or_default());
-    }
-    if !objects.is_empty() {
+    let objects = kube_objects(tp, secrets);
+    if applied {
+        r.applied = objects.len();
+    } else if !objects.is_empty() {
         // A custom resource cannot be mapped before its CRD exists: such targets apply their
         // foundations first, in a call of their own.
         let has_crd = objects

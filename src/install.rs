@@ -19,39 +19,34 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The shim text for `hook`, running `bin`. Hooks that read stdin buffer it once so that the
-/// chained hook and hookops both see every line.
+/// The shim text for `hook`, running `bin`. Without a chained hook, stdin goes straight to
+/// hookops (no extra processes on the push path); with one, hooks that read stdin buffer it
+/// once so that the chained hook and hookops both see every line.
 pub fn shim(hook: &str, bin: &str, chain: bool) -> String {
     let bin = quote(bin);
     let mut s = format!("#!/bin/sh\n{MARKER} (written by `hookops install`; edit the server config, not this file)\n");
     let reads_stdin = hook != "post-merge";
-    if reads_stdin {
-        s.push_str("input=$(cat)\n");
-    }
     if chain {
+        // `${0%/*}` is dirname without a process; git runs hooks by a path with a slash.
         s.push_str(&format!(
-            "prev=\"$(dirname \"$0\")/{hook}.{CHAINED}\"\nif [ -x \"$prev\" ]; then\n"
+            "case $0 in */*) prev=\"${{0%/*}}/{hook}.{CHAINED}\" ;; *) prev=\"./{hook}.{CHAINED}\" ;; esac\nif [ -x \"$prev\" ]; then\n"
         ));
-        let run_prev = if reads_stdin {
-            "  printf '%s\\n' \"$input\" | \"$prev\" \"$@\""
-        } else {
-            "  \"$prev\" \"$@\""
-        };
         // A failing pre-receive must still reject the push; other hooks cannot undo anything.
-        if hook == "pre-receive" {
-            s.push_str(&format!("{run_prev} || exit $?\n"));
+        let status = if hook == "pre-receive" {
+            " || exit $?"
         } else {
-            s.push_str(&format!("{run_prev}\n"));
+            ""
+        };
+        if reads_stdin {
+            s.push_str(&format!(
+                "  input=$(cat)\n  printf '%s\\n' \"$input\" | \"$prev\" \"$@\"{status}\n  printf '%s\\n' \"$input\" | exec {bin} {hook} \"$@\"\n  exit $?\n"
+            ));
+        } else {
+            s.push_str(&format!("  \"$prev\" \"$@\"{status}\n"));
         }
         s.push_str("fi\n");
     }
-    if reads_stdin {
-        s.push_str(&format!(
-            "printf '%s\\n' \"$input\" | exec {bin} {hook} \"$@\"\n"
-        ));
-    } else {
-        s.push_str(&format!("exec {bin} {hook} \"$@\"\n"));
-    }
+    s.push_str(&format!("exec {bin} {hook} \"$@\"\n"));
     s
 }
 
@@ -182,6 +177,7 @@ fn current_bin() -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn shim_quotes_and_chains() {
@@ -190,6 +186,66 @@ mod tests {
         assert!(s.contains("|| exit $?"));
         let m = shim("post-merge", "/bin/hookops", false);
         assert!(!m.contains("input=$(cat)"));
+    }
+
+    /// Runs the shims with sh: hookops (a script recording its stdin here) and the chained hook
+    /// both see every ref line; a failing chained pre-receive stops the push.
+    #[test]
+    fn shims_pass_stdin_to_the_chained_hook_and_hookops() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let bin = d.join("fake hookops");
+        fs::write(
+            &bin,
+            "#!/bin/sh\n{ echo \"$1 $2\"; cat; } > \"$(dirname \"$0\")/seen-by-hookops\"\n",
+        )
+        .unwrap();
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+        let lines = "a b refs/heads/main\nc d refs/heads/dev\n";
+        let run = |hook: &str, chain: bool| {
+            let path = d.join(hook);
+            fs::write(&path, shim(hook, bin.to_str().unwrap(), chain)).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+            let mut child = std::process::Command::new(&path)
+                .arg("x")
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(lines.as_bytes())
+                .unwrap();
+            let status = child.wait().unwrap();
+            let seen = fs::read_to_string(d.join("seen-by-hookops")).unwrap_or_default();
+            let _ = fs::remove_file(d.join("seen-by-hookops"));
+            (status.code(), seen)
+        };
+        let want = format!("post-receive x\n{lines}");
+        assert_eq!(run("post-receive", false), (Some(0), want.clone()));
+        assert_eq!(
+            run("post-receive", true),
+            (Some(0), want.clone()),
+            "no chained hook yet"
+        );
+        let chained = d.join("post-receive.hookops-chained");
+        fs::write(
+            &chained,
+            "#!/bin/sh\ncat > \"$(dirname \"$0\")/seen-by-chained\"\n",
+        )
+        .unwrap();
+        fs::set_permissions(&chained, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(run("post-receive", true), (Some(0), want));
+        assert_eq!(
+            fs::read_to_string(d.join("seen-by-chained")).unwrap(),
+            lines
+        );
+        let refuse = d.join("pre-receive.hookops-chained");
+        fs::write(&refuse, "#!/bin/sh\ncat >/dev/null\nexit 3\n").unwrap();
+        fs::set_permissions(&refuse, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(run("pre-receive", true), (Some(3), String::new()));
     }
 
     #[test]

@@ -465,6 +465,105 @@ fn discovered_targets_without_hookops_toml() {
     assert_eq!(rec["targets"][0]["name"], "apps/two");
 }
 
+/// Kubernetes targets that start together share one kubectl apply; when that call fails, each
+/// is applied again on its own, so only the target at fault fails. kubectl is the real one, run
+/// through a wrapper script that only logs its arguments, to count the calls.
+#[test]
+fn targets_starting_together_share_one_kubectl_and_failures_stay_with_their_target() {
+    let Some(w) = world() else { return };
+    let calls = w.tmp.path().join("kubectl-calls");
+    let wrapper = w.tmp.path().join("kubectl-logged");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec kubectl \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let tools = format!("[tools]\nkubectl = \"{}\"\n", wrapper.display());
+    w.configure("on_failure = \"stop\"", &tools);
+    let applies = || {
+        let text = std::fs::read_to_string(&calls).unwrap_or_default();
+        let _ = std::fs::remove_file(&calls);
+        text.lines().filter(|l| l.contains(" apply ")).count()
+    };
+    let files = |v: &str| {
+        (1..=3)
+            .map(|i| {
+                (
+                    format!("apps/t{i}/cm.yaml"),
+                    configmap(&format!("t{i}"), Some("shared"), v),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut first = files("1");
+    first.push(("apps/ns.yaml".into(), namespace("shared")));
+    let refs: Vec<(&str, &str)> = first
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    w.commit(&refs, "three targets and their namespace");
+    w.push().assert_ok();
+    // The namespace's target first, alone; then the three together.
+    assert_eq!(applies(), 2);
+    for i in 1..=3 {
+        let cm = w.configmap("shared", &format!("t{i}")).expect("applied");
+        assert_eq!(cm["data"]["value"], "1");
+    }
+
+    w.sandbox()
+        .fail_path("/api/v1/namespaces/shared/configmaps/t2", 500);
+    let second = files("2");
+    let refs: Vec<(&str, &str)> = second
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let c = w.commit(&refs, "change all three; t2 cannot be written");
+    let out = w.push();
+    assert!(out.all().contains("FAILED"), "{}", out.all());
+    // The shared call, then each target on its own.
+    assert_eq!(applies(), 4);
+    let rec = w.last_record(&c);
+    let result = |name: &str| {
+        rec["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {rec}"))["result"]
+            .clone()
+    };
+    assert_eq!(result("apps/t1"), "succeeded", "{rec}");
+    assert_eq!(result("apps/t2"), "failed", "{rec}");
+    assert_eq!(result("apps/t3"), "succeeded", "{rec}");
+    assert_eq!(w.configmap("shared", "t1").unwrap()["data"]["value"], "2");
+    assert_eq!(w.configmap("shared", "t2").unwrap()["data"]["value"], "1");
+    assert_eq!(w.configmap("shared", "t3").unwrap()["data"]["value"], "2");
+
+    // `[deploy] batch = false`: one kubectl per target.
+    w.sandbox().clear_faults();
+    w.configure(
+        "on_failure = \"stop\"",
+        &format!("{tools}\n[deploy]\nbatch = false\n"),
+    );
+    let third = files("3");
+    let refs: Vec<(&str, &str)> = third
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    w.commit(&refs, "change all three again");
+    w.push().assert_ok();
+    assert_eq!(applies(), 3);
+    assert_eq!(w.configmap("shared", "t2").unwrap()["data"]["value"], "3");
+}
+
 // ---- bad input ------------------------------------------------------------------------------
 
 #[test]
