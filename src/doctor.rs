@@ -1,6 +1,7 @@
 //! `hookops doctor`: one line per check, a fix hint for each failure, non-zero on any failure.
-//! Checks the tools, each environment's cluster and identity (what it deploys as, and whether it
-//! may write in its namespaces), Vault, the signing key, the hooks, and the notes ref.
+//! Checks the tools (git, kubectl, terraform), each environment's cluster and identity (what it
+//! deploys as, and whether it may write in its namespaces), Vault, the signing key, the hooks,
+//! and the notes ref.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -117,6 +118,15 @@ pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
 }
 
 fn tools(r: &mut Report, config: &ServerConfig, masker: &Masker) {
+    // Hooks run under git anyway; `[sync]` and `watch` run it for every fetch and push.
+    match crate::remote::git_version() {
+        Ok(v) => r.ok("git", &v),
+        Err(e) => r.fail(
+            "git",
+            &crate::one_line(&format!("{e:#}")),
+            "install git (Debian: apt install git)",
+        ),
+    }
     let checks = [
         (
             "kubectl",

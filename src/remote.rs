@@ -1,30 +1,35 @@
-//! Talking to other repositories: fetch and push through libgit2 with the credentials of the
-//! server config's `[sync]` table, and `sync`, which shares deploy records and pointers with a
-//! remote so that several deployers (clones, watchers, the server itself) see one history.
+//! Talking to other repositories: fetch, `ls-remote` and push through the `git` command with the
+//! credentials of the server config's `[sync]` table, and `sync`, which shares deploy records
+//! and pointers with a remote so that several deployers (clones, watchers, the server itself)
+//! see one history.
 //!
-//! SSH host keys are always checked against a known_hosts file, never accepted on first use: a
-//! deployer holds cluster credentials, so talking to an impostor remote would let it choose
-//! what gets deployed. HTTPS certificates are left to libgit2's own verification (system CAs).
-//! Tokens travel only inside libgit2's credential callback: never in a URL, a log line or an
-//! error message.
+//! Network transports are git's and OpenSSH's, not libgit2's: libgit2 is built without them, so
+//! no hookops process loads OpenSSL or libssh2 (about 5 ms of every start-up, more than the
+//! change detection of a push; see docs/performance.md). Local remotes (paths, `file://`) go
+//! through `git` too.
+//!
+//! SSH host keys are always checked by OpenSSH against a known_hosts file
+//! (`StrictHostKeyChecking=yes`), never accepted on first use: a deployer holds cluster
+//! credentials, so talking to an impostor remote would let it choose what gets deployed. HTTPS
+//! certificates are verified by git (its TLS library, the system CAs or `http.sslCAInfo`).
+//! Tokens reach git only through the environment of one child, read back by a one-shot
+//! credential helper: never in an argument, a URL, a log line, an error message or a file.
+//!
+//! The user's git configuration applies (`url.*.insteadOf`, `http.sslCAInfo`, proxies), as it
+//! does to a hand-run `git fetch`; settings that would change what these commands do to the
+//! repository (tag pruning, maintenance, pre-push hooks, followed tags) are overridden.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use git2::cert::Cert;
-use git2::{
-    AutotagOption, CertificateCheckStatus, Cred, CredentialType, ErrorCode, FetchOptions,
-    FetchPrune, ProxyOptions, PushOptions, RemoteCallbacks, Repository,
-};
-use hmac::{Hmac, Mac};
-use ssh_key::known_hosts::{HostPatterns, KnownHosts, Marker};
-use ssh_key::HashAlg;
+use git2::Repository;
 
 use crate::config;
+use crate::mask::Masker;
 use crate::notes::{self, NOTES_REF};
 use crate::session::Session;
+use crate::tools;
 
 /// Where `sync` fetches the remote's notes before merging them into ours.
 pub const REMOTE_NOTES_REF: &str = "refs/hookops/remote-notes";
@@ -34,6 +39,45 @@ pub const TOKEN_ENV: &str = "HOOKOPS_GIT_TOKEN";
 
 /// Fetch–merge–push rounds before `sync` gives up on a remote whose notes keep moving.
 const SYNC_TRIES: u32 = 5;
+
+/// The one error for a machine without git.
+const GIT_MISSING: &str = "git not found on PATH: hookops fetches and pushes with the git command";
+
+/// The credential helper that hands git the token: it answers `get` from the two variables set
+/// in that git child's environment only, and ignores `store` and `erase`.
+const CREDENTIAL_HELPER: &str = "credential.helper=!f() { test \"$1\" = get || exit 0; \
+    printf \"username=%s\\npassword=%s\\n\" \"${HOOKOPS_GIT_USERNAME}\" \"${HOOKOPS_GIT_TOKEN}\"; }; f";
+
+/// Settings for every git run: no gc or maintenance inside a hook, never an interactive
+/// credential prompt, and an HTTP transfer slower than 1 KB/s for two minutes is dead.
+const GIT_SETTINGS: &[&str] = &[
+    "-c",
+    "gc.auto=0",
+    "-c",
+    "maintenance.auto=false",
+    "-c",
+    "credential.interactive=false",
+    "-c",
+    "http.lowSpeedLimit=1000",
+    "-c",
+    "http.lowSpeedTime=120",
+];
+
+/// Lines git adds to every failed connection; they never say what went wrong.
+const BOILERPLATE: &[&str] = &[
+    "fatal: Could not read from remote repository.",
+    "Please make sure you have the correct access rights",
+    "and the repository exists.",
+    "Host key verification failed.",
+];
+
+/// What git says when a server asks for credentials that nothing provides (prompts are off;
+/// the last one is `credential.interactive=false`, git 2.46 and later).
+const PROMPTS: &[&str] = &[
+    "could not read Username",
+    "could not read Password",
+    "unable to get password from user",
+];
 
 /// Credentials for remotes, from the `[sync]` table.
 #[derive(Clone, Default)]
@@ -105,9 +149,11 @@ enum Transport {
     Plain,
 }
 
+const SSH_SCHEMES: [&str; 3] = ["ssh://", "git+ssh://", "ssh+git://"];
+
 fn transport(url: &str) -> Transport {
     let lower = url.to_ascii_lowercase();
-    if let Some(rest) = ["ssh://", "git+ssh://", "ssh+git://"]
+    if let Some(rest) = SSH_SCHEMES
         .iter()
         .find_map(|s| lower.starts_with(s).then(|| &url[s.len()..]))
     {
@@ -159,6 +205,22 @@ fn split_host_port(s: &str) -> (String, Option<u16>) {
     }
 }
 
+/// The user and password in a URL's authority, if any.
+fn userinfo(url: &str) -> (Option<&str>, Option<&str>) {
+    let Some(scheme_end) = url.find("://") else {
+        return (None, None);
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    match authority.rsplit_once('@') {
+        Some((info, _)) => match info.split_once(':') {
+            Some((user, password)) => (Some(user), Some(password)),
+            None => (Some(info), None),
+        },
+        None => (None, None),
+    }
+}
+
 /// The URL as it may appear in messages: any password in it is replaced.
 pub fn display_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
@@ -180,289 +242,63 @@ pub fn display_url(url: &str) -> String {
     }
 }
 
-/// The name a known_hosts file uses for a host: bare on port 22, `[host]:port` otherwise.
-fn known_hosts_name(host: &str, port: u16) -> String {
-    if port == 22 {
-        host.to_string()
+/// An SSH URL as handed to git: with the user `git` when it names none (OpenSSH would log in
+/// as the local user; forges all expect `git`, and hookops always defaulted to it).
+fn with_ssh_user(url: &str) -> String {
+    let lower = url.to_ascii_lowercase();
+    if let Some(scheme) = SSH_SCHEMES.iter().find(|s| lower.starts_with(*s)) {
+        let rest = &url[scheme.len()..];
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.contains('@') {
+            return url.to_string();
+        }
+        return format!("{}git@{rest}", &url[..scheme.len()]);
+    }
+    let colon = url.find(':').unwrap_or(0);
+    if url[..colon].contains('@') {
+        url.to_string()
     } else {
-        format!("[{host}]:{port}")
+        format!("git@{url}")
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum HostKeyVerdict {
-    Known,
-    /// The host is listed with a different key of the same type.
-    Mismatch,
-    /// The key is listed as `@revoked`.
-    Revoked,
-    /// The host is not listed, or only with other key types (the key types listed).
-    Unknown(Vec<String>),
+/// `'…'` for sh (`GIT_SSH_COMMAND` is run by a shell).
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Checks an offered host key (its algorithm name and SHA-256 fingerprint bytes) against the
-/// text of a known_hosts file, the way OpenSSH reads it: plain and hashed host names,
-/// wildcards, negations, `@revoked`. `@cert-authority` lines are skipped (libssh2 does not
-/// present host certificates).
-fn check_known_hosts(text: &str, name: &str, algorithm: &str, sha256: &[u8]) -> HostKeyVerdict {
-    let mut listed_types = Vec::new();
-    let mut same_type = false;
-    for entry in KnownHosts::new(text) {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                log::debug!("known_hosts: skipping a line ssh-key cannot parse: {e}");
-                continue;
-            }
-        };
-        if !host_matches(entry.host_patterns(), name) {
-            continue;
-        }
-        let key = entry.public_key();
-        let matches = key.fingerprint(HashAlg::Sha256).as_bytes() == sha256;
-        match entry.marker() {
-            Some(Marker::Revoked) if matches => return HostKeyVerdict::Revoked,
-            Some(_) => continue,
-            None => {}
-        }
-        if matches {
-            return HostKeyVerdict::Known;
-        }
-        let t = key.algorithm().as_str().to_string();
-        same_type |= t == algorithm;
-        listed_types.push(t);
-    }
-    if same_type {
-        HostKeyVerdict::Mismatch
-    } else {
-        HostKeyVerdict::Unknown(listed_types)
-    }
+/// A file name as one ssh_config value: double-quoted (ssh splits values at spaces) with `%`
+/// doubled (ssh expands `%` tokens in file names).
+fn ssh_file_value(p: &Path) -> String {
+    let s = p
+        .to_string_lossy()
+        .replace('%', "%%")
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    format!("\"{s}\"")
 }
 
-fn host_matches(patterns: &HostPatterns, name: &str) -> bool {
-    match patterns {
-        HostPatterns::HashedName { salt, hash } => {
-            let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(salt) else {
-                return false;
-            };
-            mac.update(name.as_bytes());
-            mac.verify_slice(hash).is_ok()
-        }
-        HostPatterns::Patterns(list) => {
-            let name = name.to_ascii_lowercase();
-            let mut positive = false;
-            for p in list {
-                let p = p.to_ascii_lowercase();
-                if let Some(negated) = p.strip_prefix('!') {
-                    if glob(negated.as_bytes(), name.as_bytes()) {
-                        return false;
-                    }
-                } else if glob(p.as_bytes(), name.as_bytes()) {
-                    positive = true;
-                }
-            }
-            positive
-        }
-    }
+/// `-o Key="value"`, quoted for sh.
+fn ssh_file_option(key: &str, p: &Path) -> String {
+    format!("-o {}", sh_quote(&format!("{key}={}", ssh_file_value(p))))
 }
 
-/// `*` and `?` wildcards, as in ssh_config(5) patterns.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|i| glob(rest, &text[i..])),
-        Some((b'?', rest)) => !text.is_empty() && glob(rest, &text[1..]),
-        Some((c, rest)) => text.first() == Some(c) && glob(rest, &text[1..]),
+/// The OpenSSH command git runs for SSH remotes: batch mode (no prompt of any kind), host keys
+/// only from `known_hosts` and checked strictly, a connect timeout and keepalives (a dead
+/// connection fails within about two minutes), and either `[sync] ssh_key` alone or the agent.
+fn ssh_command(known_hosts: &Path, key: Option<&Path>) -> String {
+    let mut c = format!(
+        "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes {} -o GlobalKnownHostsFile=/dev/null \
+         -o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=8",
+        ssh_file_option("UserKnownHostsFile", known_hosts)
+    );
+    if let Some(key) = key {
+        c.push_str(&format!(
+            " {} -o IdentitiesOnly=yes -o IdentityAgent=none",
+            ssh_file_option("IdentityFile", key)
+        ));
     }
-}
-
-/// `SHA256:…`, as `ssh-keygen -l` shows it.
-fn fingerprint(sha256: &[u8]) -> String {
-    match <[u8; 32]>::try_from(sha256) {
-        Ok(bytes) => ssh_key::Fingerprint::Sha256(bytes).to_string(),
-        Err(_) => "(unknown fingerprint)".to_string(),
-    }
-}
-
-/// Callbacks for one operation on `url`. Errors raised inside callbacks are kept in `failure`
-/// because libgit2 may replace them with a generic message on the way out.
-struct Op<'c> {
-    url: &'c str,
-    creds: &'c Creds,
-    transport: Transport,
-    failure: RefCell<Option<String>>,
-    tried: RefCell<Vec<&'static str>>,
-}
-
-impl<'c> Op<'c> {
-    fn new(url: &'c str, creds: &'c Creds) -> Op<'c> {
-        Op {
-            url,
-            creds,
-            transport: transport(url),
-            failure: RefCell::new(None),
-            tried: RefCell::new(Vec::new()),
-        }
-    }
-
-    fn fail(&self, message: String) -> git2::Error {
-        let e = git2::Error::from_str(&message);
-        *self.failure.borrow_mut() = Some(message);
-        e
-    }
-
-    fn callbacks(&self) -> RemoteCallbacks<'_> {
-        let mut cb = RemoteCallbacks::new();
-        cb.credentials(|_url, username, allowed| self.credentials(username, allowed));
-        cb.certificate_check(|cert, host| self.certificate_check(cert, host));
-        cb
-    }
-
-    fn credentials(
-        &self,
-        username: Option<&str>,
-        allowed: CredentialType,
-    ) -> Result<Cred, git2::Error> {
-        let shown = display_url(self.url);
-        if allowed.contains(CredentialType::USERNAME) {
-            return Cred::username(username.unwrap_or("git"));
-        }
-        if allowed.contains(CredentialType::SSH_KEY) {
-            let user = username.unwrap_or("git");
-            let mut tried = self.tried.borrow_mut();
-            // libgit2 asks again after every refusal; each source is offered once.
-            if let Some(key) = &self.creds.ssh_key {
-                if !tried.contains(&"key") {
-                    tried.push("key");
-                    return Cred::ssh_key(user, None, key, None);
-                }
-                return Err(self.fail(format!(
-                    "{shown}: SSH authentication as {user} with [sync] ssh_key {} was refused",
-                    key.display()
-                )));
-            }
-            if !tried.contains(&"agent") {
-                tried.push("agent");
-                return Cred::ssh_key_from_agent(user).map_err(|e| {
-                    self.fail(format!(
-                        "{shown}: no usable ssh-agent ({}); set [sync] ssh_key",
-                        e.message()
-                    ))
-                });
-            }
-            return Err(self.fail(format!(
-                "{shown}: SSH authentication as {user} with the ssh-agent's keys was refused"
-            )));
-        }
-        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
-            if self.transport == Transport::Http {
-                return Err(self.fail(format!(
-                    "{shown} asks for credentials over plain http; hookops only sends a token over https"
-                )));
-            }
-            let Some(token) = &self.creds.token else {
-                return Err(self.fail(format!(
-                    "{shown} asks for credentials: set [sync] token_file or {TOKEN_ENV}"
-                )));
-            };
-            let mut tried = self.tried.borrow_mut();
-            if tried.contains(&"token") {
-                return Err(self.fail(format!("{shown}: the token was refused")));
-            }
-            tried.push("token");
-            return Cred::userpass_plaintext(https_username(username), token);
-        }
-        Err(self.fail(format!(
-            "{shown} asks for an authentication method hookops does not offer"
-        )))
-    }
-
-    fn certificate_check(
-        &self,
-        cert: &Cert<'_>,
-        host: &str,
-    ) -> Result<CertificateCheckStatus, git2::Error> {
-        let Some(hostkey) = cert.as_hostkey() else {
-            // TLS: libgit2 has already verified the chain against the system CAs.
-            return Ok(CertificateCheckStatus::CertificatePassthrough);
-        };
-        let (host, port) = match &self.transport {
-            Transport::Ssh { host, port } => (host.as_str(), *port),
-            _ => (host, 22),
-        };
-        let name = known_hosts_name(host, port);
-        let sha256: Vec<u8> = match (hostkey.hash_sha256(), hostkey.hostkey()) {
-            (Some(h), _) => h.to_vec(),
-            (None, Some(raw)) => {
-                use sha2::Digest;
-                sha2::Sha256::digest(raw).to_vec()
-            }
-            (None, None) => {
-                return Err(self.fail(format!(
-                    "{name}: the SSH library did not expose the host key; refusing to connect"
-                )))
-            }
-        };
-        let algorithm = hostkey
-            .hostkey_type()
-            .map(|t| t.name().to_string())
-            .unwrap_or_default();
-        let path = self
-            .creds
-            .known_hosts_path()
-            .map_err(|e| self.fail(format!("{e:#}")))?;
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                return Err(self.fail(format!(
-                    "host key of {name} cannot be checked: reading known_hosts {}: {e}",
-                    path.display()
-                )))
-            }
-        };
-        let fp = fingerprint(&sha256);
-        match check_known_hosts(&text, &name, &algorithm, &sha256) {
-            HostKeyVerdict::Known => Ok(CertificateCheckStatus::CertificateOk),
-            HostKeyVerdict::Mismatch => Err(self.fail(format!(
-                "host key of {name} does NOT match known_hosts {} (offered {algorithm} {fp}): \
-                 refusing to connect; if the key was rotated, replace the entry after checking \
-                 the new fingerprint",
-                path.display()
-            ))),
-            HostKeyVerdict::Revoked => Err(self.fail(format!(
-                "host key of {name} ({algorithm} {fp}) is marked @revoked in {}",
-                path.display()
-            ))),
-            HostKeyVerdict::Unknown(types) => {
-                let listed = if types.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (it lists only {} keys for it)", types.join(", "))
-                };
-                Err(self.fail(format!(
-                    "host {name} is not in known_hosts {}{listed}: offered {algorithm} {fp}; \
-                     add it with `ssh-keyscan{} {host}` after checking the fingerprint",
-                    path.display(),
-                    if port == 22 {
-                        String::new()
-                    } else {
-                        format!(" -p {port}")
-                    },
-                )))
-            }
-        }
-    }
-
-    /// The error to report for a failed operation: ours from a callback if there was one.
-    fn error(&self, e: git2::Error, doing: &str) -> anyhow::Error {
-        let shown = display_url(self.url);
-        match self.failure.borrow_mut().take() {
-            Some(message) => anyhow!("{doing} {shown}: {message}"),
-            // The message only (git2's Display appends class and code numbers), and with the
-            // URL masked in case libgit2 quoted it.
-            None => anyhow!("{doing} {shown}: {}", e.message().replace(self.url, &shown)),
-        }
-    }
+    c
 }
 
 /// The user name sent with an HTTPS token: the URL's, else `x-access-token`, which GitHub
@@ -474,51 +310,407 @@ fn https_username(from_url: Option<&str>) -> &str {
         .unwrap_or("x-access-token")
 }
 
-fn proxy() -> ProxyOptions<'static> {
-    let mut p = ProxyOptions::new();
-    p.auto();
-    p
+fn git_on_path() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("git").is_file()))
+}
+
+/// `git --version`, for `hookops doctor`.
+pub fn git_version() -> Result<String> {
+    let out = tools::Command::new("git", "git")
+        .arg("--version")
+        .env("LC_ALL", "C")
+        .run(&Masker::new())
+        .map_err(|e| {
+            if git_on_path() {
+                e
+            } else {
+                anyhow!(GIT_MISSING)
+            }
+        })?;
+    if !out.success() {
+        bail!("git --version: {}", out.reason());
+    }
+    Ok(tools::first_line(&out.stdout).unwrap_or_default())
+}
+
+/// One network operation on `url`: how git is run for it, and how its failures are told.
+struct Git<'a> {
+    repo: &'a Repository,
+    /// The URL as configured.
+    url: &'a str,
+    /// The URL handed to git (an SSH URL gets a user, see `with_ssh_user`).
+    target: String,
+    shown: String,
+    creds: &'a Creds,
+    transport: Transport,
+    known_hosts: PathBuf,
+    masker: Masker,
+}
+
+impl<'a> Git<'a> {
+    fn new(repo: &'a Repository, url: &'a str, creds: &'a Creds) -> Result<Git<'a>> {
+        let transport = transport(url);
+        let shown = display_url(url);
+        let ssh = matches!(transport, Transport::Ssh { .. });
+        let known_hosts = match creds.known_hosts_path() {
+            Ok(p) => p,
+            Err(e) if ssh => return Err(e.context(format!("connecting to {shown}"))),
+            // Only an `insteadOf` rewrite could make this an SSH URL: then nothing is trusted.
+            Err(_) => PathBuf::from("/dev/null"),
+        };
+        if let (true, Some(key)) = (ssh, &creds.ssh_key) {
+            std::fs::File::open(key)
+                .with_context(|| format!("reading [sync] ssh_key {}", key.display()))?;
+        }
+        let mut masker = Masker::new();
+        if let Some(token) = &creds.token {
+            masker.add(token);
+        }
+        if let (_, Some(password)) = userinfo(url) {
+            masker.add(password);
+        }
+        Ok(Git {
+            repo,
+            url,
+            target: if ssh {
+                with_ssh_user(url)
+            } else {
+                url.to_string()
+            },
+            shown,
+            creds,
+            transport,
+            known_hosts,
+            masker,
+        })
+    }
+
+    /// The token, when this operation sends one (HTTPS only).
+    fn token(&self) -> Option<&str> {
+        match self.transport {
+            Transport::Https => self.creds.token.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> tools::Command {
+        let mut c = tools::Command::new("git", "git")
+            .arg("--git-dir")
+            .arg(self.repo.path())
+            .args(GIT_SETTINGS);
+        if self.token().is_some() {
+            // Only ours: a helper from the user's config could store the token on disk.
+            c = c.args(["-c", "credential.helper=", "-c", CREDENTIAL_HELPER]);
+        }
+        let key = self.creds.ssh_key.as_deref();
+        c = c
+            .args(args)
+            .env("LC_ALL", "C")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ASKPASS", "")
+            .env("SSH_ASKPASS", "")
+            .env("SSH_ASKPASS_REQUIRE", "never")
+            .env("GIT_SSH_COMMAND", &ssh_command(&self.known_hosts, key))
+            .env("GIT_SSH_VARIANT", "ssh");
+        match self.token() {
+            Some(token) => c
+                .env("HOOKOPS_GIT_USERNAME", https_username(userinfo(self.url).0))
+                .env(TOKEN_ENV, token),
+            // Not inherited either (it may be where the token came from).
+            None => c.env("HOOKOPS_GIT_USERNAME", "").env(TOKEN_ENV, ""),
+        }
+    }
+
+    /// Runs `git ARGS`; the output comes back masked, with the URL as `display_url` shows it.
+    fn run(&self, args: &[&str]) -> Result<tools::Output> {
+        let shown_args = self.clean(&args.join(" "));
+        log::debug!("running git {shown_args}");
+        let mut out = self.command(args).run(&self.masker).map_err(|e| {
+            if git_on_path() {
+                e
+            } else {
+                anyhow!(GIT_MISSING)
+            }
+        })?;
+        out.stdout = self.clean(&out.stdout);
+        out.stderr = self.clean(&out.stderr);
+        log::debug!(
+            "git {}: exit {:?} in {:?}{}{}",
+            args.first().unwrap_or(&""),
+            out.code,
+            out.elapsed,
+            if out.stderr.trim().is_empty() {
+                ""
+            } else {
+                ": "
+            },
+            crate::one_line(&out.stderr)
+        );
+        Ok(out)
+    }
+
+    fn clean(&self, text: &str) -> String {
+        let text = self.masker.mask(text);
+        let text = if self.target != self.url {
+            text.replace(&self.target, &self.shown)
+        } else {
+            text
+        };
+        if self.shown != self.url {
+            text.replace(self.url, &self.shown)
+        } else {
+            text
+        }
+    }
+
+    /// The one-line error for a failed git run: what ssh or git said, in hookops' words when
+    /// hookops knows better (host keys, credentials), else git's last meaningful line.
+    fn error(&self, out: &tools::Output, doing: &str) -> anyhow::Error {
+        let shown = &self.shown;
+        if let Some(why) = self.ssh_problem(&out.stderr) {
+            return anyhow!("{doing} {shown}: {why}");
+        }
+        let text = &out.stderr;
+        if PROMPTS.iter().any(|p| text.contains(p)) {
+            if self.transport == Transport::Http {
+                return anyhow!(
+                    "{doing} {shown}: the remote asks for credentials over plain http; hookops \
+                     only sends a token over https"
+                );
+            }
+            if self.token().is_none() {
+                return anyhow!(
+                    "{doing} {shown}: the remote asks for credentials: set [sync] token_file or \
+                     {TOKEN_ENV}"
+                );
+            }
+        }
+        if text.contains("Authentication failed for") && self.token().is_some() {
+            return anyhow!("{doing} {shown}: the token was refused");
+        }
+        let line = text
+            .lines()
+            .map(str::trim)
+            .rfind(|l| {
+                !l.is_empty()
+                    && !l.starts_with("hint:")
+                    && !l.starts_with("error: failed to push some refs")
+                    && !BOILERPLATE.contains(l)
+            })
+            .map(|l| {
+                l.strip_prefix("fatal: ")
+                    .or_else(|| l.strip_prefix("error: "))
+                    .unwrap_or(l)
+                    .to_string()
+            })
+            .unwrap_or_else(|| format!("git exited with status {:?}", out.code));
+        anyhow!("{doing} {shown}: {line}")
+    }
+
+    /// What OpenSSH refused, from its messages (`LC_ALL=C`): host keys and authentication.
+    fn ssh_problem(&self, text: &str) -> Option<String> {
+        let kh = self.known_hosts.display();
+        let missing = if self.known_hosts.exists() {
+            ""
+        } else {
+            " (the file does not exist)"
+        };
+        // `No ED25519 host key is known for [h]:2222 and you have requested strict checking.`
+        if let Some(line) = text.lines().find(|l| l.contains(" host key is known for ")) {
+            let (kind, rest) = line.split_once(" host key is known for ")?;
+            let kind = kind.trim().strip_prefix("No ").unwrap_or(kind.trim());
+            let name = rest.split(" and you have").next().unwrap_or(rest).trim();
+            return Some(format!(
+                "host {name} is not in known_hosts {kh}{missing} (offered key type {kind}); \
+                 add it with `{}` after checking the fingerprint",
+                keyscan(name)
+            ));
+        }
+        if text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+            // `Host key for [h]:2222 has changed and you have requested strict checking.`
+            let name = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Host key for "))
+                .and_then(|r| r.split(" has changed").next())
+                .map(str::to_string)
+                .unwrap_or_else(|| self.host_name());
+            let fp = text
+                .split_whitespace()
+                .find(|w| w.starts_with("SHA256:"))
+                .map(|w| format!(" (offered {})", w.trim_end_matches('.')))
+                .unwrap_or_default();
+            return Some(format!(
+                "host key of {name} does NOT match known_hosts {kh}{fp}: refusing to connect; \
+                 if the key was rotated, replace the entry after checking the new fingerprint"
+            ));
+        }
+        if text.contains("REVOKED HOST KEY") || text.contains("is marked as revoked") {
+            // `The ED25519 host key for [h]:2222 is marked as revoked.`
+            let (kind, name) = text
+                .lines()
+                .find_map(|l| {
+                    let rest = l.trim().strip_prefix("The ")?;
+                    let (kind, rest) = rest.split_once(" host key for ")?;
+                    let name = rest.split(" is marked as revoked").next()?;
+                    Some((kind.to_string(), name.to_string()))
+                })
+                .unwrap_or_else(|| ("its".to_string(), self.host_name()));
+            return Some(format!(
+                "host key of {name} ({kind}) is marked @revoked in {kh}: refusing to connect"
+            ));
+        }
+        if text.contains("Host key verification failed.") {
+            let said = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('@'))
+                .unwrap_or("Host key verification failed.");
+            return Some(format!(
+                "host key of {} not verified against known_hosts {kh}: {said}",
+                self.host_name()
+            ));
+        }
+        let key = self.creds.ssh_key.as_deref();
+        if let (true, Some(key)) = (text.contains("UNPROTECTED PRIVATE KEY FILE"), key) {
+            return Some(format!(
+                "[sync] ssh_key {} is readable by other users, so ssh will not use it \
+                 (chmod 600 it)",
+                key.display()
+            ));
+        }
+        if let (Some(line), Some(key)) = (text.lines().find(|l| l.starts_with("Load key ")), key) {
+            let why = line.rsplit_once(": ").map_or(line, |(_, w)| w);
+            return Some(format!(
+                "[sync] ssh_key {} cannot be loaded: {why}",
+                key.display()
+            ));
+        }
+        // `root@127.0.0.1: Permission denied (publickey).`
+        let denied = text.lines().find(|l| l.contains(": Permission denied ("))?;
+        let user = denied
+            .split(": Permission denied")
+            .next()
+            .and_then(|who| who.rsplit_once('@'))
+            .map(|(user, _)| user.trim().to_string())
+            .unwrap_or_else(|| userinfo(&self.target).0.unwrap_or("git").to_string());
+        Some(match key {
+            Some(key) => format!(
+                "SSH authentication as {user} with [sync] ssh_key {} was refused",
+                key.display()
+            ),
+            None if std::env::var_os("SSH_AUTH_SOCK").is_none_or(|s| s.is_empty()) => format!(
+                "SSH authentication as {user} was refused: no [sync] ssh_key and no ssh-agent \
+                 (SSH_AUTH_SOCK is not set)"
+            ),
+            None => format!("SSH authentication as {user} with the ssh-agent's keys was refused"),
+        })
+    }
+
+    /// The remote's name as known_hosts spells it: bare on port 22, `[host]:port` otherwise.
+    fn host_name(&self) -> String {
+        match &self.transport {
+            Transport::Ssh { host, port: 22 } => host.clone(),
+            Transport::Ssh { host, port } => format!("[{host}]:{port}"),
+            _ => self.shown.clone(),
+        }
+    }
+}
+
+/// The command that prints the key of a host named as in known_hosts.
+fn keyscan(name: &str) -> String {
+    match name.strip_prefix('[').and_then(|r| r.split_once("]:")) {
+        Some((host, port)) => format!("ssh-keyscan -p {port} {host}"),
+        None => format!("ssh-keyscan {name}"),
+    }
+}
+
+/// `[+]src:dst` split into its sides.
+fn refspec_sides(spec: &str) -> (&str, &str) {
+    let spec = spec.strip_prefix('+').unwrap_or(spec);
+    spec.split_once(':').unwrap_or((spec, spec))
 }
 
 /// Fetches `refspecs` from `url` into `repo`; refs that vanished from the remote are pruned
 /// from their destinations.
 pub fn fetch(repo: &Repository, url: &str, refspecs: &[&str], creds: &Creds) -> Result<()> {
-    let s = Op::new(url, creds);
-    let mut remote = repo
-        .remote_anonymous(url)
-        .with_context(|| format!("invalid remote URL {}", display_url(url)))?;
-    let mut opts = FetchOptions::new();
-    opts.remote_callbacks(s.callbacks())
-        .proxy_options(proxy())
-        .prune(FetchPrune::On)
-        .download_tags(AutotagOption::None)
-        .update_fetchhead(false);
-    remote
-        .fetch(refspecs, Some(&mut opts), Some("hookops: fetch"))
-        .map_err(|e| s.error(e, "fetching from"))
+    let git = Git::new(repo, url, creds)?;
+    let mut specs: Vec<&str> = refspecs.to_vec();
+    while !specs.is_empty() {
+        let mut args = vec![
+            "fetch",
+            "--quiet",
+            "--prune",
+            "--no-prune-tags",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--no-recurse-submodules",
+            "--end-of-options",
+            &git.target,
+        ];
+        args.extend(&specs);
+        let out = git.run(&args)?;
+        if out.success() {
+            return Ok(());
+        }
+        // git fails the whole fetch when a named ref does not exist on the remote (libgit2
+        // skipped it): that ref's destination goes, as a pruned ref would, and the rest is
+        // fetched again.
+        let Some(missing) = out
+            .stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("fatal: couldn't find remote ref "))
+        else {
+            return Err(git.error(&out, "fetching from"));
+        };
+        let before = specs.len();
+        let mut gone = Vec::new();
+        specs.retain(|s| {
+            let (src, dst) = refspec_sides(s);
+            if src == missing {
+                gone.push(dst.to_string());
+            }
+            src != missing
+        });
+        if specs.len() == before {
+            return Err(git.error(&out, "fetching from"));
+        }
+        for dst in gone {
+            if let Ok(mut r) = repo.find_reference(&dst) {
+                r.delete()
+                    .with_context(|| format!("deleting {dst}, gone from {}", git.shown))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The branch the remote's HEAD names (`refs/heads/main`), if it advertises one.
 pub fn remote_head(repo: &Repository, url: &str, creds: &Creds) -> Result<Option<String>> {
-    let s = Op::new(url, creds);
-    let mut remote = repo
-        .remote_anonymous(url)
-        .with_context(|| format!("invalid remote URL {}", display_url(url)))?;
-    let connection = remote
-        .connect_auth(git2::Direction::Fetch, Some(s.callbacks()), Some(proxy()))
-        .map_err(|e| s.error(e, "connecting to"))?;
-    match connection.default_branch() {
-        Ok(buf) => Ok(buf.as_str().map(str::to_string)),
-        Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
-        Err(e) => Err(s.error(e, "reading HEAD of")),
+    let git = Git::new(repo, url, creds)?;
+    let out = git.run(&[
+        "ls-remote",
+        "--symref",
+        "--end-of-options",
+        &git.target,
+        "HEAD",
+    ])?;
+    if !out.success() {
+        return Err(git.error(&out, "connecting to"));
     }
+    // `ref: refs/heads/main<TAB>HEAD`
+    Ok(out.stdout.lines().find_map(|l| {
+        l.strip_prefix("ref: ")?
+            .strip_suffix("\tHEAD")
+            .map(str::to_string)
+    }))
 }
 
-/// A push the remote refused (or libgit2 refused before sending, as not a fast-forward).
+/// A push the remote refused (or git refused before sending, as not a fast-forward).
 /// Callers branch on it: a rejected notes ref is retried after merging.
 #[derive(Debug)]
 pub struct Rejected {
-    /// (ref, reason); the ref is empty when libgit2 did not say which one.
+    /// (ref, reason); the ref is empty when git did not say which one.
     pub refs: Vec<(String, String)>,
     url: String,
 }
@@ -542,45 +734,64 @@ impl fmt::Display for Rejected {
 
 impl std::error::Error for Rejected {}
 
+/// The refused refs in `git push --porcelain` output: `!<TAB>src:dst<TAB>[rejected] (why)`.
+fn rejected_refs(porcelain: &str) -> Vec<(String, String)> {
+    porcelain
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.split('\t');
+            if fields.next()? != "!" {
+                return None;
+            }
+            let (_, dst) = refspec_sides(fields.next()?);
+            let summary = fields.next().unwrap_or("").trim();
+            // `[rejected] (fetch first)`, `[remote rejected] (pre-receive hook declined)`
+            let (kind, why) = match summary.split_once("] ") {
+                Some((k, w)) => (
+                    k.trim_start_matches('['),
+                    w.trim_start_matches('(').trim_end_matches(')'),
+                ),
+                None => (summary.trim_matches(['[', ']']), ""),
+            };
+            let reason = match (kind, why) {
+                ("rejected", w) if !w.is_empty() => w.to_string(),
+                (k, "") => k.to_string(),
+                (k, w) => format!("{k}: {w}"),
+            };
+            Some((dst.to_string(), reason))
+        })
+        .collect()
+}
+
 /// Pushes `refspecs` to `url`; a refused ref is a `Rejected` error.
 pub fn push(repo: &Repository, url: &str, refspecs: &[&str], creds: &Creds) -> Result<()> {
-    let s = Op::new(url, creds);
-    let rejected: RefCell<Vec<(String, String)>> = RefCell::new(Vec::new());
-    let mut remote = repo
-        .remote_anonymous(url)
-        .with_context(|| format!("invalid remote URL {}", display_url(url)))?;
-    let mut cb = s.callbacks();
-    cb.push_update_reference(|name, status| {
-        if let Some(why) = status {
-            rejected
-                .borrow_mut()
-                .push((name.to_string(), why.to_string()));
+    let git = Git::new(repo, url, creds)?;
+    // Nothing but the refs asked for: no pre-push hook of a clone, no followed tags, no
+    // submodules, no signing, whatever the user's config says.
+    let mut args = vec![
+        "push",
+        "--porcelain",
+        "--no-verify",
+        "--no-follow-tags",
+        "--no-signed",
+        "--recurse-submodules=no",
+        "--end-of-options",
+        &git.target,
+    ];
+    args.extend(refspecs);
+    let out = git.run(&args)?;
+    let refs = rejected_refs(&out.stdout);
+    if !refs.is_empty() {
+        return Err(Rejected {
+            refs,
+            url: git.shown.clone(),
         }
-        Ok(())
-    });
-    let mut opts = PushOptions::new();
-    opts.remote_callbacks(cb).proxy_options(proxy());
-    match remote.push(refspecs, Some(&mut opts)) {
-        Ok(()) => {}
-        Err(e) if e.code() == ErrorCode::NotFastForward => {
-            return Err(Rejected {
-                refs: vec![(String::new(), e.message().to_string())],
-                url: display_url(url),
-            }
-            .into())
-        }
-        Err(e) => return Err(s.error(e, "pushing to")),
+        .into());
     }
-    drop(opts);
-    let refs = rejected.into_inner();
-    if refs.is_empty() {
-        return Ok(());
+    if !out.success() {
+        return Err(git.error(&out, "pushing to"));
     }
-    Err(Rejected {
-        refs,
-        url: display_url(url),
-    }
-    .into())
+    Ok(())
 }
 
 /// The URL of a configured remote, or `name` itself when it already is a URL or a path.
@@ -710,61 +921,6 @@ mod tests {
         .contains("s3cret"));
     }
 
-    const KEY: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJKDMNRfle3c2L0Tw+r7DpOdaMCGsIZN6lUWSFBiv2ZN";
-    const OTHER: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAClqYMZKX1kJfPTBFLr1NgtgQYvQAUFZwI7ujYyYOp/";
-
-    fn sha(key: &str) -> Vec<u8> {
-        ssh_key::PublicKey::from_openssh(key)
-            .unwrap()
-            .fingerprint(HashAlg::Sha256)
-            .as_bytes()
-            .to_vec()
-    }
-
-    #[test]
-    fn known_hosts_plain_wildcards_ports_and_negation() {
-        let text =
-            format!("# comment\n[127.0.0.1]:2222 {KEY}\n*.example.com,!bad.example.com {KEY}\n");
-        let fp = sha(KEY);
-        let check = |name: &str| check_known_hosts(&text, name, "ssh-ed25519", &fp);
-        assert_eq!(check("[127.0.0.1]:2222"), HostKeyVerdict::Known);
-        assert_eq!(check("127.0.0.1"), HostKeyVerdict::Unknown(vec![]));
-        assert_eq!(check("git.EXAMPLE.com"), HostKeyVerdict::Known);
-        assert_eq!(check("bad.example.com"), HostKeyVerdict::Unknown(vec![]));
-        let other = sha(OTHER);
-        assert_eq!(
-            check_known_hosts(&text, "[127.0.0.1]:2222", "ssh-ed25519", &other),
-            HostKeyVerdict::Mismatch
-        );
-        assert_eq!(
-            check_known_hosts(&text, "[127.0.0.1]:2222", "ssh-rsa", &other),
-            HostKeyVerdict::Unknown(vec!["ssh-ed25519".into()])
-        );
-    }
-
-    #[test]
-    fn known_hosts_hashed_and_revoked() {
-        // What `ssh-keygen -H` writes for "github.com": HMAC-SHA1 of the name under a salt.
-        let salt = b"0123456789abcdefghij".to_vec();
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(&salt).unwrap();
-        mac.update(b"github.com");
-        let hash: [u8; 20] = mac.finalize().into_bytes().into();
-        let hashed = HostPatterns::HashedName { salt, hash };
-        assert!(host_matches(&hashed, "github.com"));
-        assert!(!host_matches(&hashed, "gitlab.com"));
-        let text = format!("{} {KEY}\n@revoked * {OTHER}\n", hashed.to_string());
-        assert_eq!(
-            check_known_hosts(&text, "github.com", "ssh-ed25519", &sha(KEY)),
-            HostKeyVerdict::Known
-        );
-        assert_eq!(
-            check_known_hosts(&text, "github.com", "ssh-ed25519", &sha(OTHER)),
-            HostKeyVerdict::Revoked
-        );
-    }
-
     #[test]
     fn sync_unions_the_records_of_two_deployers() {
         let tmp = tempfile::tempdir().unwrap();
@@ -833,5 +989,266 @@ mod tests {
     fn token_username() {
         assert_eq!(https_username(None), "x-access-token");
         assert_eq!(https_username(Some("oauth2")), "oauth2");
+        assert_eq!(userinfo("https://oauth2@h/r"), (Some("oauth2"), None));
+        assert_eq!(userinfo("https://u:pw@h/r"), (Some("u"), Some("pw")));
+        assert_eq!(userinfo("https://h/r@x"), (None, None));
+    }
+
+    #[test]
+    fn ssh_urls_get_a_user() {
+        assert_eq!(with_ssh_user("ssh://h:2222/r"), "ssh://git@h:2222/r");
+        assert_eq!(with_ssh_user("ssh://me@h/r"), "ssh://me@h/r");
+        assert_eq!(
+            with_ssh_user("github.com:o/r.git"),
+            "git@github.com:o/r.git"
+        );
+        assert_eq!(with_ssh_user("me@h:r@x"), "me@h:r@x");
+    }
+
+    #[test]
+    fn ssh_command_survives_the_shell_and_ssh_config_parsing() {
+        let c = ssh_command(
+            Path::new("/k h/it's 100%/known_hosts"),
+            Some(Path::new("/k h/id \"x\"")),
+        );
+        // What sh hands ssh: one argument per option, values quoted for ssh_config(5).
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("printf '%s\\n' {}", &c["ssh ".len()..])])
+            .output()
+            .unwrap();
+        let args: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert!(
+            args.contains(&r#"UserKnownHostsFile="/k h/it's 100%%/known_hosts""#.to_string()),
+            "{args:?}"
+        );
+        assert!(
+            args.contains(&r#"IdentityFile="/k h/id \"x\"""#.to_string()),
+            "{args:?}"
+        );
+        assert!(args.contains(&"StrictHostKeyChecking=yes".to_string()));
+        assert!(args.contains(&"IdentityAgent=none".to_string()));
+        assert!(!ssh_command(Path::new("/kh"), None).contains("Identit"));
+    }
+
+    #[test]
+    fn porcelain_rejections() {
+        let out =
+            "To /srv/up.git\n*\trefs/hookops/deployed/a:refs/hookops/deployed/a\t[new reference]\n\
+                   !\trefs/notes/hookops:refs/notes/hookops\t[rejected] (fetch first)\n\
+                   !\trefs/heads/x:refs/heads/y\t[remote rejected] (pre-receive hook declined)\n\
+                   !\t:refs/heads/z\t[rejected] (non-fast-forward)\nDone\n";
+        assert_eq!(
+            rejected_refs(out),
+            vec![
+                ("refs/notes/hookops".into(), "fetch first".into()),
+                (
+                    "refs/heads/y".into(),
+                    "remote rejected: pre-receive hook declined".into()
+                ),
+                ("refs/heads/z".into(), "non-fast-forward".into()),
+            ]
+        );
+        assert!(rejected_refs("To x\n=\ta:a\t[up to date]\nDone\n").is_empty());
+    }
+
+    fn failed(stderr: &str) -> tools::Output {
+        tools::Output {
+            code: Some(128),
+            stdout: String::new(),
+            stderr: stderr.to_string(),
+            elapsed: std::time::Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn errors_in_our_words() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(tmp.path().join("r.git")).unwrap();
+        let kh = tmp.path().join("known_hosts");
+        std::fs::write(&kh, "").unwrap();
+        let creds = Creds {
+            ssh_key: Some(tmp.path().join("r.git/HEAD")),
+            known_hosts: Some(kh.clone()),
+            token: Some("s3cret-token".into()),
+        };
+        let url = "ssh://127.0.0.1:2222/srv/r.git";
+        let git = Git::new(&repo, url, &creds).unwrap();
+        assert_eq!(git.target, "ssh://git@127.0.0.1:2222/srv/r.git");
+        let e = |stderr: &str| format!("{:#}", git.error(&failed(stderr), "fetching from"));
+        let kh = kh.display();
+
+        let unknown = e("No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\r\n\
+                         Host key verification failed.\r\nfatal: Could not read from remote repository.\n\n\
+                         Please make sure you have the correct access rights\nand the repository exists.\n");
+        assert_eq!(
+            unknown,
+            format!(
+                "fetching from {url}: host [127.0.0.1]:2222 is not in known_hosts {kh} (offered \
+                 key type ED25519); add it with `ssh-keyscan -p 2222 127.0.0.1` after checking \
+                 the fingerprint"
+            )
+        );
+        let changed = e("@@@@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n\
+                         The fingerprint for the ED25519 key sent by the remote host is\n\
+                         SHA256:FkHScdSmhnpH6oI4kmb5N08/xtcHeGKLFSv32OU28EA.\n\
+                         Host key for [127.0.0.1]:2222 has changed and you have requested strict checking.\n\
+                         Host key verification failed.\n");
+        assert!(
+            changed.contains(&format!(
+                "host key of [127.0.0.1]:2222 does NOT match known_hosts {kh} (offered \
+                 SHA256:FkHScdSmhnpH6oI4kmb5N08/xtcHeGKLFSv32OU28EA)"
+            )),
+            "{changed}"
+        );
+        let revoked = e(
+            "@       WARNING: REVOKED HOST KEY DETECTED!               @\n\
+                         The ED25519 host key for [127.0.0.1]:2222 is marked as revoked.\n\
+                         Host key verification failed.\n",
+        );
+        assert!(
+            revoked.contains(&format!(
+                "host key of [127.0.0.1]:2222 (ED25519) is marked @revoked in {kh}"
+            )),
+            "{revoked}"
+        );
+        let denied = e("root@127.0.0.1: Permission denied (publickey).\r\n\
+                        fatal: Could not read from remote repository.\n");
+        assert!(
+            denied.ends_with(&format!(
+                "{url}: SSH authentication as root with [sync] ssh_key {} was refused",
+                tmp.path().join("r.git/HEAD").display()
+            )),
+            "{denied}"
+        );
+        assert_eq!(
+            e(
+                "ssh: connect to host 127.0.0.1 port 2222: Connection refused\r\n\
+               fatal: Could not read from remote repository.\n\n\
+               Please make sure you have the correct access rights\nand the repository exists.\n"
+            ),
+            format!(
+                "fetching from {url}: ssh: connect to host 127.0.0.1 port 2222: Connection refused"
+            )
+        );
+
+        let url = "https://u:pw-in-url@git.example.com/r.git";
+        let git = Git::new(&repo, url, &creds).unwrap();
+        let e =
+            |stderr: &str| format!("{:#}", git.error(&failed(&git.clean(stderr)), "pushing to"));
+        let shown = "https://u:***@git.example.com/r.git";
+        assert_eq!(
+            e("fatal: Authentication failed for 'https://u:pw-in-url@git.example.com/r.git/'\n"),
+            format!("pushing to {shown}: the token was refused")
+        );
+        let other = e("remote: s3cret-token is wrong\nfatal: unable to access 'https://u:pw-in-url@git.example.com/r.git/': \
+                       The requested URL returned error: 500\n");
+        assert_eq!(
+            other,
+            format!("pushing to {shown}: unable to access '{shown}/': The requested URL returned error: 500")
+        );
+        let no_token = Creds::default();
+        let git = Git::new(&repo, "http://h/r", &no_token).unwrap();
+        let e = format!(
+            "{:#}",
+            git.error(
+                &failed(
+                    "fatal: could not read Username for 'http://h': terminal prompts disabled\n"
+                ),
+                "fetching from"
+            )
+        );
+        assert!(
+            e.ends_with(
+                "asks for credentials over plain http; hookops only sends a token over https"
+            ),
+            "{e}"
+        );
+        let git = Git::new(&repo, "https://h/r", &no_token).unwrap();
+        let e = format!(
+            "{:#}",
+            git.error(
+                &failed("fatal: unable to get password from user\n"),
+                "fetching from"
+            )
+        );
+        assert!(
+            e.ends_with("asks for credentials: set [sync] token_file or HOOKOPS_GIT_TOKEN"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn fetch_skips_and_prunes_refs_the_remote_lacks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+        let up = Repository::init_bare(path("up.git")).unwrap();
+        let local = Repository::init_bare(path("local.git")).unwrap();
+        let sig = git2::Signature::now("t", "t@example.test").unwrap();
+        let tree = up
+            .find_tree(up.treebuilder(None).unwrap().write().unwrap())
+            .unwrap();
+        let c = up
+            .commit(Some("refs/heads/main"), &sig, &sig, "c", &tree, &[])
+            .unwrap();
+        let blob = local.blob(b"x").unwrap();
+        let ltree = {
+            let mut b = local.treebuilder(None).unwrap();
+            b.insert("x", blob, 0o100644).unwrap();
+            local.find_tree(b.write().unwrap()).unwrap()
+        };
+        let stale = local
+            .commit(Some("refs/heads/gone"), &sig, &sig, "s", &ltree, &[])
+            .unwrap();
+        assert_ne!(stale, c);
+        fetch(
+            &local,
+            &path("up.git"),
+            &[
+                "+refs/heads/gone:refs/heads/gone",
+                "+refs/heads/main:refs/heads/main",
+                "+refs/notes/none:refs/hookops/none",
+            ],
+            &Creds::default(),
+        )
+        .unwrap();
+        assert_eq!(local.refname_to_id("refs/heads/main").unwrap(), c);
+        assert!(local.find_reference("refs/heads/gone").is_err());
+        up.set_head("refs/heads/main").unwrap();
+        assert_eq!(
+            remote_head(&local, &path("up.git"), &Creds::default()).unwrap(),
+            Some("refs/heads/main".to_string())
+        );
+        Repository::init_bare(path("empty.git")).unwrap();
+        assert_eq!(
+            remote_head(&local, &path("empty.git"), &Creds::default()).unwrap(),
+            None
+        );
+        // Nothing left to fetch is not an error either.
+        fetch(
+            &local,
+            &path("up.git"),
+            &["+refs/notes/none:refs/hookops/none"],
+            &Creds::default(),
+        )
+        .unwrap();
+        let e = fetch(
+            &local,
+            &path("nowhere.git"),
+            &["+refs/heads/main:refs/heads/main"],
+            &Creds::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            format!(
+                "fetching from {}: '{}' does not appear to be a git repository",
+                path("nowhere.git"),
+                path("nowhere.git")
+            )
+        );
     }
 }

@@ -62,14 +62,8 @@ pub fn run(repo: Option<&Path>, args: &WatchArgs) -> Result<ExitCode> {
     init_mirror(&mirror, &args.remote)?;
     let session = Session::open(Some(&mirror))?;
     let creds = Creds::from_config(&session.config.sync)?;
-    // A dead connection must not hang the watcher forever: libgit2 waits indefinitely by default.
-    // SAFETY: no other thread exists yet, and nothing else touches libgit2's global options.
-    unsafe {
-        git2::opts::set_server_connect_timeout_in_milliseconds(30_000)
-            .context("setting the libgit2 connect timeout")?;
-        git2::opts::set_server_timeout_in_milliseconds(120_000)
-            .context("setting the libgit2 server timeout")?;
-    }
+    // A dead connection does not hang the watcher: remote.rs runs git with HTTP low-speed limits
+    // and ssh with a connect timeout and keepalives.
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         // The first signal asks for a clean stop after the current deploy; a second one exits

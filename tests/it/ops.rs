@@ -509,6 +509,11 @@ fn doctor_passes_then_names_each_broken_part() {
         out.stdout
     );
     assert!(out.stdout.contains("all checks passed"));
+    assert!(
+        out.stdout.contains("ok    git: git version "),
+        "{}",
+        out.stdout
+    );
     // Unreadable key, missing terraform, unreachable cluster: each named, with a fix.
     let dead = w.dead_kubeconfig();
     w.write_server_config(&format!(

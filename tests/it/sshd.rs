@@ -1,6 +1,7 @@
 //! A real OpenSSH server on loopback for tests that fetch and push over `ssh://`: its own host
-//! key, one authorized client key, a free port, and a known_hosts line from `ssh-keyscan`.
-//! Dropping the server stops it.
+//! key (also certified by a host CA, for `@cert-authority` known_hosts lines), one authorized
+//! client key, a free port, and a known_hosts line from `ssh-keyscan`. Dropping the server
+//! stops it.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,8 @@ pub struct SshServer {
     pub client_key: PathBuf,
     /// known_hosts holding this server's host keys (as `[127.0.0.1]:PORT`).
     pub known_hosts: PathBuf,
+    /// Public key of the CA that signed the host key's certificate (principal `127.0.0.1`).
+    pub host_ca: PathBuf,
     pub log: PathBuf,
     child: Child,
 }
@@ -55,8 +58,22 @@ impl SshServer {
         std::fs::create_dir_all(&dir).unwrap();
         let host_key = dir.join("host_ed25519");
         let client_key = dir.join("client_ed25519");
+        let host_ca = dir.join("host_ca");
         keygen(&host_key);
         keygen(&client_key);
+        keygen(&host_ca);
+        let signed = Command::new("ssh-keygen")
+            .args(["-q", "-s"])
+            .arg(&host_ca)
+            .args(["-I", "hookops-test-host", "-h", "-n", "127.0.0.1"])
+            .arg(host_key.with_extension("pub"))
+            .output()
+            .expect("ssh-keygen -s");
+        assert!(
+            signed.status.success(),
+            "ssh-keygen -s: {}",
+            String::from_utf8_lossy(&signed.stderr)
+        );
         let authorized = dir.join("authorized_keys");
         std::fs::copy(client_key.with_extension("pub"), &authorized).unwrap();
         // Another process may take the port between release and sshd's bind; retry a few.
@@ -66,10 +83,11 @@ impl SshServer {
             std::fs::write(
                 &config,
                 format!(
-                    "ListenAddress 127.0.0.1\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
+                    "ListenAddress 127.0.0.1\nPort {port}\nHostKey {}\nHostCertificate {}\nAuthorizedKeysFile {}\nPidFile {}\n\
                      UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                      PubkeyAuthentication yes\nPermitRootLogin yes\nLogLevel VERBOSE\n",
                     host_key.display(),
+                    dir.join("host_ed25519-cert.pub").display(),
                     authorized.display(),
                     dir.join("sshd.pid").display()
                 ),
@@ -88,6 +106,7 @@ impl SshServer {
                 port,
                 client_key: client_key.clone(),
                 known_hosts: dir.join("known_hosts"),
+                host_ca: host_ca.with_extension("pub"),
                 log,
                 child,
             };

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::https_git::HttpsGitServer;
 use crate::sshd::SshServer;
 use crate::util::{configmap, hookops_bin, tools_present, Run, World};
 
@@ -337,6 +338,15 @@ fn ssh_agent_keys_are_used_without_a_configured_key() {
     assert_eq!(value(&w, "a").as_deref(), Some("agent"));
 }
 
+/// Whether `repo` has `refs/heads/main` (a refused connection fetches nothing).
+fn has_main(w: &World, repo: &Path) -> bool {
+    w.git(
+        Some(repo),
+        &["rev-parse", "--verify", "-q", "refs/heads/main"],
+    )
+    .ok()
+}
+
 #[test]
 fn ssh_host_keys_are_checked() {
     let Some(w) = world() else { return };
@@ -350,25 +360,52 @@ fn ssh_host_keys_are_checked() {
     );
     w.push().assert_ok();
     let host = format!("[127.0.0.1]:{}", sshd.port);
+    let table = |known_hosts: &Path| {
+        format!(
+            "[sync]\nssh_key = \"{}\"\nknown_hosts = \"{}\"\n",
+            sshd.client_key.display(),
+            known_hosts.display()
+        )
+    };
+    let refused = |name: &str, known_hosts: &Path, expected: &str| {
+        let m = mirror(&w, name, &["prod"], &table(known_hosts));
+        let out = watch_once(&w, &m, &url);
+        out.assert_fail();
+        let errors: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("hookops: error: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "{}", out.all());
+        assert!(
+            errors[0].contains(&format!("fetching from {url}: {expected}")),
+            "{}",
+            out.all()
+        );
+        assert!(!has_main(&w, &m), "{name}: fetched from a refused host");
+        assert!(value(&w, "a").is_none(), "{name}: deployed");
+        errors[0].to_string()
+    };
 
     let empty = w.tmp.path().join("known_hosts.empty");
     std::fs::write(&empty, "").unwrap();
-    let table = format!(
-        "[sync]\nssh_key = \"{}\"\nknown_hosts = \"{}\"\n",
-        sshd.client_key.display(),
-        empty.display()
+    refused(
+        "unknown.git",
+        &empty,
+        &format!("host {host} is not in known_hosts {}", empty.display()),
     );
-    let m = mirror(&w, "unknown.git", &["prod"], &table);
-    let out = watch_once(&w, &m, &url);
-    out.assert_fail();
-    assert!(
-        out.stderr
-            .contains(&format!("host {host} is not in known_hosts")),
-        "{}",
-        out.all()
-    );
-    assert!(value(&w, "a").is_none());
 
+    // A different key for the host: refused, naming the key the server offered.
+    let scanned = std::fs::read_to_string(&sshd.known_hosts).unwrap();
+    let listed = Command::new("ssh-keygen")
+        .arg("-l")
+        .arg("-f")
+        .arg(&sshd.known_hosts)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let real_fp = listed.split_whitespace().nth(1).expect("a fingerprint");
+    assert!(real_fp.starts_with("SHA256:"), "{listed}");
     let other = w.tmp.path().join("other_host_key");
     let made = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -379,21 +416,71 @@ fn ssh_host_keys_are_checked() {
     let impostor = w.tmp.path().join("known_hosts.impostor");
     let public = std::fs::read_to_string(other.with_extension("pub")).unwrap();
     std::fs::write(&impostor, format!("{host} {public}")).unwrap();
-    let m = mirror(
-        &w,
+    let error = refused(
         "mismatch.git",
-        &["prod"],
-        &table.replace(empty.to_str().unwrap(), impostor.to_str().unwrap()),
+        &impostor,
+        &format!(
+            "host key of {host} does NOT match known_hosts {}",
+            impostor.display()
+        ),
     );
-    let out = watch_once(&w, &m, &url);
-    out.assert_fail();
+    assert!(error.contains(&format!("offered {real_fp}")), "{error}");
+
+    // The real key, listed and revoked.
+    let revoked = w.tmp.path().join("known_hosts.revoked");
+    std::fs::write(&revoked, format!("@revoked {scanned}{scanned}")).unwrap();
+    let error = refused("revoked.git", &revoked, &format!("host key of {host} ("));
     assert!(
-        out.stderr
-            .contains(&format!("host key of {host} does NOT match")),
+        error.contains(&format!("is marked @revoked in {}", revoked.display())),
+        "{error}"
+    );
+
+    // Hashed host names (`HashKnownHosts yes`) and a host CA are what OpenSSH reads.
+    let hashed = w.tmp.path().join("known_hosts.hashed");
+    std::fs::write(&hashed, &scanned).unwrap();
+    let hashing = Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&hashed)
+        .output()
+        .unwrap();
+    assert!(hashing.status.success());
+    assert!(!std::fs::read_to_string(&hashed)
+        .unwrap()
+        .contains("127.0.0.1"));
+    let ca = w.tmp.path().join("known_hosts.ca");
+    let ca_key = std::fs::read_to_string(&sshd.host_ca).unwrap();
+    std::fs::write(&ca, format!("@cert-authority {host} {ca_key}")).unwrap();
+    for (name, known_hosts) in [("hashed.git", &hashed), ("ca.git", &ca)] {
+        let m = mirror(&w, name, &["prod"], &table(known_hosts));
+        let out = watch_once(&w, &m, &url);
+        assert!(
+            out.ok(),
+            "{name}: {}\nsshd log:\n{}",
+            out.all(),
+            sshd.log_text()
+        );
+        assert!(has_main(&w, &m), "{name}");
+    }
+    assert_eq!(value(&w, "a").as_deref(), Some("1"));
+}
+
+#[test]
+fn without_git_the_error_says_so() {
+    let w = World::new();
+    let m = mirror(&w, "mirror.git", &["prod"], "");
+    let out: Run = command(&w, &m, &["--remote", &file_url(&w.server), "--once"])
+        .env("PATH", w.tmp.path().join("no-bin"))
+        .output()
+        .expect("hookops watch")
+        .into();
+    out.assert_fail();
+    assert_eq!(
+        out.stderr.trim(),
+        "hookops: error: git not found on PATH: hookops fetches and pushes with the git command",
         "{}",
         out.all()
     );
-    assert!(value(&w, "a").is_none());
 }
 
 #[test]
@@ -569,6 +656,148 @@ fn unreachable_remote_is_reported_once_and_followed_when_back() {
     assert_eq!(
         records_in(&w, &m, &c2).last().unwrap()["result"],
         "succeeded"
+    );
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if std::fs::read(&path)
+            .unwrap_or_default()
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn https_remote_with_a_token() {
+    let Some(w) = world() else { return };
+    let token = "hookops-test-token-5f2c9a71";
+    let token_file = w.tmp.path().join("git-token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let Some(server) = HttpsGitServer::start(w.tmp.path(), w.tmp.path(), &token_file, false) else {
+        return;
+    };
+    // git trusts the test CA through the user's git config, as an operator would set it up.
+    let gitconfig = w.home.join(".gitconfig");
+    let mut config = std::fs::read_to_string(&gitconfig).unwrap();
+    config.push_str(&format!(
+        "[http]\n\tsslCAInfo = {}\n",
+        server.cert.display()
+    ));
+    std::fs::write(&gitconfig, config).unwrap();
+    let url = server.url("server.git");
+    let c = w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "https"))],
+        "a",
+    );
+    w.push().assert_ok();
+    let token_table = |file: &Path, push: bool| {
+        format!(
+            "[sync]\npush = {push}\ntoken_file = \"{}\"\n",
+            file.display()
+        )
+    };
+    let one_error = |out: &Run| {
+        let errors: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.contains("hookops: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{}", out.all());
+        errors[0].to_string()
+    };
+
+    // No token: refused by the server, and said so.
+    let m = mirror(&w, "none.git", &["prod"], "");
+    let out = watch_once(&w, &m, &url);
+    out.assert_fail();
+    let error = one_error(&out);
+    assert!(
+        error.contains(&format!(
+            "fetching from {url}: the remote asks for credentials: set [sync] token_file or \
+             HOOKOPS_GIT_TOKEN"
+        )),
+        "{error}"
+    );
+
+    // A wrong token: one line, which shows neither token.
+    let wrong = "wrong-token-0d1e77aa";
+    let wrong_file = w.tmp.path().join("wrong-token");
+    std::fs::write(&wrong_file, wrong).unwrap();
+    let m = mirror(&w, "wrong.git", &["prod"], &token_table(&wrong_file, true));
+    let out = watch_once(&w, &m, &url);
+    out.assert_fail();
+    let error = one_error(&out);
+    assert!(
+        error.contains(&format!("fetching from {url}: the token was refused")),
+        "{error}"
+    );
+    assert!(
+        !out.all().contains(wrong) && !out.all().contains(token),
+        "{}",
+        out.all()
+    );
+    assert!(value(&w, "a").is_none(), "deployed without the token");
+    assert!(server
+        .log_text()
+        .contains("401 auth=bad user=x-access-token"));
+
+    // The right token: fetched, deployed, and the record pushed back, with git's commands
+    // logged (RUST_LOG=debug) and the token in none of it.
+    let m = mirror(&w, "mirror.git", &["prod"], &token_table(&token_file, true));
+    let out: Run = command(&w, &m, &["--remote", &url, "--once"])
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("hookops watch")
+        .into();
+    assert!(
+        out.ok(),
+        "{}\nserver log:\n{}",
+        out.all(),
+        server.log_text()
+    );
+    assert_eq!(value(&w, "a").as_deref(), Some("https"));
+    assert_eq!(w.last_record(&c)["result"], "succeeded", "{}", out.all());
+    assert_eq!(w.pointer("prod").as_deref(), Some(c.as_str()));
+    assert!(out.stderr.contains("running git push"), "{}", out.all());
+    assert!(!out.all().contains(token), "{}", out.all());
+    let log = server.log_text();
+    assert!(
+        log.contains("POST /server.git/git-receive-pack 200 auth=ok user=x-access-token"),
+        "{log}"
+    );
+    for dir in [&m, &w.server] {
+        let leaked = files_containing(dir, token);
+        assert!(leaked.is_empty(), "the token is in {leaked:?}");
+    }
+
+    // Plain http: the token is never sent, and the refusal says why.
+    let Some(plain) = HttpsGitServer::start(w.tmp.path(), w.tmp.path(), &token_file, true) else {
+        return;
+    };
+    let m = mirror(&w, "plain.git", &["prod"], &token_table(&token_file, false));
+    let out = watch_once(&w, &m, &plain.url("server.git"));
+    out.assert_fail();
+    let error = one_error(&out);
+    assert!(
+        error.contains(
+            "asks for credentials over plain http; hookops only sends a token over https"
+        ),
+        "{error}"
+    );
+    let log = plain.log_text();
+    assert!(
+        !log.is_empty() && log.lines().all(|l| l.contains("auth=none")),
+        "{log}"
     );
 }
 
