@@ -194,18 +194,19 @@ mod tests {
     fn shims_pass_stdin_to_the_chained_hook_and_hookops() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
+        let exe = |path: &Path, text: &str| {
+            fs::write(path, text).unwrap();
+            fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+        };
         let bin = d.join("fake hookops");
-        fs::write(
+        exe(
             &bin,
             "#!/bin/sh\n{ echo \"$1 $2\"; cat; } > \"$(dirname \"$0\")/seen-by-hookops\"\n",
-        )
-        .unwrap();
-        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+        );
         let lines = "a b refs/heads/main\nc d refs/heads/dev\n";
         let run = |hook: &str, chain: bool| {
             let path = d.join(hook);
-            fs::write(&path, shim(hook, bin.to_str().unwrap(), chain)).unwrap();
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+            exe(&path, &shim(hook, bin.to_str().unwrap(), chain));
             let mut child = std::process::Command::new(&path)
                 .arg("x")
                 .stdin(std::process::Stdio::piped())
@@ -231,20 +232,17 @@ mod tests {
             "no chained hook yet"
         );
         let chained = d.join("post-receive.hookops-chained");
-        fs::write(
+        exe(
             &chained,
             "#!/bin/sh\ncat > \"$(dirname \"$0\")/seen-by-chained\"\n",
-        )
-        .unwrap();
-        fs::set_permissions(&chained, fs::Permissions::from_mode(0o755)).unwrap();
+        );
         assert_eq!(run("post-receive", true), (Some(0), want));
         assert_eq!(
             fs::read_to_string(d.join("seen-by-chained")).unwrap(),
             lines
         );
         let refuse = d.join("pre-receive.hookops-chained");
-        fs::write(&refuse, "#!/bin/sh\ncat >/dev/null\nexit 3\n").unwrap();
-        fs::set_permissions(&refuse, fs::Permissions::from_mode(0o755)).unwrap();
+        exe(&refuse, "#!/bin/sh\ncat >/dev/null\nexit 3\n");
         assert_eq!(run("pre-receive", true), (Some(3), String::new()));
     }
 

@@ -503,13 +503,16 @@ fn targets_starting_together_share_one_kubectl_and_failures_stay_with_their_targ
             })
             .collect::<Vec<_>>()
     };
+    let commit = |files: &[(String, String)], message: &str| {
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        w.commit(&refs, message)
+    };
     let mut first = files("1");
     first.push(("apps/ns.yaml".into(), namespace("shared")));
-    let refs: Vec<(&str, &str)> = first
-        .iter()
-        .map(|(p, t)| (p.as_str(), t.as_str()))
-        .collect();
-    w.commit(&refs, "three targets and their namespace");
+    commit(&first, "three targets and their namespace");
     w.push().assert_ok();
     // The namespace's target first, alone; then the three together.
     assert_eq!(applies(), 2);
@@ -521,11 +524,7 @@ fn targets_starting_together_share_one_kubectl_and_failures_stay_with_their_targ
     w.sandbox()
         .fail_path("/api/v1/namespaces/shared/configmaps/t2", 500);
     let second = files("2");
-    let refs: Vec<(&str, &str)> = second
-        .iter()
-        .map(|(p, t)| (p.as_str(), t.as_str()))
-        .collect();
-    let c = w.commit(&refs, "change all three; t2 cannot be written");
+    let c = commit(&second, "change all three; t2 cannot be written");
     let out = w.push();
     assert!(out.all().contains("FAILED"), "{}", out.all());
     // The shared call, then each target on its own.
@@ -554,11 +553,7 @@ fn targets_starting_together_share_one_kubectl_and_failures_stay_with_their_targ
         &format!("{tools}\n[deploy]\nbatch = false\n"),
     );
     let third = files("3");
-    let refs: Vec<(&str, &str)> = third
-        .iter()
-        .map(|(p, t)| (p.as_str(), t.as_str()))
-        .collect();
-    w.commit(&refs, "change all three again");
+    commit(&third, "change all three again");
     w.push().assert_ok();
     assert_eq!(applies(), 3);
     assert_eq!(w.configmap("shared", "t2").unwrap()["data"]["value"], "3");
