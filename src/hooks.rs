@@ -83,14 +83,24 @@ pub fn deploy_updates(
             failed |= !attempt(&mut deployer, &req);
         }
     }
-    // Records are already written locally; a sync failure is reported but undoes nothing.
-    if session.config.sync.push {
-        if let Err(e) = crate::remote::sync(session) {
+    Ok(exit(sync_after(session, failed)))
+}
+
+/// `[sync] push`: shares the records and pointers a command just wrote (every command that
+/// deploys or records: hooks, `replay`, `rollback`, `drift`). Records are already written
+/// locally; a sync failure is reported and makes the exit status non-zero, but undoes nothing.
+/// Returns whether anything failed.
+fn sync_after(session: &Session, failed: bool) -> bool {
+    if !session.config.sync.push {
+        return failed;
+    }
+    match crate::remote::sync(session) {
+        Ok(()) => failed,
+        Err(e) => {
             say(&format!("sync: {}", crate::one_line(&format!("{e:#}"))));
-            failed = true;
+            true
         }
     }
-    Ok(exit(failed))
 }
 
 /// Without a readable signing key nothing deploys: each mapped update gets an (unsigned) failed
@@ -208,7 +218,7 @@ pub fn replay(repo: Option<&Path>, range: &RangeArgs) -> Result<ExitCode> {
         }
         failed |= !attempt(&mut deployer, &req);
     }
-    Ok(exit(failed))
+    Ok(exit(sync_after(&session, failed)))
 }
 
 /// `plan REF`: what a replay would do, without contacting a cluster or writing to git.
@@ -303,7 +313,7 @@ pub fn rollback(repo: Option<&Path>, env_name: &str, to: Option<&str>) -> Result
     req.from = Some(Some(pointer));
     req.action = Action::Rollback;
     let ok = attempt(&mut deployer, &req);
-    Ok(exit(!ok))
+    Ok(exit(sync_after(&session, !ok)))
 }
 
 /// `drift [--env E] [--repair]`.
@@ -313,5 +323,10 @@ pub fn drift(repo: Option<&Path>, env: Option<&str>, repair: bool) -> Result<Exi
         Some(e) => vec![session.environment(e)?],
         None => session.environments(),
     };
-    crate::drift::run(&session, &envs, repair)
+    let code = crate::drift::run(&session, &envs, repair)?;
+    // Drift records are shared like deploy records; a failed sync fails the command.
+    if sync_after(&session, false) {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(code)
 }

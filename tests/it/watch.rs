@@ -53,6 +53,13 @@ fn file_url(p: &Path) -> String {
 }
 
 fn command(w: &World, mirror: &Path, args: &[&str]) -> Command {
+    let mut c = hookops_on(w, mirror);
+    c.arg("watch").args(args);
+    c
+}
+
+/// hookops on `repo` (a mirror), with the test's environment.
+fn hookops_on(w: &World, repo: &Path) -> Command {
     let mut c = Command::new(hookops_bin());
     c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -63,9 +70,7 @@ fn command(w: &World, mirror: &Path, args: &[&str]) -> Command {
         .env("TZ", "UTC")
         .current_dir(w.tmp.path())
         .arg("--repo")
-        .arg(mirror)
-        .arg("watch")
-        .args(args)
+        .arg(repo)
         .stdin(Stdio::null());
     c
 }
@@ -526,6 +531,54 @@ fn two_deployers_pushing_to_one_ssh_remote_keep_both_records() {
     // A later deployer sees both records too: its sync merged them into its mirror.
     let again = watch_once(&w, &east, &url);
     again.assert_ok();
+}
+
+/// `[sync] push` shares the records of every command that writes one, not only of hooks and
+/// the watcher: a rollback and a replay on a mirror reach the remote too.
+#[test]
+fn rollback_and_replay_share_their_records() {
+    let Some(w) = world() else { return };
+    let tables = format!(
+        "[sync]\npush = true\nremote = \"{}\"\n",
+        file_url(&w.server)
+    );
+    let m = mirror(&w, "mirror-sync", &["prod"], &tables);
+    let url = file_url(&w.server);
+    let deploy = |v: &str| {
+        let c = w.commit(&[("k8s/a.yaml", &configmap("a", Some("default"), v))], v);
+        w.push().assert_ok();
+        watch_once(&w, &m, &url).assert_ok();
+        c
+    };
+    let (c1, c2) = (deploy("1"), deploy("2"));
+    let run = |args: &[&str]| -> Run {
+        hookops_on(&w, &m)
+            .args(args)
+            .output()
+            .expect("hookops")
+            .into()
+    };
+    let actions = |rev: &str| -> Vec<String> {
+        w.records(rev)
+            .iter()
+            .map(|r| r["action"].as_str().unwrap_or("deploy").to_string())
+            .collect()
+    };
+    assert_eq!(actions(&c2), vec!["deploy"]);
+
+    run(&["rollback", "--env", "prod"]).assert_ok();
+    assert_eq!(value(&w, "a").as_deref(), Some("1"));
+    assert!(
+        actions(&c1).contains(&"rollback".to_string()),
+        "{:?}",
+        actions(&c1)
+    );
+    assert_eq!(w.pointer("prod").as_deref(), Some(c1.as_str()));
+
+    run(&["replay", "main"]).assert_ok();
+    assert_eq!(value(&w, "a").as_deref(), Some("2"));
+    assert_eq!(actions(&c2), vec!["deploy", "deploy"]);
+    assert_eq!(w.pointer("prod").as_deref(), Some(c2.as_str()));
 }
 
 #[test]
