@@ -14,11 +14,16 @@
 //! - the JSON-escaped form, when it differs (a value with `"`, `\` or control characters
 //!   printed inside a JSON document);
 //! - each line of a multi-line value (a PEM key, say), because [`Masker::mask_lines`] sees one
-//!   line at a time and could never match the whole value.
+//!   line at a time and could never match the whole value;
+//! - the percent-encoded form, when it differs (a token in a URL's query string or user info,
+//!   as HTTP clients and servers print them): every byte but RFC 3986's unreserved characters
+//!   encoded, with upper- and lower-case hex digits, and with spaces as `+` (form encoding);
+//! - the hex encoding of the value's bytes, lower- and upper-case (`xxd -p`, debug dumps,
+//!   some tokens stored as hex).
 //!
 //! # What is not caught
 //!
-//! Any other transformation: hex, URL-encoding, a value split across two writes that are not
+//! Any other transformation: a value split across two writes that are not
 //! on the same line, a value that was truncated, reversed, hashed, upper-cased, wrapped by a
 //! terminal, or base64-encoded as part of a larger blob (the encoding of `prefix + value` does
 //! not contain the encoding of `value` unless the prefix length is a multiple of 3). Values
@@ -33,10 +38,37 @@ use std::fmt;
 use std::io::{BufRead, Write};
 use std::sync::Arc;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 /// Values shorter than this many bytes are not masked (see the module docs).
 pub const MIN_SECRET_LEN: usize = 4;
 
 const MASK: &[u8] = b"***";
+
+/// Everything but RFC 3986's unreserved characters, as URL components encode it.
+const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `%2F` → `%2f`: the same percent-encoding with lower-case hex digits.
+fn lower_hex_escapes(pct: &str) -> String {
+    let mut out = String::with_capacity(pct.len());
+    let mut left = 0;
+    for c in pct.chars() {
+        if c == '%' {
+            left = 2;
+            out.push(c);
+        } else if left > 0 {
+            left -= 1;
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// A set of secret values to hide from output. Cheap to clone (the patterns live behind an
 /// `Arc`); a clone is a snapshot, so values added to one copy afterwards are not seen by the
@@ -82,6 +114,15 @@ impl Masker {
             let inner = &quoted[1..quoted.len() - 1];
             new.push(inner.as_bytes().to_vec());
         }
+        let pct = utf8_percent_encode(value, URL_ENCODE).to_string();
+        if pct != value {
+            new.push(lower_hex_escapes(&pct).into_bytes());
+            new.push(pct.replace("%20", "+").into_bytes());
+            new.push(pct.into_bytes());
+        }
+        let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+        new.push(hex.to_ascii_uppercase().into_bytes());
+        new.push(hex.into_bytes());
         if value.contains('\n') {
             for line in value.lines() {
                 new.push(line.trim_end_matches('\r').as_bytes().to_vec());
@@ -288,6 +329,28 @@ mod tests {
         assert_eq!(out, "data:\n  password: ***\n  other: ***\n");
         let unpadded = with_newline.trim_end_matches('=');
         assert_eq!(m.mask(unpadded), "***");
+    }
+
+    #[test]
+    fn masks_percent_encoded_and_hex_forms() {
+        let m = masker(&["p@ss w/rd+1"]);
+        for text in [
+            "https://u:p%40ss%20w%2Frd%2B1@host/r",
+            "GET /x?token=p%40ss%20w%2frd%2b1&a=b",
+            "body: token=p%40ss+w%2Frd%2B1",
+            "dump 7040737320772f72642b31 end",
+            "dump 7040737320772F72642B31 end",
+        ] {
+            let out = m.mask(text);
+            assert!(out.contains("***"), "{text} -> {out}");
+            for piece in ["p%40ss", "p@ss", "7040737320"] {
+                assert!(!out.contains(piece), "{text} -> {out}");
+            }
+        }
+        let plain = masker(&["abcdef12"]);
+        assert_eq!(plain.mask("x abcdef12 y"), "x *** y");
+        assert_eq!(plain.mask("6162636465663132"), "***");
+        assert_eq!(lower_hex_escapes("a%2Fb%3A"), "a%2fb%3a");
     }
 
     #[test]
