@@ -3,7 +3,7 @@
 //! deploys as, and whether it may write in its namespaces), Vault, the signing key, the hooks,
 //! and the notes ref.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -166,6 +166,24 @@ fn tools(r: &mut Report, config: &ServerConfig, masker: &Masker) {
     }
 }
 
+/// GitLab's server-wide hooks directory: `[hooks] custom_hooks_dir` of Gitaly's config, read
+/// from `HOOKOPS_GITALY_CONFIG` or Omnibus' `/var/opt/gitlab/gitaly/config.toml`.
+fn gitlab_custom_hooks_dir() -> Option<PathBuf> {
+    let path = std::env::var_os("HOOKOPS_GITALY_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/opt/gitlab/gitaly/config.toml"));
+    let text = std::fs::read_to_string(&path).ok()?;
+    let value: toml::Value = match text.parse() {
+        Ok(v) => v,
+        Err(e) => {
+            log::warn!("ignoring Gitaly config {}: {e}", path.display());
+            return None;
+        }
+    };
+    let dir = value.get("hooks")?.get("custom_hooks_dir")?.as_str()?;
+    Some(PathBuf::from(dir))
+}
+
 fn hooks(r: &mut Report, session: &Session) {
     let dir = match crate::install::hooks_dir(&session.repo) {
         Ok(d) => d,
@@ -176,15 +194,36 @@ fn hooks(r: &mut Report, session: &Session) {
     } else {
         "post-merge"
     };
-    // GitLab runs a repository's `custom_hooks/` (installed with `install --hooks-dir`); its
-    // server-wide `custom_hooks_dir` is not discoverable from the repository.
-    let custom = session.git_dir.join("custom_hooks");
-    let candidates = [
-        dir.join(hook),
-        dir.join(format!("{hook}.d")).join("hookops"),
-        custom.join(hook),
-        custom.join(format!("{hook}.d")).join("hookops"),
-    ];
+    // Where a hookops shim can sit: the hooks directory (the hook itself, or a file of its
+    // `<hook>.d/`, as Gitea and `install` with a `.d` directory do; Gitolite's repo-specific
+    // hooks as `<hook>.h00-<name>`), GitLab's per-repository `custom_hooks/`, and GitLab's
+    // server-wide `custom_hooks_dir` (where only `<hook>.d/` counts).
+    let mut candidates = Vec::new();
+    let mut add_dir = |base: &Path, hook_itself: bool| {
+        if hook_itself {
+            candidates.push(base.join(hook));
+        }
+        if let Ok(entries) = std::fs::read_dir(base.join(format!("{hook}.d"))) {
+            let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            files.sort();
+            candidates.extend(files);
+        }
+    };
+    add_dir(&dir, true);
+    add_dir(&session.git_dir.join("custom_hooks"), true);
+    if let Some(global) = gitlab_custom_hooks_dir() {
+        add_dir(&global, false);
+    }
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        let prefix = format!("{hook}.h");
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        candidates.extend(files);
+    }
     let found = candidates
         .iter()
         .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("hookops")));

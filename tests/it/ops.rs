@@ -3,10 +3,11 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::util::{configmap, hookops_bin, sandboxed, World};
+use crate::util::{configmap, hookops_bin, sandboxed, Run, World};
 
 fn world() -> Option<World> {
     sandboxed("")
@@ -538,4 +539,47 @@ fn doctor_passes_then_names_each_broken_part() {
         "{text}"
     );
     assert!(text.contains("3 problems found"), "{text}");
+}
+
+/// doctor finds the shim wherever the supported servers run it: here GitLab's server-wide
+/// `custom_hooks_dir`, read from the Gitaly config (`HOOKOPS_GITALY_CONFIG`).
+#[test]
+fn doctor_finds_a_gitlab_server_wide_hook() {
+    let Some(w) = world() else { return };
+    std::fs::remove_file(w.server.join("hooks/post-receive")).unwrap();
+    let global = w.tmp.path().join("gitaly-custom-hooks");
+    std::fs::create_dir_all(global.join("post-receive.d")).unwrap();
+    w.hookops(&["install", "--hooks-dir", global.to_str().unwrap()])
+        .assert_ok();
+    let gitaly = w.tmp.path().join("gitaly.toml");
+    std::fs::write(
+        &gitaly,
+        format!(
+            "bin_dir = \"/opt/gitaly\"\n\n[hooks]\ncustom_hooks_dir = \"{}\"\n",
+            global.display()
+        ),
+    )
+    .unwrap();
+    let doctor = |gitaly_config: &Path| -> Run {
+        w.base_command(hookops_bin())
+            .current_dir(w.tmp.path())
+            .env("HOOKOPS_GITALY_CONFIG", gitaly_config)
+            .args(["--repo", w.server.to_str().unwrap(), "doctor"])
+            .output()
+            .expect("hookops doctor")
+            .into()
+    };
+    let out = doctor(&gitaly);
+    let want = format!(
+        "ok    hooks: {}",
+        global.join("post-receive.d/hookops").display()
+    );
+    assert!(out.stdout.contains(&want), "{}", out.all());
+    let out = doctor(&w.tmp.path().join("no-gitaly.toml"));
+    assert!(
+        out.stdout
+            .contains("FAIL  hooks: no hookops post-receive hook"),
+        "{}",
+        out.all()
+    );
 }

@@ -184,7 +184,7 @@ impl World {
         std::fs::write(dir.join("config.toml"), text).unwrap();
     }
 
-    fn base_command(&self, program: &str) -> Command {
+    pub fn base_command(&self, program: &str) -> Command {
         let mut c = Command::new(program);
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
