@@ -25,8 +25,10 @@ pub struct Kubectl {
 /// kubectl is a short-lived Go program that spends about a quarter of its CPU time collecting
 /// garbage it would free by exiting anyway (a 100-object apply: 156 ms of CPU with the default
 /// collector, 116 ms without; docs/performance.md). hookops therefore runs it with the collector
-/// off up to a heap of 512 MiB, above which Go collects as usual. Setting `GOGC` or `GOMEMLIMIT`
-/// in hookops' own environment turns this off: kubectl then inherits those values.
+/// off up to a heap of 512 MiB, above which Go collects as usual, for the calls that end by
+/// themselves in moments (apply, delete, diff; not `rollout status`, which may watch for
+/// minutes). Setting `GOGC` or `GOMEMLIMIT` in hookops' own environment turns this off: kubectl
+/// then inherits those values.
 pub const GO_GC: [(&str, &str); 2] = [("GOGC", "off"), ("GOMEMLIMIT", "512MiB")];
 
 impl Kubectl {
@@ -43,11 +45,6 @@ impl Kubectl {
 
     fn command(&self) -> Command {
         let mut c = Command::new(&self.program, "kubectl");
-        if self.tune_gc {
-            for (var, value) in GO_GC {
-                c = c.env(var, value);
-            }
-        }
         if let Some(k) = &self.kubeconfig {
             c = c.arg("--kubeconfig").arg(k.as_os_str());
         }
@@ -55,6 +52,19 @@ impl Kubectl {
             c = c.arg("--context").arg(ctx);
         }
         c.arg("--cache-dir").arg(self.cache_dir.as_os_str())
+    }
+
+    /// `command()` for a call that ends by itself in moments (apply, delete, diff): with the
+    /// collector tuned. Not for `rollout status`, which may watch for minutes: without a
+    /// collector its heap would grow to the limit.
+    fn short_command(&self) -> Command {
+        let mut c = self.command();
+        if self.tune_gc {
+            for (var, value) in GO_GC {
+                c = c.env(var, value);
+            }
+        }
+        c
     }
 
     fn with_namespace(c: Command, namespace: Option<&str>) -> Command {
@@ -79,7 +89,7 @@ impl Kubectl {
         namespace: Option<&str>,
         dry_run: Option<&str>,
     ) -> Result<Output> {
-        let mut c = self.command().args([
+        let mut c = self.short_command().args([
             "apply",
             "--server-side",
             "--field-manager=hookops",
@@ -98,7 +108,7 @@ impl Kubectl {
     /// Deletes exactly the named objects (stubs on stdin); already-gone objects are fine.
     pub fn delete(&self, stubs: String, namespace: Option<&str>) -> Result<Output> {
         let c = self
-            .command()
+            .short_command()
             .args(["delete", "--ignore-not-found", "--wait=false", "-f", "-"]);
         Self::with_namespace(c, namespace)
             .stdin(stubs.into_bytes())
@@ -107,7 +117,7 @@ impl Kubectl {
 
     /// `kubectl diff`: exit 0 no difference, 1 difference, >1 error.
     pub fn diff(&self, stream: String, namespace: Option<&str>) -> Result<Output> {
-        let c = self.command().args([
+        let c = self.short_command().args([
             "diff",
             "--server-side",
             "--field-manager=hookops",
@@ -170,7 +180,7 @@ mod tests {
             masker: Masker::default(),
             tune_gc: true,
         };
-        let env = |k: &Kubectl| k.command().env;
+        let env = |k: &Kubectl| k.short_command().env;
         assert_eq!(
             env(&k),
             vec![
@@ -178,6 +188,7 @@ mod tests {
                 ("GOMEMLIMIT".to_string(), "512MiB".to_string())
             ]
         );
+        assert!(k.command().env.is_empty(), "rollout status watches: no tuning");
         k.tune_gc = false;
         assert!(env(&k).is_empty());
     }
