@@ -107,9 +107,9 @@ impl Kubectl {
 
     /// Deletes exactly the named objects (stubs on stdin); already-gone objects are fine.
     pub fn delete(&self, stubs: String, namespace: Option<&str>) -> Result<Output> {
-        let c = self
-            .short_command()
-            .args(["delete", "--ignore-not-found", "--wait=false", "-f", "-"]);
+        let c =
+            self.short_command()
+                .args(["delete", "--ignore-not-found", "--wait=false", "-f", "-"]);
         Self::with_namespace(c, namespace)
             .stdin(stubs.into_bytes())
             .run(&self.masker)
@@ -188,7 +188,10 @@ mod tests {
                 ("GOMEMLIMIT".to_string(), "512MiB".to_string())
             ]
         );
-        assert!(k.command().env.is_empty(), "rollout status watches: no tuning");
+        assert!(
+            k.command().env.is_empty(),
+            "rollout status watches: no tuning"
+        );
         k.tune_gc = false;
         assert!(env(&k).is_empty());
     }

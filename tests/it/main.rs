@@ -1,6 +1,7 @@
 //! One integration-test binary for the whole suite (one link, shared harness in `util`).
 
 mod core;
+mod gitolite;
 mod https_git;
 mod ops;
 mod packaging;

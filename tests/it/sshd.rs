@@ -1,7 +1,7 @@
 //! A real OpenSSH server on loopback for tests that fetch and push over `ssh://`: its own host
 //! key (also certified by a host CA, for `@cert-authority` known_hosts lines), one authorized
-//! client key, a free port, and a known_hosts line from `ssh-keyscan`. Dropping the server
-//! stops it.
+//! client key (or the lines a test sets, such as Gitolite's forced commands), a free port, and
+//! a known_hosts line from `ssh-keyscan`. Dropping the server stops it.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -17,6 +17,8 @@ pub struct SshServer {
     /// Public key of the CA that signed the host key's certificate (principal `127.0.0.1`).
     pub host_ca: PathBuf,
     pub log: PathBuf,
+    /// The AuthorizedKeysFile: `client_key` until `set_authorized_keys` replaces it.
+    authorized_keys: PathBuf,
     child: Child,
 }
 
@@ -108,6 +110,7 @@ impl SshServer {
                 known_hosts: dir.join("known_hosts"),
                 host_ca: host_ca.with_extension("pub"),
                 log,
+                authorized_keys: authorized.clone(),
                 child,
             };
             if server.wait_ready() {
@@ -159,6 +162,12 @@ impl SshServer {
             self.client_key.display(),
             self.known_hosts.display()
         )
+    }
+
+    /// Replaces the keys sshd accepts (it reads the file at every login), e.g. with
+    /// `command="…"` lines that force every session through a gatekeeper like Gitolite.
+    pub fn set_authorized_keys(&self, text: &str) {
+        std::fs::write(&self.authorized_keys, text).unwrap();
     }
 
     pub fn log_text(&self) -> String {
