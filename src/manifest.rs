@@ -152,12 +152,7 @@ pub fn parse_with(
         if is_blank_document(&doc) {
             continue;
         }
-        let value: Value = serde_yaml_ng::from_str(&doc).map_err(|e| {
-            let at = e.location().map(|l| l.line() + line - 1).unwrap_or(line);
-            let msg = e.to_string();
-            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            anyhow::anyhow!("{path}:{at}: invalid YAML: {msg}")
-        })?;
+        let value: Value = serde_yaml_ng::from_str(&doc).map_err(|e| yaml_error(&e, path, line))?;
         if value.is_null() {
             continue;
         }
@@ -171,6 +166,25 @@ pub fn parse_with(
         )?;
     }
     Ok(objects)
+}
+
+/// `path:line: invalid YAML: …` for a document starting at `line` of the file.
+fn yaml_error(e: &serde_yaml_ng::Error, path: &str, line: usize) -> anyhow::Error {
+    let at = e.location().map(|l| l.line() + line - 1).unwrap_or(line);
+    let msg = e.to_string();
+    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+    anyhow::anyhow!("{path}:{at}: invalid YAML: {msg}")
+}
+
+/// Whether every document of a file is well-formed YAML (whatever it holds); the first error,
+/// with its file and line, if not.
+pub fn check_yaml(text: &str, path: &str) -> Result<()> {
+    for (line, doc) in split_documents(text) {
+        if !is_blank_document(&doc) {
+            serde_yaml_ng::from_str::<Value>(&doc).map_err(|e| yaml_error(&e, path, line))?;
+        }
+    }
+    Ok(())
 }
 
 fn push_object(

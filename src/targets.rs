@@ -314,10 +314,50 @@ pub fn affected(
             if still {
                 continue;
             }
+            if t.kind == TargetType::Kubectl {
+                refuse_broken_yaml(repo, new, t)?;
+            }
         }
         result.removed.push(t.clone());
     }
     Ok(result)
+}
+
+/// A discovered kubectl target stops being one when its directory holds no Kubernetes YAML any
+/// more, and its objects are then pruned. A manifest that merely stopped parsing must not do
+/// that: if a YAML file left in the directory is malformed, the deploy fails naming it.
+fn refuse_broken_yaml(repo: &Repository, new: &Tree, t: &Target) -> Result<()> {
+    let Some((id, mode)) = tree::entry(new, &t.path) else {
+        return Ok(());
+    };
+    if !tree::is_tree(mode) {
+        return Ok(());
+    }
+    let dir = repo.find_tree(id)?;
+    for e in dir.iter() {
+        let Some(name) = e.name() else { continue };
+        let mode = e.filemode();
+        if tree::is_tree(mode) || tree::is_link(mode) || name.starts_with('.') {
+            continue;
+        }
+        if !manifest::is_yaml_path(name) {
+            continue;
+        }
+        let path = if t.path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", t.path)
+        };
+        let text = tree::read_text(repo, e.id(), &path)?;
+        manifest::check_yaml(&text, &path).with_context(|| {
+            format!(
+                "target {} deployed Kubernetes objects from this directory; \
+                 it is not treated as removed while a manifest there does not parse",
+                t.name
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// The tree of a commit, with the revision named in errors.

@@ -637,6 +637,48 @@ fn invalid_yaml_names_file_and_line() {
     );
 }
 
+/// A discovered target whose only manifest stops parsing is not "removed": pruning its objects
+/// would delete what runs because of a typo. The push fails naming the file and line, and
+/// nothing is deleted.
+#[test]
+fn broken_yaml_in_a_discovered_target_does_not_prune_it() {
+    let Some(w) = world() else { return };
+    let good = w.commit(
+        &[("apps/web/cm.yaml", &configmap("web", Some("default"), "1"))],
+        "web",
+    );
+    w.push().assert_ok();
+    assert!(w.configmap("default", "web").is_some());
+    w.sandbox().clear_requests();
+    let bad = w.commit(
+        &[(
+            "apps/web/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [web\n",
+        )],
+        "typo",
+    );
+    let out = w.push();
+    assert!(
+        out.all().contains("apps/web/cm.yaml:5: invalid YAML"),
+        "{}",
+        out.all()
+    );
+    assert!(w.writes().is_empty(), "{:?}", w.writes());
+    assert!(w.configmap("default", "web").is_some(), "pruned by a typo");
+    assert_eq!(w.pointer("prod").as_deref(), Some(good.as_str()));
+    assert_eq!(w.last_record(&bad)["result"], "failed");
+    // `plan` says the same, and a directory that really stops holding manifests is removed.
+    let plan = w.hookops(&["plan", "main"]);
+    plan.assert_fail();
+    assert!(plan.all().contains("apps/web/cm.yaml:5"), "{}", plan.all());
+    w.commit(
+        &[("apps/web/cm.yaml", "just: data\n")],
+        "no manifest any more",
+    );
+    w.push().assert_ok();
+    assert!(w.configmap("default", "web").is_none());
+}
+
 #[test]
 fn target_paths_symlinks_duplicates_cycles_and_server_keys() {
     let Some(w) = world() else { return };
