@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::sshd::SshServer;
+use crate::sshd::{keygen, SshServer};
 use crate::util::{configmap, hookops_bin, require, Run, World};
 
 /// The Gitolite hosting user's home, its sshd, and the users' keys.
@@ -38,19 +38,6 @@ fn require_root() -> bool {
         eprintln!("SKIPPED: root (for sshd) is not available");
     }
     root
-}
-
-fn keygen(path: &Path, comment: &str) {
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-        .arg(path)
-        .output()
-        .expect("ssh-keygen");
-    assert!(
-        out.status.success(),
-        "ssh-keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn write_exec(path: &Path, text: &str) {
@@ -186,22 +173,27 @@ impl Gitolite {
         );
     }
 
-    /// The admin's flow: clone gitolite-admin over ssh, add `conf` to conf/gitolite.conf and
-    /// the given users' keys to keydir/, commit, push. Returns the push.
-    fn admin_push(&self, w: &World, conf: &str, new_users: &[&str]) -> Run {
-        let admin = w.tmp.path().join("gitolite-admin");
+    /// `git clone` of Gitolite's `repo` over ssh as `user`, into `dest`.
+    fn clone_as(&self, w: &World, user: &str, repo: &str, dest: &Path) -> Run {
         w.git(
             None,
             &[
                 "-c",
-                &self.ssh_as("admin"),
+                &self.ssh_as(user),
                 "clone",
                 "-q",
-                &self.url("gitolite-admin"),
-                admin.to_str().unwrap(),
+                &self.url(repo),
+                dest.to_str().unwrap(),
             ],
         )
-        .assert_ok();
+    }
+
+    /// The admin's flow: clone gitolite-admin over ssh, add `conf` to conf/gitolite.conf and
+    /// the given users' keys to keydir/, commit, push. Returns the push.
+    fn admin_push(&self, w: &World, conf: &str, new_users: &[&str]) -> Run {
+        let admin = w.tmp.path().join("gitolite-admin");
+        self.clone_as(w, "admin", "gitolite-admin", &admin)
+            .assert_ok();
         let conf_path = admin.join("conf/gitolite.conf");
         let mut text = std::fs::read_to_string(&conf_path).unwrap();
         text.push_str(conf);
@@ -571,18 +563,7 @@ fn post_git_trigger_replays_after_a_push_through_gitolite() {
 
     // Reads run the trigger too (access R): it must exit 0 or every clone fails.
     let copy = w.tmp.path().join("read-back");
-    w.git(
-        None,
-        &[
-            "-c",
-            &gl.ssh_as("admin"),
-            "clone",
-            "-q",
-            &gl.url("infra"),
-            copy.to_str().unwrap(),
-        ],
-    )
-    .assert_ok();
+    gl.clone_as(&w, "admin", "infra", &copy).assert_ok();
     let read = w.git(Some(&copy), &["rev-parse", "origin/main"]);
     assert_eq!(read.stdout.trim(), c1);
 

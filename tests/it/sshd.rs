@@ -24,9 +24,10 @@ pub struct SshServer {
 
 const SSHD: &str = "/usr/sbin/sshd";
 
-fn keygen(path: &Path) {
+/// A passphrase-less ed25519 key pair at `path` (and `path.pub`).
+pub fn keygen(path: &Path, comment: &str) {
     let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "hookops-test", "-f"])
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(path)
         .output()
         .expect("ssh-keygen");
@@ -61,9 +62,9 @@ impl SshServer {
         let host_key = dir.join("host_ed25519");
         let client_key = dir.join("client_ed25519");
         let host_ca = dir.join("host_ca");
-        keygen(&host_key);
-        keygen(&client_key);
-        keygen(&host_ca);
+        keygen(&host_key, "hookops-test");
+        keygen(&client_key, "hookops-test");
+        keygen(&host_ca, "hookops-test");
         let signed = Command::new("ssh-keygen")
             .args(["-q", "-s"])
             .arg(&host_ca)
