@@ -284,6 +284,25 @@ fn assert_record_verifies(w: &World, rev: &str) {
 }
 
 #[track_caller]
+/// admin pushes the clone's HEAD (`commit`) to infra, and it deploys: the pusher sees it, the
+/// ConfigMap holds `value`, the pointer moved, the record verifies.
+fn assert_admin_push_deploys(w: &World, gl: &Gitolite, commit: &str, value: &str) {
+    let push = gl.push(w, "admin", "infra");
+    push.assert_ok();
+    assert!(
+        push.all()
+            .contains(&format!("remote: hookops: prod: deployed {}", &commit[..7])),
+        "{}",
+        push.all()
+    );
+    assert_eq!(
+        w.configmap("default", "app").unwrap()["data"]["value"],
+        value
+    );
+    assert_eq!(w.pointer("prod").as_deref(), Some(commit));
+    assert_record_verifies(w, commit);
+}
+
 fn assert_nothing_deployed(w: &World, deployed: &str, refused: &str, value: &str) {
     assert_eq!(
         w.writes(),
@@ -423,17 +442,7 @@ fn repo_specific_hooks_deploy_pushes_through_gitolite_over_ssh() {
 
     // The commit bob and carol could not push deploys when admin pushes it.
     w.in_clone(&["reset", "-q", "--hard", &c2]).assert_ok();
-    let push = gl.push(&w, "admin", "infra");
-    push.assert_ok();
-    assert!(
-        push.all()
-            .contains(&format!("remote: hookops: prod: deployed {}", &c2[..7])),
-        "{}",
-        push.all()
-    );
-    assert_eq!(w.configmap("default", "app").unwrap()["data"]["value"], "2");
-    assert_eq!(w.pointer("prod").as_deref(), Some(c2.as_str()));
-    assert_record_verifies(&w, &c2);
+    assert_admin_push_deploys(&w, &gl, &c2, "2");
 }
 
 /// The shim the package ships (`/usr/share/hookops/hooks/<hook>`), pointed at the binary
@@ -490,17 +499,7 @@ fn common_hook_runs_in_every_repository_gitolite_admin_included() {
         &[("k8s/app.yaml", &configmap("app", Some("default"), "1"))],
         "app 1",
     );
-    let push = gl.push(&w, "admin", "infra");
-    push.assert_ok();
-    assert!(
-        push.all()
-            .contains(&format!("remote: hookops: prod: deployed {}", &c1[..7])),
-        "{}",
-        push.all()
-    );
-    assert_eq!(w.configmap("default", "app").unwrap()["data"]["value"], "1");
-    assert_eq!(w.pointer("prod").as_deref(), Some(c1.as_str()));
-    assert_record_verifies(&w, &c1);
+    assert_admin_push_deploys(&w, &gl, &c1, "1");
 }
 
 /// The POST_GIT trigger of docs/integrations/gitolite.md, with `hookops` replaced by the
