@@ -199,7 +199,7 @@ pub struct Sync {
     pub push: bool,
     /// Remote to push records and pointers to (default "origin").
     pub remote: Option<String>,
-    /// Private key for SSH remotes (default: the ssh-agent).
+    /// Private key for SSH remotes (default: the ssh-agent and OpenSSH's default keys).
     pub ssh_key: Option<PathBuf>,
     /// known_hosts file (default ~/.ssh/known_hosts).
     pub known_hosts: Option<PathBuf>,
