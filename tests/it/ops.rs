@@ -541,8 +541,9 @@ fn doctor_passes_then_names_each_broken_part() {
     assert!(text.contains("3 problems found"), "{text}");
 }
 
-/// doctor finds the shim wherever the supported servers run it: here GitLab's server-wide
-/// `custom_hooks_dir`, read from the Gitaly config (`HOOKOPS_GITALY_CONFIG`).
+/// doctor finds the shim wherever the supported servers run it: GitLab's server-wide
+/// `custom_hooks_dir`, read from the Gitaly config (`HOOKOPS_GITALY_CONFIG`), and Gitolite's
+/// repo-specific hook links.
 #[test]
 fn doctor_finds_a_gitlab_server_wide_hook() {
     let Some(w) = world() else { return };
@@ -575,7 +576,15 @@ fn doctor_finds_a_gitlab_server_wide_hook() {
         global.join("post-receive.d/hookops").display()
     );
     assert!(out.stdout.contains(&want), "{}", out.all());
-    let out = doctor(&w.tmp.path().join("no-gitaly.toml"));
+    let none = w.tmp.path().join("no-gitaly.toml");
+    // Gitolite's repo-specific hooks: a `post-receive.h00-<name>` link its driver runs.
+    let link = w.server.join("hooks/post-receive.h00-hookops");
+    std::os::unix::fs::symlink(global.join("post-receive.d/hookops"), &link).unwrap();
+    let out = doctor(&none);
+    let want = format!("ok    hooks: {} installed", link.display());
+    assert!(out.stdout.contains(&want), "{}", out.all());
+    std::fs::remove_file(&link).unwrap();
+    let out = doctor(&none);
     assert!(
         out.stdout
             .contains("FAIL  hooks: no hookops post-receive hook"),
