@@ -48,6 +48,17 @@ fn mirror(w: &World, name: &str, envs: &[&str], tables: &str) -> PathBuf {
     dir
 }
 
+/// Commits ConfigMap `a` (namespace default) with `value` as k8s/a.yaml and pushes it to the
+/// upstream; the commit.
+fn push_a(w: &World, value: &str, message: &str) -> String {
+    let c = w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), value))],
+        message,
+    );
+    w.push().assert_ok();
+    c
+}
+
 fn file_url(p: &Path) -> String {
     format!("file://{}", p.display())
 }
@@ -197,11 +208,7 @@ fn file_remote_follows_commits_and_force_pushes() {
     let Some(w) = world() else { return };
     let m = mirror(&w, "mirror.git", &["prod"], "");
     let url = file_url(&w.server);
-    let c1 = w.commit(
-        &[("k8s/a.yaml", &configmap("a", Some("default"), "1"))],
-        "a",
-    );
-    w.push().assert_ok();
+    let c1 = push_a(&w, "1", "a");
     let out = watch_once(&w, &m, &url);
     out.assert_ok();
     assert_eq!(value(&w, "a").as_deref(), Some("1"), "{}", out.all());
@@ -253,11 +260,7 @@ fn ssh_remote_fetches_deploys_and_pushes_records_back() {
     };
     let m = mirror(&w, "mirror.git", &["prod"], &sshd.sync_table(true));
     let url = sshd.url(&w.server);
-    let c = w.commit(
-        &[("k8s/a.yaml", &configmap("a", Some("default"), "ssh"))],
-        "a",
-    );
-    w.push().assert_ok();
+    let c = push_a(&w, "ssh", "a");
     let out = watch_once(&w, &m, &url);
     assert!(out.ok(), "{}\nsshd log:\n{}", out.all(), sshd.log_text());
     assert_eq!(value(&w, "a").as_deref(), Some("ssh"));
@@ -322,11 +325,7 @@ fn ssh_agent_keys_are_used_without_a_configured_key() {
     let agent = Agent::start(w.tmp.path(), &sshd.client_key);
     let table = format!("[sync]\nknown_hosts = \"{}\"\n", sshd.known_hosts.display());
     let m = mirror(&w, "mirror.git", &["prod"], &table);
-    w.commit(
-        &[("k8s/a.yaml", &configmap("a", Some("default"), "agent"))],
-        "a",
-    );
-    w.push().assert_ok();
+    push_a(&w, "agent", "a");
     let url = sshd.url(&w.server);
     let without: Run = command(&w, &m, &["--remote", &url, "--once"])
         .output()
@@ -359,11 +358,7 @@ fn ssh_host_keys_are_checked() {
         return;
     };
     let url = sshd.url(&w.server);
-    w.commit(
-        &[("k8s/a.yaml", &configmap("a", Some("default"), "1"))],
-        "a",
-    );
-    w.push().assert_ok();
+    push_a(&w, "1", "a");
     let host = format!("[127.0.0.1]:{}", sshd.port);
     let table = |known_hosts: &Path| {
         format!(
@@ -495,11 +490,7 @@ fn two_deployers_pushing_to_one_ssh_remote_keep_both_records() {
         return;
     };
     let url = sshd.url(&w.server);
-    let c = w.commit(
-        &[("k8s/a.yaml", &configmap("a", Some("default"), "1"))],
-        "a",
-    );
-    w.push().assert_ok();
+    let c = push_a(&w, "1", "a");
     let east = mirror(&w, "east.git", &["east"], &sshd.sync_table(true));
     let west = mirror(&w, "west.git", &["west"], &sshd.sync_table(true));
     // At the same time, so that one of them finds the remote notes moved under it.
@@ -545,8 +536,7 @@ fn rollback_and_replay_share_their_records() {
     let m = mirror(&w, "mirror-sync", &["prod"], &tables);
     let url = file_url(&w.server);
     let deploy = |v: &str| {
-        let c = w.commit(&[("k8s/a.yaml", &configmap("a", Some("default"), v))], v);
-        w.push().assert_ok();
+        let c = push_a(&w, v, v);
         watch_once(&w, &m, &url).assert_ok();
         c
     };
@@ -588,11 +578,7 @@ fn two_clones_deploying_by_post_merge_sync_records_over_ssh() {
         return;
     };
     let url = sshd.url(&w.server);
-    w.commit(
-        &[("k8s/a.yaml", &configmap("a", Some("default"), "1"))],
-        "one",
-    );
-    w.push().assert_ok();
+    push_a(&w, "1", "one");
     let clones: Vec<PathBuf> = ["east", "west"]
         .iter()
         .map(|env| {
@@ -613,11 +599,7 @@ fn two_clones_deploying_by_post_merge_sync_records_over_ssh() {
             dir
         })
         .collect();
-    let c = w.commit(
-        &[("k8s/a.yaml", &configmap("a", Some("default"), "2"))],
-        "two",
-    );
-    w.push().assert_ok();
+    let c = push_a(&w, "2", "two");
     for dir in &clones {
         let out = w.git(Some(dir), &["pull", "--no-rebase", "origin", "main"]);
         out.assert_ok();
@@ -643,11 +625,7 @@ fn two_clones_deploying_by_post_merge_sync_records_over_ssh() {
 
     // A sync that fails is one line and a failed hook, and the deploy stands.
     std::fs::write(&sshd.known_hosts, "").unwrap();
-    let c3 = w.commit(
-        &[("k8s/a.yaml", &configmap("a", Some("default"), "3"))],
-        "three",
-    );
-    w.push().assert_ok();
+    let c3 = push_a(&w, "3", "three");
     let out = w.git(Some(&clones[0]), &["pull", "--no-rebase", "origin", "main"]);
     let all = out.all();
     let sync_lines: Vec<&str> = all
@@ -677,11 +655,7 @@ fn unreachable_remote_is_reported_once_and_followed_when_back() {
     let Some(w) = world() else { return };
     let m = mirror(&w, "mirror.git", &["prod"], "");
     let url = file_url(&w.server);
-    w.commit(
-        &[("k8s/a.yaml", &configmap("a", Some("default"), "1"))],
-        "a",
-    );
-    w.push().assert_ok();
+    push_a(&w, "1", "a");
     let bg = Background::start(command(&w, &m, &["--remote", &url, "--interval", "200ms"]));
     bg.wait_for("following refs/heads/main", Duration::from_secs(60));
     assert_eq!(value(&w, "a").as_deref(), Some("1"));
@@ -748,11 +722,7 @@ fn https_remote_with_a_token() {
     ));
     std::fs::write(&gitconfig, config).unwrap();
     let url = server.url("server.git");
-    let c = w.commit(
-        &[("k8s/a.yaml", &configmap("a", Some("default"), "https"))],
-        "a",
-    );
-    w.push().assert_ok();
+    let c = push_a(&w, "https", "a");
     let token_table = |file: &Path, push: bool| {
         format!(
             "[sync]\npush = {push}\ntoken_file = \"{}\"\n",
@@ -894,11 +864,7 @@ fn webhooks_trigger_a_fetch_only_when_signed() {
     let secret = "s3cr3t-hook";
     let secret_file = w.tmp.path().join("webhook.secret");
     std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
-    w.commit(
-        &[("k8s/a.yaml", &configmap("a", Some("default"), "0"))],
-        "a",
-    );
-    w.push().assert_ok();
+    push_a(&w, "0", "a");
     let bg = Background::start(command(
         &w,
         &m,
@@ -1039,11 +1005,7 @@ fn a_second_watcher_on_the_same_mirror_refuses_to_start() {
     let Some(w) = world() else { return };
     let m = mirror(&w, "mirror.git", &["prod"], "");
     let url = file_url(&w.server);
-    w.commit(
-        &[("k8s/a.yaml", &configmap("a", Some("default"), "1"))],
-        "a",
-    );
-    w.push().assert_ok();
+    push_a(&w, "1", "a");
     let bg = Background::start(command(&w, &m, &["--remote", &url, "--interval", "1h"]));
     bg.wait_for("following", Duration::from_secs(60));
     let out = watch_once(&w, &m, &url);
