@@ -333,6 +333,11 @@ fn r(s: &str) -> SecretRef {
     SecretRef::parse(s).expect("valid reference")
 }
 
+/// The value `client` reads for `reference`, which must succeed.
+fn read(client: &mut Client, reference: &str) -> String {
+    client.read(&r(reference)).unwrap().expose().to_string()
+}
+
 /// Asserts that none of `needles` occurs in `haystack`.
 fn assert_hides(haystack: &str, needles: &[&str]) {
     for n in needles {
@@ -371,10 +376,7 @@ fn vault_approle_read_cache_and_distinct_errors() {
             .expose(),
         VALUE
     );
-    assert_eq!(
-        client.read(&r("secret/data/app/db#user")).unwrap().expose(),
-        "deployer"
-    );
+    assert_eq!(read(&mut client, "secret/data/app/db#user"), "deployer");
     assert_eq!(
         client.requests_sent(),
         before,
@@ -505,10 +507,7 @@ fn vault_token_file_login_renewal_and_expiry() {
     let token = bao.token(&["app"], "1h", true);
     let cfg = bao.token_config(dir.path(), &token);
     let mut client = Client::login(&cfg).expect("token file login");
-    assert_eq!(
-        client.read(&r("secret/data/app/a#k")).unwrap().expose(),
-        VALUE
-    );
+    assert_eq!(read(&mut client, "secret/data/app/a#k"), VALUE);
     let who = client.whoami().unwrap();
     assert!(who.contains("app") && who.contains("renewable"), "{who}");
     let forbidden = client
@@ -526,25 +525,16 @@ fn vault_token_file_login_renewal_and_expiry() {
     let renew_dir = tempfile::tempdir().unwrap();
     let mut client = Client::login(&bao.token_config(renew_dir.path(), &short)).unwrap();
     std::thread::sleep(Duration::from_millis(2300));
-    assert_eq!(
-        client.read(&r("secret/data/app/a#k")).unwrap().expose(),
-        VALUE
-    );
+    assert_eq!(read(&mut client, "secret/data/app/a#k"), VALUE);
     std::thread::sleep(Duration::from_millis(2300));
-    assert_eq!(
-        client.read(&r("secret/data/app/b#k")).unwrap().expose(),
-        VALUE
-    );
+    assert_eq!(read(&mut client, "secret/data/app/b#k"), VALUE);
 
     // A non-renewable token cannot be saved: a clear error naming the file.
     let doomed = bao.token(&["app"], "2s", false);
     let doomed_dir = tempfile::tempdir().unwrap();
     let cfg = bao.token_config(doomed_dir.path(), &doomed);
     let mut client = Client::login(&cfg).unwrap();
-    assert_eq!(
-        client.read(&r("secret/data/app/a#k")).unwrap().expose(),
-        VALUE
-    );
+    assert_eq!(read(&mut client, "secret/data/app/a#k"), VALUE);
     std::thread::sleep(Duration::from_millis(2500));
     let err = client
         .read(&r("secret/data/app/c#k"))
@@ -568,10 +558,7 @@ fn vault_token_file_login_renewal_and_expiry() {
     std::thread::sleep(Duration::from_millis(2500));
     let newest = bao.token(&["app"], "1h", false);
     bao.token_config(doomed_dir.path(), &newest);
-    assert_eq!(
-        client.read(&r("secret/data/app/c#k")).unwrap().expose(),
-        VALUE
-    );
+    assert_eq!(read(&mut client, "secret/data/app/c#k"), VALUE);
 }
 
 #[test]
@@ -586,26 +573,14 @@ fn vault_token_expiry_mid_deploy_relogs_in_with_approle() {
     let dir = tempfile::tempdir().unwrap();
     let mut client = Client::login(&bao.approle_config(dir.path(), &creds)).unwrap();
 
-    assert_eq!(
-        client.read(&r("secret/data/app/one#k")).unwrap().expose(),
-        VALUE
-    );
+    assert_eq!(read(&mut client, "secret/data/app/one#k"), VALUE);
     std::thread::sleep(Duration::from_millis(3500));
     // Past the max TTL: renewal is impossible, so the client logs in again by itself.
-    assert_eq!(
-        client.read(&r("secret/data/app/two#k")).unwrap().expose(),
-        "second-value"
-    );
+    assert_eq!(read(&mut client, "secret/data/app/two#k"), "second-value");
     std::thread::sleep(Duration::from_millis(3500));
-    assert_eq!(
-        client.read(&r("secret/data/app/three#k")).unwrap().expose(),
-        "third-value"
-    );
+    assert_eq!(read(&mut client, "secret/data/app/three#k"), "third-value");
     // Earlier reads stay cached across logins.
-    assert_eq!(
-        client.read(&r("secret/data/app/one#k")).unwrap().expose(),
-        VALUE
-    );
+    assert_eq!(read(&mut client, "secret/data/app/one#k"), VALUE);
 }
 
 #[test]
@@ -618,10 +593,7 @@ fn vault_revoked_token_gets_403_then_relogin() {
     bao.write_secret("app/two", &[("k", "second-value")]);
     let dir = tempfile::tempdir().unwrap();
     let mut client = Client::login(&bao.approle_config(dir.path(), &creds)).unwrap();
-    assert_eq!(
-        client.read(&r("secret/data/app/one#k")).unwrap().expose(),
-        VALUE
-    );
+    assert_eq!(read(&mut client, "secret/data/app/one#k"), VALUE);
 
     // Revoke every token the role issued: the client still believes its token has an hour
     // left, gets a 403, finds lookup-self refused too, and logs in again.
@@ -647,10 +619,7 @@ fn vault_revoked_token_gets_403_then_relogin() {
             );
         }
     }
-    assert_eq!(
-        client.read(&r("secret/data/app/two#k")).unwrap().expose(),
-        "second-value"
-    );
+    assert_eq!(read(&mut client, "secret/data/app/two#k"), "second-value");
     // A real policy denial is still reported as such after the check.
     let err = client
         .read(&r("secret/data/other#k"))
