@@ -62,10 +62,7 @@ fn client_side_apply_merges_containers_by_name() {
     let Some(c) = Cluster::start() else { return };
     c.apply(&common::deployment("web", "nginx:1", "")).ok();
     c.apply(&common::deployment("web", "nginx:2", "")).ok();
-    let d = c
-        .sandbox
-        .object("apps/v1", "Deployment", Some("default"), "web")
-        .expect("stored");
+    let d = c.web();
     let containers = d["spec"]["template"]["spec"]["containers"]
         .as_array()
         .expect("containers");

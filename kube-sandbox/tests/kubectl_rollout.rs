@@ -21,10 +21,7 @@ fn rollout_status_succeeds_for_a_healthy_deployment() {
         "{}",
         out.stdout
     );
-    let d = c
-        .sandbox
-        .object("apps/v1", "Deployment", Some("default"), "web")
-        .expect("stored");
+    let d = c.web();
     assert_eq!(d["status"]["observedGeneration"], 1);
     assert_eq!(d["status"]["availableReplicas"], 2);
     assert_eq!(
@@ -55,10 +52,7 @@ fn ready_delay_holds_rollout_status_until_ready() {
         "kube-sandbox.io/ready-delay: 1500ms",
     ))
     .ok();
-    let d = c
-        .sandbox
-        .object("apps/v1", "Deployment", Some("default"), "web")
-        .expect("stored");
+    let d = c.web();
     assert_eq!(d["status"]["availableReplicas"], 0);
     let started = Instant::now();
     let out = c
@@ -96,10 +90,7 @@ fn rollout_undo_restores_the_previous_template() {
     let out = c.kubectl(&["rollout", "undo", "deployment/web"]).ok();
     assert!(out.stdout.contains("rolled back"), "{}", out.stdout);
 
-    let d = c
-        .sandbox
-        .object("apps/v1", "Deployment", Some("default"), "web")
-        .expect("stored");
+    let d = c.web();
     assert_eq!(
         d["spec"]["template"]["spec"]["containers"][0]["image"],
         "nginx:1"
@@ -127,10 +118,7 @@ fn rollout_undo_restores_the_previous_template() {
         .kubectl(&["rollout", "undo", "deployment/web", "--to-revision=2"])
         .ok();
     assert!(out.stdout.contains("rolled back"), "{}", out.stdout);
-    let d = c
-        .sandbox
-        .object("apps/v1", "Deployment", Some("default"), "web")
-        .expect("stored");
+    let d = c.web();
     assert_eq!(
         d["spec"]["template"]["spec"]["containers"][0]["image"],
         "nginx:2"
@@ -156,10 +144,7 @@ fn scale_updates_replicas_and_status() {
     let Some(c) = Cluster::start() else { return };
     c.apply(&deployment("web", "nginx:1", "")).ok();
     c.kubectl(&["scale", "deployment/web", "--replicas=5"]).ok();
-    let d = c
-        .sandbox
-        .object("apps/v1", "Deployment", Some("default"), "web")
-        .expect("stored");
+    let d = c.web();
     assert_eq!(d["spec"]["replicas"], 5);
     assert_eq!(d["status"]["readyReplicas"], 5);
 }
@@ -251,10 +236,7 @@ fn server_side_reapply_of_the_previous_manifest_heals() {
         0
     );
     c.kubectl_stdin(&ssa, &deployment("web", "web:1", "")).ok();
-    let d = c
-        .sandbox
-        .object("apps/v1", "Deployment", Some("default"), "web")
-        .expect("stored");
+    let d = c.web();
     let template = &d["spec"]["template"];
     assert!(
         template["metadata"]["annotations"]

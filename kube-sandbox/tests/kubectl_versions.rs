@@ -25,10 +25,7 @@ fn smoke(kubectl: &str) {
         .ok();
     c.apply(&common::deployment("web", "nginx:2", "")).ok();
     c.kubectl(&["rollout", "undo", "deployment/web"]).ok();
-    let d = c
-        .sandbox
-        .object("apps/v1", "Deployment", Some("default"), "web")
-        .expect("stored");
+    let d = c.web();
     assert_eq!(
         d["spec"]["template"]["spec"]["containers"][0]["image"],
         "nginx:1"

@@ -138,6 +138,13 @@ impl Cluster {
     pub fn apply(&self, yaml: &str) -> Run {
         self.kubectl_stdin(&["apply", "-f", "-"], yaml)
     }
+
+    /// The stored Deployment default/web, which the rollout tests apply; it must exist.
+    pub fn web(&self) -> serde_json::Value {
+        self.sandbox
+            .object("apps/v1", "Deployment", Some("default"), "web")
+            .expect("stored")
+    }
 }
 
 pub fn deployment(name: &str, image: &str, template_annotations: &str) -> String {
