@@ -71,18 +71,8 @@ fn command(w: &World, mirror: &Path, args: &[&str]) -> Command {
 
 /// hookops on `repo` (a mirror), with the test's environment.
 fn hookops_on(w: &World, repo: &Path) -> Command {
-    let mut c = Command::new(hookops_bin());
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &w.home)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", w.home.join(".gitconfig"))
-        .env("KUBECACHEDIR", w.tmp.path().join("kubecache"))
-        .env("TZ", "UTC")
-        .current_dir(w.tmp.path())
-        .arg("--repo")
-        .arg(repo)
-        .stdin(Stdio::null());
+    let mut c = w.base_command(hookops_bin());
+    c.current_dir(w.tmp.path()).arg("--repo").arg(repo);
     c
 }
 
