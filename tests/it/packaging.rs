@@ -655,13 +655,9 @@ fn plain_ssh_push_through_git_shell_deploys() {
 
     let rev = w.commit(&[("README.md", "pushed over ssh\n")], "over ssh");
     let url = format!("ssh://{user}@127.0.0.1:{port}{}", w.server.display());
-    let push = run(Command::new("git")
+    let push = run(w
+        .base_command("git")
         .current_dir(&w.clone)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &w.home)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", w.home.join(".gitconfig"))
         .env("GIT_SSH_COMMAND", &ssh)
         .args(["push", &url, "HEAD:main"]));
     push.assert_ok();
