@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use kube_sandbox::Sandbox;
 
+#[path = "../tests/it/isolated.rs"]
+mod isolated;
+
 const HOOKOPS: &str = env!("CARGO_BIN_EXE_hookops");
 const KUBECTL: &str = "kubectl";
 
@@ -151,17 +154,8 @@ impl Bench {
 
     /// A command with the user's configuration shut out (like the test harness).
     fn command(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &self.home)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", self.home.join(".gitconfig"))
-            .env("TF_CLI_CONFIG_FILE", "/dev/null")
-            .env("CHECKPOINT_DISABLE", "1")
-            .env("KUBECACHEDIR", self.path("kubecache-default"))
-            .env("TZ", "UTC")
-            .current_dir(self.tmp.path());
+        let mut c = isolated::command(program, &self.home, &self.path("kubecache-default"));
+        c.current_dir(self.tmp.path());
         c
     }
 

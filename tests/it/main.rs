@@ -3,6 +3,7 @@
 mod core;
 mod gitolite;
 mod https_git;
+mod isolated;
 mod ops;
 mod packaging;
 mod records;

@@ -185,18 +185,10 @@ impl World {
     }
 
     pub fn base_command(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &self.home)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", self.home.join(".gitconfig"))
-            .env("GIT_AUTHOR_DATE", "2026-01-02T03:04:05Z")
+        let mut c =
+            crate::isolated::command(program, &self.home, &self.tmp.path().join("kubecache"));
+        c.env("GIT_AUTHOR_DATE", "2026-01-02T03:04:05Z")
             .env("GIT_COMMITTER_DATE", "2026-01-02T03:04:05Z")
-            .env("TF_CLI_CONFIG_FILE", "/dev/null")
-            .env("CHECKPOINT_DISABLE", "1")
-            .env("KUBECACHEDIR", self.tmp.path().join("kubecache"))
-            .env("TZ", "UTC")
             .stdin(Stdio::null());
         c
     }
