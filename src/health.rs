@@ -35,7 +35,7 @@ fn is_job(o: &Object) -> bool {
 /// Waits for every workload and Job in `objects`; `Err` holds the one-line reason.
 pub fn wait(
     kubectl: &Kubectl,
-    objects: &[Object],
+    objects: &[&Object],
     timeout: Duration,
     progress: &mut dyn FnMut(&str),
 ) -> Result<std::result::Result<(), String>> {
