@@ -184,6 +184,19 @@ fn gitlab_custom_hooks_dir() -> Option<PathBuf> {
     Some(PathBuf::from(dir))
 }
 
+/// The paths in `dir` whose file names pass `keep`, sorted; none if it cannot be read.
+fn sorted_entries(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| keep(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
+    paths.sort();
+    paths
+}
+
 fn hooks(r: &mut Report, session: &Session) {
     let dir = match crate::install::hooks_dir(&session.repo) {
         Ok(d) => d,
@@ -203,27 +216,15 @@ fn hooks(r: &mut Report, session: &Session) {
         if hook_itself {
             candidates.push(base.join(hook));
         }
-        if let Ok(entries) = std::fs::read_dir(base.join(format!("{hook}.d"))) {
-            let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-            files.sort();
-            candidates.extend(files);
-        }
+        candidates.extend(sorted_entries(&base.join(format!("{hook}.d")), |_| true));
     };
     add_dir(&dir, true);
     add_dir(&session.git_dir.join("custom_hooks"), true);
     if let Some(global) = gitlab_custom_hooks_dir() {
         add_dir(&global, false);
     }
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        let prefix = format!("{hook}.h");
-        let mut files: Vec<PathBuf> = entries
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-            .map(|e| e.path())
-            .collect();
-        files.sort();
-        candidates.extend(files);
-    }
+    let prefix = format!("{hook}.h");
+    candidates.extend(sorted_entries(&dir, |name| name.starts_with(&prefix)));
     let found = candidates
         .iter()
         .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("hookops")));

@@ -120,22 +120,9 @@ impl<'r> Discovery<'r> {
             return Ok(*k);
         }
         let mut found = false;
-        for e in dir.iter() {
-            let Some(name) = e.name() else { continue };
-            let mode = e.filemode();
-            if tree::is_tree(mode) || tree::is_link(mode) || !manifest::is_yaml_path(name) {
-                continue;
-            }
-            if name.starts_with('.') {
-                continue;
-            }
-            let full = if path.is_empty() {
-                name.to_string()
-            } else {
-                format!("{path}/{name}")
-            };
+        for (full, id) in yaml_files(dir, path) {
             // A file that is not text or too large cannot be a manifest we deploy.
-            if let Ok(text) = tree::read_text(self.repo, e.id(), &full) {
+            if let Ok(text) = tree::read_text(self.repo, id, &full) {
                 if manifest::looks_like_kube(&text) {
                     found = true;
                     break;
@@ -296,26 +283,23 @@ pub fn affected(
         // A discovered target may be absent from `new_targets` only because the change did not
         // come near it; it is removed only if the new tree no longer has it at its path.
         if new_declared.is_none() {
-            let still = match t.kind {
-                TargetType::Kubectl => tree::entry(new, &t.path)
-                    .filter(|(_, m)| tree::is_tree(*m))
-                    .map(|(id, _)| repo.find_tree(id))
-                    .transpose()?
-                    .map(|sub| discovery.holds_kube(&sub, &t.path))
-                    .transpose()?
-                    .unwrap_or(false),
-                _ => tree::entry(new, &t.path)
-                    .filter(|(_, m)| tree::is_tree(*m))
-                    .map(|(id, _)| repo.find_tree(id))
-                    .transpose()?
-                    .map(|sub| discovery.root_kind(&sub) == Some(t.kind))
-                    .unwrap_or(false),
+            let sub = tree::entry(new, &t.path)
+                .filter(|(_, m)| tree::is_tree(*m))
+                .map(|(id, _)| repo.find_tree(id))
+                .transpose()?;
+            let still = match (&sub, t.kind) {
+                (None, _) => false,
+                (Some(sub), TargetType::Kubectl) => {
+                    let holds = discovery.holds_kube(sub, &t.path)?;
+                    if !holds {
+                        refuse_broken_yaml(repo, sub, t)?;
+                    }
+                    holds
+                }
+                (Some(sub), kind) => discovery.root_kind(sub) == Some(kind),
             };
             if still {
                 continue;
-            }
-            if t.kind == TargetType::Kubectl {
-                refuse_broken_yaml(repo, new, t)?;
             }
         }
         result.removed.push(t.clone());
@@ -326,29 +310,9 @@ pub fn affected(
 /// A discovered kubectl target stops being one when its directory holds no Kubernetes YAML any
 /// more, and its objects are then pruned. A manifest that merely stopped parsing must not do
 /// that: if a YAML file left in the directory is malformed, the deploy fails naming it.
-fn refuse_broken_yaml(repo: &Repository, new: &Tree, t: &Target) -> Result<()> {
-    let Some((id, mode)) = tree::entry(new, &t.path) else {
-        return Ok(());
-    };
-    if !tree::is_tree(mode) {
-        return Ok(());
-    }
-    let dir = repo.find_tree(id)?;
-    for e in dir.iter() {
-        let Some(name) = e.name() else { continue };
-        let mode = e.filemode();
-        if tree::is_tree(mode) || tree::is_link(mode) || name.starts_with('.') {
-            continue;
-        }
-        if !manifest::is_yaml_path(name) {
-            continue;
-        }
-        let path = if t.path.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}/{name}", t.path)
-        };
-        let text = tree::read_text(repo, e.id(), &path)?;
+fn refuse_broken_yaml(repo: &Repository, dir: &Tree, t: &Target) -> Result<()> {
+    for (path, id) in yaml_files(dir, &t.path) {
+        let text = tree::read_text(repo, id, &path)?;
         manifest::check_yaml(&text, &path).with_context(|| {
             format!(
                 "target {} deployed Kubernetes objects from this directory; \
@@ -358,6 +322,30 @@ fn refuse_broken_yaml(repo: &Repository, new: &Tree, t: &Target) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// The YAML files directly in `dir` (found at `path`) that discovery reads: regular files,
+/// not hidden, named `*.yaml`/`*.yml`; with their paths from the root.
+fn yaml_files(dir: &Tree, path: &str) -> Vec<(String, Oid)> {
+    dir.iter()
+        .filter_map(|e| {
+            let name = e.name()?;
+            let mode = e.filemode();
+            if tree::is_tree(mode)
+                || tree::is_link(mode)
+                || name.starts_with('.')
+                || !manifest::is_yaml_path(name)
+            {
+                return None;
+            }
+            let full = if path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{path}/{name}")
+            };
+            Some((full, e.id()))
+        })
+        .collect()
 }
 
 /// The tree of a commit, with the revision named in errors.
