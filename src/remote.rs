@@ -40,8 +40,8 @@ pub const TOKEN_ENV: &str = "HOOKOPS_GIT_TOKEN";
 /// Fetch–merge–push rounds before `sync` gives up on a remote whose notes keep moving.
 const SYNC_TRIES: u32 = 5;
 
-/// The one error for a machine without git.
-const GIT_MISSING: &str = "git not found on PATH: hookops fetches and pushes with the git command";
+/// What git is needed for, in the error for a machine without it.
+const GIT_NEEDED_FOR: &str = "hookops fetches and pushes with the git command";
 
 /// The credential helper that hands git the token: it answers `get` from the two variables set
 /// in that git child's environment only, and ignores `store` and `erase`.
@@ -310,24 +310,12 @@ fn https_username(from_url: Option<&str>) -> &str {
         .unwrap_or("x-access-token")
 }
 
-fn git_on_path() -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("git").is_file()))
-}
-
 /// `git --version`, for `hookops doctor`.
 pub fn git_version() -> Result<String> {
-    let out = tools::Command::new("git", "git")
+    let out = tools::Command::from_path("git", GIT_NEEDED_FOR)
         .arg("--version")
         .env("LC_ALL", "C")
-        .run(&Masker::new())
-        .map_err(|e| {
-            if git_on_path() {
-                e
-            } else {
-                anyhow!(GIT_MISSING)
-            }
-        })?;
+        .run(&Masker::new())?;
     if !out.success() {
         bail!("git --version: {}", out.reason());
     }
@@ -395,7 +383,7 @@ impl<'a> Git<'a> {
     }
 
     fn command(&self, args: &[&str]) -> tools::Command {
-        let mut c = tools::Command::new("git", "git")
+        let mut c = tools::Command::from_path("git", GIT_NEEDED_FOR)
             .arg("--git-dir")
             .arg(self.repo.path())
             .args(GIT_SETTINGS);
@@ -426,13 +414,7 @@ impl<'a> Git<'a> {
     fn run(&self, args: &[&str]) -> Result<tools::Output> {
         let shown_args = self.clean(&args.join(" "));
         log::debug!("running git {shown_args}");
-        let mut out = self.command(args).run(&self.masker).map_err(|e| {
-            if git_on_path() {
-                e
-            } else {
-                anyhow!(GIT_MISSING)
-            }
-        })?;
+        let mut out = self.command(args).run(&self.masker)?;
         out.stdout = self.clean(&out.stdout);
         out.stderr = self.clean(&out.stderr);
         log::debug!(

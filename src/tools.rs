@@ -41,10 +41,19 @@ pub fn first_line(text: &str) -> Option<String> {
         .map(|l| l.trim_start_matches(['│', '╷', ' ']).to_string())
 }
 
-/// A command to run: the program named by a config key (for error messages).
+/// Where a command's program comes from, for the error when it cannot be found.
+#[derive(Clone, Copy)]
+pub enum Origin {
+    /// Named by this `[tools]` key of the server config.
+    Config(&'static str),
+    /// Always this program from `PATH`; the text says what hookops needs it for.
+    Path(&'static str),
+}
+
+/// A command to run, and where its program comes from (for error messages).
 pub struct Command {
     pub program: String,
-    pub config_key: &'static str,
+    pub origin: Origin,
     pub args: Vec<OsString>,
     pub env: Vec<(String, String)>,
     pub dir: Option<PathBuf>,
@@ -53,9 +62,19 @@ pub struct Command {
 
 impl Command {
     pub fn new(program: &str, config_key: &'static str) -> Command {
+        Command::with_origin(program, Origin::Config(config_key))
+    }
+
+    /// A program that is not configurable, run from `PATH`; `needed_for` completes the
+    /// not-found error `PROGRAM not found on PATH: NEEDED_FOR`.
+    pub fn from_path(program: &str, needed_for: &'static str) -> Command {
+        Command::with_origin(program, Origin::Path(needed_for))
+    }
+
+    fn with_origin(program: &str, origin: Origin) -> Command {
         Command {
             program: program.to_string(),
-            config_key,
+            origin,
             args: Vec::new(),
             env: Vec::new(),
             dir: None,
@@ -112,11 +131,15 @@ impl Command {
 
     fn spawn_error(&self, e: std::io::Error) -> anyhow::Error {
         if e.kind() == std::io::ErrorKind::NotFound {
-            anyhow::anyhow!(
-                "{}: command not found (set by [tools] {} in the server config)",
-                self.program,
-                self.config_key
-            )
+            match self.origin {
+                Origin::Config(key) => anyhow::anyhow!(
+                    "{}: command not found (set by [tools] {key} in the server config)",
+                    self.program
+                ),
+                Origin::Path(needed_for) => {
+                    anyhow::anyhow!("{} not found on PATH: {needed_for}", self.program)
+                }
+            }
         } else {
             anyhow::anyhow!("{}: cannot run: {e}", self.program)
         }
