@@ -338,6 +338,11 @@ fn read(client: &mut Client, reference: &str) -> String {
     client.read(&r(reference)).unwrap().expose().to_string()
 }
 
+/// The error `client` gives for `reference`, which must fail.
+fn read_err(client: &mut Client, reference: &str) -> String {
+    client.read(&r(reference)).unwrap_err().to_string()
+}
+
 /// Asserts that none of `needles` occurs in `haystack`.
 fn assert_hides(haystack: &str, needles: &[&str]) {
     for n in needles {
@@ -401,37 +406,25 @@ fn vault_approle_read_cache_and_distinct_errors() {
     );
 
     let mut errors = Vec::new();
-    let forbidden = client
-        .read(&r("secret/data/other#x"))
-        .unwrap_err()
-        .to_string();
+    let forbidden = read_err(&mut client, "secret/data/other#x");
     assert_eq!(
         forbidden,
         "vault: permission denied reading secret/data/other#x"
     );
     errors.push(forbidden);
 
-    let missing = client
-        .read(&r("secret/data/app/nope#password"))
-        .unwrap_err()
-        .to_string();
+    let missing = read_err(&mut client, "secret/data/app/nope#password");
     assert_eq!(missing, "vault: secret/data/app/nope#password not found");
     errors.push(missing);
 
-    let missing_key = client
-        .read(&r("secret/data/app/db#nokey"))
-        .unwrap_err()
-        .to_string();
+    let missing_key = read_err(&mut client, "secret/data/app/db#nokey");
     assert_eq!(
         missing_key,
         "vault: key \"nokey\" not found in secret/data/app/db (reading secret/data/app/db#nokey)"
     );
     errors.push(missing_key);
 
-    let missing_version = client
-        .read(&r("secret/data/app/db#password?version=9"))
-        .unwrap_err()
-        .to_string();
+    let missing_version = read_err(&mut client, "secret/data/app/db#password?version=9");
     assert!(missing_version.contains("not found"), "{missing_version}");
     errors.push(missing_version);
 
@@ -510,10 +503,7 @@ fn vault_token_file_login_renewal_and_expiry() {
     assert_eq!(read(&mut client, "secret/data/app/a#k"), VALUE);
     let who = client.whoami().unwrap();
     assert!(who.contains("app") && who.contains("renewable"), "{who}");
-    let forbidden = client
-        .read(&r("secret/data/other#k"))
-        .unwrap_err()
-        .to_string();
+    let forbidden = read_err(&mut client, "secret/data/other#k");
     assert_eq!(
         forbidden,
         "vault: permission denied reading secret/data/other#k"
@@ -536,10 +526,7 @@ fn vault_token_file_login_renewal_and_expiry() {
     let mut client = Client::login(&cfg).unwrap();
     assert_eq!(read(&mut client, "secret/data/app/a#k"), VALUE);
     std::thread::sleep(Duration::from_millis(2500));
-    let err = client
-        .read(&r("secret/data/app/c#k"))
-        .unwrap_err()
-        .to_string();
+    let err = read_err(&mut client, "secret/data/app/c#k");
     let file = doomed_dir.path().join("token").display().to_string();
     assert_eq!(err, format!("vault: token from {file} expired"));
     assert_hides(&format!("{err}\n{client:?}"), &[&doomed, VALUE]);
@@ -621,10 +608,7 @@ fn vault_revoked_token_gets_403_then_relogin() {
     }
     assert_eq!(read(&mut client, "secret/data/app/two#k"), "second-value");
     // A real policy denial is still reported as such after the check.
-    let err = client
-        .read(&r("secret/data/other#k"))
-        .unwrap_err()
-        .to_string();
+    let err = read_err(&mut client, "secret/data/other#k");
     assert_eq!(err, "vault: permission denied reading secret/data/other#k");
 }
 
