@@ -97,15 +97,7 @@ impl Session {
 
     /// The repository-wide deploy lock (flock: the kernel releases it if hookops dies).
     pub fn lock(&self) -> Result<File> {
-        let dir = self.state_dir();
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+        let (file, path) = lock_file(&self.state_dir(), "lock")?;
         if file.try_lock().is_err() {
             log::info!("waiting for another hookops deploy to finish");
             file.lock()
@@ -113,6 +105,20 @@ impl Session {
         }
         Ok(file)
     }
+}
+
+/// Opens (creating it and its directory) the file `dir/name` that a lock is taken on; the file
+/// and its path, for messages.
+pub fn lock_file(dir: &Path, name: &str) -> Result<(File, PathBuf)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(name);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok((file, path))
 }
 
 /// Largest tree libgit2 keeps in its object cache (a directory of about 25,000 entries).

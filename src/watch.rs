@@ -150,15 +150,7 @@ fn read_secret(path: &Path) -> Result<Vec<u8>> {
 
 /// One watcher per mirror: two would fetch over each other and deploy every commit twice.
 fn lock(mirror: &Path) -> Result<File> {
-    let dir = mirror.join(STATE_DIR);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("watch.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let (file, path) = crate::session::lock_file(&mirror.join(STATE_DIR), "watch.lock")?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => {
