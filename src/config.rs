@@ -64,6 +64,12 @@ pub struct Environment {
     pub allow_cluster_scoped: Option<bool>,
     #[serde(default)]
     pub allow_destroy: bool,
+    /// May a Namespace that no file declares any more be deleted (with everything in it)?
+    #[serde(default)]
+    pub prune_namespaces: bool,
+    /// May a CRD that no file declares any more be deleted (with all its custom resources)?
+    #[serde(default)]
+    pub prune_crds: bool,
     #[serde(default)]
     pub on_failure: OnFailure,
     #[serde(default)]
@@ -84,6 +90,8 @@ impl Environment {
             allowed_namespaces: None,
             allow_cluster_scoped: None,
             allow_destroy: false,
+            prune_namespaces: false,
+            prune_crds: false,
             on_failure: OnFailure::Rollback,
             tag_deploys: false,
             max_health_timeout: None,

@@ -14,6 +14,8 @@ use git2::Oid;
 
 use crate::config::{Environment, OnFailure, TargetType};
 use crate::health;
+use crate::identity::{self, Resolver};
+use crate::inventory::Inventory;
 use crate::journal;
 use crate::kube::Kubectl;
 use crate::manifest::{self, Object};
@@ -58,6 +60,23 @@ impl Request {
             move_pointer: true,
         }
     }
+}
+
+/// The cluster's kinds and scopes as last learnt (`kubectl api-resources`), in the env dir.
+const KINDS_CACHE: &str = "api-resources.json";
+
+fn cached_kinds(env_dir: &std::path::Path) -> BTreeMap<String, identity::Scope> {
+    std::fs::read(env_dir.join(KINDS_CACHE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn kept_lines(plan: &Plan) -> Vec<String> {
+    plan.kept
+        .iter()
+        .map(|k| format!("{}: {}", k.id, k.reason))
+        .collect()
 }
 
 /// Prints progress for the pusher: git relays a hook's output as `remote: …` lines.
@@ -116,18 +135,61 @@ impl<'s> Deployer<'s> {
         ))
     }
 
-    /// Plans without side effects beyond a private scratch directory.
+    /// Plans without side effects beyond a private scratch directory (the inventory's new
+    /// declarations are dropped).
     pub fn plan(&self, env: &Environment, from: Option<Oid>, to: Oid) -> Result<Plan> {
+        let mut inv = Inventory::load(&self.session.repo, &env.name)?;
+        self.plan_with(env, from, to, &mut inv, None)
+    }
+
+    /// Plans against `inv`, recording the new tree's declarations in it (not saved).
+    pub fn plan_with(
+        &self,
+        env: &Environment,
+        from: Option<Oid>,
+        to: Oid,
+        inv: &mut Inventory,
+        only: Option<&BTreeSet<String>>,
+    ) -> Result<Plan> {
         let kubectl = self.kubectl(env)?;
+        let env_dir = self.session.env_dir(&env.name)?;
         let scratch = tempfile::Builder::new()
             .prefix("render-")
-            .tempdir_in(self.session.env_dir(&env.name)?)
+            .tempdir_in(&env_dir)
             .context("creating a scratch directory")?;
         let renderer = Renderer {
             kubectl: &kubectl,
             scratch: scratch.path(),
         };
-        plan::build(&self.session.repo, env, from, to, &renderer)
+        let mut resolver = Resolver::new(identity::context_namespace(
+            env.kubeconfig.as_deref(),
+            env.context.as_deref(),
+        ));
+        resolver.custom.extend(cached_kinds(&env_dir));
+        let cx = plan::PlanContext {
+            inventory: inv,
+            resolver: &mut resolver,
+            only,
+            prune_namespaces: env.prune_namespaces,
+            prune_crds: env.prune_crds,
+        };
+        plan::build(&self.session.repo, env, from, to, &renderer, cx)
+    }
+
+    /// Asks the cluster which kinds it serves and their scope, for kinds neither built in nor
+    /// declared by a CRD in the tree (`kubectl api-resources`), and caches the answer.
+    fn learn_kinds(&self, env: &Environment) -> Result<()> {
+        let out = self
+            .kubectl(env)?
+            .raw(["api-resources", "-o", "wide", "--no-headers"])?;
+        let kinds = identity::parse_api_resources(&out.stdout);
+        if kinds.is_empty() {
+            log::info!("{}: kubectl api-resources: {}", env.name, out.reason());
+            return Ok(());
+        }
+        let path = self.session.env_dir(&env.name)?.join(KINDS_CACHE);
+        std::fs::write(&path, serde_json::to_vec(&kinds)?)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// Runs one request under the repository lock; returns the record written (None when there
@@ -169,18 +231,9 @@ impl<'s> Deployer<'s> {
             }
         }
         let pointer = session.pointer(&env.name);
-        // The pushed old value stands for "deployed" only before the first attempt: once one
-        // failed, nothing is known to be deployed, so everything is pending.
-        let attempted = session.env_dir(&env.name)?.join("attempted");
-        let from = match req.from {
-            Some(f) => f,
-            None if attempted.exists() => pointer,
-            None => pointer.or(req.pushed_old),
-        };
-        if pointer.is_none() && !attempted.exists() {
-            std::fs::write(&attempted, b"")
-                .with_context(|| format!("writing {}", attempted.display()))?;
-        }
+        // The old commit is the deployed pointer: an environment that never deployed applies
+        // the whole tree, whatever the pushed old value says.
+        let from = req.from.unwrap_or(pointer);
         if from == Some(req.to) && req.only.is_none() {
             say(&format!(
                 "{}: {} is already deployed",
@@ -193,12 +246,16 @@ impl<'s> Deployer<'s> {
             Some(f) => format!("{}..{}", plan::short_id(f), plan::short_id(req.to)),
             None => format!("{} (first deploy)", plan::short_id(req.to)),
         };
-        let planned = self.plan(env, from, req.to).map(|mut p| {
-            if let Some(only) = &req.only {
-                p.targets.retain(|t| only.contains(&t.target.name));
+        let mut inv = Inventory::load(&session.repo, &env.name)?;
+        let mut planned = self.plan_with(env, from, req.to, &mut inv, req.only.as_ref());
+        if planned.as_ref().is_ok_and(|p| p.unknown_kinds()) {
+            // Kinds the tree does not define: the cluster's discovery says what they are.
+            if let Err(e) = self.learn_kinds(env) {
+                log::info!("{}: {e:#}", env.name);
             }
-            p
-        });
+            inv = Inventory::load(&session.repo, &env.name)?;
+            planned = self.plan_with(env, from, req.to, &mut inv, req.only.as_ref());
+        }
         let plan = match planned {
             Ok(p) => p,
             Err(e) => {
@@ -206,12 +263,23 @@ impl<'s> Deployer<'s> {
                 return self.failed_early(req, from, &started, e).map(Some);
             }
         };
+        for w in &plan.warnings {
+            say(&format!("{}: warning: {w}", env.name));
+        }
+        for k in &plan.kept {
+            say(&format!(
+                "{}: keeping {} (no longer in git): {}",
+                env.name, k.id, k.reason
+            ));
+        }
         if plan.targets.is_empty() {
             say(&format!(
                 "{}: {range}: no deploy targets changed ({} paths)",
                 env.name, plan.changed_paths
             ));
-            let rep = self.report(req, from, &started, Outcome::Succeeded, Vec::new(), None);
+            let mut rep = self.report(req, from, &started, Outcome::Succeeded, Vec::new(), None);
+            rep.kept = kept_lines(&plan);
+            self.record_inventory(req, &plan, &mut inv, &[])?;
             self.finish(req, pointer, &rep)?;
             return Ok(Some(rep));
         }
@@ -227,6 +295,9 @@ impl<'s> Deployer<'s> {
             if plan.targets.len() == 1 { "" } else { "s" }
         ));
         journal::begin(session, &env.name, req, from)?;
+        // Write-ahead: whatever this attempt may send to the server is in the inventory before
+        // it is sent, so a kill at any point leaves nothing hookops applied unrecorded.
+        self.record_inventory(req, &plan, &mut inv, &[])?;
         let secrets = match self.fetch_secrets(&plan) {
             Ok(s) => s,
             Err(e) => {
@@ -237,6 +308,7 @@ impl<'s> Deployer<'s> {
             }
         };
         let results = self.execute(env, &plan, &secrets, req.to)?;
+        self.record_inventory(req, &plan, &mut inv, &results)?;
         let failed: Vec<&TargetReport> = results
             .iter()
             .filter(|r| r.result == Outcome::Failed)
@@ -249,6 +321,7 @@ impl<'s> Deployer<'s> {
             results.clone(),
             None,
         );
+        rep.kept = kept_lines(&plan);
         if !failed.is_empty() {
             rep.result = Outcome::Failed;
             rep.reason = Some(format!(
@@ -291,6 +364,41 @@ impl<'s> Deployer<'s> {
         journal::end(session, &env.name)?;
         crate::ops::after_attempt(self.session, &rep);
         Ok(Some(rep))
+    }
+
+    /// Brings the inventory up to date: before applying (`results` empty), the new tree's
+    /// declarations and every object the attempt may send; after, the objects it deleted.
+    fn record_inventory(
+        &self,
+        req: &Request,
+        plan: &Plan,
+        inv: &mut Inventory,
+        results: &[TargetReport],
+    ) -> Result<()> {
+        if results.is_empty() {
+            inv.mark_applied(plan.may_apply())?;
+            for k in &plan.kept {
+                inv.forget(&k.id)?;
+            }
+            // A rollback of some targets leaves the others at the newer commit: the base (the
+            // tree the declarations describe, mostly) stays that of the deploy it belongs to.
+            if req.only.is_none() {
+                inv.set_base(req.to);
+            }
+        }
+        for r in results.iter().filter(|r| r.pruned > 0) {
+            for tp in plan.targets.iter().filter(|t| t.target.name == r.name) {
+                for (id, _) in &tp.prune {
+                    inv.forget(id)?;
+                }
+            }
+        }
+        inv.save(&format!(
+            "hookops: {} {} of {}",
+            req.env.name,
+            if results.is_empty() { "plan" } else { "result" },
+            req.to
+        ))
     }
 
     /// A deploy that failed before any target ran (plan, Vault): its record, metrics, alert.
@@ -436,6 +544,7 @@ impl<'s> Deployer<'s> {
             targets,
             reason: reason.map(|r| self.masker.mask(&r)),
             rolled_back_to: None,
+            kept: Vec::new(),
             hookops_version: Some(env!("CARGO_PKG_VERSION").to_string()),
         }
     }
@@ -600,12 +709,6 @@ impl<'s> Deployer<'s> {
             .iter()
             .map(|t| t.target.name.as_str())
             .collect();
-        let foundations: Vec<&str> = plan
-            .targets
-            .iter()
-            .filter(|t| t.has_foundation())
-            .map(|t| t.target.name.as_str())
-            .collect();
         let deps: Vec<Vec<&str>> = plan
             .targets
             .iter()
@@ -617,9 +720,7 @@ impl<'s> Deployer<'s> {
                     .map(String::as_str)
                     .filter(|n| names.contains(n))
                     .collect();
-                if !tp.has_foundation() {
-                    d.extend(foundations.iter().copied());
-                }
+                d.extend(foundation_deps(plan, tp));
                 d
             })
             .collect();
@@ -698,6 +799,43 @@ impl<'s> Deployer<'s> {
     }
 }
 
+/// The targets whose Namespaces or CRDs `tp` needs: those creating a namespace its objects
+/// live in, or defining a kind it uses. Only these make it wait, and only their failure skips
+/// it; every other target runs whatever fails elsewhere.
+fn foundation_deps<'p>(plan: &'p Plan, tp: &TargetPlan) -> Vec<&'p str> {
+    if !tp.target.kind.is_kube() {
+        return Vec::new();
+    }
+    let namespaces: BTreeSet<&str> = tp
+        .apply
+        .iter()
+        .filter_map(|o| o.id.namespace.as_deref())
+        .chain(
+            tp.secret_ids
+                .iter()
+                .filter_map(|id| id.namespace.as_deref()),
+        )
+        .collect();
+    let kinds: BTreeSet<String> = tp
+        .apply
+        .iter()
+        .map(|o| identity::kind_key(&o.id.group, &o.id.kind))
+        .collect();
+    plan.targets
+        .iter()
+        .filter(|f| f.target.name != tp.target.name)
+        .filter(|f| {
+            f.apply.iter().any(|o| {
+                (o.id.group.is_empty()
+                    && o.id.kind == "Namespace"
+                    && namespaces.contains(o.id.name.as_str()))
+                    || identity::crd_scope(o).is_some_and(|(k, _)| kinds.contains(&k))
+            })
+        })
+        .map(|f| f.target.name.as_str())
+        .collect()
+}
+
 /// What running a target needs from the deploy that starts it.
 #[derive(Clone, Copy)]
 struct Ctx<'a> {
@@ -712,7 +850,7 @@ struct Ctx<'a> {
 /// A Kubernetes target that can share a kubectl call: it has objects to apply, none of them a
 /// CustomResourceDefinition (whose custom resources need a call of their own after it).
 fn batchable(tp: &TargetPlan, secrets: &Secrets) -> bool {
-    if tp.target.kind == TargetType::Terraform || tp.refused.is_some() {
+    if tp.target.kind == TargetType::Terraform || tp.blocked().is_some() {
         return false;
     }
     let objects = kube_objects(tp, secrets);
@@ -843,8 +981,8 @@ fn run_target(
     let clock = applied.unwrap_or_else(Instant::now);
     let t = &tp.target;
     let mut r = TargetReport::new(&t.name, t.kind);
-    let outcome = if let Some(why) = &tp.refused {
-        Err(format!("refused by policy: {why}"))
+    let outcome = if let Some(why) = tp.blocked() {
+        Err(why)
     } else if t.kind == TargetType::Terraform {
         run_terraform(env, config, masker, tp, secrets, tf_dir, &mut r)
     } else {
@@ -869,6 +1007,20 @@ fn kube_objects<'a>(tp: &'a TargetPlan, secrets: &'a Secrets) -> Vec<&'a Object>
         .iter()
         .chain(generated.into_iter().flatten())
         .collect()
+}
+
+/// Objects kubectl reports as written (`kind/name serverside-applied`, `created`, …).
+fn applied_lines(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .filter(|l| {
+            let last = l.rsplit(' ').next().unwrap_or("");
+            matches!(
+                last,
+                "serverside-applied" | "created" | "configured" | "unchanged"
+            ) && l.contains('/')
+        })
+        .count()
 }
 
 /// Namespaces and CRDs before the objects that may live in or use them (stable otherwise).
@@ -911,6 +1063,8 @@ fn run_kube(
                 .apply(manifest::to_stream(batch.iter().copied()), ns, None)
                 .map_err(|e| format!("{e:#}"))?;
             if !out.success() {
+                // What the server accepted before the failure still counts.
+                r.applied += applied_lines(&out.stdout);
                 return Err(format!("kubectl apply: {}", out.reason()));
             }
             r.applied += batch.len();

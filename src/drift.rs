@@ -117,6 +117,7 @@ pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<Exit
             targets,
             reason: drifted.then(|| "drift detected".to_string()),
             rolled_back_to: None,
+            kept: Vec::new(),
             hookops_version: Some(env!("CARGO_PKG_VERSION").to_string()),
         };
         deployer.write_record(pointer, &rep)?;

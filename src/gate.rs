@@ -33,7 +33,8 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
             problems.extend(unsigned_commits(session, u.old, new)?);
         }
         for env in envs {
-            let from = session.pointer(&env.name).or(u.old);
+            // What a deploy would do: from the pointer (nothing deployed: the whole tree).
+            let from = session.pointer(&env.name);
             let plan = match deployer.plan(&env, from, new) {
                 Ok(p) => p,
                 Err(e) => {
@@ -46,6 +47,9 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
                 }
             };
             for tp in &plan.targets {
+                if let Some(why) = &tp.error {
+                    problems.push(format!("{}: target {}: {why}", u.name, tp.target.name));
+                }
                 if let Some(why) = &tp.refused {
                     problems.push(format!("{}: target {}: {why}", u.name, tp.target.name));
                 }
@@ -62,7 +66,7 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
             for tp in plan
                 .targets
                 .iter()
-                .filter(|t| t.step == Step::Deploy && t.refused.is_none())
+                .filter(|t| t.step == Step::Deploy && t.blocked().is_none())
             {
                 if tp.target.kind.is_kube() && !tp.apply.is_empty() {
                     let out = kubectl.apply(

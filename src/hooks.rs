@@ -192,16 +192,19 @@ fn pick_envs(session: &Session, ref_name: &str, only: Option<&str>) -> Result<Ve
     }
 }
 
-/// `REF [--from REV] [--to REV]` resolved: the full ref name, the old revision if given, and
-/// the new one (default: the ref's tip).
-fn resolve_range(session: &Session, range: &RangeArgs) -> Result<(String, Option<Oid>, Oid)> {
+/// `REF [--from REV] [--to REV]` resolved: the full ref name, the old revision if given
+/// (`Some(None)` for the null id, which means "nothing deployed", as in hook input), and the
+/// new one (default: the ref's tip).
+type Range = (String, Option<Option<Oid>>, Oid);
+
+fn resolve_range(session: &Session, range: &RangeArgs) -> Result<Range> {
     let ref_name = full_ref(session, &range.ref_name)?;
     let to = session.resolve(range.to.as_deref().unwrap_or(&ref_name))?;
-    let from = range
-        .from
-        .as_deref()
-        .map(|r| session.resolve(r))
-        .transpose()?;
+    let from = match range.from.as_deref() {
+        None => None,
+        Some(r) if r.len() >= 40 && r.bytes().all(|b| b == b'0') => Some(None),
+        Some(r) => Some(Some(session.resolve(r)?)),
+    };
     Ok((ref_name, from, to))
 }
 
@@ -213,9 +216,7 @@ pub fn replay(repo: Option<&Path>, range: &RangeArgs) -> Result<ExitCode> {
     let mut failed = false;
     for env in pick_envs(&session, &ref_name, range.env.as_deref())? {
         let mut req = Request::deploy(env, &ref_name, None, to);
-        if from.is_some() {
-            req.from = Some(from);
-        }
+        req.from = from;
         failed |= !attempt(&mut deployer, &req);
     }
     Ok(exit(sync_after(&session, failed)))
@@ -228,9 +229,14 @@ pub fn plan(repo: Option<&Path>, range: &RangeArgs, json: bool) -> Result<ExitCo
     // Planning signs nothing: it works without (or with a broken) signing key.
     let deployer = Deployer::unsigned(&session);
     let mut all = Vec::new();
+    let mut broken = false;
     for env in pick_envs(&session, &ref_name, range.env.as_deref())? {
-        let from = from_arg.or_else(|| session.pointer(&env.name));
+        let from = match from_arg {
+            Some(f) => f,
+            None => session.pointer(&env.name),
+        };
         let p = deployer.plan(&env, from, to)?;
+        broken |= p.targets.iter().any(|t| t.error.is_some());
         if json {
             all.push(plan::to_json(&p, &env.name));
             continue;
@@ -245,7 +251,11 @@ pub fn plan(repo: Option<&Path>, range: &RangeArgs, json: bool) -> Result<ExitCo
         };
         println!("{value}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if broken {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn print_plan(env: &str, p: &plan::Plan) {
@@ -273,6 +283,9 @@ fn print_plan(env: &str, p: &plan::Plan) {
                 &tp.target.path
             }
         );
+        if let Some(why) = &tp.error {
+            println!("    ERROR: {why}");
+        }
         if let Some(why) = &tp.refused {
             println!("    REFUSED: {why}");
         }
@@ -285,6 +298,12 @@ fn print_plan(env: &str, p: &plan::Plan) {
         for (id, _) in &tp.prune {
             println!("    prune {id}");
         }
+    }
+    for k in &p.kept {
+        println!("  keep {} (target {}): {}", k.id, k.target, k.reason);
+    }
+    for w in &p.warnings {
+        println!("  warning: {w}");
     }
 }
 

@@ -105,6 +105,7 @@ pub fn recover(deployer: &Deployer) -> Result<()> {
                 entry.pid
             )),
             rolled_back_to: None,
+            kept: Vec::new(),
             hookops_version: Some(env!("CARGO_PKG_VERSION").to_string()),
         };
         if session.repo.find_commit(commit).is_ok() {

@@ -13,6 +13,8 @@ use serde::Serialize;
 
 use crate::config::{Environment, SecretSpec, Target, TargetType};
 use crate::diff::{self, Changes};
+use crate::identity::{self, Resolver};
+use crate::inventory::{self, Inventory};
 use crate::kube::Kubectl;
 use crate::manifest::{self, Object, ObjectId};
 use crate::targets::{self, Affected};
@@ -34,16 +36,52 @@ pub struct TargetPlan {
     pub apply: Vec<Object>,
     /// Objects to delete, with the apiVersion to name them by.
     pub prune: Vec<(ObjectId, String)>,
-    /// Changed files that fed this plan.
+    /// Changed files that fed this plan, and why a target with none is in it.
     pub files: Vec<String>,
     /// Set when policy refuses the target: it is recorded as failed and never applied.
     pub refused: Option<String>,
+    /// Set when the target's manifests cannot be read (every broken file, with file and
+    /// line): it fails alone, with its dependents; nothing of it is applied or pruned.
+    pub error: Option<String>,
+    /// The identities of the target's Vault-generated Secrets, resolved.
+    pub secret_ids: Vec<ObjectId>,
 }
 
 impl TargetPlan {
+    fn new(target: Target, step: Step) -> TargetPlan {
+        TargetPlan {
+            target,
+            step,
+            apply: Vec::new(),
+            prune: Vec::new(),
+            files: Vec::new(),
+            refused: None,
+            error: None,
+            secret_ids: Vec::new(),
+        }
+    }
+
     pub fn has_foundation(&self) -> bool {
         self.apply.iter().any(Object::is_foundation)
     }
+
+    /// Why this target cannot run, if it cannot.
+    pub fn blocked(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(e.clone());
+        }
+        self.refused
+            .as_ref()
+            .map(|r| format!("refused by policy: {r}"))
+    }
+}
+
+/// An object that no file declares any more but that is not deleted.
+#[derive(Debug, Clone, Serialize)]
+pub struct Kept {
+    pub id: ObjectId,
+    pub target: String,
+    pub reason: String,
 }
 
 pub struct Plan {
@@ -51,6 +89,29 @@ pub struct Plan {
     pub to: Oid,
     pub changed_paths: usize,
     pub targets: Vec<TargetPlan>,
+    pub kept: Vec<Kept>,
+    /// Things worth a line that do not stop the deploy (an object declared twice, a kind of
+    /// unknown scope).
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// Whether some object's kind is neither built in nor declared by a CRD.
+    pub fn unknown_kinds(&self) -> bool {
+        self.targets
+            .iter()
+            .flat_map(|t| &t.apply)
+            .any(|o| identity::is_unknown(&o.id))
+    }
+
+    /// Every object this plan may send to the server (what the inventory records before
+    /// anything is applied).
+    pub fn may_apply(&self) -> impl Iterator<Item = &ObjectId> {
+        self.targets
+            .iter()
+            .filter(|t| t.blocked().is_none() && t.step == Step::Deploy)
+            .flat_map(|t| t.apply.iter().map(|o| &o.id).chain(&t.secret_ids))
+    }
 }
 
 /// Inputs for rendering kustomize targets.
@@ -60,65 +121,107 @@ pub struct Renderer<'a> {
     pub scratch: &'a Path,
 }
 
+/// What a plan may change beyond itself: the inventory (declarations of the new tree are
+/// recorded in memory; the caller saves them or not) and the identity resolver.
+pub struct PlanContext<'a, 'r> {
+    pub inventory: &'a mut Inventory<'r>,
+    pub resolver: &'a mut Resolver,
+    /// Deploy only these targets (an automatic rollback of the failed ones): nothing else is
+    /// declared, undeclared or pruned.
+    pub only: Option<&'a BTreeSet<String>>,
+    /// `prune_namespaces` / `prune_crds` of the environment.
+    pub prune_namespaces: bool,
+    pub prune_crds: bool,
+}
+
 pub fn build(
     repo: &Repository,
     env: &Environment,
     from: Option<Oid>,
     to: Oid,
     renderer: &Renderer,
+    mut cx: PlanContext,
 ) -> Result<Plan> {
     let new_tree = targets::commit_tree(repo, to)?;
     let old_tree = from.map(|id| targets::commit_tree(repo, id)).transpose()?;
-    let changes = diff::changed_paths(repo, old_tree.as_ref(), &new_tree)?;
+    let mut changes = diff::changed_paths(repo, old_tree.as_ref(), &new_tree)?;
     let short = short_id(to);
-    let affected = targets::affected(repo, old_tree.as_ref(), &new_tree, &changes, &short)?;
+    // Installed where something is already deployed (an upgrade, `replay --from`): what the
+    // deployed tree declares is taken as applied, so removing it later prunes it.
+    if !cx.inventory.exists() {
+        if let (Some(old), Some(old_id)) = (&old_tree, from) {
+            seed(
+                repo,
+                old,
+                &short_id(old_id),
+                renderer,
+                &mut cx.resolver.clone(),
+                cx.inventory,
+            )?;
+        }
+    }
+    cx.resolver
+        .custom
+        .extend(cx.inventory.kinds().iter().map(|(k, v)| (k.clone(), *v)));
+    // A failed or interrupted attempt may have applied (or declared) a tree other than the
+    // pointer's: everything it touched is reconciled from the new tree too.
+    if let Some(base) = cx.inventory.base.filter(|b| Some(*b) != from && *b != to) {
+        if let Ok(base_tree) = targets::commit_tree(repo, base) {
+            let more = diff::changed_paths(repo, Some(&base_tree), &new_tree)?;
+            let known: BTreeSet<String> = changes.paths.iter().cloned().collect();
+            changes
+                .paths
+                .extend(more.paths.into_iter().filter(|p| !known.contains(p)));
+        }
+    }
+    let mut affected = targets::affected(repo, old_tree.as_ref(), &new_tree, &changes, &short)?;
+    if let Some(only) = cx.only {
+        affected.deploy.retain(|t| only.contains(&t.name));
+        affected.removed.retain(|t| only.contains(&t.name));
+    }
     let mut plan = Plan {
         from,
         to,
         changed_paths: changes.paths.len(),
         targets: Vec::new(),
+        kept: Vec::new(),
+        warnings: Vec::new(),
     };
-    if affected.deploy.is_empty() && affected.removed.is_empty() {
-        return Ok(plan);
-    }
     let old_targets = old_definitions(repo, old_tree.as_ref(), &affected)?;
     let sides = Sides {
         repo,
-        old: old_tree.as_ref(),
         new: &new_tree,
         changes: &changes,
         renderer,
     };
-    // Old and new objects of every affected target; pruning compares across targets so that
-    // an object moved from one target to another is applied, not deleted.
-    let mut old_objects: Vec<(usize, Object)> = Vec::new();
-    let mut new_ids: BTreeSet<ObjectId> = BTreeSet::new();
+    // Read every target first: CRDs anywhere in the push tell the scope of their kinds.
+    let mut read: Vec<Option<Vec<(String, Vec<Object>)>>> = Vec::new();
     for t in &affected.deploy {
-        let old_def = old_targets.get(&t.name);
-        let full = old_def != Some(t);
-        let idx = plan.targets.len();
-        let mut tp = TargetPlan {
-            target: t.clone(),
-            step: Step::Deploy,
-            apply: Vec::new(),
-            prune: Vec::new(),
-            files: Vec::new(),
-            refused: None,
-        };
+        let full = old_targets.get(&t.name) != Some(t);
+        let mut tp = TargetPlan::new(t.clone(), Step::Deploy);
         if t.kind.is_kube() {
-            let (new_objs, files) = sides.objects(t, Side::New, full)?;
-            let old_objs = match old_def {
-                Some(def) if def.kind.is_kube() => sides.objects(def, Side::Old, full)?.0,
-                _ => Vec::new(),
-            };
-            new_ids.extend(new_objs.iter().map(|o| o.id.clone()));
-            new_ids.extend(secret_ids(t));
-            old_objects.extend(old_objs.into_iter().map(|o| (idx, o)));
-            if let Some(def) = old_def {
-                old_objects.extend(secret_objects(def).into_iter().map(|o| (idx, o)));
+            match sides.objects(t, &new_tree, full) {
+                Ok(units) => {
+                    tp.files = units
+                        .iter()
+                        .filter(|(u, _)| u.starts_with("f:"))
+                        .map(|(u, _)| u[2..].to_string())
+                        .collect();
+                    if t.kind == TargetType::Kustomize {
+                        tp.files = changes
+                            .paths
+                            .iter()
+                            .filter(|p| t.owns(p))
+                            .cloned()
+                            .collect();
+                    }
+                    read.push(Some(units));
+                }
+                Err(e) => {
+                    tp.error = Some(crate::one_line(&format!("{e:#}")));
+                    read.push(None);
+                }
             }
-            tp.apply = new_objs;
-            tp.files = files;
         } else {
             tp.files = changes
                 .paths
@@ -126,36 +229,212 @@ pub fn build(
                 .filter(|p| t.owns(p))
                 .cloned()
                 .collect();
+            read.push(None);
         }
         plan.targets.push(tp);
     }
+    for units in read.iter().flatten() {
+        for (_, objs) in units {
+            cx.resolver.learn(objs);
+        }
+    }
+    let mut unknown: BTreeSet<String> = BTreeSet::new();
+    let mut declared_units: BTreeSet<String> = BTreeSet::new();
+    let mut first_source: BTreeMap<ObjectId, String> = BTreeMap::new();
+    for (tp, units) in plan.targets.iter_mut().zip(read) {
+        let Some(mut units) = units else { continue };
+        let t = tp.target.clone();
+        let full = old_targets.get(&t.name) != Some(&t);
+        if full {
+            // A changed definition (or a first deploy): files it no longer owns are undeclared.
+            for u in cx.inventory.file_units_of(&t.path, &t.name)? {
+                if !units.iter().any(|(x, _)| *x == u) {
+                    cx.inventory.drop_unit(&u)?;
+                }
+            }
+        }
+        let mut secrets: Vec<Object> = secret_objects(&t);
+        units.push((
+            inventory::secrets_unit(&t.name),
+            std::mem::take(&mut secrets),
+        ));
+        for (unit, objs) in &mut units {
+            for o in objs.iter_mut() {
+                if !cx.resolver.resolve(o, t.namespace.as_deref()) {
+                    unknown.insert(format!(
+                        "{} ({})",
+                        identity::kind_key(&o.id.group, &o.id.kind),
+                        o.source
+                    ));
+                }
+            }
+            if unit.starts_with("s:") {
+                tp.secret_ids = objs.iter().map(|o| o.id.clone()).collect();
+            }
+            let refs: Vec<&Object> = objs.iter().collect();
+            cx.inventory.declare(unit, &t.name, &refs)?;
+            declared_units.insert(unit.clone());
+        }
+        for (unit, objs) in units {
+            if unit.starts_with("s:") {
+                continue;
+            }
+            for o in objs {
+                if let Some(first) = first_source.get(&o.id) {
+                    plan.warnings.push(format!(
+                        "{} is declared twice ({first} and {}); it is applied once, as the last one says",
+                        o.id, o.source
+                    ));
+                    tp.apply.retain(|x| x.id != o.id);
+                } else {
+                    first_source.insert(o.id.clone(), o.source.clone());
+                }
+                tp.apply.push(o);
+            }
+        }
+    }
+    for u in unknown {
+        plan.warnings.push(format!(
+            "kind {u} is neither built in nor declared by a CRD in the tree: its scope is unknown until the cluster is asked, so its objects are never pruned on a guess"
+        ));
+    }
+    // Manifests that changed and are no longer declared by a deployed target: deleted,
+    // moved out of a target, or in a target that stopped being one.
+    let errored: Vec<&Target> = plan
+        .targets
+        .iter()
+        .filter(|t| t.error.is_some())
+        .map(|t| &t.target)
+        .collect();
+    for p in &changes.paths {
+        let unit = inventory::file_unit(p);
+        if declared_units.contains(&unit) || errored.iter().any(|t| t.owns(p)) {
+            continue;
+        }
+        if let Some(u) = cx.inventory.unit(&unit)? {
+            if cx.only.is_none_or(|only| only.contains(&u.target)) {
+                cx.inventory.drop_unit(&unit)?;
+            }
+        }
+    }
     for t in &affected.removed {
-        let idx = plan.targets.len();
-        if t.kind.is_kube() {
-            let (old_objs, _) = sides.objects(t, Side::Old, true)?;
-            old_objects.extend(old_objs.into_iter().map(|o| (idx, o)));
-            old_objects.extend(secret_objects(t).into_iter().map(|o| (idx, o)));
+        match t.kind {
+            TargetType::Kubectl => {
+                for u in cx.inventory.file_units_of(&t.path, &t.name)? {
+                    cx.inventory.drop_unit(&u)?;
+                }
+            }
+            TargetType::Kustomize => cx
+                .inventory
+                .drop_unit(&inventory::kustomize_unit(&t.path))?,
+            TargetType::Terraform => {}
         }
-        plan.targets.push(TargetPlan {
-            target: t.clone(),
-            step: Step::Remove,
-            apply: Vec::new(),
-            prune: Vec::new(),
-            files: Vec::new(),
-            refused: None,
-        });
+        cx.inventory.drop_unit(&inventory::secrets_unit(&t.name))?;
+        plan.targets.push(TargetPlan::new(t.clone(), Step::Remove));
     }
-    let mut seen = BTreeSet::new();
-    for (idx, o) in old_objects {
-        if !new_ids.contains(&o.id) && seen.insert(o.id.clone()) {
-            plan.targets[idx].prune.push((o.id, o.api_version));
-        }
-    }
+    prunes(&mut plan, &mut cx)?;
     for tp in &mut plan.targets {
         tp.refused = policy(env, tp);
     }
     plan.targets = order(plan.targets)?;
     Ok(plan)
+}
+
+/// Prune = inventory − declared: every object hookops applied that no unit declares any more,
+/// handed to the target that last declared it (a removal step when it is not in the plan).
+/// Objects marked `hookops.io/prune: disabled`, Namespaces and CRDs (unless the server config
+/// allows) are kept; so is anything whose scope was a guess while a variant is declared.
+fn prunes(plan: &mut Plan, cx: &mut PlanContext) -> Result<()> {
+    for (id, e) in cx.inventory.orphans()? {
+        if cx.only.is_some_and(|only| !only.contains(&e.target)) {
+            continue;
+        }
+        if cx.inventory.declared_in_any_namespace(&id)? && identity::is_unknown(&id)
+            || cx.inventory.declared(&ObjectId {
+                namespace: Some(identity::UNKNOWN_NS.into()),
+                ..id.clone()
+            })?
+        {
+            continue;
+        }
+        let reason = if e.keep {
+            Some("hookops.io/prune: disabled")
+        } else if id.group.is_empty() && id.kind == "Namespace" && !cx.prune_namespaces {
+            Some("Namespaces are never pruned unless the environment sets prune_namespaces = true (deleting one deletes everything in it)")
+        } else if id.group == "apiextensions.k8s.io"
+            && id.kind == "CustomResourceDefinition"
+            && !cx.prune_crds
+        {
+            Some("CRDs are never pruned unless the environment sets prune_crds = true (deleting one deletes all its custom resources)")
+        } else if identity::is_unknown(&id) {
+            Some("its kind's scope was unknown when it was applied")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            plan.kept.push(Kept {
+                id,
+                target: e.target,
+                reason: reason.to_string(),
+            });
+            continue;
+        }
+        let idx = match plan.targets.iter().position(|t| t.target.name == e.target) {
+            Some(i) => i,
+            None => {
+                let t = targets::placeholder(&e.target);
+                plan.targets.push(TargetPlan::new(t, Step::Remove));
+                plan.targets.len() - 1
+            }
+        };
+        plan.targets[idx].prune.push((id, e.api_version));
+    }
+    Ok(())
+}
+
+/// Declares everything `tree` holds as applied (adopting an environment that was deployed
+/// before it had an inventory).
+fn seed(
+    repo: &Repository,
+    tree: &Tree,
+    label: &str,
+    renderer: &Renderer,
+    resolver: &mut Resolver,
+    inv: &mut Inventory,
+) -> Result<()> {
+    let changes = diff::changed_paths(repo, None, tree)?;
+    let affected = targets::affected(repo, None, tree, &changes, label)?;
+    let sides = Sides {
+        repo,
+        new: tree,
+        changes: &changes,
+        renderer,
+    };
+    let mut all = Vec::new();
+    for t in affected.deploy.iter().filter(|t| t.kind.is_kube()) {
+        match sides.objects(t, tree, true) {
+            Ok(units) => all.push((t, units)),
+            Err(e) => log::warn!("adopting {label}: target {}: {e:#}", t.name),
+        }
+    }
+    for (_, units) in &all {
+        for (_, objs) in units {
+            resolver.learn(objs);
+        }
+    }
+    for (t, units) in all {
+        let mut units = units;
+        units.push((inventory::secrets_unit(&t.name), secret_objects(t)));
+        for (unit, mut objs) in units {
+            for o in &mut objs {
+                resolver.resolve(o, t.namespace.as_deref());
+            }
+            let refs: Vec<&Object> = objs.iter().collect();
+            inv.declare(&unit, &t.name, &refs)?;
+            inv.mark_applied(objs.iter().map(|o| &o.id))?;
+        }
+    }
+    Ok(())
 }
 
 pub fn short_id(id: Oid) -> String {
@@ -197,34 +476,18 @@ fn old_definitions(
     Ok(out)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Old,
-    New,
-}
-
 struct Sides<'a, 'r> {
     repo: &'r Repository,
-    old: Option<&'a Tree<'r>>,
     new: &'a Tree<'r>,
     changes: &'a Changes,
     renderer: &'a Renderer<'a>,
 }
 
 impl Sides<'_, '_> {
-    fn tree(&self, side: Side) -> Option<&Tree<'_>> {
-        match side {
-            Side::Old => self.old,
-            Side::New => Some(self.new),
-        }
-    }
-
-    /// Objects of a Kubernetes target on one side: for kubectl targets, those of the changed
-    /// files (all files when `full`); for kustomize, the whole rendered output.
-    fn objects(&self, t: &Target, side: Side, full: bool) -> Result<(Vec<Object>, Vec<String>)> {
-        let Some(tree) = self.tree(side) else {
-            return Ok((Vec::new(), Vec::new()));
-        };
+    /// Objects of a Kubernetes target by inventory unit: for kubectl targets, one unit per
+    /// changed file (every file when `full`); for kustomize, the whole rendered output. Every
+    /// broken file is reported, not just the first.
+    fn objects(&self, t: &Target, tree: &Tree, full: bool) -> Result<Vec<(String, Vec<Object>)>> {
         let ns = t.namespace.as_deref();
         match t.kind {
             TargetType::Kubectl => {
@@ -243,68 +506,41 @@ impl Sides<'_, '_> {
                         .cloned()
                         .collect()
                 };
-                let mut texts = Vec::new();
+                let mut units = Vec::new();
+                let mut errors = Vec::new();
                 for f in &files {
                     if f.rsplit('/').next().is_some_and(|n| n.starts_with('.')) {
                         continue;
                     }
-                    match tree::read_path(self.repo, tree, f) {
-                        Ok(Some(text)) => texts.push((f.clone(), text)),
+                    let parsed = tree::read_path(self.repo, tree, f).and_then(|text| match text {
+                        Some(text) => manifest::parse(&text, f, ns).map(Some),
+                        None => Ok(None),
+                    });
+                    match parsed {
+                        Ok(Some(objs)) => units.push((inventory::file_unit(f), objs)),
                         Ok(None) => {}
-                        Err(e) if side == Side::Old => {
-                            log::warn!("ignoring deployed {f}: {e:#}");
-                        }
-                        Err(e) => return Err(e.context(format!("target {}", t.name))),
+                        Err(e) => errors.push(crate::one_line(&format!("{e:#}"))),
                     }
                 }
-                let mut objects = Vec::new();
-                for (f, text) in &texts {
-                    match manifest::parse(text, f, ns) {
-                        Ok(objs) => objects.extend(objs),
-                        // What was deployed before is history: a broken old file must not
-                        // block deploying its fix.
-                        Err(e) if side == Side::Old => log::warn!("ignoring deployed {f}: {e:#}"),
-                        Err(e) => return Err(e),
-                    }
+                if !errors.is_empty() {
+                    bail!("{}", errors.join("; "));
                 }
-                let custom = manifest::cluster_kinds(&objects);
-                if !custom.is_empty() {
-                    for o in &mut objects {
-                        if custom.contains(&(o.id.group.clone(), o.id.kind.clone())) {
-                            o.id.namespace = None;
-                            o.cluster = true;
-                        }
-                    }
-                }
-                Ok((objects, files))
+                Ok(units)
             }
             TargetType::Kustomize => {
-                let rendered = match self.render(t, tree, side) {
-                    Ok(r) => r,
-                    Err(e) if side == Side::Old => {
-                        log::warn!("cannot render deployed target {}: {e:#}", t.name);
-                        return Ok((Vec::new(), Vec::new()));
-                    }
-                    Err(e) => return Err(e),
-                };
+                let rendered = self.render(t, tree)?;
                 let objects = manifest::parse(&rendered, &format!("{} (kustomize)", t.path), ns)?;
-                let files = self
-                    .changes
-                    .paths
-                    .iter()
-                    .filter(|p| t.owns(p))
-                    .cloned()
-                    .collect();
-                Ok((objects, files))
+                Ok(vec![(inventory::kustomize_unit(&t.path), objects)])
             }
-            TargetType::Terraform => Ok((Vec::new(), Vec::new())),
+            TargetType::Terraform => Ok(Vec::new()),
         }
     }
 
-    fn render(&self, t: &Target, tree: &Tree, side: Side) -> Result<String> {
-        let root = self.renderer.scratch.join(match side {
-            Side::Old => "old",
-            Side::New => "new",
+    fn render(&self, t: &Target, tree: &Tree) -> Result<String> {
+        let root = self.renderer.scratch.join(if std::ptr::eq(tree, self.new) {
+            "new"
+        } else {
+            "old"
         });
         tree::clean_dir(&root)?;
         std::fs::create_dir_all(&root)?;
@@ -342,10 +578,6 @@ fn secret_objects(t: &Target) -> Vec<Object> {
         .collect()
 }
 
-fn secret_ids(t: &Target) -> Vec<ObjectId> {
-    t.secret.iter().map(|s| secret_id(t, s)).collect()
-}
-
 pub fn secret_id(t: &Target, s: &SecretSpec) -> ObjectId {
     ObjectId {
         group: String::new(),
@@ -358,36 +590,32 @@ pub fn secret_id(t: &Target, s: &SecretSpec) -> ObjectId {
 /// `allowed_namespaces` and `allow_cluster_scoped`: a target with any object outside them is
 /// refused whole.
 fn policy(env: &Environment, tp: &TargetPlan) -> Option<String> {
-    if env.allowed_namespaces.is_some() {
-        // Without a namespace the object would land in the context's default namespace, which
-        // the policy cannot see: demand an explicit one.
-        if let Some(o) = tp
-            .apply
-            .iter()
-            .find(|o| !o.cluster && o.id.namespace.is_none())
-        {
-            return Some(format!(
-                "{} ({}): no namespace; set metadata.namespace or the target's namespace",
-                o.id, o.source
-            ));
-        }
-    }
-    let secrets = secret_ids(&tp.target);
     let ids = tp
         .apply
         .iter()
         .map(|o| &o.id)
         .chain(tp.prune.iter().map(|(id, _)| id))
-        .chain(secrets.iter());
+        .chain(tp.secret_ids.iter());
     for id in ids {
         match &id.namespace {
             None if !env.cluster_scoped_allowed() => {
                 return Some(format!(
-                    "{id}: cluster-scoped objects are not allowed in environment {}",
+                    "{id} is cluster-scoped, and cluster-scoped objects are not allowed in environment {}",
                     env.name
                 ))
             }
             None => {}
+            Some(ns) if ns == identity::UNKNOWN_NS => {
+                if env.allowed_namespaces.is_some() || !env.cluster_scoped_allowed() {
+                    return Some(format!(
+                        "{} {}: kind {} is neither built in nor declared by a CRD, so its scope (and namespace) cannot be checked against the policy of environment {}",
+                        id.kind,
+                        id.name,
+                        identity::kind_key(&id.group, &id.kind),
+                        env.name
+                    ));
+                }
+            }
             Some(ns) => {
                 let allowed = env.allowed_namespaces.as_ref();
                 if allowed.is_some_and(|a| !a.iter().any(|x| x == ns)) {

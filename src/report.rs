@@ -81,6 +81,9 @@ pub struct Report {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_to: Option<String>,
+    /// Objects no file declares any more that were not deleted, and why (`Kind ns/name: why`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hookops_version: Option<String>,
 }
@@ -143,6 +146,7 @@ mod tests {
             }],
             reason: None,
             rolled_back_to: Some("abc".into()),
+            kept: Vec::new(),
             hookops_version: None,
         };
         let p = r.payload();

@@ -72,6 +72,15 @@ fn discovered(path: &str, kind: TargetType) -> Target {
     }
 }
 
+/// A stand-in for a target known only by name (the inventory names the target that last
+/// declared an object; the target itself may be gone from the tree).
+pub fn placeholder(name: &str) -> Target {
+    Target {
+        name: name.to_string(),
+        ..discovered("", TargetType::Kubectl)
+    }
+}
+
 impl<'r> Discovery<'r> {
     pub fn new(repo: &'r Repository) -> Self {
         Discovery {

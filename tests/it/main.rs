@@ -6,6 +6,7 @@ mod https_git;
 mod isolated;
 mod ops;
 mod packaging;
+mod realworld;
 mod records;
 mod safety;
 mod secrets;
