@@ -4,7 +4,6 @@
 //! record on it, including one that failed before touching anything.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Instant;
@@ -79,12 +78,7 @@ fn kept_lines(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
-/// Prints progress for the pusher: git relays a hook's output as `remote: …` lines.
-pub fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "hookops: {line}");
-    let _ = out.flush();
-}
+pub use crate::out::say;
 
 /// Everything a deploy needs beside the request.
 pub struct Deployer<'s> {
@@ -244,7 +238,10 @@ impl<'s> Deployer<'s> {
         }
         let range = match from {
             Some(f) => format!("{}..{}", plan::short_id(f), plan::short_id(req.to)),
-            None => format!("{} (first deploy)", plan::short_id(req.to)),
+            None => format!(
+                "{} (whole tree: nothing deployed yet)",
+                plan::short_id(req.to)
+            ),
         };
         let mut inv = Inventory::load(&session.repo, &env.name)?;
         let mut planned = self.plan_with(env, from, req.to, &mut inv, req.only.as_ref());
@@ -284,13 +281,15 @@ impl<'s> Deployer<'s> {
             return Ok(Some(rep));
         }
         say(&format!(
-            "{}: {} {range} ({}), {} target{}",
+            "{}: {} {} {range}, {} target{}",
             env.name,
             match req.action {
-                Action::Rollback => "rolling back to",
+                Action::Rollback => "rolling back",
                 _ => "deploying",
             },
-            req.ref_name,
+            req.ref_name
+                .strip_prefix("refs/heads/")
+                .unwrap_or(&req.ref_name),
             plan.targets.len(),
             if plan.targets.len() == 1 { "" } else { "s" }
         ));
@@ -348,13 +347,14 @@ impl<'s> Deployer<'s> {
         }
         let failed_names: BTreeSet<String> = failed.iter().map(|r| r.name.clone()).collect();
         say(&format!(
-            "{}: FAILED {} of {} targets in {elapsed:.1}s; pointer stays at {}",
+            "{}: FAILED {} of {} targets in {elapsed:.1}s; {}",
             env.name,
             failed_names.len(),
             results.len(),
-            pointer
-                .map(plan::short_id)
-                .unwrap_or_else(|| "(none)".into())
+            match pointer {
+                Some(p) => format!("still deployed: {}", plan::short_id(p)),
+                None => "nothing is marked deployed yet".to_string(),
+            }
         ));
         if req.action == Action::Deploy {
             self.on_failure(req, &plan, pointer, &failed_names, &mut rep)?;
@@ -729,6 +729,13 @@ impl<'s> Deployer<'s> {
         let mut started = vec![false; plan.targets.len()];
         let (tx, rx) = mpsc::channel::<(usize, TargetReport)>();
         let ctx = Ctx {
+            width: plan
+                .targets
+                .iter()
+                .map(|t| t.target.name.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(8),
             env,
             config,
             kubectl: &kubectl,
@@ -762,7 +769,7 @@ impl<'s> Deployer<'s> {
                         .find(|d| done.get(*d) == Some(&Outcome::Failed))
                     {
                         let r = skipped(tp, format!("dependency {bad} failed"));
-                        print_target(&env.name, &r);
+                        print_target(&env.name, &r, ctx.width);
                         let _ = tx.send((i, r));
                         continue;
                     }
@@ -839,6 +846,8 @@ fn foundation_deps<'p>(plan: &'p Plan, tp: &TargetPlan) -> Vec<&'p str> {
 /// What running a target needs from the deploy that starts it.
 #[derive(Clone, Copy)]
 struct Ctx<'a> {
+    /// Column width of target names in the result lines.
+    width: usize,
     env: &'a Environment,
     config: &'a crate::config::ServerConfig,
     kubectl: &'a Kubectl,
@@ -872,7 +881,7 @@ fn spawn_target<'scope, 'env>(
 ) {
     scope.spawn(move || {
         let r = run_target(c, &c.plan.targets[i], tf_dir, applied);
-        print_target(&c.env.name, &r);
+        print_target(&c.env.name, &r, c.width);
         let _ = tx.send((i, r));
     });
 }
@@ -943,7 +952,8 @@ fn skipped(tp: &TargetPlan, reason: String) -> TargetReport {
     }
 }
 
-fn print_target(env: &str, r: &TargetReport) {
+/// One aligned result line per target; `width` is the longest target name of the deploy.
+fn print_target(env: &str, r: &TargetReport, width: usize) {
     let mut counts = format!("applied {}", r.applied);
     if r.pruned > 0 {
         counts.push_str(&format!(", pruned {}", r.pruned));
@@ -955,7 +965,7 @@ fn print_target(env: &str, r: &TargetReport) {
         (o, None) => o.as_str().to_string(),
     };
     say(&format!(
-        "{env}: {:<20} {:<9} {:<22} {:>6.1}s  {status}",
+        "{env}: {:<width$} {:<9} {:<19} {:>6.1}s  {status}",
         r.name,
         r.kind,
         counts,
@@ -1082,7 +1092,9 @@ fn run_kube(
     let timeout = env.health_timeout(t.timeout);
     let name = t.name.clone();
     let envname = env.name.clone();
-    let mut progress = |line: &str| say(&format!("{envname}: {name}: {line}"));
+    let mut progress = |line: &str| {
+        crate::out::say_if_slow(format!("{envname}: {name}: {line}"), crate::out::SLOW)
+    };
     match health::wait(kubectl, &objects, timeout, &mut progress) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(reason)) => Err(format!("unhealthy: {reason}")),

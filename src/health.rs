@@ -37,7 +37,7 @@ pub fn wait(
     kubectl: &Kubectl,
     objects: &[&Object],
     timeout: Duration,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn FnMut(&str) -> crate::out::SlowGuard,
 ) -> Result<std::result::Result<(), String>> {
     let deadline = Instant::now() + timeout;
     for o in objects.iter().filter(|o| is_workload(o) || is_job(o)) {
@@ -50,7 +50,7 @@ pub fn wait(
             )));
         }
         let ns = o.id.namespace.as_deref();
-        progress(&format!("waiting for {}", o.id));
+        let _slow = progress(&format!("waiting for {}", o.id));
         if is_job(o) {
             if let Err(reason) = wait_job(kubectl, o, deadline)? {
                 return Ok(Err(reason));

@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod mask;
 pub mod notes;
 pub mod ops;
+pub mod out;
 pub mod plan;
 pub mod record;
 pub mod refs;

@@ -821,13 +821,19 @@ pub fn sync_to(repo: &Repository, url: &str, creds: &Creds) -> Result<()> {
         if repo.refname_to_id(NOTES_REF).is_ok() {
             specs.push(format!("{NOTES_REF}:{NOTES_REF}"));
         }
-        let pointers = repo
-            .references_glob(&config::pointer_ref("*"))
-            .context("listing deployed pointers")?;
-        for r in pointers {
-            let r = r.context("reading a deployed pointer")?;
-            if let Some(name) = r.name() {
-                specs.push(format!("+{name}:{name}"));
+        // Pointers and inventories (forced: a rollback legitimately moves a pointer back).
+        for glob in [
+            config::pointer_ref("*"),
+            crate::inventory::inventory_ref("*"),
+        ] {
+            for r in repo
+                .references_glob(&glob)
+                .with_context(|| format!("listing {glob}"))?
+            {
+                let r = r.with_context(|| format!("reading {glob}"))?;
+                if let Some(name) = r.name() {
+                    specs.push(format!("+{name}:{name}"));
+                }
             }
         }
         if specs.is_empty() {

@@ -27,11 +27,41 @@ impl Output {
     }
 
     /// The first meaningful line of the child's complaint, for one-line reports.
+    /// The line that says why the command failed: an error line rather than the warnings,
+    /// deprecation notes and log noise that tools print first.
     pub fn reason(&self) -> String {
-        first_line(&self.stderr)
+        error_line(&self.stderr)
+            .or_else(|| first_line(&self.stderr))
             .or_else(|| first_line(&self.stdout))
             .unwrap_or_else(|| format!("exited with status {:?}", self.code))
     }
+}
+
+/// Log noise rather than a reason: `# Warning: …`, `Warning: …`, klog lines (`E1130 12:00…`
+/// or `"command failed" err=<`).
+fn noise(line: &str) -> bool {
+    let l = line.trim_start_matches(['#', ' ']);
+    let klog = l.len() > 5
+        && matches!(l.as_bytes()[0], b'E' | b'W' | b'I')
+        && l.as_bytes()[1..5].iter().all(u8::is_ascii_digit);
+    l.starts_with("Warning:") || l.starts_with("warning:") || klog || l.contains("err=<")
+}
+
+fn error_line(text: &str) -> Option<String> {
+    let lines = || {
+        text.lines()
+            .map(|l| l.trim().trim_start_matches(['│', '╷', ' ']))
+            .filter(|l| !l.is_empty() && !noise(l))
+    };
+    lines()
+        .find(|l| {
+            let lower = l.to_ascii_lowercase();
+            lower.starts_with("error")
+                || lower.contains("error:")
+                || lower.contains("error from server")
+        })
+        .or_else(|| lines().next())
+        .map(str::to_string)
 }
 
 pub fn first_line(text: &str) -> Option<String> {
@@ -224,6 +254,25 @@ fn die_with_parent(cmd: &mut std::process::Command) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reason_is_the_error_not_the_warnings_before_it() {
+        let out = |stderr: &str| Output {
+            code: Some(1),
+            stdout: String::new(),
+            stderr: stderr.to_string(),
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(
+            out("# Warning: 'bases' is deprecated. Please use 'resources' instead.\nError: accumulating resources: missing\n").reason(),
+            "Error: accumulating resources: missing"
+        );
+        assert_eq!(
+            out("E1130 10:00:00.1 1 run.go:72] \"command failed\" err=<\n\terror: no objects passed to apply\n>\n").reason(),
+            "error: no objects passed to apply"
+        );
+        assert_eq!(out("just this\n").reason(), "just this");
+    }
 
     #[test]
     fn missing_binary_names_the_key() {

@@ -1,0 +1,33 @@
+//! What the pusher sees: git relays a hook's output as `remote: …` lines, so every line is
+//! flushed as it is written and carries the `hookops:` prefix.
+
+use std::io::Write;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Prints one progress line for the pusher.
+pub fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "hookops: {line}");
+    let _ = out.flush();
+}
+
+/// How long a wait lasts before it is worth a line.
+pub const SLOW: Duration = Duration::from_secs(1);
+
+/// Says `line` only if the returned guard is still alive after `after`: a wait that ends in
+/// moments prints nothing, so twenty parallel targets do not fill the pusher's screen.
+pub fn say_if_slow(line: String, after: Duration) -> SlowGuard {
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(after) == Err(mpsc::RecvTimeoutError::Timeout) {
+            say(&line);
+        }
+    });
+    SlowGuard { _tx: tx }
+}
+
+/// Dropping it before the time is up cancels the line.
+pub struct SlowGuard {
+    _tx: mpsc::Sender<()>,
+}
