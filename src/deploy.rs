@@ -818,7 +818,7 @@ fn print_target(env: &str, r: &TargetReport) {
     };
     say(&format!(
         "{env}: {:<20} {:<9} {:<22} {:>6.1}s  {status}",
-        r.name,
+        crate::config::printable(&r.name),
         r.kind,
         counts,
         r.duration_ms as f64 / 1000.0
