@@ -169,13 +169,10 @@ impl<'s> Deployer<'s> {
             }
         }
         let pointer = session.pointer(&env.name);
-        // The pushed old value stands for "deployed" only before the first attempt: once one
-        // failed, nothing is known to be deployed, so everything is pending.
-        let attempted = session.env_dir(&env.name)?.join("attempted");
+        let attempted = attempted_marker(session, &env.name)?;
         let from = match req.from {
             Some(f) => f,
-            None if attempted.exists() => pointer,
-            None => pointer.or(req.pushed_old),
+            None => deployed_from(session, env, req.pushed_old)?,
         };
         if pointer.is_none() && !attempted.exists() {
             std::fs::write(&attempted, b"")
@@ -974,6 +971,25 @@ fn run_terraform(
 }
 
 /// Moves `refs/hookops/deployed/<env>` from `old` to `new`, refusing if someone else moved it.
+fn attempted_marker(session: &Session, env: &str) -> Result<PathBuf> {
+    Ok(session.env_dir(env)?.join("attempted"))
+}
+
+/// Where a deploy of a push starts: the deployed pointer. The pushed old value stands for
+/// "deployed" only before the first attempt: once one failed, nothing is known to be
+/// deployed, so everything is pending. The gate plans from the same commit.
+pub fn deployed_from(
+    session: &Session,
+    env: &Environment,
+    pushed_old: Option<Oid>,
+) -> Result<Option<Oid>> {
+    let pointer = session.pointer(&env.name);
+    if pointer.is_some() || attempted_marker(session, &env.name)?.exists() {
+        return Ok(pointer);
+    }
+    Ok(pushed_old)
+}
+
 pub fn move_pointer(
     session: &Session,
     env: &Environment,

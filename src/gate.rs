@@ -33,7 +33,7 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
             problems.extend(unsigned_commits(session, u.old, new)?);
         }
         for env in envs {
-            let from = session.pointer(&env.name).or(u.old);
+            let from = crate::deploy::deployed_from(session, &env, u.old)?;
             let plan = match deployer.plan(&env, from, new) {
                 Ok(p) => p,
                 Err(e) => {

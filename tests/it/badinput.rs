@@ -136,7 +136,7 @@ fn new_directory_whose_only_json_manifest_does_not_parse_is_refused() {
             "broken/cm.json",
             "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"ConfigMap\",\n  \"metadata\": {\"name\": \"x\",}\n}\n",
         )],
-        "broken/cm.json:4:30: invalid JSON: trailing comma",
+        "broken/cm.json:4:28: invalid JSON: trailing comma",
     );
 }
 
@@ -278,7 +278,7 @@ fn directory_names_git_accepts_are_target_names() {
     // Terraform's work directory: bytes outside [A-Za-z0-9._-] percent-encoded.
     let work = w.server.join("hookops/work/prod/terraform/tf%20%C3%BC");
     assert!(
-        work.join("terraform.tfstate").is_file(),
+        work.join("tf ü/terraform.tfstate").is_file(),
         "{}",
         work.display()
     );
