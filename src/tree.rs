@@ -37,7 +37,7 @@ pub fn read_text(repo: &Repository, id: Oid, path: &str) -> Result<String> {
 /// with replacement characters; deploying mangled values silently is worse than refusing.
 pub fn decode_text(bytes: Vec<u8>) -> std::result::Result<String, &'static str> {
     let utf16 = |rest: &[u8], unit: fn([u8; 2]) -> u16| {
-        if rest.len() % 2 != 0 {
+        if !rest.len().is_multiple_of(2) {
             return Err("not UTF-16 text (an odd number of bytes after a UTF-16 byte-order mark)");
         }
         let units = rest.chunks_exact(2).map(|c| unit([c[0], c[1]]));
