@@ -970,7 +970,6 @@ fn run_terraform(
     Ok(())
 }
 
-/// Moves `refs/hookops/deployed/<env>` from `old` to `new`, refusing if someone else moved it.
 fn attempted_marker(session: &Session, env: &str) -> Result<PathBuf> {
     Ok(session.env_dir(env)?.join("attempted"))
 }
@@ -990,6 +989,7 @@ pub fn deployed_from(
     Ok(pushed_old)
 }
 
+/// Moves `refs/hookops/deployed/<env>` from `old` to `new`, refusing if someone else moved it.
 pub fn move_pointer(
     session: &Session,
     env: &Environment,

@@ -500,8 +500,12 @@ pub fn looks_like_kube(text: &str, path: &str) -> bool {
 
 /// A line-based guess that needs no parse: in YAML a line starting with an `apiVersion:` or
 /// `kind:` key (quoted or not); in JSON (or YAML in flow style) such a key in the outermost
-/// mapping.
+/// mapping. A template (`{{ … }}`: Helm, Go templates, Jinja) is rendered by another tool
+/// before kubectl sees it, so it is not a broken manifest.
 fn sniff(text: &str) -> bool {
+    if text.contains("{{") {
+        return false;
+    }
     let key_line = |l: &str| {
         let l = l.strip_prefix(['"', '\'']).unwrap_or(l);
         ["apiVersion", "kind"].iter().any(|k| {
@@ -714,6 +718,8 @@ mod tests {
         assert!(kube("apiVersion: v1\nkind: ConfigMap\n", "a.yaml"));
         assert!(!kube("on: push\njobs: {}\n", "a.yaml"));
         assert!(!kube("{{ template }}", "a.yaml"));
+        let helm = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ include \"x\" . }}\n{{- if .Values.y }}\n";
+        assert!(!kube(helm, "chart/templates/d.yaml"));
         // Broken, but meant as a manifest: reported rather than skipped.
         assert!(kube(
             "apiVersion: v1\nkind: ConfigMap\ndata:\n\ta: 1\n",

@@ -1,8 +1,9 @@
 //! The targets stage: which deploy targets a change touches. Targets are declared in
 //! `hookops.toml` or discovered: the topmost directory holding `kustomization.yaml` or `*.tf`
 //! files above a changed path is a kustomize or Terraform target; otherwise a directory holding
-//! Kubernetes YAML or JSON is a kubectl target of that one directory, named by its path. Discovery walks
-//! up from the changed paths and never lists the whole tree, except on a first deploy.
+//! Kubernetes YAML or JSON is a kubectl target of that one directory, named by its path.
+//! Discovery walks up from the changed paths and never lists the whole tree, except on a first
+//! deploy.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
