@@ -213,17 +213,19 @@ fn json_documents<'t>(
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<JsonDoc>();
     // A stream ends at its first error: where the next value starts is not known.
     let mut failed = false;
+    // Lines counted up to `counted`, so a long stream is scanned once.
+    let (mut line, mut counted) = (1, 0);
     std::iter::from_fn(move || {
         if failed {
             return None;
         }
         let rest = &text[stream.byte_offset()..];
         let start = text.len() - rest.trim_start().len();
-        let line = text.as_bytes()[..start]
+        line += text.as_bytes()[counted..start]
             .iter()
             .filter(|&&b| b == b'\n')
-            .count()
-            + 1;
+            .count();
+        counted = start;
         match stream.next()? {
             Ok(JsonDoc(value)) => Some(Ok((line, value))),
             Err(e) => {
