@@ -375,16 +375,55 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Target names may be paths (discovered targets are named by their directory).
+/// A target name declared in hookops.toml: 1-253 characters, any letters and spaces, but no
+/// control characters (they would break the one-line output and logs), not absolute and
+/// without a `..` part. Discovered names are paths, checked by `check_discovered`.
 fn check_target_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
-        && !name.split('/').any(|p| p == "..");
+        && name.chars().count() <= 253
+        && !name.chars().any(char::is_control)
+        && path_like_name(name);
     if !ok {
-        bail!("target names must be 1-253 characters of [A-Za-z0-9._/-] without '..'");
+        bail!(
+            "target names must be 1-253 characters without control characters, \
+             not starting with '/' and without '..'"
+        );
+    }
+    Ok(())
+}
+
+/// A name on one line of output: control characters (possible in a discovered target's
+/// path) escaped as `\n`, `\u{1b}`. Padding with `{:<20}` counts characters, not bytes.
+pub fn printable(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.chars().any(char::is_control) {
+        name.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        name.into()
+    }
+}
+
+fn path_like_name(name: &str) -> bool {
+    !name.starts_with('/') && !name.split('/').any(|p| p == "..")
+}
+
+/// Discovered targets are named by their path, and any path git accepts is a name: spaces,
+/// any letters, quotes, even control characters (names are escaped wherever they land:
+/// record JSON, metric labels, work directories, output). Only what no git tree can hold
+/// safely is refused.
+pub fn check_discovered(targets: &[Target]) -> Result<()> {
+    for t in targets {
+        if t.name.is_empty() || !path_like_name(&t.name) {
+            bail!("discovered targets: target {:?}: not a usable path", t.name);
+        }
     }
     Ok(())
 }
@@ -694,6 +733,30 @@ mod tests {
     fn order_follows_dependencies() {
         let targets = vec![t("web", &["infra"]), t("infra", &[])];
         assert_eq!(topo_order(&targets).unwrap(), vec![1, 0]);
+    }
+
+    #[test]
+    fn target_names_are_paths_git_accepts() {
+        let named = |name: &str| Target {
+            path: "k8s".into(),
+            ..t(name, &[])
+        };
+        for good in ["my app", "ünï", "say \"hi\"", "a/b c", "."] {
+            check_targets(&[named(good)], "hookops.toml").unwrap();
+            check_discovered(&[t(good, &[])]).unwrap();
+        }
+        // Control characters only in a discovered name (a path git accepts).
+        check_discovered(&[t("tab\there", &[])]).unwrap();
+        assert!(check_targets(&[named("tab\there")], "hookops.toml").is_err());
+        for bad in ["", "/etc", "a/../b", ".."] {
+            assert!(
+                check_targets(&[named(bad)], "hookops.toml").is_err(),
+                "{bad}"
+            );
+            assert!(check_discovered(&[t(bad, &[])]).is_err(), "{bad}");
+        }
+        assert!(check_targets(&[named(&"x".repeat(254))], "hookops.toml").is_err());
+        assert_eq!(printable("a\tb\u{1b}"), "a\\tb\\u{1b}");
     }
 
     #[test]

@@ -357,7 +357,20 @@ impl<'s> Deployer<'s> {
             }
         ));
         if req.action == Action::Deploy {
-            self.on_failure(req, &plan, pointer, &failed_names, &mut rep)?;
+            // Only targets that touched the cluster have something to undo: one refused or
+            // with broken manifests applied nothing.
+            let ran: BTreeSet<String> = failed_names
+                .iter()
+                .filter(|n| {
+                    plan.targets
+                        .iter()
+                        .any(|t| &t.target.name == *n && t.blocked().is_none())
+                })
+                .cloned()
+                .collect();
+            if !ran.is_empty() {
+                self.on_failure(req, &plan, pointer, &ran, &mut rep)?;
+            }
         }
         rep.finished_at = report::now();
         self.write_record(req.to, &rep)?;
@@ -966,7 +979,7 @@ fn print_target(env: &str, r: &TargetReport, width: usize) {
     };
     say(&format!(
         "{env}: {:<width$} {:<9} {:<19} {:>6.1}s  {status}",
-        r.name,
+        crate::config::printable(&r.name),
         r.kind,
         counts,
         r.duration_ms as f64 / 1000.0

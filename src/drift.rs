@@ -93,7 +93,9 @@ pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<Exit
             };
             say(&format!(
                 "{}: {:<20} {:<9} {state}",
-                env.name, t.name, t.kind
+                env.name,
+                crate::config::printable(&t.name),
+                t.kind
             ));
             targets.push(r);
         }

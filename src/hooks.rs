@@ -275,12 +275,12 @@ fn print_plan(env: &str, p: &plan::Plan) {
         };
         println!(
             "  {step} {} ({}, {})",
-            tp.target.name,
+            crate::config::printable(&tp.target.name),
             tp.target.kind,
             if tp.target.path.is_empty() {
-                "."
+                ".".into()
             } else {
-                &tp.target.path
+                crate::config::printable(&tp.target.path)
             }
         );
         if let Some(why) = &tp.error {

@@ -259,12 +259,9 @@ fn render(session: &Session, state: &MetricsState) -> String {
     let mut out = String::new();
     out.push_str("# HELP hookops_deploys_total Deploy attempts per target and result.\n# TYPE hookops_deploys_total counter\n");
     for (key, n) in &state.deploys {
-        let mut parts = key.split('\t');
-        let (env, target, result) = (
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-        );
+        // A discovered target's name may hold a tab; environment names and results cannot.
+        let (env, rest) = key.split_once('\t').unwrap_or((key, ""));
+        let (target, result) = rest.rsplit_once('\t').unwrap_or(("", rest));
         out.push_str(&format!(
             "hookops_deploys_total{{env=\"{}\",target=\"{}\",result=\"{}\"}} {n}\n",
             escape(env),

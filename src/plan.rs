@@ -494,14 +494,14 @@ impl Sides<'_, '_> {
                 let files: Vec<String> = if full {
                     tree::files_under(self.repo, tree, &t.path, !t.flat)?
                         .into_iter()
-                        .filter(|f| manifest::is_yaml_path(&f.path) && t.owns(&f.path))
+                        .filter(|f| manifest::is_manifest_path(&f.path) && t.owns(&f.path))
                         .map(|f| f.path)
                         .collect()
                 } else {
                     self.changes
                         .paths
                         .iter()
-                        .filter(|p| manifest::is_yaml_path(p) && t.owns(p))
+                        .filter(|p| manifest::is_manifest_path(p) && t.owns(p))
                         .filter(|p| p.starts_with(&t.path) || t.path.is_empty())
                         .cloned()
                         .collect()

@@ -1,15 +1,16 @@
 //! The targets stage: which deploy targets a change touches. Targets are declared in
 //! `hookops.toml` or discovered: the topmost directory holding `kustomization.yaml` or `*.tf`
 //! files above a changed path is a kustomize or Terraform target; otherwise a directory holding
-//! Kubernetes YAML is a kubectl target of that one directory, named by its path. Discovery walks
-//! up from the changed paths and never lists the whole tree, except on a first deploy.
+//! Kubernetes YAML or JSON is a kubectl target of that one directory, named by its path.
+//! Discovery walks up from the changed paths and never lists the whole tree, except on a first
+//! deploy.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{Context, Result};
 use git2::{Oid, Repository, Tree};
 
-use crate::config::{check_targets, Target, TargetType, TreeConfig, TREE_CONFIG};
+use crate::config::{check_discovered, Target, TargetType, TreeConfig, TREE_CONFIG};
 use crate::diff::Changes;
 use crate::manifest;
 use crate::tree;
@@ -129,13 +130,19 @@ impl<'r> Discovery<'r> {
             return Ok(*k);
         }
         let mut found = false;
-        for (full, id) in yaml_files(dir, path) {
-            // A file that is not text or too large cannot be a manifest we deploy.
-            if let Ok(text) = tree::read_text(self.repo, id, &full) {
-                if manifest::looks_like_kube(&text) {
-                    found = true;
-                    break;
-                }
+        for (full, id) in manifest_files(dir, path) {
+            // A file too large to read is not deployed. One that is not text counts when it
+            // looks like a manifest, so that deploying it fails naming it.
+            let text = match tree::read_text(self.repo, id, &full) {
+                Ok(text) => text,
+                Err(_) => match tree::read_blob(self.repo, id, &full) {
+                    Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                    Err(_) => continue,
+                },
+            };
+            if manifest::looks_like_kube(&text, &full) {
+                found = true;
+                break;
             }
         }
         self.kube_dirs.insert(dir.id(), found);
@@ -166,7 +173,7 @@ impl<'r> Discovery<'r> {
         let Some(sub) = self.subtree(tree, d) else {
             return Ok(None);
         };
-        if manifest::is_yaml_path(path) && self.holds_kube(&sub, d)? {
+        if manifest::is_manifest_path(path) && self.holds_kube(&sub, d)? {
             return Ok(Some(discovered(d, TargetType::Kubectl)));
         }
         Ok(None)
@@ -249,7 +256,7 @@ pub fn affected(
         }
     };
     if new_declared.is_none() {
-        check_targets(&new_targets, "discovered targets")?;
+        check_discovered(&new_targets)?;
     }
     let old_targets: Vec<Target> = match (old, &old_declared) {
         (None, _) => Vec::new(),
@@ -318,11 +325,11 @@ pub fn affected(
 
 /// A discovered kubectl target stops being one when its directory holds no Kubernetes YAML any
 /// more, and its objects are then pruned. A manifest that merely stopped parsing must not do
-/// that: if a YAML file left in the directory is malformed, the deploy fails naming it.
+/// that: if a YAML or JSON file left in the directory is malformed, the deploy fails naming it.
 fn refuse_broken_yaml(repo: &Repository, dir: &Tree, t: &Target) -> Result<()> {
-    for (path, id) in yaml_files(dir, &t.path) {
+    for (path, id) in manifest_files(dir, &t.path) {
         let text = tree::read_text(repo, id, &path)?;
-        manifest::check_yaml(&text, &path).with_context(|| {
+        manifest::check_syntax(&text, &path).with_context(|| {
             format!(
                 "target {} deployed Kubernetes objects from this directory; \
                  it is not treated as removed while a manifest there does not parse",
@@ -333,9 +340,9 @@ fn refuse_broken_yaml(repo: &Repository, dir: &Tree, t: &Target) -> Result<()> {
     Ok(())
 }
 
-/// The YAML files directly in `dir` (found at `path`) that discovery reads: regular files,
-/// not hidden, named `*.yaml`/`*.yml`; with their paths from the root.
-fn yaml_files(dir: &Tree, path: &str) -> Vec<(String, Oid)> {
+/// The manifest files directly in `dir` (found at `path`) that discovery reads: regular
+/// files, not hidden, named `*.yaml`, `*.yml` or `*.json`; with their paths from the root.
+fn manifest_files(dir: &Tree, path: &str) -> Vec<(String, Oid)> {
     dir.iter()
         .filter_map(|e| {
             let name = e.name()?;
@@ -343,7 +350,7 @@ fn yaml_files(dir: &Tree, path: &str) -> Vec<(String, Oid)> {
             if tree::is_tree(mode)
                 || tree::is_link(mode)
                 || name.starts_with('.')
-                || !manifest::is_yaml_path(name)
+                || !manifest::is_manifest_path(name)
             {
                 return None;
             }

@@ -33,9 +33,41 @@ pub struct Counts {
 
 /// Work directory of one target of one environment.
 pub fn work_dir(env_dir: &Path, target: &Target) -> PathBuf {
-    env_dir
-        .join("terraform")
-        .join(target.name.replace('/', "__"))
+    env_dir.join("terraform").join(dir_name(&target.name))
+}
+
+/// A target name as one file name, injectively: `/` becomes `__` (as before, so the work
+/// directories of plain names stay where they were), bytes outside `[A-Za-z0-9._-]` are
+/// percent-encoded, and so is a `_` next to a `_` or `/` (else `a/b` and `a__b` would meet).
+/// A name longer than a file name may be keeps its start and gets a hash of the whole.
+fn dir_name(name: &str) -> String {
+    let b = name.as_bytes();
+    let mut out = String::with_capacity(b.len());
+    for (i, &c) in b.iter().enumerate() {
+        let joins = |j: Option<usize>| {
+            j.and_then(|j| b.get(j))
+                .is_some_and(|&n| n == b'_' || n == b'/')
+        };
+        match c {
+            b'/' => out.push_str("__"),
+            b'_' if joins(i.checked_sub(1)) || joins(Some(i + 1)) => out.push_str("%5F"),
+            b'_' | b'.' | b'-' => out.push(char::from(c)),
+            c if c.is_ascii_alphanumeric() => out.push(char::from(c)),
+            c => out.push_str(&format!("%{c:02X}")),
+        }
+    }
+    // 255 bytes is the usual limit; `~` is never produced above, so no plain name meets these.
+    if out.len() > 200 {
+        use sha2::Digest;
+        let mut keep = 100;
+        while out.as_bytes()[keep - 1] == b'%' || out.as_bytes()[keep - 2] == b'%' {
+            keep -= 1;
+        }
+        let hash = sha2::Sha256::digest(name.as_bytes());
+        let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
+        out = format!("{}~{hex}", &out[..keep]);
+    }
+    out
 }
 
 impl Terraform<'_> {
@@ -215,5 +247,26 @@ mod tests {
         assert_eq!((c.changed, c.destroyed), (3, 3));
         let d = counts("Destroy complete! Resources: 4 destroyed.\n");
         assert_eq!((d.changed, d.destroyed), (0, 4));
+    }
+
+    #[test]
+    fn work_dir_names_are_injective_and_keep_plain_names() {
+        assert_eq!(dir_name("infra"), "infra");
+        assert_eq!(dir_name("apps/infra_x"), "apps__infra_x");
+        assert_eq!(dir_name("tf ü"), "tf%20%C3%BC");
+        assert_eq!(dir_name("a/b"), "a__b");
+        assert_eq!(dir_name("a__b"), "a%5F%5Fb");
+        assert_eq!(dir_name("a_/b"), "a%5F__b");
+        assert_eq!(dir_name("a/_b"), "a__%5Fb");
+        assert_eq!(dir_name("a%20"), "a%2520");
+        let names = [
+            "a/b", "a__b", "a_/b", "a/_b", "a_b", "a//b", "a_ b", "a%5Fb",
+        ];
+        let dirs: std::collections::BTreeSet<String> = names.iter().map(|n| dir_name(n)).collect();
+        assert_eq!(dirs.len(), names.len(), "{dirs:?}");
+        let long = "ü".repeat(200);
+        let d = dir_name(&long);
+        assert!(d.len() <= 200 && d.contains('~'), "{d}");
+        assert_ne!(d, dir_name(&"ü".repeat(201)));
     }
 }

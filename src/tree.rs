@@ -29,8 +29,30 @@ pub fn read_blob(repo: &Repository, id: Oid, path: &str) -> Result<Vec<u8>> {
 }
 
 pub fn read_text(repo: &Repository, id: Oid, path: &str) -> Result<String> {
-    let bytes = read_blob(repo, id, path)?;
-    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{path}: not UTF-8 text"))
+    decode_text(read_blob(repo, id, path)?).map_err(|why| anyhow::anyhow!("{path}: {why}"))
+}
+
+/// Text as kubectl reads it: a UTF-8 byte-order mark is dropped and UTF-16 with one (little or
+/// big endian) is decoded; anything else must be UTF-8. kubectl would decode invalid UTF-8
+/// with replacement characters; deploying mangled values silently is worse than refusing.
+pub fn decode_text(bytes: Vec<u8>) -> std::result::Result<String, &'static str> {
+    let utf16 = |rest: &[u8], unit: fn([u8; 2]) -> u16| {
+        if !rest.len().is_multiple_of(2) {
+            return Err("not UTF-16 text (an odd number of bytes after a UTF-16 byte-order mark)");
+        }
+        let units = rest.chunks_exact(2).map(|c| unit([c[0], c[1]]));
+        char::decode_utf16(units)
+            .collect::<std::result::Result<String, _>>()
+            .map_err(|_| "not UTF-16 text (an unpaired surrogate after a UTF-16 byte-order mark)")
+    };
+    match bytes.as_slice() {
+        [0xEF, 0xBB, 0xBF, rest @ ..] => std::str::from_utf8(rest)
+            .map(str::to_string)
+            .map_err(|_| "not UTF-8 text"),
+        [0xFF, 0xFE, rest @ ..] => utf16(rest, u16::from_le_bytes),
+        [0xFE, 0xFF, rest @ ..] => utf16(rest, u16::from_be_bytes),
+        _ => String::from_utf8(bytes).map_err(|_| "not UTF-8 text"),
+    }
 }
 
 /// What sits at `path` in `tree`, if anything.
@@ -198,4 +220,37 @@ pub fn materialise(repo: &Repository, tree: &Tree, dir: &str, root: &Path) -> Re
         }
     }
     Ok(files.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_text;
+
+    #[test]
+    fn byte_order_marks_are_read_as_kubectl_reads_them() {
+        let text = "kind: ü\n";
+        assert_eq!(decode_text(text.into()).unwrap(), text);
+        let bom8 = [&[0xEF, 0xBB, 0xBF][..], text.as_bytes()].concat();
+        assert_eq!(decode_text(bom8).unwrap(), text);
+        let units: Vec<u16> = text.encode_utf16().collect();
+        let le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain(units.iter().flat_map(|u| u.to_le_bytes()))
+            .collect();
+        let be: Vec<u8> = [0xFE, 0xFF]
+            .into_iter()
+            .chain(units.iter().flat_map(|u| u.to_be_bytes()))
+            .collect();
+        assert_eq!(decode_text(le.clone()).unwrap(), text);
+        assert_eq!(decode_text(be).unwrap(), text);
+        assert!(decode_text(le[..le.len() - 1].to_vec())
+            .unwrap_err()
+            .contains("odd number of bytes"));
+        assert!(decode_text(vec![0xFF, 0xFE, 0x00, 0xD8])
+            .unwrap_err()
+            .contains("unpaired surrogate"));
+        assert_eq!(decode_text(vec![b'a', 0xFF]).unwrap_err(), "not UTF-8 text");
+        // A BOM in the middle is text, as in kubectl.
+        assert_eq!(decode_text("a\u{feff}".into()).unwrap(), "a\u{feff}");
+    }
 }

@@ -663,7 +663,7 @@ fn broken_yaml_in_a_discovered_target_does_not_prune_it() {
     );
     let out = w.push();
     assert!(
-        out.all().contains("apps/web/cm.yaml:5: invalid YAML"),
+        out.all().contains("apps/web/cm.yaml:5:1: invalid YAML"),
         "{}",
         out.all()
     );

@@ -1,5 +1,6 @@
 //! One integration-test binary for the whole suite (one link, shared harness in `util`).
 
+mod badinput;
 mod core;
 mod gitolite;
 mod https_git;

@@ -249,7 +249,6 @@ fn broken_files_fail_their_targets_only_and_are_all_named_at_once() {
                 "bad1/cm.yaml",
                 "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b1\ndata: [\n",
             ),
-            ("bad2/ok.yaml", &configmap("ok2", Some("default"), "1")),
             (
                 "bad2/cm.yaml",
                 "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b2\n  labels: {a: b\n",

@@ -275,7 +275,7 @@ fn pre_receive_gate_rejects_broken_pushes() {
     out.assert_fail();
     assert!(out.all().contains("push rejected"), "{}", out.all());
     assert!(
-        out.all().contains("k8s/app/cm.yaml:5: invalid YAML"),
+        out.all().contains("k8s/app/cm.yaml:5:1: invalid YAML"),
         "{}",
         out.all()
     );
