@@ -1,6 +1,7 @@
 //! One integration-test binary for the whole suite (one link, shared harness in `util`).
 
 mod badinput;
+mod cluster;
 mod core;
 mod gitolite;
 mod https_git;
@@ -8,6 +9,7 @@ mod isolated;
 mod ops;
 mod packaging;
 mod realworld;
+mod realkube;
 mod records;
 mod safety;
 mod secrets;
