@@ -85,6 +85,8 @@ pub struct Deployer<'s> {
     pub session: &'s Session,
     pub signer: Option<Signer>,
     pub masker: Masker,
+    /// Records written and not yet reported to metrics and alerts (`after_attempts`).
+    pub written: Vec<Report>,
 }
 
 impl<'s> Deployer<'s> {
@@ -94,6 +96,7 @@ impl<'s> Deployer<'s> {
             session,
             signer,
             masker: Masker::new(),
+            written: Vec::new(),
         })
     }
 
@@ -103,6 +106,7 @@ impl<'s> Deployer<'s> {
             session,
             signer: None,
             masker: Masker::new(),
+            written: Vec::new(),
         }
     }
 
@@ -189,9 +193,20 @@ impl<'s> Deployer<'s> {
     /// Runs one request under the repository lock; returns the record written (None when there
     /// was nothing to do).
     pub fn run(&mut self, req: &Request) -> Result<Option<Report>> {
-        let _lock = self.session.lock()?;
-        journal::recover(self)?;
-        self.run_locked(req)
+        let result = {
+            let _lock = self.session.lock()?;
+            journal::recover(self).and_then(|()| self.run_locked(req))
+        };
+        // Metrics and alerts after the lock: a dead webhook delays nobody's deploy.
+        self.after_attempts();
+        result
+    }
+
+    /// Metrics and alerts for the records written since the last call.
+    pub fn after_attempts(&mut self) {
+        for rep in std::mem::take(&mut self.written) {
+            crate::ops::after_attempt(self.session, &rep);
+        }
     }
 
     pub fn run_locked(&mut self, req: &Request) -> Result<Option<Report>> {
@@ -277,7 +292,7 @@ impl<'s> Deployer<'s> {
             let mut rep = self.report(req, from, &started, Outcome::Succeeded, Vec::new(), None);
             rep.kept = kept_lines(&plan);
             self.record_inventory(req, &plan, &mut inv, &[])?;
-            self.finish(req, pointer, &rep)?;
+            self.finish(req, pointer, &rep, None)?;
             return Ok(Some(rep));
         }
         say(&format!(
@@ -293,7 +308,7 @@ impl<'s> Deployer<'s> {
             plan.targets.len(),
             if plan.targets.len() == 1 { "" } else { "s" }
         ));
-        journal::begin(session, &env.name, req, from)?;
+        let mut attempt = journal::begin(session, &env.name, req, from)?;
         // Write-ahead: whatever this attempt may send to the server is in the inventory before
         // it is sent, so a kill at any point leaves nothing hookops applied unrecorded.
         self.record_inventory(req, &plan, &mut inv, &[])?;
@@ -302,7 +317,8 @@ impl<'s> Deployer<'s> {
             Err(e) => {
                 say(&format!("{}: FAILED: {e:#}", env.name));
                 let rep = self.failed_early(req, from, &started, e)?;
-                journal::end(session, &env.name)?;
+                attempt.recorded(None)?;
+                attempt.end()?;
                 return Ok(Some(rep));
             }
         };
@@ -341,8 +357,8 @@ impl<'s> Deployer<'s> {
                 env.name,
                 plan::short_id(req.to)
             ));
-            self.finish(req, pointer, &rep)?;
-            journal::end(session, &env.name)?;
+            self.finish(req, pointer, &rep, Some(&mut attempt))?;
+            attempt.end()?;
             return Ok(Some(rep));
         }
         let failed_names: BTreeSet<String> = failed.iter().map(|r| r.name.clone()).collect();
@@ -356,6 +372,7 @@ impl<'s> Deployer<'s> {
                 None => "nothing is marked deployed yet".to_string(),
             }
         ));
+        let mut rollback = None;
         if req.action == Action::Deploy {
             // Only targets that touched the cluster have something to undo: one refused or
             // with broken manifests applied nothing.
@@ -369,13 +386,27 @@ impl<'s> Deployer<'s> {
                 .cloned()
                 .collect();
             if !ran.is_empty() {
-                self.on_failure(req, &plan, pointer, &ran, &mut rep)?;
+                rollback = self.on_failure(req, &plan, pointer, &ran, &mut rep)?;
             }
         }
+        // The failed attempt's record is written before any rollback starts: whatever happens
+        // to the rollback (its own attempt, with its own record), this one is on the commit.
         rep.finished_at = report::now();
         self.write_record(req.to, &rep)?;
-        journal::end(session, &env.name)?;
-        crate::ops::after_attempt(self.session, &rep);
+        self.written.push(rep.clone());
+        attempt.recorded(None)?;
+        attempt.end()?;
+        if let Some(back) = rollback {
+            match self.run_locked(&back) {
+                Ok(Some(r)) if r.result == Outcome::Succeeded => {}
+                Ok(_) => say(&format!(
+                    "{}: rollback did not succeed; see the record on {}",
+                    env.name,
+                    plan::short_id(back.to)
+                )),
+                Err(e) => say(&format!("{}: rollback failed: {e:#}", env.name)),
+            }
+        }
         Ok(Some(rep))
     }
 
@@ -416,7 +447,7 @@ impl<'s> Deployer<'s> {
 
     /// A deploy that failed before any target ran (plan, Vault): its record, metrics, alert.
     fn failed_early(
-        &self,
+        &mut self,
         req: &Request,
         from: Option<Oid>,
         started: &str,
@@ -432,7 +463,7 @@ impl<'s> Deployer<'s> {
             Some(reason),
         );
         self.write_record(req.to, &rep)?;
-        crate::ops::after_attempt(self.session, &rep);
+        self.written.push(rep.clone());
         Ok(rep)
     }
 
@@ -444,7 +475,7 @@ impl<'s> Deployer<'s> {
         pointer: Option<Oid>,
         failed: &BTreeSet<String>,
         rep: &mut Report,
-    ) -> Result<()> {
+    ) -> Result<Option<Request>> {
         let env = &req.env;
         match env.on_failure {
             OnFailure::Stop => {
@@ -499,7 +530,7 @@ impl<'s> Deployer<'s> {
                         "{}: nothing was deployed before; nothing to roll back to",
                         env.name
                     ));
-                    return Ok(());
+                    return Ok(None);
                 };
                 say(&format!(
                     "{}: rolling back {} to {}",
@@ -518,20 +549,11 @@ impl<'s> Deployer<'s> {
                     only: Some(failed.clone()),
                     move_pointer: false,
                 };
-                let back_rep = self.run_locked(&rollback);
                 rep.rolled_back_to = Some(back.to_string());
-                match back_rep {
-                    Ok(Some(r)) if r.result == Outcome::Succeeded => {}
-                    Ok(_) => say(&format!(
-                        "{}: rollback did not succeed; see the record on {}",
-                        env.name,
-                        plan::short_id(back)
-                    )),
-                    Err(e) => say(&format!("{}: rollback failed: {e:#}", env.name)),
-                }
+                return Ok(Some(rollback));
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     fn report(
@@ -575,15 +597,24 @@ impl<'s> Deployer<'s> {
     }
 
     /// Success: record, pointer (compare-and-swap), optional tag, metrics.
-    fn finish(&self, req: &Request, pointer: Option<Oid>, rep: &Report) -> Result<()> {
+    fn finish(
+        &mut self,
+        req: &Request,
+        pointer: Option<Oid>,
+        rep: &Report,
+        attempt: Option<&mut journal::Attempt>,
+    ) -> Result<()> {
         self.write_record(req.to, rep)?;
+        self.written.push(rep.clone());
+        if let Some(a) = attempt {
+            a.recorded(req.move_pointer.then_some((pointer, req.to)))?;
+        }
         if req.move_pointer {
             move_pointer(self.session, &req.env, pointer, req.to)?;
             if req.env.tag_deploys {
                 self.tag(&req.env.name, req.to)?;
             }
         }
-        crate::ops::after_attempt(self.session, rep);
         Ok(())
     }
 

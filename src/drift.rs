@@ -144,6 +144,8 @@ pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<Exit
             }
         }
     }
+    // Repairs' metrics and alerts, after the lock.
+    deployer.after_attempts();
     Ok(if any_drift || failed {
         ExitCode::FAILURE
     } else {

@@ -1,15 +1,22 @@
-//! Crash safety: a journal entry is written before a deploy touches anything and removed once
-//! its record is written. An entry found by the next run (which holds the lock, so its writer
-//! is dead) is recorded as a failed, interrupted attempt; the pointer never moved, so the next
-//! deploy starts again from it. A corrupt entry is reported and discarded, never trusted.
+//! Crash safety: a write-ahead log of attempts. Every attempt (deploy, rollback, drift repair)
+//! writes its own entry before it touches anything, marks it `recorded` the moment its record
+//! is in git (with the pointer move it is about to make), and removes it when done. A rollback
+//! has an entry of its own and never touches the entry of the deploy it belongs to.
+//!
+//! The next run (holding the lock, so every writer of an entry is dead) settles each entry it
+//! finds exactly once: an attempt that never wrote its record gets a `failed` record with reason
+//! `interrupted …`; one that did gets no second record, only the pointer move it had announced.
+//! A corrupt entry is reported and discarded, never trusted.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use git2::Oid;
 use serde::{Deserialize, Serialize};
 
-use crate::deploy::{say, Deployer, Request};
+use crate::deploy::{Deployer, Request};
+use crate::out::say;
 use crate::report::{self, Action, Outcome, Report};
 use crate::session::Session;
 
@@ -23,13 +30,46 @@ struct Entry {
     ref_name: String,
     started_at: String,
     pid: u32,
+    /// The record is written; recovery must not write another.
+    #[serde(default)]
+    recorded: bool,
+    /// The pointer move announced with the record: (from, to).
+    #[serde(default)]
+    pointer: Option<(Option<String>, String)>,
+}
+
+/// One attempt's journal entry, owned by the attempt that wrote it.
+pub struct Attempt {
+    path: PathBuf,
+    entry: Entry,
 }
 
 fn dir(session: &Session) -> PathBuf {
     session.state_dir().join("journal")
 }
 
-pub fn begin(session: &Session, env: &str, req: &Request, from: Option<Oid>) -> Result<()> {
+/// A name no other attempt has: environment, process and a per-process counter.
+fn entry_name(env: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{env}.{}.{nanos}.{}.json",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn write(path: &PathBuf, entry: &Entry) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(entry)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn begin(session: &Session, env: &str, req: &Request, from: Option<Oid>) -> Result<Attempt> {
     let dir = dir(session);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let entry = Entry {
@@ -40,36 +80,45 @@ pub fn begin(session: &Session, env: &str, req: &Request, from: Option<Oid>) -> 
         ref_name: req.ref_name.clone(),
         started_at: report::now(),
         pid: std::process::id(),
+        recorded: false,
+        pointer: None,
     };
-    let path = dir.join(format!("{env}.json"));
-    let tmp = dir.join(format!(".{env}.json.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec(&entry)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    let path = dir.join(entry_name(env));
+    write(&path, &entry)?;
+    Ok(Attempt { path, entry })
 }
 
-pub fn end(session: &Session, env: &str) -> Result<()> {
-    let path = dir(session).join(format!("{env}.json"));
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("removing {}", path.display()))
+impl Attempt {
+    /// The record is in git; `pointer` is the move about to follow (from, to).
+    pub fn recorded(&mut self, pointer: Option<(Option<Oid>, Oid)>) -> Result<()> {
+        self.entry.recorded = true;
+        self.entry.pointer = pointer.map(|(a, b)| (a.map(|a| a.to_string()), b.to_string()));
+        write(&self.path, &self.entry)
+    }
+
+    pub fn end(self) -> Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", self.path.display()))
+            }
+            _ => Ok(()),
         }
-        _ => Ok(()),
     }
 }
 
-/// Records every interrupted attempt. Call with the deploy lock held.
+/// Settles every entry a dead attempt left. Call with the deploy lock held.
 pub fn recover(deployer: &Deployer) -> Result<()> {
     let session = deployer.session;
     let Ok(entries) = std::fs::read_dir(dir(session)) else {
         return Ok(());
     };
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.extension().and_then(|x| x.to_str()) != Some("json") {
-            continue;
-        }
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|x| x.to_str()) == Some("json"))
+        .collect();
+    paths.sort();
+    for path in paths {
         let parsed = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice::<Entry>(&b).ok());
@@ -82,36 +131,80 @@ pub fn recover(deployer: &Deployer) -> Result<()> {
             let _ = std::fs::remove_file(&path);
             continue;
         };
-        say(&format!(
-            "{}: the deploy of {} started {} was interrupted; recording it as failed",
-            entry.env,
-            &entry.commit[..7.min(entry.commit.len())],
-            entry.started_at
-        ));
-        let rep = Report {
-            env: entry.env.clone(),
-            action: entry.action,
-            result: Outcome::Failed,
-            commit: entry.commit.clone(),
-            from: entry.from.clone(),
-            ref_name: entry.ref_name.clone(),
-            started_at: entry.started_at.clone(),
-            finished_at: report::now(),
-            host: report::hostname(),
-            signer: deployer.signer.as_ref().map(|s| s.id()),
-            targets: Vec::new(),
-            reason: Some(format!(
-                "interrupted (process {} died mid-deploy)",
-                entry.pid
-            )),
-            rolled_back_to: None,
-            kept: Vec::new(),
-            hookops_version: Some(env!("CARGO_PKG_VERSION").to_string()),
-        };
-        if session.repo.find_commit(commit).is_ok() {
-            deployer.write_record(commit, &rep)?;
+        if entry.recorded {
+            finish_pointer(session, &entry);
+        } else {
+            record_interrupted(deployer, &entry, commit)?;
         }
         std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The pointer move a recorded attempt announced but may not have made.
+fn finish_pointer(session: &Session, entry: &Entry) {
+    let Some((from, to)) = &entry.pointer else {
+        return;
+    };
+    let name = crate::config::pointer_ref(&entry.env);
+    let (Ok(to), from) = (Oid::from_str(to), from.as_deref().map(Oid::from_str)) else {
+        return;
+    };
+    if session.pointer(&entry.env) == Some(to) {
+        return;
+    }
+    let msg = format!("hookops: deployed {to} (completed after an interruption)");
+    let moved = match from {
+        Some(Ok(from)) => session
+            .repo
+            .reference_matching(&name, to, true, from, &msg)
+            .is_ok(),
+        Some(Err(_)) => false,
+        None => session.repo.reference(&name, to, false, &msg).is_ok(),
+    };
+    if moved {
+        say(&format!(
+            "{}: the deploy of {} was recorded but interrupted before moving {name}; moved it now",
+            entry.env,
+            &entry.commit[..7.min(entry.commit.len())]
+        ));
+    }
+}
+
+fn record_interrupted(deployer: &Deployer, entry: &Entry, commit: Oid) -> Result<()> {
+    let what = match entry.action {
+        Action::Deploy => "deploy",
+        Action::Rollback => "rollback",
+        Action::Drift => "drift check",
+    };
+    say(&format!(
+        "{}: the {what} of {} started {} was interrupted; recording it as failed",
+        entry.env,
+        &entry.commit[..7.min(entry.commit.len())],
+        entry.started_at
+    ));
+    let rep = Report {
+        env: entry.env.clone(),
+        action: entry.action,
+        result: Outcome::Failed,
+        commit: entry.commit.clone(),
+        from: entry.from.clone(),
+        ref_name: entry.ref_name.clone(),
+        started_at: entry.started_at.clone(),
+        finished_at: report::now(),
+        host: report::hostname(),
+        signer: deployer.signer.as_ref().map(|s| s.id()),
+        targets: Vec::new(),
+        reason: Some(format!(
+            "interrupted (process {} died mid-{what})",
+            entry.pid
+        )),
+        rolled_back_to: None,
+        kept: Vec::new(),
+        hookops_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+    };
+    if deployer.session.repo.find_commit(commit).is_ok() {
+        deployer.write_record(commit, &rep)?;
     }
     Ok(())
 }

@@ -33,6 +33,55 @@ fn logs_dir(session: &Session) -> PathBuf {
     session.state_dir().join("logs")
 }
 
+/// How long a queued entry may wait for its worker to lock it before it counts as orphaned.
+const WORKER_GRACE: Duration = Duration::from_secs(30);
+
+/// A queue entry's base name, unique across pushes and processes: time, pid and a counter
+/// (two pushes in one microsecond once shared a log).
+fn entry_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Whether a worker holds `entry` (it locks the entry file for as long as it runs); the kernel
+/// drops the lock when the worker dies, however it dies.
+fn owned(entry: &Path) -> bool {
+    match fs::File::open(entry) {
+        Ok(f) => f.try_lock_shared().is_err(),
+        Err(_) => false,
+    }
+}
+
+fn age(entry: &Path) -> Duration {
+    fs::metadata(entry)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default()
+}
+
+/// Queue entries whose worker died (or never started): nobody holds them and they are older
+/// than the grace a new worker gets to lock its entry.
+fn orphaned(session: &Session) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(queue_dir(session)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|x| x.to_str()) == Some("json"))
+        .filter(|p| !owned(p) && age(p) > WORKER_GRACE)
+        .collect();
+    out.sort();
+    out
+}
+
 /// In async mode: queue the updates, start a detached worker, and tell the pusher.
 pub fn queue_if_async(session: &Session, updates: &[RefUpdate]) -> Result<bool> {
     if session.config.deploy.mode != DeployMode::Async {
@@ -46,7 +95,7 @@ pub fn queue_if_async(session: &Session, updates: &[RefUpdate]) -> Result<bool> 
     }
     let dir = queue_dir(session);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
+    let stamp = entry_name();
     let entry = QueueEntry {
         updates: updates
             .iter()
@@ -59,7 +108,7 @@ pub fn queue_if_async(session: &Session, updates: &[RefUpdate]) -> Result<bool> 
             })
             .collect(),
     };
-    let path = dir.join(format!("{stamp}-{}.json", std::process::id()));
+    let path = dir.join(format!("{stamp}.json"));
     fs::write(&path, serde_json::to_vec(&entry)?)
         .with_context(|| format!("writing {}", path.display()))?;
     let logs = logs_dir(session);
@@ -99,9 +148,31 @@ pub fn queue_if_async(session: &Session, updates: &[RefUpdate]) -> Result<bool> 
     Ok(true)
 }
 
-/// The detached worker: runs a queued push, then removes it and old logs.
+/// The detached worker: runs its queued push while holding the entry's lock, then every entry
+/// a dead worker left behind, then removes old logs.
 pub fn worker(repo: Option<&Path>, entry: &Path) -> Result<ExitCode> {
     let session = Session::open(repo)?;
+    let mut code = run_entry(&session, entry)?;
+    for orphan in orphaned(&session) {
+        say(&format!(
+            "taking over {} (its worker died)",
+            orphan.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        if run_entry(&session, &orphan)? != ExitCode::SUCCESS {
+            code = ExitCode::FAILURE;
+        }
+    }
+    prune_logs(&session);
+    Ok(code)
+}
+
+fn run_entry(session: &Session, entry: &Path) -> Result<ExitCode> {
+    let Ok(held) = fs::File::open(entry) else {
+        return Ok(ExitCode::SUCCESS); // another worker finished it
+    };
+    if held.try_lock().is_err() {
+        return Ok(ExitCode::SUCCESS); // another worker runs it
+    }
     let text = fs::read(entry).with_context(|| format!("reading {}", entry.display()))?;
     let parsed: QueueEntry = serde_json::from_slice(&text)
         .with_context(|| format!("{}: corrupt queue entry", entry.display()))?;
@@ -118,9 +189,9 @@ pub fn worker(repo: Option<&Path>, entry: &Path) -> Result<ExitCode> {
             name,
         });
     }
-    let code = crate::hooks::deploy_updates(&session, &updates, true);
+    let code = crate::hooks::deploy_updates(session, &updates, true);
     let _ = fs::remove_file(entry);
-    prune_logs(&session);
+    drop(held);
     code
 }
 
@@ -142,13 +213,19 @@ fn prune_logs(session: &Session) {
     }
 }
 
-/// Whether a deploy for `env` is waiting in the queue.
+/// Whether a deploy for `env` is waiting in the queue or running: an entry a live worker holds,
+/// or one young enough that its worker may not have locked it yet. An orphaned entry does not
+/// count (the next push's worker takes it over).
 pub fn queued(session: &Session, env: &str) -> bool {
     let Ok(entries) = fs::read_dir(queue_dir(session)) else {
         return false;
     };
     entries.flatten().any(|e| {
-        fs::read(e.path())
+        let p = e.path();
+        if !owned(&p) && age(&p) > WORKER_GRACE {
+            return false;
+        }
+        fs::read(&p)
             .ok()
             .and_then(|b| serde_json::from_slice::<QueueEntry>(&b).ok())
             .is_some_and(|q| {

@@ -3,6 +3,7 @@
 mod badinput;
 mod cluster;
 mod core;
+mod crash;
 mod gitolite;
 mod https_git;
 mod isolated;

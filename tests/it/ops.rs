@@ -200,11 +200,11 @@ fn sigkill_mid_deploy_then_replay() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let journal = w.server.join("hookops/journal/prod.json");
+    let journal = || crate::crash::journal_entries(&w);
     let deadline = Instant::now() + Duration::from_secs(20);
     // The journal entry appears just before the targets run; give kubectl a moment to reach
     // the (stalled) sandbox, so the kill lands mid-apply.
-    while !journal.exists() {
+    while journal().is_empty() {
         assert!(Instant::now() < deadline, "deploy never started");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -235,7 +235,7 @@ fn sigkill_mid_deploy_then_replay() {
         base.as_str(),
         "redeployed from the pointer"
     );
-    assert!(!journal.exists());
+    assert!(journal().is_empty(), "{:?}", journal());
     assert_eq!(w.pointer("prod").as_deref(), Some(c.as_str()));
 }
 
