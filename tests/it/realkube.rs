@@ -642,3 +642,151 @@ roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: limited}}
     );
     assert!(out.stdout.contains("1 problem"), "{}", out.stdout);
 }
+
+#[test]
+fn drift_sees_only_out_of_band_changes_not_server_defaults() {
+    let Some((w, c)) = world("") else { return };
+    let ns = c.unique("drift");
+    let service = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: {ns}\nspec:\n  selector:\n    app: web\n  ports:\n  - port: 80\n"
+    );
+    let commit = w.commit(
+        &[
+            ("k8s/ns/ns.yaml", &namespace(&ns)),
+            (
+                "k8s/app/web.yaml",
+                &deployment("web", &ns, "nginx:1.27", 2, "", ""),
+            ),
+            ("k8s/app/svc.yaml", &service),
+            (
+                "k8s/app/cm.yaml",
+                &crate::util::configmap("settings", Some(&ns), "1"),
+            ),
+        ],
+        "app",
+    );
+    let out = w.push();
+    assert_eq!(
+        w.last_record(&commit)["result"],
+        "succeeded",
+        "{}",
+        out.all()
+    );
+    // Defaults the server filled in, a cluster IP, controllers' status and annotations: none
+    // of them is drift.
+    let out = w.hookops(&["drift", "--env", "prod"]);
+    assert!(out.ok(), "{}", out.all());
+    assert!(out.stdout.contains("in sync"), "{}", out.stdout);
+    // An out-of-band scale is.
+    let scaled = c.kubectl(&["scale", "deployment/web", "-n", &ns, "--replicas=3"]);
+    assert!(
+        scaled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scaled.stderr)
+    );
+    let out = w.hookops(&["drift", "--env", "prod"]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.stdout.contains("DRIFTED"), "{}", out.stdout);
+    let out = w.hookops(&["drift", "--env", "prod", "--repair"]);
+    assert!(out.ok(), "{}", out.all());
+    let d = c.get_json("deployment.apps", Some(&ns), "web").unwrap();
+    assert_eq!(d["spec"]["replicas"], 2, "{d}");
+    assert!(w.hookops(&["drift", "--env", "prod"]).ok());
+}
+
+#[test]
+fn removed_objects_are_pruned_and_their_pods_garbage_collected() {
+    let Some((w, c)) = world("") else { return };
+    let ns = c.unique("prune");
+    let first = w.commit(
+        &[
+            ("k8s/ns/ns.yaml", &namespace(&ns)),
+            (
+                "k8s/app/web.yaml",
+                &deployment("web", &ns, "nginx:1.27", 2, "", ""),
+            ),
+            (
+                "k8s/app/cm.yaml",
+                &crate::util::configmap("settings", Some(&ns), "1"),
+            ),
+        ],
+        "app",
+    );
+    w.push().assert_ok();
+    assert_eq!(w.last_record(&first)["result"], "succeeded");
+    let pods = || {
+        let out = c.kubectl(&["get", "pods", "-n", &ns, "-o", "name"]);
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert_eq!(pods(), 2);
+    let second = w.remove(&["k8s/app/web.yaml"], "drop web");
+    let out = w.push();
+    out.assert_ok();
+    let rec = w.last_record(&second);
+    assert_eq!(rec["result"], "succeeded", "{rec}\n{}", out.all());
+    assert!(c.get_json("deployment.apps", Some(&ns), "web").is_none());
+    assert!(c.get_json("configmap", Some(&ns), "settings").is_some());
+    // The real garbage collector removes the ReplicaSet, the fake kubelet finishes the pods.
+    assert!(
+        c.wait_for(Duration::from_secs(60), || pods() == 0),
+        "pods left: {}",
+        pods()
+    );
+}
+
+#[test]
+fn failed_rollout_with_rollout_undo_uses_the_real_revision_history() {
+    let Some((w, c)) = world("on_failure = \"rollout-undo\"") else {
+        return;
+    };
+    let ns = c.unique("undo");
+    let deadline = "  progressDeadlineSeconds: 10\n";
+    let good = w.commit(
+        &[
+            ("k8s/ns/ns.yaml", &namespace(&ns)),
+            (
+                "k8s/app/web.yaml",
+                &deployment("web", &ns, "web:1", 1, deadline, ""),
+            ),
+        ],
+        "good",
+    );
+    w.push().assert_ok();
+    assert_eq!(w.last_record(&good)["result"], "succeeded");
+    let bad = w.commit(
+        &[(
+            "k8s/app/web.yaml",
+            &deployment("web", &ns, "web:2", 1, deadline, FAIL_ROLLOUT),
+        )],
+        "bad",
+    );
+    let out = w.push();
+    assert!(out.all().contains("rollout undo"), "{}", out.all());
+    let rec = w.last_record(&bad);
+    assert_eq!(rec["result"], "failed", "{rec}");
+    assert!(reasons(&rec).contains("kubectl rollout undo"), "{rec}");
+    assert_eq!(w.pointer("prod").as_deref(), Some(good.as_str()));
+    // The deployment controller restored revision 1's template as revision 3.
+    let d = c.get_json("deployment.apps", Some(&ns), "web").unwrap();
+    assert_eq!(
+        str_at(&d, "/spec/template/spec/containers/0/image"),
+        "web:1"
+    );
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3",
+        "{d}"
+    );
+    let status = c.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        &ns,
+        "--timeout=60s",
+    ]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+}
