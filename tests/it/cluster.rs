@@ -94,15 +94,25 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Run directories of earlier test processes whose cluster has stopped (no `pid` file).
+/// Run directories of earlier test processes whose cluster has stopped (no `pid` file, or a
+/// pid that is gone).
 fn clean_stale(base: &Path) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
     for e in entries.flatten() {
         let p = e.path();
-        let name = e.file_name();
-        if name.to_string_lossy().starts_with("testenv-") && !p.join("pid").exists() {
+        if !e.file_name().to_string_lossy().starts_with("testenv-") {
+            continue;
+        }
+        let alive = std::fs::read_to_string(p.join("pid"))
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+            .is_some_and(|pid| {
+                // Without /proc (not Linux), a pid file alone counts as alive.
+                !Path::new("/proc/self").exists() || Path::new(&format!("/proc/{pid}")).exists()
+            });
+        if !alive {
             let _ = std::fs::remove_dir_all(&p);
         }
     }
