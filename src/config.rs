@@ -508,6 +508,10 @@ pub struct Target {
     pub watch: Vec<String>,
     /// Health timeout in seconds (capped by the server's `max_health_timeout`).
     pub timeout: Option<u64>,
+    /// Re-create (delete, then apply) an object whose update the server refuses because a
+    /// field is immutable, like `hookops.io/force: enabled` on every object of the target.
+    #[serde(default)]
+    pub force: bool,
     /// Discovered kubectl targets read only their own directory; declared ones recurse.
     #[serde(skip)]
     pub flat: bool,
@@ -715,6 +719,7 @@ mod tests {
             secret: Vec::new(),
             watch: Vec::new(),
             timeout: None,
+            force: false,
             flat: false,
         }
     }

@@ -903,7 +903,10 @@ struct Ctx<'a> {
 /// A Kubernetes target that can share a kubectl call: it has objects to apply, none of them a
 /// CustomResourceDefinition (whose custom resources need a call of their own after it).
 fn batchable(tp: &TargetPlan, secrets: &Secrets) -> bool {
-    if tp.target.kind == TargetType::Terraform || tp.blocked().is_some() {
+    if tp.target.kind == TargetType::Terraform
+        || tp.blocked().is_some()
+        || crate::apply::needs_steps(tp)
+    {
         return false;
     }
     let objects = kube_objects(tp, secrets);
@@ -1063,20 +1066,6 @@ fn kube_objects<'a>(tp: &'a TargetPlan, secrets: &'a Secrets) -> Vec<&'a Object>
         .collect()
 }
 
-/// Objects kubectl reports as written (`kind/name serverside-applied`, `created`, …).
-fn applied_lines(stdout: &str) -> usize {
-    stdout
-        .lines()
-        .filter(|l| {
-            let last = l.rsplit(' ').next().unwrap_or("");
-            matches!(
-                last,
-                "serverside-applied" | "created" | "configured" | "unchanged"
-            ) && l.contains('/')
-        })
-        .count()
-}
-
 /// Namespaces and CRDs before the objects that may live in or use them (stable otherwise).
 fn foundations_first(objects: &mut [&Object]) {
     objects.sort_by_key(|o| !o.is_foundation());
@@ -1091,59 +1080,14 @@ fn run_kube(
     applied: bool,
     r: &mut TargetReport,
 ) -> std::result::Result<(), String> {
-    let t = &tp.target;
-    let ns = t.namespace.as_deref();
-    let objects = kube_objects(tp, secrets);
-    if applied {
-        r.applied = objects.len();
-    } else if !objects.is_empty() {
-        // A custom resource cannot be mapped before its CRD exists: such targets apply their
-        // foundations first, in a call of their own.
-        let has_crd = objects
-            .iter()
-            .any(|o| o.id.kind == "CustomResourceDefinition");
-        let (first, rest): (Vec<&Object>, Vec<&Object>) = if has_crd {
-            objects.iter().partition(|o| o.is_foundation())
-        } else {
-            let mut all = objects.clone();
-            foundations_first(&mut all);
-            (Vec::new(), all)
-        };
-        for batch in [first, rest] {
-            if batch.is_empty() {
-                continue;
-            }
-            let out = kubectl
-                .apply(manifest::to_stream(batch.iter().copied()), ns, None)
-                .map_err(|e| format!("{e:#}"))?;
-            if !out.success() {
-                // What the server accepted before the failure still counts.
-                r.applied += applied_lines(&out.stdout);
-                return Err(format!("kubectl apply: {}", out.reason()));
-            }
-            r.applied += batch.len();
-        }
+    crate::apply::Run {
+        env,
+        kubectl,
+        tp,
+        objects: kube_objects(tp, secrets),
+        applied,
     }
-    if !tp.prune.is_empty() {
-        let out = kubectl
-            .delete(manifest::stubs_stream(&tp.prune), ns)
-            .map_err(|e| format!("{e:#}"))?;
-        if !out.success() {
-            return Err(format!("kubectl delete: {}", out.reason()));
-        }
-        r.pruned = tp.prune.len();
-    }
-    let timeout = env.health_timeout(t.timeout);
-    let name = t.name.clone();
-    let envname = env.name.clone();
-    let mut progress = |line: &str| {
-        crate::out::say_if_slow(format!("{envname}: {name}: {line}"), crate::out::SLOW)
-    };
-    match health::wait(kubectl, &objects, timeout, &mut progress) {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(reason)) => Err(format!("unhealthy: {reason}")),
-        Err(e) => Err(format!("{e:#}")),
-    }
+    .run(r)
 }
 
 fn run_terraform(

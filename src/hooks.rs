@@ -290,7 +290,20 @@ fn print_plan(env: &str, p: &plan::Plan) {
             println!("    REFUSED: {why}");
         }
         for o in &tp.apply {
-            println!("    apply {} ({})", o.id, o.source);
+            let what = crate::annotations::controls(o)
+                .map(|c| c.describe())
+                .unwrap_or_default();
+            if what.is_empty() {
+                println!("    apply {} ({})", o.id, o.source);
+            } else {
+                println!("    apply {} ({}): {what}", o.id, o.source);
+            }
+        }
+        for o in &tp.hooks {
+            let what = crate::annotations::controls(o)
+                .map(|c| c.describe())
+                .unwrap_or_default();
+            println!("    run {} ({}): {what}", o.id, o.source);
         }
         for s in &tp.target.secret {
             println!("    apply {} (from vault)", plan::secret_id(&tp.target, s));

@@ -128,12 +128,15 @@ fn unit_path(unit: &str) -> Result<String> {
     })
 }
 
-/// Whether an object asks never to be pruned (`hookops.io/prune: disabled`).
+/// Whether an object asks never to be pruned (`hookops.io/prune: disabled`, or
+/// `hookops.io/apply: disabled`: left alone entirely).
 pub fn keeps(o: &Object) -> bool {
-    o.body
-        .pointer("/metadata/annotations/hookops.io~1prune")
-        .and_then(serde_json::Value::as_str)
-        == Some("disabled")
+    let ann = |k: &str| {
+        o.body
+            .pointer(&format!("/metadata/annotations/hookops.io~1{k}"))
+            .and_then(serde_json::Value::as_str)
+    };
+    ann("prune") == Some("disabled") || ann("apply") == Some("disabled")
 }
 
 /// One environment's inventory, read lazily from git and written back as one commit.

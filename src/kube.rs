@@ -105,6 +105,50 @@ impl Kubectl {
             .run(&self.masker)
     }
 
+    /// `kubectl create -f -` (hook Jobs with `generateName`, create-only objects), printing
+    /// the names of what it created (`-o name`).
+    pub fn create(&self, stream: String, namespace: Option<&str>) -> Result<Output> {
+        let c = self
+            .short_command()
+            .args(["create", "-o", "name", "-f", "-"]);
+        Self::with_namespace(c, namespace)
+            .stdin(stream.into_bytes())
+            .run(&self.masker)
+    }
+
+    /// Deletes the objects and waits until they are gone (a re-create must not race the
+    /// deletion).
+    pub fn delete_and_wait(&self, stubs: String, namespace: Option<&str>) -> Result<Output> {
+        let c = self.short_command().args([
+            "delete",
+            "--ignore-not-found",
+            "--wait=true",
+            "--timeout=120s",
+            "-f",
+            "-",
+        ]);
+        Self::with_namespace(c, namespace)
+            .stdin(stubs.into_bytes())
+            .run(&self.masker)
+    }
+
+    /// Deletes the finished hook Jobs carrying `selector` (and their pods, in the background).
+    pub fn delete_selected(&self, kind: &str, selector: &str, namespace: &str) -> Result<Output> {
+        self.short_command()
+            .args([
+                "delete",
+                kind,
+                "-l",
+                selector,
+                "--ignore-not-found",
+                "--wait=false",
+                "--cascade=background",
+                "--namespace",
+                namespace,
+            ])
+            .run(&self.masker)
+    }
+
     /// Deletes exactly the named objects (stubs on stdin); already-gone objects are fine.
     pub fn delete(&self, stubs: String, namespace: Option<&str>) -> Result<Output> {
         let c =

@@ -2,6 +2,8 @@
 //! the pipeline (refs → environment → diff → targets → plan → apply → health → record) lives in
 //! the module named after it, and `deploy` runs them top to bottom.
 
+pub mod annotations;
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod deploy;

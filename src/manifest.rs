@@ -457,9 +457,22 @@ fn push_object(
         }
         return Ok(());
     }
-    let name = value.pointer("/metadata/name").and_then(Value::as_str);
-    let Some(name) = name.filter(|n| !n.is_empty()) else {
-        bail!("{source}: {kind} has no metadata.name (generateName is not supported)");
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            // A hook Job is created anew each run (`kubectl create`): generateName names it.
+            value
+                .pointer("/metadata/annotations/hookops.io~1hook")
+                .and(value.pointer("/metadata/generateName"))
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+        });
+    let Some(name) = name else {
+        bail!(
+            "{source}: {kind} has no metadata.name (generateName is only for hookops.io/hook Jobs)"
+        );
     };
     let group = group_of(api_version).to_string();
     let cluster = CLUSTER_KINDS.contains(&(group.as_str(), kind))

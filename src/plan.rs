@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use git2::{Oid, Repository, Tree};
 use serde::Serialize;
 
+use crate::annotations;
 use crate::config::{Environment, SecretSpec, Target, TargetType};
 use crate::diff::{self, Changes};
 use crate::identity::{self, Resolver};
@@ -45,6 +46,8 @@ pub struct TargetPlan {
     pub error: Option<String>,
     /// The identities of the target's Vault-generated Secrets, resolved.
     pub secret_ids: Vec<ObjectId>,
+    /// Jobs annotated `hookops.io/hook`: created each deploy, never in the inventory.
+    pub hooks: Vec<Object>,
 }
 
 impl TargetPlan {
@@ -58,6 +61,7 @@ impl TargetPlan {
             refused: None,
             error: None,
             secret_ids: Vec::new(),
+            hooks: Vec::new(),
         }
     }
 
@@ -200,7 +204,20 @@ pub fn build(
         let full = old_targets.get(&t.name) != Some(t);
         let mut tp = TargetPlan::new(t.clone(), Step::Deploy);
         if t.kind.is_kube() {
-            match sides.objects(t, &new_tree, full) {
+            match sides.objects(t, &new_tree, full).and_then(|units| {
+                // Every object's hookops.io/ annotations are valid, or the target fails whole.
+                let errors: Vec<String> = units
+                    .iter()
+                    .flat_map(|(_, objs)| objs)
+                    .filter_map(|o| annotations::controls(o).err())
+                    .map(|e| e.to_string())
+                    .collect();
+                if errors.is_empty() {
+                    Ok(units)
+                } else {
+                    bail!("{}", errors.join("; "))
+                }
+            }) {
                 Ok(units) => {
                     tp.files = units
                         .iter()
@@ -253,6 +270,17 @@ pub fn build(
                 }
             }
         }
+        if !full && t.kind == TargetType::Kubectl {
+            // Hooks run with every deploy of their target, whichever of its files changed.
+            let read: Vec<String> = units
+                .iter()
+                .filter_map(|(u, _)| u.strip_prefix("f:").map(str::to_string))
+                .collect();
+            for mut o in sides.hooks_elsewhere(&t, &new_tree, &read) {
+                cx.resolver.resolve(&mut o, t.namespace.as_deref());
+                tp.hooks.push(o);
+            }
+        }
         let mut secrets: Vec<Object> = secret_objects(&t);
         units.push((
             inventory::secrets_unit(&t.name),
@@ -271,7 +299,11 @@ pub fn build(
             if unit.starts_with("s:") {
                 tp.secret_ids = objs.iter().map(|o| o.id.clone()).collect();
             }
-            let refs: Vec<&Object> = objs.iter().collect();
+            // Hook Jobs are created anew every deploy: never in the inventory, never pruned.
+            let refs: Vec<&Object> = objs
+                .iter()
+                .filter(|o| annotations::controls(o).is_ok_and(|c| c.hook.is_none()))
+                .collect();
             cx.inventory.declare(unit, &t.name, &refs)?;
             declared_units.insert(unit.clone());
         }
@@ -280,6 +312,14 @@ pub fn build(
                 continue;
             }
             for o in objs {
+                let controls = annotations::controls(&o).unwrap_or_default();
+                if controls.hook.is_some() {
+                    tp.hooks.push(o);
+                    continue;
+                }
+                if controls.apply == annotations::ApplyMode::Disabled {
+                    continue;
+                }
                 if let Some(first) = first_source.get(&o.id) {
                     plan.warnings.push(format!(
                         "{} is declared twice ({first} and {}); it is applied once, as the last one says",
@@ -536,6 +576,34 @@ impl Sides<'_, '_> {
         }
     }
 
+    /// The hook Jobs of a kubectl target's files other than `read` (which were parsed whole).
+    /// Only files that mention `hookops.io/hook` are parsed; one that does not parse is
+    /// skipped here (its own change reports it).
+    fn hooks_elsewhere(&self, t: &Target, tree: &Tree, read: &[String]) -> Vec<Object> {
+        let Ok(files) = tree::files_under(self.repo, tree, &t.path, !t.flat) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for f in files {
+            if !manifest::is_manifest_path(&f.path) || !t.owns(&f.path) || read.contains(&f.path) {
+                continue;
+            }
+            let Ok(Some(text)) = tree::read_path(self.repo, tree, &f.path) else {
+                continue;
+            };
+            if !text.contains("hookops.io/hook") {
+                continue;
+            }
+            if let Ok(objs) = manifest::parse(&text, &f.path, t.namespace.as_deref()) {
+                out.extend(
+                    objs.into_iter()
+                        .filter(|o| annotations::controls(o).is_ok_and(|c| c.hook.is_some())),
+                );
+            }
+        }
+        out
+    }
+
     fn render(&self, t: &Target, tree: &Tree) -> Result<String> {
         let root = self.renderer.scratch.join(if std::ptr::eq(tree, self.new) {
             "new"
@@ -593,6 +661,7 @@ fn policy(env: &Environment, tp: &TargetPlan) -> Option<String> {
     let ids = tp
         .apply
         .iter()
+        .chain(&tp.hooks)
         .map(|o| &o.id)
         .chain(tp.prune.iter().map(|(id, _)| id))
         .chain(tp.secret_ids.iter());

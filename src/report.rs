@@ -45,6 +45,12 @@ pub struct TargetReport {
     /// drift: objects or resources that differ from the commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drifted: Option<usize>,
+    /// Objects deleted and created again because a field was immutable (`Kind ns/name`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recreated: Vec<String>,
+    /// Hook Jobs run: `pre-deploy Job ns/name: succeeded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<String>,
 }
 
 impl TargetReport {
@@ -59,6 +65,8 @@ impl TargetReport {
             duration_ms: 0,
             reason: None,
             drifted: None,
+            recreated: Vec::new(),
+            hooks: Vec::new(),
         }
     }
 }
@@ -143,6 +151,8 @@ mod tests {
                 duration_ms: 5,
                 reason: Some("line\nbreak".into()),
                 drifted: None,
+                recreated: Vec::new(),
+                hooks: Vec::new(),
             }],
             reason: None,
             rolled_back_to: Some("abc".into()),

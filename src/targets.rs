@@ -69,6 +69,7 @@ fn discovered(path: &str, kind: TargetType) -> Target {
         secret: Vec::new(),
         watch: Vec::new(),
         timeout: None,
+        force: false,
         flat: kind == TargetType::Kubectl,
     }
 }

@@ -2,6 +2,7 @@
 
 mod badinput;
 mod cluster;
+mod controls;
 mod core;
 mod crash;
 mod gitolite;
