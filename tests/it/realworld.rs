@@ -347,3 +347,95 @@ fn a_namespace_removed_from_git_is_kept_unless_the_server_allows() {
         .is_some());
     assert!(exists(&w, "team", "c"));
 }
+
+/// A ten-service application against the real API server: manifests without namespaces (the
+/// kubeconfig context's namespace applies), one file per service plus an all-in-one copy of
+/// two of them; deployed, edited and partly deleted, with the cluster checked after each step.
+#[test]
+fn a_ten_service_application_on_a_real_cluster() {
+    if !crate::util::tools_present() {
+        return;
+    }
+    let Some(c) = crate::cluster::shared() else {
+        return;
+    };
+    let mut w = World::new();
+    w.use_cluster();
+    let ns = c.unique("shop");
+    // The context's namespace is where objects without one land.
+    let kc = std::fs::read_to_string(&w.kubeconfig).unwrap();
+    std::fs::write(
+        &w.kubeconfig,
+        kc.replacen("namespace: default", &format!("namespace: {ns}"), 1),
+    )
+    .unwrap();
+    w.configure("", "");
+    let service = |name: &str, image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: {name}\n        image: {image}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector: {{app: {name}}}\n  ports:\n  - port: 80\n"
+        )
+    };
+    let names: Vec<String> = (0..10).map(|i| format!("svc{i}")).collect();
+    let mut files: Vec<(String, String)> = names
+        .iter()
+        .map(|n| (format!("shop/{n}.yaml"), service(n, "shop:1")))
+        .collect();
+    files.push((
+        "shop/all-in-one.yaml".into(),
+        format!(
+            "{}---\n{}",
+            service("svc0", "shop:1"),
+            service("svc1", "shop:1")
+        ),
+    ));
+    files.push(("ns/ns.yaml".into(), namespace(&ns)));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    w.commit(&refs, "shop");
+    let out = w.push();
+    out.assert_ok();
+    for n in &names {
+        assert!(
+            c.get_json("deployment", Some(&ns), n).is_some(),
+            "{n}: {}",
+            out.all()
+        );
+        assert!(c.get_json("service", Some(&ns), n).is_some(), "{n}");
+    }
+    // Edit one service; add an explicit namespace to another: nothing is deleted.
+    let edited = service("svc5", "shop:2");
+    let explicit = service("svc6", "shop:1").replace(
+        "metadata:\n  name: svc6\n",
+        &format!("metadata:\n  name: svc6\n  namespace: {ns}\n"),
+    );
+    let c2 = w.commit(
+        &[("shop/svc5.yaml", &edited), ("shop/svc6.yaml", &explicit)],
+        "edit",
+    );
+    w.push().assert_ok();
+    let rec = w.last_record(&c2);
+    assert_eq!(rec["targets"][0]["pruned"], 0, "{rec}");
+    let d5 = c.get_json("deployment", Some(&ns), "svc5").unwrap();
+    assert_eq!(
+        d5["spec"]["template"]["spec"]["containers"][0]["image"],
+        "shop:2"
+    );
+    assert!(c.get_json("deployment", Some(&ns), "svc6").is_some());
+    // Remove svc0's own file (all-in-one still declares it) and svc9 (declared nowhere).
+    w.remove(&["shop/svc0.yaml", "shop/svc9.yaml"], "remove two");
+    let out = w.push();
+    out.assert_ok();
+    assert!(
+        c.get_json("deployment", Some(&ns), "svc0").is_some(),
+        "{}",
+        out.all()
+    );
+    assert!(c.get_json("service", Some(&ns), "svc0").is_some());
+    let gone = c.wait_for(std::time::Duration::from_secs(20), || {
+        c.get_json("deployment", Some(&ns), "svc9").is_none()
+    });
+    assert!(gone, "svc9 still deployed: {}", out.all());
+    assert!(c.get_json("service", Some(&ns), "svc9").is_none());
+}
