@@ -1,4 +1,5 @@
 //! `hookops drift`: does the cluster (and Terraform state) still match the deployed commit?
+//! Exit status as `git diff --exit-code`: 0 in sync, 1 drifted, 2 could not check.
 //! `kubectl diff` of every object the commit defines and `terraform plan -detailed-exitcode` of
 //! every root; a `drift` record goes on the deployed commit. `--repair` re-applies everything
 //! the commit defines (a full deploy of the pointer that does not move it).
@@ -146,8 +147,11 @@ pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<Exit
     }
     // Repairs' metrics and alerts, after the lock.
     deployer.after_attempts();
-    Ok(if any_drift || failed {
-        ExitCode::FAILURE
+    // Like `git diff --exit-code`: 0 in sync, 1 drifted, 2 when something could not be checked.
+    Ok(if failed {
+        ExitCode::from(2)
+    } else if any_drift {
+        ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })

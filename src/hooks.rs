@@ -355,10 +355,17 @@ pub fn drift(repo: Option<&Path>, env: Option<&str>, repair: bool) -> Result<Exi
         Some(e) => vec![session.environment(e)?],
         None => session.environments(),
     };
-    let code = crate::drift::run(&session, &envs, repair)?;
+    // An error before any comparison (config, lock, plan) is "could not check" too.
+    let code = match crate::drift::run(&session, &envs, repair) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hookops: error: {}", crate::one_line(&format!("{e:#}")));
+            ExitCode::from(2)
+        }
+    };
     // Drift records are shared like deploy records; a failed sync fails the command.
     if sync_after(&session, false) {
-        return Ok(ExitCode::FAILURE);
+        return Ok(ExitCode::from(2));
     }
     Ok(code)
 }

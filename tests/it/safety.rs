@@ -246,6 +246,14 @@ fn drift_is_detected_recorded_and_repaired() {
     );
     assert!(w.hookops(&["drift"]).ok());
     assert_eq!(w.pointer("prod").as_deref(), Some(c.as_str()));
+    // Could not check (the cluster is unreachable): 2, like `git diff --exit-code` on error.
+    let dead = w.dead_kubeconfig();
+    let text = std::fs::read_to_string(w.server.join("hookops/config.toml"))
+        .unwrap()
+        .replace(w.kubeconfig.to_str().unwrap(), dead.to_str().unwrap());
+    w.write_server_config(&text);
+    let out = w.hookops(&["drift", "--env", "prod"]);
+    assert_eq!(out.code, Some(2), "{}", out.all());
 }
 
 #[test]
