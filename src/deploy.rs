@@ -124,13 +124,7 @@ impl<'s> Deployer<'s> {
     }
 
     fn kubectl(&self, env: &Environment) -> Result<Kubectl> {
-        let cache = self.session.env_dir(&env.name)?.join("kube-cache");
-        Ok(Kubectl::new(
-            &self.session.config.tools.kubectl,
-            env,
-            &cache,
-            self.masker.clone(),
-        ))
+        self.session.kubectl(env, self.masker.clone())
     }
 
     /// Plans without side effects beyond a private scratch directory (the inventory's new

@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use crate::config::{Environment, ServerConfig, STATE_DIR};
-use crate::kube::Kubectl;
 use crate::mask::Masker;
 use crate::session::Session;
 use crate::tools::Command;
@@ -36,7 +35,7 @@ pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
         Err(e) => {
             r.fail(
                 "config",
-                &crate::one_line(&format!("{e:#}")),
+                &crate::out::error_line(&e),
                 "fix the repository path or the server config",
             );
             return Ok(ExitCode::FAILURE);
@@ -80,7 +79,7 @@ pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
         Ok(None) => r.ok("signing key", "none configured: records are unsigned"),
         Err(e) => r.fail(
             "signing key",
-            &crate::one_line(&format!("{e:#}")),
+            &crate::out::error_line(&e),
             "make [signing] key a readable, unencrypted OpenSSH private key",
         ),
     }
@@ -89,7 +88,7 @@ pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
             Ok(who) => r.ok("vault", &format!("{}: logged in as {who}", v.address)),
             Err(e) => r.fail(
                 "vault",
-                &crate::one_line(&format!("{e:#}")),
+                &crate::out::error_line(&e),
                 "check [vault] address and the token or AppRole files",
             ),
         }
@@ -123,7 +122,7 @@ fn tools(r: &mut Report, config: &ServerConfig, masker: &Masker) {
         Ok(v) => r.ok("git", &v),
         Err(e) => r.fail(
             "git",
-            &crate::one_line(&format!("{e:#}")),
+            &crate::out::error_line(&e),
             "install git (Debian: apt install git)",
         ),
     }
@@ -274,8 +273,8 @@ fn state(r: &mut Report, session: &Session) {
 
 fn cluster(r: &mut Report, session: &Session, env: &Environment, masker: &Masker) {
     let check = format!("env {}", env.name);
-    let cache = match session.env_dir(&env.name) {
-        Ok(d) => d.join("kube-cache"),
+    let kubectl = match session.kubectl(env, masker.clone()) {
+        Ok(k) => k,
         Err(e) => {
             return r.fail(
                 &check,
@@ -284,7 +283,6 @@ fn cluster(r: &mut Report, session: &Session, env: &Environment, masker: &Masker
             )
         }
     };
-    let kubectl = Kubectl::new(&session.config.tools.kubectl, env, &cache, masker.clone());
     let version = kubectl.raw(["version", "-o", "json", "--request-timeout=5s"]);
     let server = match version {
         Ok(out) if out.success() => serde_json::from_str::<serde_json::Value>(&out.stdout)

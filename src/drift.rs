@@ -29,12 +29,7 @@ pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<Exit
         let _lock = session.lock()?;
         let started = report::now();
         let plan = deployer.plan(env, None, pointer)?;
-        let kubectl = crate::kube::Kubectl::new(
-            &session.config.tools.kubectl,
-            env,
-            &session.env_dir(&env.name)?.join("kube-cache"),
-            deployer.masker.clone(),
-        );
+        let kubectl = session.kubectl(env, deployer.masker.clone())?;
         let env_dir = session.env_dir(&env.name)?;
         let tree = crate::targets::commit_tree(&session.repo, pointer)?;
         let mut targets = Vec::new();
@@ -82,7 +77,7 @@ pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<Exit
                 }
                 Err(e) => {
                     r.result = Outcome::Failed;
-                    r.reason = Some(crate::one_line(&format!("{e:#}")));
+                    r.reason = Some(crate::out::error_line(&e));
                     failed = true;
                 }
             }

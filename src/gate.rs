@@ -38,11 +38,7 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
             let plan = match deployer.plan(&env, from, new) {
                 Ok(p) => p,
                 Err(e) => {
-                    problems.push(format!(
-                        "{}: {}",
-                        u.name,
-                        crate::one_line(&format!("{e:#}"))
-                    ));
+                    problems.push(format!("{}: {}", u.name, crate::out::error_line(&e)));
                     continue;
                 }
             };
@@ -57,12 +53,7 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
             if session.config.gate.mode != GateMode::Server {
                 continue;
             }
-            let kubectl = crate::kube::Kubectl::new(
-                &session.config.tools.kubectl,
-                &env,
-                &session.env_dir(&env.name)?.join("kube-cache"),
-                Masker::new(),
-            );
+            let kubectl = session.kubectl(&env, Masker::new())?;
             for tp in plan
                 .targets
                 .iter()
@@ -89,7 +80,7 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
                             "{}: target {}: {}",
                             u.name,
                             tp.target.name,
-                            crate::one_line(&format!("{e:#}"))
+                            crate::out::error_line(&e)
                         ));
                     }
                 }

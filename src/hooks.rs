@@ -97,7 +97,7 @@ fn sync_after(session: &Session, failed: bool) -> bool {
     match crate::remote::sync(session) {
         Ok(()) => failed,
         Err(e) => {
-            say(&format!("sync: {}", crate::one_line(&format!("{e:#}"))));
+            say(&format!("sync: {}", crate::out::error_line(&e)));
             true
         }
     }
@@ -106,7 +106,7 @@ fn sync_after(session: &Session, failed: bool) -> bool {
 /// Without a readable signing key nothing deploys: each mapped update gets an (unsigned) failed
 /// record saying why, so the audit log still shows the attempt.
 fn refuse_unsigned(session: &Session, updates: &[RefUpdate], e: anyhow::Error) -> Result<ExitCode> {
-    let reason = format!("signing key: {}", crate::one_line(&format!("{e:#}")));
+    let reason = format!("signing key: {}", crate::out::error_line(&e));
     let deployer = Deployer::unsigned(session);
     for u in updates {
         let Some(new) = u.new else { continue };
@@ -131,7 +131,7 @@ fn attempt(deployer: &mut Deployer, req: &Request) -> bool {
             say(&format!(
                 "{}: error: {}",
                 req.env.name,
-                crate::one_line(&format!("{e:#}"))
+                crate::out::error_line(&e)
             ));
             false
         }
@@ -359,7 +359,7 @@ pub fn drift(repo: Option<&Path>, env: Option<&str>, repair: bool) -> Result<Exi
     let code = match crate::drift::run(&session, &envs, repair) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("hookops: error: {}", crate::one_line(&format!("{e:#}")));
+            eprintln!("hookops: error: {}", crate::out::error_line(&e));
             ExitCode::from(2)
         }
     };

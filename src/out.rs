@@ -31,3 +31,8 @@ pub fn say_if_slow(line: String, after: Duration) -> SlowGuard {
 pub struct SlowGuard {
     _tx: mpsc::Sender<()>,
 }
+
+/// An error on one line, with its causes (`{e:#}`), whatever the layers below wrote.
+pub fn error_line(e: &anyhow::Error) -> String {
+    crate::one_line(&format!("{e:#}"))
+}

@@ -235,7 +235,7 @@ pub fn build(
                     read.push(Some(units));
                 }
                 Err(e) => {
-                    tp.error = Some(crate::one_line(&format!("{e:#}")));
+                    tp.error = Some(crate::out::error_line(&e));
                     read.push(None);
                 }
             }
@@ -559,7 +559,7 @@ impl Sides<'_, '_> {
                     match parsed {
                         Ok(Some(objs)) => units.push((inventory::file_unit(f), objs)),
                         Ok(None) => {}
-                        Err(e) => errors.push(crate::one_line(&format!("{e:#}"))),
+                        Err(e) => errors.push(crate::out::error_line(&e)),
                     }
                 }
                 if !errors.is_empty() {

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use git2::{Oid, Repository};
 
 use crate::config::{pointer_ref, Environment, ServerConfig, STATE_DIR};
+use crate::kube::Kubectl;
 use crate::record::Signer;
 
 pub struct Session {
@@ -46,6 +47,18 @@ impl Session {
         let dir = self.state_dir().join("work").join(env);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(dir)
+    }
+
+    /// kubectl for an environment: its kubeconfig and context, the `[tools]` binary, and a
+    /// discovery cache of its own in the environment's work directory.
+    pub fn kubectl(&self, env: &Environment, masker: crate::mask::Masker) -> Result<Kubectl> {
+        let cache = self.env_dir(&env.name)?.join("kube-cache");
+        Ok(Kubectl::new(
+            &self.config.tools.kubectl,
+            env,
+            &cache,
+            masker,
+        ))
     }
 
     /// The branch HEAD names (a bare repository's default branch; a clone's current branch).

@@ -314,10 +314,7 @@ impl Watcher {
             Err(e) => {
                 // Nothing was attempted (e.g. an unreadable signing key): try again next round
                 // rather than marking the commits handled.
-                say(&format!(
-                    "watch: error: {}",
-                    crate::one_line(&format!("{e:#}"))
-                ));
+                say(&format!("watch: error: {}", crate::out::error_line(&e)));
                 return Ok(Polled::Failed);
             }
         };
@@ -355,7 +352,7 @@ impl Watcher {
                 self.sync_pending = false;
                 say("watch: sync: records pushed");
             }
-            Err(e) => log::info!("sync retry failed: {}", crate::one_line(&format!("{e:#}"))),
+            Err(e) => log::info!("sync retry failed: {}", crate::out::error_line(&e)),
         }
     }
 
@@ -377,7 +374,7 @@ impl Watcher {
                     if failures == 0 {
                         say(&format!(
                             "watch: {url} is unreachable: {}; retrying with backoff (at most every {:?})",
-                            crate::one_line(&format!("{e:#}")),
+                            crate::out::error_line(&e),
                             backoff(interval, u32::MAX)
                         ));
                     } else {
