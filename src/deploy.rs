@@ -126,6 +126,7 @@ impl<'s> Deployer<'s> {
         let renderer = Renderer {
             kubectl: &kubectl,
             scratch: scratch.path(),
+            allow_remote: self.session.config.kustomize.allow_remote,
         };
         plan::build(&self.session.repo, env, from, to, &renderer)
     }
@@ -206,6 +207,7 @@ impl<'s> Deployer<'s> {
                 return self.failed_early(req, from, &started, e).map(Some);
             }
         };
+        self.keep_references(&plan);
         if plan.targets.is_empty() {
             say(&format!(
                 "{}: {range}: no deploy targets changed ({} paths)",
@@ -291,6 +293,21 @@ impl<'s> Deployer<'s> {
         journal::end(session, &env.name)?;
         crate::ops::after_attempt(self.session, &rep);
         Ok(Some(rep))
+    }
+
+    /// Stores the plan's reference indexes, so that the next push from either side of it reads
+    /// only what it changed. Only the indexes of deployed pointers and of this plan are kept.
+    fn keep_references(&self, plan: &Plan) {
+        let repo = &self.session.repo;
+        let mut keep: BTreeSet<Oid> = BTreeSet::from([plan.to]);
+        keep.extend(plan.from);
+        if let Ok(refs) = repo.references_glob("refs/hookops/deployed/*") {
+            keep.extend(refs.flatten().filter_map(|r| r.target()));
+        }
+        // An index that cannot be stored is rebuilt by the next push: slower, not wrong.
+        if let Err(e) = plan.references.save(repo, &keep) {
+            log::warn!("keeping the reference index: {e:#}");
+        }
     }
 
     /// A deploy that failed before any target ran (plan, Vault): its record, metrics, alert.
@@ -591,8 +608,8 @@ impl<'s> Deployer<'s> {
             let Some(rev) = rev else { continue };
             let dir = terraform::work_dir(&env_dir, &tp.target);
             let tree = crate::targets::commit_tree(repo, rev)?;
-            let done =
-                Terraform::materialise(repo, &tree, &tp.target, &dir).map_err(|e| format!("{e:#}"));
+            let done = Terraform::materialise(repo, &tree, &tp.target, &tp.closure, &dir)
+                .map_err(|e| format!("{e:#}"));
             tf_dirs.insert(tp.target.name.clone(), done);
         }
         let names: BTreeSet<&str> = plan
@@ -967,10 +984,16 @@ fn run_terraform(
         Step::Deploy => tf.deploy(&root, &mut line),
         Step::Remove => tf.destroy(&root, &mut line),
     }
-    .map_err(|e| format!("{e:#}"))?;
+    .map_err(|e| crate::tree::repository_paths(&format!("{e:#}"), &work_root(&root, t)))?;
     r.applied = counts.changed;
     r.pruned = counts.destroyed;
     Ok(())
+}
+
+/// The work directory a root runs in is `<work root>/<its repository path>`.
+fn work_root(dir: &std::path::Path, t: &crate::config::Target) -> PathBuf {
+    let depth = t.path.split('/').filter(|p| !p.is_empty()).count();
+    dir.ancestors().nth(depth).unwrap_or(dir).to_path_buf()
 }
 
 /// Moves `refs/hookops/deployed/<env>` from `old` to `new`, refusing if someone else moved it.

@@ -276,6 +276,9 @@ fn print_plan(env: &str, p: &plan::Plan) {
         if let Some(why) = &tp.refused {
             println!("    REFUSED: {why}");
         }
+        for used in &tp.uses {
+            println!("    uses {used}");
+        }
         for o in &tp.apply {
             println!("    apply {} ({})", o.id, o.source);
         }

@@ -20,6 +20,7 @@ pub mod notes;
 pub mod ops;
 pub mod plan;
 pub mod record;
+pub mod references;
 pub mod refs;
 pub mod remote;
 pub mod report;

@@ -1,7 +1,9 @@
 //! The plan stage: from the affected targets to what will happen, contacting no cluster.
 //! kubectl targets apply the objects of their changed files; kustomize targets render old and
-//! new (`kubectl kustomize`, local) and apply the whole new output; Terraform roots are planned
-//! later by terraform itself. Objects present in the old side of the change and absent from the
+//! new (`kubectl kustomize`, local, from a scratch copy of everything they reference) and apply
+//! the whole new output; Terraform roots are planned later by terraform itself, from a copy of
+//! the root and the local modules it reaches. A target whose references leave the repository
+//! (or reach the network) is refused here. Objects present in the old side of the change and absent from the
 //! new are pruned. Namespace policy is checked here, so a refused target never reaches apply.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +17,7 @@ use crate::config::{Environment, SecretSpec, Target, TargetType};
 use crate::diff::{self, Changes};
 use crate::kube::Kubectl;
 use crate::manifest::{self, Object, ObjectId};
+use crate::references::{Closure, RefIndex, References};
 use crate::targets::{self, Affected};
 use crate::tree;
 
@@ -36,6 +39,12 @@ pub struct TargetPlan {
     pub prune: Vec<(ObjectId, String)>,
     /// Changed files that fed this plan.
     pub files: Vec<String>,
+    /// kustomize and Terraform: the referenced directories and files (outside the target's
+    /// own directory) whose change re-plans it: "uses modules/thing".
+    pub uses: Vec<String>,
+    /// kustomize and Terraform: the repository paths to materialise, the target's own
+    /// directory first (of the new tree to deploy, of the old one to remove).
+    pub closure: Vec<String>,
     /// Set when policy refuses the target: it is recorded as failed and never applied.
     pub refused: Option<String>,
 }
@@ -51,6 +60,8 @@ pub struct Plan {
     pub to: Oid,
     pub changed_paths: usize,
     pub targets: Vec<TargetPlan>,
+    /// The reference indexes of both sides, for the deploy to keep.
+    pub references: References,
 }
 
 /// Inputs for rendering kustomize targets.
@@ -58,6 +69,8 @@ pub struct Renderer<'a> {
     pub kubectl: &'a Kubectl,
     /// A private scratch directory.
     pub scratch: &'a Path,
+    /// `[kustomize] allow_remote`: kustomizations may name remote resources.
+    pub allow_remote: bool,
 }
 
 pub fn build(
@@ -70,22 +83,36 @@ pub fn build(
     let new_tree = targets::commit_tree(repo, to)?;
     let old_tree = from.map(|id| targets::commit_tree(repo, id)).transpose()?;
     let changes = diff::changed_paths(repo, old_tree.as_ref(), &new_tree)?;
+    let references =
+        References::for_change(repo, from.zip(old_tree.as_ref()), (to, &new_tree), &changes)?;
     let short = short_id(to);
-    let affected = targets::affected(repo, old_tree.as_ref(), &new_tree, &changes, &short)?;
+    let affected = targets::affected(
+        repo,
+        old_tree.as_ref(),
+        &new_tree,
+        &changes,
+        &short,
+        &references,
+    )?;
     let mut plan = Plan {
         from,
         to,
         changed_paths: changes.paths.len(),
         targets: Vec::new(),
+        references: References::default(),
     };
     if affected.deploy.is_empty() && affected.removed.is_empty() {
+        plan.references = references;
         return Ok(plan);
     }
-    let old_targets = old_definitions(repo, old_tree.as_ref(), &affected)?;
+    let old_targets = old_definitions(repo, old_tree.as_ref(), &affected, &references)?;
+    let empty = RefIndex::default();
     let sides = Sides {
         repo,
         old: old_tree.as_ref(),
         new: &new_tree,
+        old_index: references.old_index().unwrap_or(&empty),
+        new_index: &references.new.1,
         changes: &changes,
         renderer,
     };
@@ -103,9 +130,30 @@ pub fn build(
             apply: Vec::new(),
             prune: Vec::new(),
             files: Vec::new(),
+            uses: Vec::new(),
+            closure: Vec::new(),
             refused: None,
         };
-        if t.kind.is_kube() {
+        if t.kind != TargetType::Kubectl {
+            let closure = references.new.1.closure(&t.path);
+            tp.refused = closure.refusal(&new_tree, renderer.allow_remote);
+            tp.uses = uses(t, &closure, &changes);
+            tp.files = changes
+                .paths
+                .iter()
+                .filter(|p| t.owns(p) || closure.used_for(&t.path, p).is_some())
+                .cloned()
+                .collect();
+            tp.closure = closure.paths;
+        }
+        if tp.refused.is_some() {
+            // Never rendered: its references leave the repository or reach the network. Its
+            // old objects are known, so nothing moved out of it is pruned elsewhere.
+            if let Some(def) = old_def.filter(|d| d.kind.is_kube()) {
+                let (old_objs, _) = sides.objects(def, Side::Old, full)?;
+                new_ids.extend(old_objs.into_iter().map(|o| o.id));
+            }
+        } else if t.kind.is_kube() {
             let (new_objs, files) = sides.objects(t, Side::New, full)?;
             let old_objs = match old_def {
                 Some(def) if def.kind.is_kube() => sides.objects(def, Side::Old, full)?.0,
@@ -118,14 +166,9 @@ pub fn build(
                 old_objects.extend(secret_objects(def).into_iter().map(|o| (idx, o)));
             }
             tp.apply = new_objs;
-            tp.files = files;
-        } else {
-            tp.files = changes
-                .paths
-                .iter()
-                .filter(|p| t.owns(p))
-                .cloned()
-                .collect();
+            if t.kind == TargetType::Kubectl {
+                tp.files = files;
+            }
         }
         plan.targets.push(tp);
     }
@@ -136,12 +179,18 @@ pub fn build(
             old_objects.extend(old_objs.into_iter().map(|o| (idx, o)));
             old_objects.extend(secret_objects(t).into_iter().map(|o| (idx, o)));
         }
+        let closure = match t.kind {
+            TargetType::Kubectl => Vec::new(),
+            _ => sides.old_index.closure(&t.path).paths,
+        };
         plan.targets.push(TargetPlan {
             target: t.clone(),
             step: Step::Remove,
             apply: Vec::new(),
             prune: Vec::new(),
             files: Vec::new(),
+            uses: Vec::new(),
+            closure,
             refused: None,
         });
     }
@@ -152,10 +201,24 @@ pub fn build(
         }
     }
     for tp in &mut plan.targets {
-        tp.refused = policy(env, tp);
+        if tp.refused.is_none() {
+            tp.refused = policy(env, tp);
+        }
     }
     plan.targets = order(plan.targets)?;
+    plan.references = references;
     Ok(plan)
+}
+
+/// The referenced paths (outside the target's own directory) holding a changed path.
+fn uses(t: &Target, closure: &Closure, changes: &Changes) -> Vec<String> {
+    let used: BTreeSet<&str> = changes
+        .paths
+        .iter()
+        .filter(|p| !t.owns(p))
+        .filter_map(|p| closure.used_for(&t.path, p))
+        .collect();
+    used.into_iter().map(str::to_string).collect()
 }
 
 pub fn short_id(id: Oid) -> String {
@@ -167,10 +230,12 @@ fn old_definitions(
     repo: &Repository,
     old: Option<&Tree>,
     affected: &Affected,
+    references: &References,
 ) -> Result<BTreeMap<String, Target>> {
     let Some(old) = old else {
         return Ok(BTreeMap::new());
     };
+    let empty = RefIndex::default();
     let mut out: BTreeMap<String, Target> = BTreeMap::new();
     if let Ok(Some(declared)) = targets::declared(repo, old, "deployed") {
         for t in declared {
@@ -178,7 +243,7 @@ fn old_definitions(
         }
     } else {
         // Discovered targets are defined by their path alone: same path, same kind, same target.
-        let mut discovery = targets::Discovery::new(repo);
+        let mut discovery = targets::Discovery::new(repo, references.old_index().unwrap_or(&empty));
         for t in affected.deploy.iter().chain(&affected.removed) {
             if t.name == targets::discovered_name(&t.path) {
                 let probe = format!("{}/x.yaml", t.path.trim_start_matches('.'));
@@ -207,6 +272,8 @@ struct Sides<'a, 'r> {
     repo: &'r Repository,
     old: Option<&'a Tree<'r>>,
     new: &'a Tree<'r>,
+    old_index: &'a RefIndex,
+    new_index: &'a RefIndex,
     changes: &'a Changes,
     renderer: &'a Renderer<'a>,
 }
@@ -301,24 +368,37 @@ impl Sides<'_, '_> {
         }
     }
 
+    /// `kubectl kustomize` of a scratch copy of the target and everything it references (plus
+    /// its `watch` paths), laid out as in the repository.
     fn render(&self, t: &Target, tree: &Tree, side: Side) -> Result<String> {
-        let root = self.renderer.scratch.join(match side {
-            Side::Old => "old",
-            Side::New => "new",
-        });
+        let (root, index) = match side {
+            Side::Old => (self.renderer.scratch.join("old"), self.old_index),
+            Side::New => (self.renderer.scratch.join("new"), self.new_index),
+        };
+        let closure = index.closure(&t.path);
+        if side == Side::Old {
+            if let Some(why) = closure.refusal(tree, self.renderer.allow_remote) {
+                bail!("{why}");
+            }
+        }
         tree::clean_dir(&root)?;
         std::fs::create_dir_all(&root)?;
         tree::materialise(self.repo, tree, &t.path, &root)
             .with_context(|| format!("target {}", t.name))?;
-        for w in &t.watch {
-            if tree::entry(tree, w).is_some() {
-                tree::materialise(self.repo, tree, w, &root)
+        let extra = closure.paths.iter().filter(|p| **p != t.path);
+        for p in extra.chain(&t.watch) {
+            if tree::entry(tree, p).is_some() {
+                tree::materialise_path(self.repo, tree, p, &root)
                     .with_context(|| format!("target {}", t.name))?;
             }
         }
         let out = self.renderer.kubectl.kustomize(&root.join(&t.path))?;
         if !out.success() {
-            bail!("target {}: kustomize failed: {}", t.name, out.reason());
+            bail!(
+                "target {}: kustomize failed: {}",
+                t.name,
+                tree::repository_paths(&out.reason(), &root)
+            );
         }
         Ok(out.stdout)
     }
@@ -433,6 +513,7 @@ pub fn to_json(plan: &Plan, env: &str) -> serde_json::Value {
                 "path": tp.target.path,
                 "step": tp.step,
                 "files": tp.files,
+                "uses": tp.uses,
                 "apply": tp.apply.iter().map(|o| serde_json::json!({
                     "apiVersion": o.api_version, "kind": o.id.kind,
                     "namespace": o.id.namespace, "name": o.id.name, "source": o.source,
