@@ -201,9 +201,12 @@ struct Reader<'a> {
 impl Reader<'_> {
     /// A kustomize path entry of field `key` in `file`.
     fn kustomize_entry(&mut self, file: &str, text: &str, key: &str, raw: &str) {
-        let raw = raw.trim();
         // Inline patches and generator configurations are YAML, not paths.
-        if raw.is_empty() || raw.contains('\n') || raw.starts_with('{') {
+        if raw.contains('\n') || raw.contains(": ") || raw.trim_start().starts_with('{') {
+            return;
+        }
+        let raw = raw.trim();
+        if raw.is_empty() {
             return;
         }
         let at = format!("{file}:{}", yaml_line(text, key, raw));
@@ -774,5 +777,393 @@ impl<'r> Store<'r> {
         repo.reference(INDEX_REF, commit, true, "hookops: reference index")
             .with_context(|| format!("updating {INDEX_REF}"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use git2::FileMode;
+
+    fn repo() -> (tempfile::TempDir, Repository) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        (dir, repo)
+    }
+
+    /// A tree of `files` on top of `base` (None: the empty tree); `None` text deletes.
+    fn tree<'r>(
+        repo: &'r Repository,
+        base: Option<&Tree>,
+        files: &[(&str, Option<&str>)],
+    ) -> Tree<'r> {
+        let empty = repo.treebuilder(None).unwrap().write().unwrap();
+        let start = match base {
+            Some(t) => t.clone(),
+            None => repo.find_tree(empty).unwrap(),
+        };
+        let mut b = git2::build::TreeUpdateBuilder::new();
+        for (path, text) in files {
+            match text {
+                Some(text) => {
+                    let blob = repo.blob(text.as_bytes()).unwrap();
+                    b.upsert(*path, blob, FileMode::Blob);
+                }
+                None => {
+                    b.remove(*path);
+                }
+            }
+        }
+        let id = b.create_updated(repo, &start).unwrap();
+        repo.find_tree(id).unwrap()
+    }
+
+    const THING: &str =
+        "variable \"v\" {}\nresource \"terraform_data\" \"t\" {\n  input = var.v\n}\n";
+
+    fn module(name: &str, source: &str) -> String {
+        format!(
+            "# {name}\n\nmodule \"{name}\" {{\n  source = \"{source}\"\n  v      = \"one\"\n}}\n"
+        )
+    }
+
+    fn layout(repo: &Repository) -> Tree<'_> {
+        tree(
+            repo,
+            None,
+            &[
+                ("modules/thing/main.tf", Some(THING)),
+                ("modules/outer/main.tf", Some(&module("inner", "../inner"))),
+                ("modules/inner/main.tf", Some(THING)),
+                ("envs/prod/main.tf", Some(&module("thing", "../../modules/thing"))),
+                ("envs/prod/terraform.tfvars", Some("x = 1\n")),
+                ("envs/staging/main.tf", Some(&module("thing", "../../modules/thing"))),
+                ("envs/staging/outer.tf", Some(&module("outer", "../../modules/outer"))),
+                ("envs/registry/main.tf", Some(&module("vpc", "terraform-aws-modules/vpc/aws"))),
+                ("base/kustomization.yaml", Some("resources:\n- cm.yaml\n")),
+                ("base/cm.yaml", Some("kind: ConfigMap\n")),
+                ("components/extra/kustomization.yaml", Some("kind: Component\nresources:\n- x.yaml\n")),
+                ("config/app.properties", Some("a=1\n")),
+                ("shared/patch.yaml", Some("kind: Deployment\n")),
+                (
+                    "overlays/prod/kustomization.yaml",
+                    Some(
+                        "namespace: prod\nresources:\n  - ../../base # the base\ncomponents:\n- ../../components/extra\n\
+                         patches:\n- path: ../../shared/patch.yaml\nconfigMapGenerator:\n- name: app\n  files:\n  - app=../../config/app.properties\n",
+                    ),
+                ),
+                ("overlays/staging/kustomization.yaml", Some("resources:\n- ../../base\n")),
+            ],
+        )
+    }
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn resolves_inside_the_repository_only() {
+        assert_eq!(
+            resolve("envs/prod", "../../modules/x"),
+            Ok("modules/x".into())
+        );
+        assert_eq!(resolve("envs/prod", "./sub/"), Ok("envs/prod/sub".into()));
+        assert_eq!(resolve("", "a/./b"), Ok("a/b".into()));
+        assert_eq!(resolve("envs/prod", "../.."), Ok("".into()));
+        assert!(resolve("envs/prod", "../../..")
+            .unwrap_err()
+            .contains("climbs out"));
+        assert!(resolve("a", "/etc").unwrap_err().contains("absolute"));
+        assert!(host_like("github.com/org/repo"));
+        assert!(!host_like("../base") && !host_like("app.yaml") && !host_like("./x.d/y"));
+    }
+
+    #[test]
+    fn terraform_module_blocks_with_their_lines() {
+        let (_d, repo) = repo();
+        let text = format!(
+            "{}module \"up\" {{\n  source = \"../../../x\"\n}}\nmodule \"abs\" {{\n  source = \"/srv\"\n}}\n",
+            module("thing", "../../modules/thing")
+        );
+        let t = tree(&repo, None, &[("envs/prod/main.tf", Some(&text))]);
+        let sub = repo
+            .find_tree(tree::entry(&t, "envs/prod").unwrap().0)
+            .unwrap();
+        let refs = read_dir(&repo, &sub, "envs/prod").unwrap();
+        assert_eq!(
+            refs.refs,
+            vec![Ref {
+                path: "modules/thing".into(),
+                raw: "../../modules/thing".into(),
+                at: "envs/prod/main.tf:4".into(),
+                module: Some("thing".into()),
+            }]
+        );
+        assert_eq!(refs.problems.len(), 2, "{:?}", refs.problems);
+        assert!(
+            refs.problems[0].starts_with(
+                "envs/prod/main.tf:8: module \"up\": source \"../../../x\" climbs out"
+            ),
+            "{:?}",
+            refs.problems
+        );
+        assert!(
+            refs.problems[1].starts_with("envs/prod/main.tf:11: module \"abs\""),
+            "{:?}",
+            refs.problems
+        );
+        // A registry module is no reference; a file that does not parse names its line.
+        let t = tree(
+            &repo,
+            None,
+            &[
+                (
+                    "r/main.tf",
+                    Some(&module("vpc", "terraform-aws-modules/vpc/aws")),
+                ),
+                ("bad/main.tf", Some("resource \"x\" {\n  a = \n")),
+            ],
+        );
+        let sub = |d: &str| repo.find_tree(tree::entry(&t, d).unwrap().0).unwrap();
+        assert!(read_dir(&repo, &sub("r"), "r").is_none());
+        let bad = read_dir(&repo, &sub("bad"), "bad").unwrap();
+        assert!(
+            bad.problems[0].starts_with("bad/main.tf:"),
+            "{:?}",
+            bad.problems
+        );
+    }
+
+    #[test]
+    fn kustomization_entries_remote_and_climbing() {
+        let (_d, repo) = repo();
+        let t = layout(&repo);
+        let index = RefIndex::build(&repo, &t).unwrap();
+        let prod = &index.dirs["overlays/prod"];
+        let paths: Vec<(&str, &str)> = prod
+            .refs
+            .iter()
+            .map(|r| (r.path.as_str(), r.at.as_str()))
+            .collect();
+        assert_eq!(
+            paths,
+            vec![
+                ("base", "overlays/prod/kustomization.yaml:3"),
+                ("components/extra", "overlays/prod/kustomization.yaml:5"),
+                (
+                    "config/app.properties",
+                    "overlays/prod/kustomization.yaml:11"
+                ),
+                ("shared/patch.yaml", "overlays/prod/kustomization.yaml:7"),
+            ]
+        );
+        let t = tree(
+            &repo,
+            None,
+            &[(
+                "o/kustomization.yaml",
+                Some("resources:\n- ok.yaml\n- https://example.com/x.yaml\n- github.com/org/repo//deploy?ref=v1\n- ../../../..\npatchesStrategicMerge:\n- |\n  kind: Deployment\n"),
+            )],
+        );
+        let index = RefIndex::build(&repo, &t).unwrap();
+        let o = &index.dirs["o"];
+        assert_eq!(o.refs.len(), 1, "{:?}", o.refs);
+        let remote: Vec<&str> = o.remote.iter().map(|r| r.at.as_str()).collect();
+        assert_eq!(
+            remote,
+            vec!["o/kustomization.yaml:3", "o/kustomization.yaml:4"]
+        );
+        assert_eq!(
+            o.problems,
+            vec![
+                "o/kustomization.yaml:5: resources \"../../../..\" climbs out of the repository"
+                    .to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn bases_modules_users_and_closures() {
+        let (_d, repo) = repo();
+        let t = layout(&repo);
+        let index = RefIndex::build(&repo, &t).unwrap();
+        for dir in [
+            "modules/thing",
+            "modules/outer",
+            "modules/inner",
+            "base",
+            "components/extra",
+        ] {
+            assert!(index.is_referenced(dir), "{dir}");
+        }
+        for dir in [
+            "envs/prod",
+            "envs/staging",
+            "overlays/prod",
+            "modules",
+            "config",
+        ] {
+            assert!(!index.is_referenced(dir), "{dir}");
+        }
+        assert!(index.is_read("shared") && index.is_read("config") && !index.is_read("envs"));
+        assert_eq!(
+            index.users_of("modules/thing/main.tf"),
+            set(&["envs/prod", "envs/staging"])
+        );
+        assert_eq!(
+            index.users_of("modules/inner/main.tf"),
+            set(&["modules/outer", "envs/staging"])
+        );
+        // A base reads its own files too.
+        assert_eq!(
+            index.users_of("base/cm.yaml"),
+            set(&["base", "overlays/prod", "overlays/staging"])
+        );
+        assert_eq!(
+            index.users_of("config/app.properties"),
+            set(&["overlays/prod"])
+        );
+        assert!(index.users_of("envs/prod/main.tf").is_empty());
+        let c = index.closure("envs/staging");
+        assert_eq!(
+            c.paths,
+            vec![
+                "envs/staging",
+                "modules/inner",
+                "modules/outer",
+                "modules/thing"
+            ]
+        );
+        assert_eq!(c.refusal(&t, false), None);
+        assert_eq!(
+            c.used_for("envs/staging", "modules/inner/main.tf"),
+            Some("modules/inner")
+        );
+        assert_eq!(c.used_for("envs/staging", "envs/staging/main.tf"), None);
+        let c = index.closure("overlays/prod");
+        assert_eq!(
+            c.paths,
+            vec![
+                "overlays/prod",
+                "base",
+                "components/extra",
+                "config/app.properties",
+                "shared/patch.yaml"
+            ]
+        );
+        // A module removed while a root still uses it: the root is refused, naming the call.
+        let gone = tree(&repo, Some(&t), &[("modules/inner/main.tf", None)]);
+        let why = index.closure("envs/staging").refusal(&gone, false).unwrap();
+        assert_eq!(
+            why,
+            "modules/outer/main.tf:4: module \"inner\": source \"../inner\": modules/inner is not in the tree"
+        );
+    }
+
+    #[test]
+    fn remote_resources_are_refused_unless_allowed() {
+        let (_d, repo) = repo();
+        let t = tree(
+            &repo,
+            None,
+            &[
+                (
+                    "o/kustomization.yaml",
+                    Some("resources:\n- github.com/org/repo/deploy\n- conf.d/x.yaml\n"),
+                ),
+                ("o/conf.d/x.yaml", Some("kind: ConfigMap\n")),
+            ],
+        );
+        let c = RefIndex::build(&repo, &t).unwrap().closure("o");
+        let why = c.refusal(&t, false).unwrap();
+        assert!(
+            why.starts_with(
+                "o/kustomization.yaml:2: remote resource \"github.com/org/repo/deploy\" refused"
+            ),
+            "{why}"
+        );
+        assert!(
+            !why.contains("conf.d"),
+            "a local path that exists is local: {why}"
+        );
+        assert_eq!(c.refusal(&t, true), None);
+    }
+
+    #[test]
+    fn incremental_update_matches_a_full_build() {
+        let (_d, repo) = repo();
+        let old = layout(&repo);
+        let index = RefIndex::build(&repo, &old).unwrap();
+        let new = tree(
+            &repo,
+            Some(&old),
+            &[
+                (
+                    "envs/prod/main.tf",
+                    Some(&module("outer", "../../modules/outer")),
+                ),
+                ("overlays/staging/kustomization.yaml", None),
+                (
+                    "overlays/dev/kustomization.yaml",
+                    Some("resources:\n- ../../base\n"),
+                ),
+                ("base/cm.yaml", Some("kind: ConfigMap\n# changed\n")),
+            ],
+        );
+        let changes = crate::diff::changed_paths(&repo, Some(&old), &new).unwrap();
+        let updated = index.update(&repo, &new, &changes).unwrap();
+        let full = RefIndex::build(&repo, &new).unwrap();
+        assert_eq!(updated.dirs, full.dirs);
+        assert_eq!(updated.users, full.users);
+        assert_eq!(
+            updated.users_of("modules/inner/x.tf"),
+            set(&["modules/outer", "envs/prod", "envs/staging"])
+        );
+        // Nothing indexed changed: the stored blob is kept.
+        let mut stored = index.clone();
+        stored.blob = Some(Oid::zero());
+        let same = tree(
+            &repo,
+            Some(&old),
+            &[("base/cm.yaml", Some("kind: ConfigMap\n# 2\n"))],
+        );
+        let changes = crate::diff::changed_paths(&repo, Some(&old), &same).unwrap();
+        assert_eq!(
+            stored.update(&repo, &same, &changes).unwrap().blob,
+            Some(Oid::zero())
+        );
+    }
+
+    #[test]
+    fn stored_in_git_by_commit() {
+        let (_d, repo) = repo();
+        let t = layout(&repo);
+        let index = RefIndex::build(&repo, &t).unwrap();
+        let (a, b, c) = (
+            Oid::from_str("1111111111111111111111111111111111111111").unwrap(),
+            Oid::from_str("2222222222222222222222222222222222222222").unwrap(),
+            Oid::from_str("3333333333333333333333333333333333333333").unwrap(),
+        );
+        let refs = References {
+            old: Some((a, RefIndex::default())),
+            new: (b, index.clone()),
+        };
+        refs.save(&repo, &BTreeSet::from([a, b])).unwrap();
+        let store = Store::open(&repo);
+        assert_eq!(store.load(&repo, b).unwrap().dirs, index.dirs);
+        assert!(store.load(&repo, a).unwrap().dirs.is_empty());
+        assert!(store.load(&repo, c).is_none());
+        let head = store.head.as_ref().unwrap();
+        assert!(head.message().unwrap().contains(&format!("describes {b}")));
+        // The next save keeps only what it is told to keep.
+        let next = References {
+            old: Some((b, store.load(&repo, b).unwrap())),
+            new: (c, index),
+        };
+        next.save(&repo, &BTreeSet::from([c])).unwrap();
+        let store = Store::open(&repo);
+        assert!(store.load(&repo, a).is_none());
+        assert!(store.load(&repo, b).is_some() && store.load(&repo, c).is_some());
+        assert_eq!(store.head.unwrap().parent_count(), 0);
     }
 }
