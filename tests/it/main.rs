@@ -4,6 +4,7 @@ mod core;
 mod gitolite;
 mod https_git;
 mod isolated;
+mod layouts;
 mod ops;
 mod packaging;
 mod records;
