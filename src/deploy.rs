@@ -128,7 +128,13 @@ impl<'s> Deployer<'s> {
             scratch: scratch.path(),
             allow_remote: self.session.config.kustomize.allow_remote,
         };
-        plan::build(&self.session.repo, env, from, to, &renderer)
+        let plan = plan::build(&self.session.repo, env, from, to, &renderer)?;
+        // The gate's pre-receive hook sees the pushed objects in quarantine, where git refuses
+        // ref updates: it reads the index, it never keeps one.
+        if std::env::var_os("GIT_QUARANTINE_PATH").is_none() {
+            self.keep_references(&plan);
+        }
+        Ok(plan)
     }
 
     /// Runs one request under the repository lock; returns the record written (None when there
@@ -207,7 +213,6 @@ impl<'s> Deployer<'s> {
                 return self.failed_early(req, from, &started, e).map(Some);
             }
         };
-        self.keep_references(&plan);
         if plan.targets.is_empty() {
             say(&format!(
                 "{}: {range}: no deploy targets changed ({} paths)",
@@ -295,8 +300,9 @@ impl<'s> Deployer<'s> {
         Ok(Some(rep))
     }
 
-    /// Stores the plan's reference indexes, so that the next push from either side of it reads
-    /// only what it changed. Only the indexes of deployed pointers and of this plan are kept.
+    /// Stores the plan's reference indexes (a cache: `plan` and `drift` keep them too), so
+    /// that the next push or plan from either side of it reads only what changed. Only the
+    /// indexes of deployed pointers and of this plan are kept.
     fn keep_references(&self, plan: &Plan) {
         let repo = &self.session.repo;
         let mut keep: BTreeSet<Oid> = BTreeSet::from([plan.to]);

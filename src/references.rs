@@ -774,8 +774,14 @@ impl<'r> Store<'r> {
         );
         // No parent: indexes of commits no longer kept become garbage for `git gc`.
         let commit = repo.commit(None, &sig, &sig, &message, &tree, &[])?;
-        repo.reference(INDEX_REF, commit, true, "hookops: reference index")
-            .with_context(|| format!("updating {INDEX_REF}"))?;
+        // Compare-and-swap: a `plan` runs without the deploy lock, and must not drop what a
+        // deploy stored meanwhile (nor the other way round); the loser's index is rebuilt later.
+        let msg = "hookops: reference index";
+        match &self.head {
+            Some(head) => repo.reference_matching(INDEX_REF, commit, true, head.id(), msg),
+            None => repo.reference(INDEX_REF, commit, false, msg),
+        }
+        .with_context(|| format!("updating {INDEX_REF} (it moved meanwhile?)"))?;
         Ok(())
     }
 }
