@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub tools: Tools,
     #[serde(default)]
     pub logs: Logs,
+    #[serde(default)]
+    pub kustomize: Kustomize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default, Serialize)]
@@ -259,6 +261,15 @@ impl Default for Tools {
             terraform: default_terraform(),
         }
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kustomize {
+    /// Kustomizations may name remote resources (URLs, git repositories), which kustomize then
+    /// fetches from the network while rendering. Off: such a kustomization is refused.
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -152,6 +152,7 @@ impl<'s> Deployer<'s> {
         let renderer = Renderer {
             kubectl: &kubectl,
             scratch: scratch.path(),
+            allow_remote: self.session.config.kustomize.allow_remote,
         };
         let mut resolver = Resolver::new(identity::context_namespace(
             env.kubeconfig.as_deref(),
@@ -165,7 +166,13 @@ impl<'s> Deployer<'s> {
             prune_namespaces: env.prune_namespaces,
             prune_crds: env.prune_crds,
         };
-        plan::build(&self.session.repo, env, from, to, &renderer, cx)
+        let plan = plan::build(&self.session.repo, env, from, to, &renderer, cx)?;
+        // The gate's pre-receive hook sees the pushed objects in quarantine, where git refuses
+        // ref updates: it reads the index, it never keeps one.
+        if std::env::var_os("GIT_QUARANTINE_PATH").is_none() {
+            self.keep_references(&plan);
+        }
+        Ok(plan)
     }
 
     /// Asks the cluster which kinds it serves and their scope, for kinds neither built in nor
@@ -437,6 +444,22 @@ impl<'s> Deployer<'s> {
             if results.is_empty() { "plan" } else { "result" },
             req.to
         ))
+    }
+
+    /// Stores the plan's reference indexes (a cache: `plan` and `drift` keep them too), so
+    /// that the next push or plan from either side of it reads only what changed. Only the
+    /// indexes of deployed pointers and of this plan are kept.
+    fn keep_references(&self, plan: &Plan) {
+        let repo = &self.session.repo;
+        let mut keep: BTreeSet<Oid> = BTreeSet::from([plan.to]);
+        keep.extend(plan.from);
+        if let Ok(refs) = repo.references_glob("refs/hookops/deployed/*") {
+            keep.extend(refs.flatten().filter_map(|r| r.target()));
+        }
+        // An index that cannot be stored is rebuilt by the next push: slower, not wrong.
+        if let Err(e) = plan.references.save(repo, &keep) {
+            log::warn!("keeping the reference index: {e:#}");
+        }
     }
 
     /// A deploy that failed before any target ran (plan, Vault): its record, metrics, alert.
@@ -738,8 +761,8 @@ impl<'s> Deployer<'s> {
             let Some(rev) = rev else { continue };
             let dir = terraform::work_dir(&env_dir, &tp.target);
             let tree = crate::targets::commit_tree(repo, rev)?;
-            let done =
-                Terraform::materialise(repo, &tree, &tp.target, &dir).map_err(|e| format!("{e:#}"));
+            let done = Terraform::materialise(repo, &tree, &tp.target, &tp.closure, &dir)
+                .map_err(|e| format!("{e:#}"));
             tf_dirs.insert(tp.target.name.clone(), done);
         }
         let names: BTreeSet<&str> = plan
@@ -1115,10 +1138,16 @@ fn run_terraform(
         Step::Deploy => tf.deploy(&root, &mut line),
         Step::Remove => tf.destroy(&root, &mut line),
     }
-    .map_err(|e| format!("{e:#}"))?;
+    .map_err(|e| crate::tree::repository_paths(&format!("{e:#}"), &work_root(&root, t)))?;
     r.applied = counts.changed;
     r.pruned = counts.destroyed;
     Ok(())
+}
+
+/// The work directory a root runs in is `<work root>/<its repository path>`.
+fn work_root(dir: &std::path::Path, t: &crate::config::Target) -> PathBuf {
+    let depth = t.path.split('/').filter(|p| !p.is_empty()).count();
+    dir.ancestors().nth(depth).unwrap_or(dir).to_path_buf()
 }
 
 /// Moves `refs/hookops/deployed/<env>` from `old` to `new`, refusing if someone else moved it.

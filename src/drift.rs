@@ -42,15 +42,17 @@ pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<Exit
             };
             let checked: Result<usize> = if t.kind == TargetType::Terraform {
                 let dir = terraform::work_dir(&env_dir, t);
-                Terraform::materialise(&session.repo, &tree, t, &dir).and_then(|root| {
-                    let tf = Terraform {
-                        program: &session.config.tools.terraform,
-                        masker: &deployer.masker,
-                        lock_timeout_secs: session.config.deploy.terraform_lock_timeout,
-                        env: Vec::new(),
-                    };
-                    tf.drifted(&root, &mut |_| {}).map(usize::from)
-                })
+                Terraform::materialise(&session.repo, &tree, t, &tp.closure, &dir).and_then(
+                    |root| {
+                        let tf = Terraform {
+                            program: &session.config.tools.terraform,
+                            masker: &deployer.masker,
+                            lock_timeout_secs: session.config.deploy.terraform_lock_timeout,
+                            env: Vec::new(),
+                        };
+                        tf.drifted(&root, &mut |_| {}).map(usize::from)
+                    },
+                )
             } else if tp.apply.is_empty() {
                 Ok(0)
             } else {

@@ -75,7 +75,7 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
                     }
                 }
                 if tp.target.kind == TargetType::Terraform {
-                    if let Err(e) = validate_terraform(session, &env.name, &tp.target, new) {
+                    if let Err(e) = validate_terraform(session, &env.name, tp, new) {
                         problems.push(format!(
                             "{}: target {}: {}",
                             u.name,
@@ -99,23 +99,31 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
 fn validate_terraform(
     session: &Session,
     env: &str,
-    target: &crate::config::Target,
+    tp: &crate::plan::TargetPlan,
     commit: Oid,
 ) -> Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix("gate-")
         .tempdir_in(session.env_dir(env)?)?;
     let tree = crate::targets::commit_tree(&session.repo, commit)?;
-    let dir = Terraform::materialise(&session.repo, &tree, target, scratch.path())?;
+    let dir = Terraform::materialise(
+        &session.repo,
+        &tree,
+        &tp.target,
+        &tp.closure,
+        scratch.path(),
+    )?;
     let masker = Masker::new();
     let tf = &session.config.tools.terraform;
+    let repo_paths = |s: &str| crate::tree::repository_paths(s, scratch.path());
     let init = Command::new(tf, "terraform")
         .dir(&dir)
         .args(["init", "-backend=false", "-input=false", "-no-color"])
+        .args(crate::terraform::lockfile_args(&dir))
         .env("CHECKPOINT_DISABLE", "1")
         .run(&masker)?;
     if !init.success() {
-        anyhow::bail!("terraform init: {}", init.reason());
+        anyhow::bail!("terraform init: {}", repo_paths(&init.reason()));
     }
     let out = Command::new(tf, "terraform")
         .dir(&dir)
@@ -125,7 +133,7 @@ fn validate_terraform(
     if !out.success() {
         anyhow::bail!(
             "terraform validate: {}",
-            crate::tools::first_line(&out.stderr).unwrap_or_else(|| out.reason())
+            repo_paths(&crate::tools::first_line(&out.stderr).unwrap_or_else(|| out.reason()))
         );
     }
     Ok(())

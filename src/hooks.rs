@@ -222,7 +222,8 @@ pub fn replay(repo: Option<&Path>, range: &RangeArgs) -> Result<ExitCode> {
     Ok(exit(sync_after(&session, failed)))
 }
 
-/// `plan REF`: what a replay would do, without contacting a cluster or writing to git.
+/// `plan REF`: what a replay would do, without contacting a cluster or writing records or
+/// pointers (it may keep the reference index, a cache, under `refs/hookops/references`).
 pub fn plan(repo: Option<&Path>, range: &RangeArgs, json: bool) -> Result<ExitCode> {
     let session = Session::open(repo)?;
     let (ref_name, from_arg, to) = resolve_range(&session, range)?;
@@ -288,6 +289,9 @@ fn print_plan(env: &str, p: &plan::Plan) {
         }
         if let Some(why) = &tp.refused {
             println!("    REFUSED: {why}");
+        }
+        for used in &tp.uses {
+            println!("    uses {used}");
         }
         for o in &tp.apply {
             let what = crate::annotations::controls(o)

@@ -25,6 +25,7 @@ pub mod ops;
 pub mod out;
 pub mod plan;
 pub mod record;
+pub mod references;
 pub mod refs;
 pub mod remote;
 pub mod report;

@@ -384,7 +384,7 @@ fn union_records(ours: &[u8], theirs: &[u8]) -> Vec<u8> {
 
 /// The repository's identity if configured; deploy hosts often have no user.name, and a
 /// missing name must never cost a record.
-fn committer(repo: &Repository) -> Result<Signature<'static>> {
+pub fn committer(repo: &Repository) -> Result<Signature<'static>> {
     if let Ok(sig) = repo.signature() {
         return Ok(sig);
     }

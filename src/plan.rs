@@ -1,7 +1,9 @@
 //! The plan stage: from the affected targets to what will happen, contacting no cluster.
 //! kubectl targets apply the objects of their changed files; kustomize targets render old and
-//! new (`kubectl kustomize`, local) and apply the whole new output; Terraform roots are planned
-//! later by terraform itself. Objects present in the old side of the change and absent from the
+//! new (`kubectl kustomize`, local, from a scratch copy of everything they reference) and apply
+//! the whole new output; Terraform roots are planned later by terraform itself, from a copy of
+//! the root and the local modules it reaches. A target whose references leave the repository
+//! (or reach the network) is refused here. Objects present in the old side of the change and absent from the
 //! new are pruned. Namespace policy is checked here, so a refused target never reaches apply.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +20,7 @@ use crate::identity::{self, Resolver};
 use crate::inventory::{self, Inventory};
 use crate::kube::Kubectl;
 use crate::manifest::{self, Object, ObjectId};
+use crate::references::{Closure, RefIndex, References};
 use crate::targets::{self, Affected};
 use crate::tree;
 
@@ -39,6 +42,12 @@ pub struct TargetPlan {
     pub prune: Vec<(ObjectId, String)>,
     /// Changed files that fed this plan, and why a target with none is in it.
     pub files: Vec<String>,
+    /// kustomize and Terraform: the referenced directories and files (outside the target's
+    /// own directory) whose change re-plans it: "uses modules/thing".
+    pub uses: Vec<String>,
+    /// kustomize and Terraform: the repository paths to materialise, the target's own
+    /// directory first (of the new tree to deploy, of the old one to remove).
+    pub closure: Vec<String>,
     /// Set when policy refuses the target: it is recorded as failed and never applied.
     pub refused: Option<String>,
     /// Set when the target's manifests cannot be read (every broken file, with file and
@@ -62,6 +71,8 @@ impl TargetPlan {
             error: None,
             secret_ids: Vec::new(),
             hooks: Vec::new(),
+            uses: Vec::new(),
+            closure: Vec::new(),
         }
     }
 
@@ -97,6 +108,8 @@ pub struct Plan {
     /// Things worth a line that do not stop the deploy (an object declared twice, a kind of
     /// unknown scope).
     pub warnings: Vec<String>,
+    /// The reference indexes of both sides, for the deploy to keep.
+    pub references: References,
 }
 
 impl Plan {
@@ -123,6 +136,8 @@ pub struct Renderer<'a> {
     pub kubectl: &'a Kubectl,
     /// A private scratch directory.
     pub scratch: &'a Path,
+    /// `[kustomize] allow_remote`: kustomizations may name remote resources.
+    pub allow_remote: bool,
 }
 
 /// What a plan may change beyond itself: the inventory (declarations of the new tree are
@@ -157,7 +172,7 @@ pub fn build(
             seed(
                 repo,
                 old,
-                &short_id(old_id),
+                old_id,
                 renderer,
                 &mut cx.resolver.clone(),
                 cx.inventory,
@@ -178,7 +193,16 @@ pub fn build(
                 .extend(more.paths.into_iter().filter(|p| !known.contains(p)));
         }
     }
-    let mut affected = targets::affected(repo, old_tree.as_ref(), &new_tree, &changes, &short)?;
+    let references =
+        References::for_change(repo, from.zip(old_tree.as_ref()), (to, &new_tree), &changes)?;
+    let mut affected = targets::affected(
+        repo,
+        old_tree.as_ref(),
+        &new_tree,
+        &changes,
+        &short,
+        &references,
+    )?;
     if let Some(only) = cx.only {
         affected.deploy.retain(|t| only.contains(&t.name));
         affected.removed.retain(|t| only.contains(&t.name));
@@ -190,11 +214,13 @@ pub fn build(
         targets: Vec::new(),
         kept: Vec::new(),
         warnings: Vec::new(),
+        references: References::default(),
     };
-    let old_targets = old_definitions(repo, old_tree.as_ref(), &affected)?;
+    let old_targets = old_definitions(repo, old_tree.as_ref(), &affected, &references)?;
     let sides = Sides {
         repo,
         new: &new_tree,
+        index: &references.new.1,
         changes: &changes,
         renderer,
     };
@@ -203,7 +229,23 @@ pub fn build(
     for t in &affected.deploy {
         let full = old_targets.get(&t.name) != Some(t);
         let mut tp = TargetPlan::new(t.clone(), Step::Deploy);
-        if t.kind.is_kube() {
+        if t.kind != TargetType::Kubectl {
+            let closure = references.new.1.closure(&t.path);
+            // Its references leave the repository or reach the network: never rendered, and
+            // (like a broken manifest) nothing of it is undeclared or pruned.
+            tp.error = closure.refusal(&new_tree, renderer.allow_remote);
+            tp.uses = uses(t, &closure, &changes);
+            tp.files = changes
+                .paths
+                .iter()
+                .filter(|p| t.owns(p) || closure.used_for(&t.path, p).is_some())
+                .cloned()
+                .collect();
+            tp.closure = closure.paths;
+        }
+        if tp.error.is_some() {
+            read.push(None);
+        } else if t.kind.is_kube() {
             match sides.objects(t, &new_tree, full).and_then(|units| {
                 // Every object's hookops.io/ annotations are valid, or the target fails whole.
                 let errors: Vec<String> = units
@@ -224,14 +266,6 @@ pub fn build(
                         .filter(|(u, _)| u.starts_with("f:"))
                         .map(|(u, _)| u[2..].to_string())
                         .collect();
-                    if t.kind == TargetType::Kustomize {
-                        tp.files = changes
-                            .paths
-                            .iter()
-                            .filter(|p| t.owns(p))
-                            .cloned()
-                            .collect();
-                    }
                     read.push(Some(units));
                 }
                 Err(e) => {
@@ -240,12 +274,6 @@ pub fn build(
                 }
             }
         } else {
-            tp.files = changes
-                .paths
-                .iter()
-                .filter(|p| t.owns(p))
-                .cloned()
-                .collect();
             read.push(None);
         }
         plan.targets.push(tp);
@@ -374,9 +402,12 @@ pub fn build(
     }
     prunes(&mut plan, &mut cx)?;
     for tp in &mut plan.targets {
-        tp.refused = policy(env, tp);
+        if tp.refused.is_none() {
+            tp.refused = policy(env, tp);
+        }
     }
     plan.targets = order(plan.targets)?;
+    plan.references = references;
     Ok(plan)
 }
 
@@ -437,16 +468,19 @@ fn prunes(plan: &mut Plan, cx: &mut PlanContext) -> Result<()> {
 fn seed(
     repo: &Repository,
     tree: &Tree,
-    label: &str,
+    id: Oid,
     renderer: &Renderer,
     resolver: &mut Resolver,
     inv: &mut Inventory,
 ) -> Result<()> {
+    let label = short_id(id);
     let changes = diff::changed_paths(repo, None, tree)?;
-    let affected = targets::affected(repo, None, tree, &changes, label)?;
+    let references = References::for_change(repo, None, (id, tree), &changes)?;
+    let affected = targets::affected(repo, None, tree, &changes, &label, &references)?;
     let sides = Sides {
         repo,
         new: tree,
+        index: &references.new.1,
         changes: &changes,
         renderer,
     };
@@ -477,6 +511,17 @@ fn seed(
     Ok(())
 }
 
+/// The referenced paths (outside the target's own directory) holding a changed path.
+fn uses(t: &Target, closure: &Closure, changes: &Changes) -> Vec<String> {
+    let used: BTreeSet<&str> = changes
+        .paths
+        .iter()
+        .filter(|p| !t.owns(p))
+        .filter_map(|p| closure.used_for(&t.path, p))
+        .collect();
+    used.into_iter().map(str::to_string).collect()
+}
+
 pub fn short_id(id: Oid) -> String {
     id.to_string()[..7].to_string()
 }
@@ -486,10 +531,12 @@ fn old_definitions(
     repo: &Repository,
     old: Option<&Tree>,
     affected: &Affected,
+    references: &References,
 ) -> Result<BTreeMap<String, Target>> {
     let Some(old) = old else {
         return Ok(BTreeMap::new());
     };
+    let empty = RefIndex::default();
     let mut out: BTreeMap<String, Target> = BTreeMap::new();
     if let Ok(Some(declared)) = targets::declared(repo, old, "deployed") {
         for t in declared {
@@ -497,7 +544,7 @@ fn old_definitions(
         }
     } else {
         // Discovered targets are defined by their path alone: same path, same kind, same target.
-        let mut discovery = targets::Discovery::new(repo);
+        let mut discovery = targets::Discovery::new(repo, references.old_index().unwrap_or(&empty));
         for t in affected.deploy.iter().chain(&affected.removed) {
             if t.name == targets::discovered_name(&t.path) {
                 let probe = format!("{}/x.yaml", t.path.trim_start_matches('.'));
@@ -519,6 +566,8 @@ fn old_definitions(
 struct Sides<'a, 'r> {
     repo: &'r Repository,
     new: &'a Tree<'r>,
+    /// The reference index of the tree being read (kustomize closures).
+    index: &'a RefIndex,
     changes: &'a Changes,
     renderer: &'a Renderer<'a>,
 }
@@ -610,19 +659,25 @@ impl Sides<'_, '_> {
         } else {
             "old"
         });
+        let closure = self.index.closure(&t.path);
         tree::clean_dir(&root)?;
         std::fs::create_dir_all(&root)?;
         tree::materialise(self.repo, tree, &t.path, &root)
             .with_context(|| format!("target {}", t.name))?;
-        for w in &t.watch {
-            if tree::entry(tree, w).is_some() {
-                tree::materialise(self.repo, tree, w, &root)
+        let extra = closure.paths.iter().filter(|p| **p != t.path);
+        for p in extra.chain(&t.watch) {
+            if tree::entry(tree, p).is_some() {
+                tree::materialise_path(self.repo, tree, p, &root)
                     .with_context(|| format!("target {}", t.name))?;
             }
         }
         let out = self.renderer.kubectl.kustomize(&root.join(&t.path))?;
         if !out.success() {
-            bail!("target {}: kustomize failed: {}", t.name, out.reason());
+            bail!(
+                "target {}: kustomize failed: {}",
+                t.name,
+                tree::repository_paths(&out.reason(), &root)
+            );
         }
         Ok(out.stdout)
     }
@@ -730,6 +785,7 @@ pub fn to_json(plan: &Plan, env: &str) -> serde_json::Value {
                 "path": tp.target.path,
                 "step": tp.step,
                 "files": tp.files,
+                "uses": tp.uses,
                 "apply": tp.apply.iter().map(|o| serde_json::json!({
                     "apiVersion": o.api_version, "kind": o.id.kind,
                     "namespace": o.id.namespace, "name": o.id.name, "source": o.source,
@@ -741,6 +797,11 @@ pub fn to_json(plan: &Plan, env: &str) -> serde_json::Value {
                     "apiVersion": v, "kind": id.kind, "namespace": id.namespace, "name": id.name,
                 })).collect::<Vec<_>>(),
                 "refused": tp.refused,
+                "error": tp.error,
+                "hooks": tp.hooks.iter().map(|o| serde_json::json!({
+                    "kind": o.id.kind, "namespace": o.id.namespace, "name": o.id.name,
+                    "source": o.source,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -750,5 +811,7 @@ pub fn to_json(plan: &Plan, env: &str) -> serde_json::Value {
         "to": plan.to.to_string(),
         "changed_paths": plan.changed_paths,
         "targets": targets,
+        "kept": plan.kept,
+        "warnings": plan.warnings,
     })
 }

@@ -1,9 +1,11 @@
 //! The targets stage: which deploy targets a change touches. Targets are declared in
 //! `hookops.toml` or discovered: the topmost directory holding `kustomization.yaml` or `*.tf`
-//! files above a changed path is a kustomize or Terraform target; otherwise a directory holding
-//! Kubernetes YAML or JSON is a kubectl target of that one directory, named by its path.
-//! Discovery walks up from the changed paths and never lists the whole tree, except on a first
-//! deploy.
+//! files above a changed path is a kustomize or Terraform target, unless another directory
+//! references it (a kustomize base or component, a Terraform module: see `references.rs`);
+//! otherwise a directory holding Kubernetes YAML or JSON that no kustomization reads is a
+//! kubectl target of that one directory, named by its path. A change under a referenced
+//! directory re-deploys the targets that use it. Discovery walks up from the changed paths and
+//! reads the reference index; it never lists the whole tree, except on a first deploy.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -13,9 +15,8 @@ use git2::{Oid, Repository, Tree};
 use crate::config::{check_discovered, Target, TargetType, TreeConfig, TREE_CONFIG};
 use crate::diff::Changes;
 use crate::manifest;
+use crate::references::{RefIndex, References, KUSTOMIZATION};
 use crate::tree;
-
-const KUSTOMIZATION: &[&str] = &["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
 /// The targets of one side of the diff.
 pub struct TreeTargets {
@@ -33,8 +34,10 @@ pub fn declared(repo: &Repository, tree: &Tree, label: &str) -> Result<Option<Ve
 }
 
 /// Discovery over one tree, with per-directory results cached by tree id.
-pub struct Discovery<'r> {
+pub struct Discovery<'r, 'i> {
     repo: &'r Repository,
+    /// The tree's reference index: referenced directories are not targets.
+    index: &'i RefIndex,
     kinds: HashMap<Oid, Option<TargetType>>,
     kube_dirs: HashMap<Oid, bool>,
 }
@@ -83,10 +86,11 @@ pub fn placeholder(name: &str) -> Target {
     }
 }
 
-impl<'r> Discovery<'r> {
-    pub fn new(repo: &'r Repository) -> Self {
+impl<'r, 'i> Discovery<'r, 'i> {
+    pub fn new(repo: &'r Repository, index: &'i RefIndex) -> Self {
         Discovery {
             repo,
+            index,
             kinds: HashMap::new(),
             kube_dirs: HashMap::new(),
         }
@@ -150,13 +154,11 @@ impl<'r> Discovery<'r> {
         Ok(found)
     }
 
-    /// The target owning `path` in `tree`, if any.
-    pub fn target_for(&mut self, tree: &Tree, path: &str) -> Result<Option<Target>> {
-        if hidden(path) {
-            return Ok(None);
-        }
-        let mut best: Option<(String, TargetType)> = None;
-        let mut dir = parent(path);
+    /// The topmost directory holding a kustomization or `.tf` files among `dir` and the
+    /// directories above it: it owns everything under it.
+    fn claimer(&mut self, tree: &Tree, dir: Option<&str>) -> Option<(String, TargetType)> {
+        let mut best = None;
+        let mut dir = dir;
         while let Some(d) = dir {
             if let Some(sub) = self.subtree(tree, d) {
                 if let Some(kind) = self.root_kind(&sub) {
@@ -165,7 +167,19 @@ impl<'r> Discovery<'r> {
             }
             dir = parent(d);
         }
-        if let Some((d, kind)) = best {
+        best
+    }
+
+    /// The target owning `path` in `tree`, if any. A path under a base or module belongs to no
+    /// target of its own: the targets using it are found by `users`.
+    pub fn target_for(&mut self, tree: &Tree, path: &str) -> Result<Option<Target>> {
+        if hidden(path) {
+            return Ok(None);
+        }
+        if let Some((d, kind)) = self.claimer(tree, parent(path)) {
+            if self.index.is_referenced(&d) {
+                return Ok(None);
+            }
             return Ok(Some(discovered(&d, kind)));
         }
         let Some(d) = parent(path) else {
@@ -174,10 +188,20 @@ impl<'r> Discovery<'r> {
         let Some(sub) = self.subtree(tree, d) else {
             return Ok(None);
         };
-        if manifest::is_manifest_path(path) && self.holds_kube(&sub, d)? {
+        if manifest::is_manifest_path(path) && self.holds_kube(&sub, d)? && !self.index.is_read(d) {
             return Ok(Some(discovered(d, TargetType::Kubectl)));
         }
         Ok(None)
+    }
+
+    /// The kustomize or Terraform target that directory `dir` (one that references others)
+    /// deploys as, or belongs to.
+    pub fn target_at(&mut self, tree: &Tree, dir: &str) -> Option<Target> {
+        if hidden(dir) {
+            return None;
+        }
+        let (d, kind) = self.claimer(tree, Some(dir))?;
+        (!self.index.is_referenced(&d)).then(|| discovered(&d, kind))
     }
 
     /// Every target in the tree (first deploys only).
@@ -189,10 +213,13 @@ impl<'r> Discovery<'r> {
 
     fn walk(&mut self, dir: Tree<'r>, path: String, out: &mut Vec<Target>) -> Result<()> {
         if let Some(kind) = self.root_kind(&dir) {
-            out.push(discovered(&path, kind));
+            // A base or module, and everything under it, deploys through its users.
+            if !self.index.is_referenced(&path) {
+                out.push(discovered(&path, kind));
+            }
             return Ok(());
         }
-        if self.holds_kube(&dir, &path)? {
+        if self.holds_kube(&dir, &path)? && !self.index.is_read(&path) {
             out.push(discovered(&path, TargetType::Kubectl));
         }
         let subdirs: Vec<(String, Oid)> = dir
@@ -231,6 +258,7 @@ pub fn affected(
     new: &Tree,
     changes: &Changes,
     new_label: &str,
+    refs: &References,
 ) -> Result<Affected> {
     let new_declared = declared(repo, new, new_label)?;
     // The deployed tree was accepted once; if its config no longer parses (an older hookops,
@@ -242,7 +270,17 @@ pub fn affected(
         }),
         None => None,
     };
-    let mut discovery = Discovery::new(repo);
+    // Directories that read a changed path through a reference (old or new tree): the targets
+    // among them (or above them) re-deploy even though none of their own files changed.
+    let users: BTreeSet<String> = match old {
+        Some(_) => changes
+            .paths
+            .iter()
+            .flat_map(|p| refs.users_of(p))
+            .collect(),
+        None => BTreeSet::new(),
+    };
+    let mut discovery = Discovery::new(repo, &refs.new.1);
     let new_targets: Vec<Target> = match (&new_declared, old) {
         (Some(t), _) => t.clone(),
         (None, None) => discovery.all(new)?,
@@ -253,17 +291,24 @@ pub fn affected(
                     found.entry(t.name.clone()).or_insert(t);
                 }
             }
+            for dir in &users {
+                if let Some(t) = discovery.target_at(new, dir) {
+                    found.entry(t.name.clone()).or_insert(t);
+                }
+            }
             found.into_values().collect()
         }
     };
     if new_declared.is_none() {
         check_discovered(&new_targets)?;
     }
+    let empty = RefIndex::default();
+    let old_index = refs.old_index().unwrap_or(&empty);
     let old_targets: Vec<Target> = match (old, &old_declared) {
         (None, _) => Vec::new(),
         (Some(_), Some(t)) => t.clone(),
         (Some(t), None) => {
-            let mut old_discovery = Discovery::new(repo);
+            let mut old_discovery = Discovery::new(repo, old_index);
             if new_declared.is_some() {
                 old_discovery.all(t)?
             } else {
@@ -288,7 +333,8 @@ pub fn affected(
     for t in &new_targets {
         let touched = old.is_none()
             || old_by_name.get(t.name.as_str()) != Some(&t)
-            || changes.paths.iter().any(|p| t.owns(p));
+            || changes.paths.iter().any(|p| t.owns(p))
+            || (t.kind != TargetType::Kubectl && users.contains(&t.path));
         if touched {
             result.deploy.push(t.clone());
         }
@@ -311,9 +357,11 @@ pub fn affected(
                     if !holds {
                         refuse_broken_yaml(repo, sub, t)?;
                     }
-                    holds
+                    holds && !refs.new.1.is_read(&t.path)
                 }
-                (Some(sub), kind) => discovery.root_kind(sub) == Some(kind),
+                (Some(sub), kind) => {
+                    discovery.root_kind(sub) == Some(kind) && !refs.new.1.is_referenced(&t.path)
+                }
             };
             if still {
                 continue;

@@ -15,6 +15,7 @@ use crate::tools::{Command, Output};
 use crate::tree;
 
 const PLAN_FILE: &str = "hookops.tfplan";
+const LOCK_FILE: &str = ".terraform.lock.hcl";
 
 pub struct Terraform<'a> {
     pub program: &'a str,
@@ -87,19 +88,23 @@ impl Terraform<'_> {
         format!("-lock-timeout={}s", self.lock_timeout_secs)
     }
 
-    /// Writes the target (and its watched paths) from `tree` into `root`, keeping state.
+    /// Writes the root, the local modules it reaches (`closure`: repository paths) and its
+    /// watched paths from `tree` into `root` at their repository paths, keeping state: the
+    /// root runs in `root/<its path>`, and `../../modules/thing` finds its module.
     pub fn materialise(
         repo: &Repository,
         tree: &Tree,
         target: &Target,
+        closure: &[String],
         root: &Path,
     ) -> Result<PathBuf> {
         tree::clean_dir(root)?;
         std::fs::create_dir_all(root)?;
         tree::materialise(repo, tree, &target.path, root)?;
-        for w in &target.watch {
-            if tree::entry(tree, w).is_some() {
-                tree::materialise(repo, tree, w, root)?;
+        let extra = closure.iter().filter(|p| **p != target.path);
+        for p in extra.chain(&target.watch) {
+            if tree::entry(tree, p).is_some() {
+                tree::materialise_path(repo, tree, p, root)?;
             }
         }
         Ok(root.join(&target.path))
@@ -123,6 +128,7 @@ impl Terraform<'_> {
             "init",
             self.command(dir)
                 .args(["init", "-input=false", "-no-color"])
+                .args(lockfile_args(dir))
                 .arg(self.lock_arg()),
             line,
         )?;
@@ -203,6 +209,17 @@ impl Terraform<'_> {
             bail!("terraform destroy failed: {}", error_line(&out));
         }
         Ok(counts(&out.stdout))
+    }
+}
+
+/// The dependency lock file of the root, when git has one: it was materialised, so terraform
+/// must follow it (`-lockfile=readonly`) rather than pick other provider versions. Without one,
+/// terraform writes a fresh lock file in the work directory, as on a developer's machine.
+pub fn lockfile_args(dir: &Path) -> Vec<&'static str> {
+    if dir.join(LOCK_FILE).is_file() {
+        vec!["-lockfile=readonly"]
+    } else {
+        Vec::new()
     }
 }
 

@@ -197,7 +197,44 @@ pub fn materialise(repo: &Repository, tree: &Tree, dir: &str, root: &Path) -> Re
     if files.is_empty() && entry(tree, dir).is_none() {
         bail!("{dir}: no such directory in the tree");
     }
-    for f in &files {
+    write_files(repo, &files, root)
+}
+
+/// Like `materialise`, for a path that may be a directory or a single file.
+pub fn materialise_path(repo: &Repository, tree: &Tree, path: &str, root: &Path) -> Result<usize> {
+    match entry(tree, path) {
+        Some((id, mode)) if !is_tree(mode) => write_files(
+            repo,
+            &[FileEntry {
+                path: path.to_string(),
+                id,
+                mode,
+            }],
+            root,
+        ),
+        _ => materialise(repo, tree, path, root),
+    }
+}
+
+/// A tool's message about files materialised under `root`, with repository paths in place of
+/// the server's: `<root>/base/x.yaml` reads `base/x.yaml`.
+pub fn repository_paths(message: &str, root: &Path) -> String {
+    let mut out = message.to_string();
+    let mut roots = vec![root.to_path_buf()];
+    if let Ok(real) = root.canonicalize() {
+        roots.push(real);
+    }
+    // Longest first, so a root that is a prefix of the other's spelling is not half-replaced.
+    roots.sort_by_key(|r| std::cmp::Reverse(r.as_os_str().len()));
+    for r in roots {
+        let r = r.display().to_string();
+        out = out.replace(&format!("{r}/"), "").replace(&r, ".");
+    }
+    out
+}
+
+fn write_files(repo: &Repository, files: &[FileEntry], root: &Path) -> Result<usize> {
+    for f in files {
         if is_link(f.mode) {
             bail!(
                 "{}: is a symbolic link; hookops refuses symlinks in deployed trees",

@@ -8,6 +8,7 @@ mod crash;
 mod gitolite;
 mod https_git;
 mod isolated;
+mod layouts;
 mod ops;
 mod packaging;
 mod realworld;
