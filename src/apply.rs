@@ -343,10 +343,20 @@ fn refused_as_immutable(text: &str, id: &ObjectId) -> bool {
     })
 }
 
+/// The server's immutable-field message, without the whole object it quotes (a Job's template
+/// comes back as one very long line): its head and its tail.
 fn immutable_line(text: &str) -> Option<String> {
-    text.lines()
-        .find(|l| annotations::is_immutable_error(l))
-        .map(|l| l.trim().to_string())
+    let line = text
+        .lines()
+        .find(|l| annotations::is_immutable_error(l))?
+        .trim();
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= 400 {
+        return Some(line.to_string());
+    }
+    let head: String = chars[..200].iter().collect();
+    let tail: String = chars[chars.len() - 120..].iter().collect();
+    Some(format!("{head} … {tail}"))
 }
 
 #[cfg(test)]
