@@ -155,7 +155,7 @@ impl<'r, 'i> Discovery<'r, 'i> {
     }
 
     /// The target owning `path` in `tree`, if any. A path under a base or module belongs to no
-    /// target of its own: the targets using it are found by `users`.
+    /// target of its own: `affected` finds the targets using it in the reference index.
     pub fn target_for(&mut self, tree: &Tree, path: &str) -> Result<Option<Target>> {
         if hidden(path) {
             return Ok(None);
