@@ -701,6 +701,24 @@ impl References {
         users
     }
 
+    /// Directories referenced in the new tree and not in the old one, found from the
+    /// directories whose references changed.
+    pub fn newly_referenced(&self, changes: &Changes) -> BTreeSet<String> {
+        let Some(old) = self.old_index() else {
+            return BTreeSet::new();
+        };
+        let new = &self.new.1;
+        changes
+            .paths
+            .iter()
+            .filter(|p| is_reference_file(p.rsplit('/').next().unwrap_or(p)))
+            .filter_map(|p| parent(p))
+            .filter_map(|d| new.dirs.get(d))
+            .flat_map(|refs| refs.refs.iter().map(|r| r.path.clone()))
+            .filter(|p| new.is_referenced(p) && !old.is_referenced(p))
+            .collect()
+    }
+
     /// Stores both indexes under [`INDEX_REF`], keeping those of the commits `keep` names.
     pub fn save(&self, repo: &Repository, keep: &BTreeSet<Oid>) -> Result<()> {
         let mut entries: Vec<(Oid, &RefIndex)> = vec![(self.new.0, &self.new.1)];

@@ -302,6 +302,13 @@ pub fn affected(
                         found.entry(target.name.clone()).or_insert(target);
                     }
                 }
+                // A directory that became a base or module deployed on its own until now: it
+                // is removed as a target (its objects pruned unless its users declare them).
+                for dir in refs.newly_referenced(changes) {
+                    if let Some(target) = old_discovery.target_at(t, &dir) {
+                        found.entry(target.name.clone()).or_insert(target);
+                    }
+                }
                 found.into_values().collect()
             }
         }
