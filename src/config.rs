@@ -809,6 +809,15 @@ mod tests {
         );
     }
 
+    #[test]
+    fn kustomize_remote_resources_are_off_unless_allowed() {
+        assert!(!ServerConfig::default().kustomize.allow_remote);
+        let c = ServerConfig::parse("[kustomize]\nallow_remote = true\n", "config.toml").unwrap();
+        assert!(c.kustomize.allow_remote);
+        let e = ServerConfig::parse("[kustomize]\nallow = true\n", "config.toml").unwrap_err();
+        assert!(format!("{e:#}").contains("unknown field `allow`"), "{e:#}");
+    }
+
     proptest::proptest! {
         #[test]
         fn parsers_never_panic(s in "\\PC*") {

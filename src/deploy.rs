@@ -450,6 +450,11 @@ impl<'s> Deployer<'s> {
     /// that the next push or plan from either side of it reads only what changed. Only the
     /// indexes of deployed pointers and of this plan are kept.
     fn keep_references(&self, plan: &Plan) {
+        // Both indexes are stored already; dropping indexes no longer needed can wait for the
+        // next deploy that has something to store.
+        if plan.references.stored {
+            return;
+        }
         let repo = &self.session.repo;
         let mut keep: BTreeSet<Oid> = BTreeSet::from([plan.to]);
         keep.extend(plan.from);

@@ -2,9 +2,9 @@
 //! kubectl targets apply the objects of their changed files; kustomize targets render old and
 //! new (`kubectl kustomize`, local, from a scratch copy of everything they reference) and apply
 //! the whole new output; Terraform roots are planned later by terraform itself, from a copy of
-//! the root and the local modules it reaches. A target whose references leave the repository
-//! (or reach the network) is refused here. Objects present in the old side of the change and absent from the
-//! new are pruned. Namespace policy is checked here, so a refused target never reaches apply.
+//! the root and the local modules it reaches. Objects present in the old side of the change and
+//! absent from the new are pruned. Namespace policy, and references that leave the repository
+//! (or reach the network), are checked here, so a refused target never reaches apply.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

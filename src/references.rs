@@ -631,6 +631,8 @@ pub struct References {
     /// The old tree's, when there is an old tree.
     pub old: Option<(Oid, RefIndex)>,
     pub new: (Oid, RefIndex),
+    /// Both came from the store as they are: there is nothing to keep.
+    pub stored: bool,
 }
 
 impl Default for References {
@@ -638,6 +640,7 @@ impl Default for References {
         References {
             old: None,
             new: (Oid::zero(), RefIndex::default()),
+            stored: false,
         }
     }
 }
@@ -651,28 +654,37 @@ impl References {
         new: (Oid, &Tree),
         changes: &Changes,
     ) -> Result<References> {
-        let stored = Store::open(repo);
+        let store = Store::open(repo);
+        let mut stored = true;
         let old = match old {
             Some((id, tree)) => Some((
                 id,
-                match stored.load(repo, id) {
+                match store.load(repo, id) {
                     Some(index) => index,
                     None => {
                         log::info!("no reference index for {id}; reading the whole tree once");
+                        stored = false;
                         RefIndex::build(repo, tree)?
                     }
                 },
             )),
             None => None,
         };
-        let new_index = match (stored.load(repo, new.0), &old) {
+        let new_index = match (store.load(repo, new.0), &old) {
             (Some(index), _) => index,
-            (None, Some((_, index))) => index.update(repo, new.1, changes)?,
-            (None, None) => RefIndex::build(repo, new.1)?,
+            (None, Some((_, index))) => {
+                stored = false;
+                index.update(repo, new.1, changes)?
+            }
+            (None, None) => {
+                stored = false;
+                RefIndex::build(repo, new.1)?
+            }
         };
         Ok(References {
             old,
             new: (new.0, new_index),
+            stored,
         })
     }
 
@@ -689,6 +701,24 @@ impl References {
         users
     }
 
+    /// Directories referenced in the new tree and not in the old one, found from the
+    /// directories whose references changed.
+    pub fn newly_referenced(&self, changes: &Changes) -> BTreeSet<String> {
+        let Some(old) = self.old_index() else {
+            return BTreeSet::new();
+        };
+        let new = &self.new.1;
+        changes
+            .paths
+            .iter()
+            .filter(|p| is_reference_file(p.rsplit('/').next().unwrap_or(p)))
+            .filter_map(|p| parent(p))
+            .filter_map(|d| new.dirs.get(d))
+            .flat_map(|refs| refs.refs.iter().map(|r| r.path.clone()))
+            .filter(|p| new.is_referenced(p) && !old.is_referenced(p))
+            .collect()
+    }
+
     /// Stores both indexes under [`INDEX_REF`], keeping those of the commits `keep` names.
     pub fn save(&self, repo: &Repository, keep: &BTreeSet<Oid>) -> Result<()> {
         let mut entries: Vec<(Oid, &RefIndex)> = vec![(self.new.0, &self.new.1)];
@@ -702,6 +732,7 @@ impl References {
 /// The stored indexes: the tree of the commit at [`INDEX_REF`].
 struct Store<'r> {
     head: Option<git2::Commit<'r>>,
+    tree: Option<Tree<'r>>,
 }
 
 fn file_name(id: Oid) -> String {
@@ -714,12 +745,12 @@ impl<'r> Store<'r> {
             .find_reference(INDEX_REF)
             .ok()
             .and_then(|r| r.peel_to_commit().ok());
-        Store { head }
+        let tree = head.as_ref().and_then(|c| c.tree().ok());
+        Store { head, tree }
     }
 
     fn load(&self, repo: &Repository, commit: Oid) -> Option<RefIndex> {
-        let tree = self.head.as_ref()?.tree().ok()?;
-        let entry = tree.get_name(&file_name(commit))?;
+        let entry = self.tree.as_ref()?.get_name(&file_name(commit))?;
         let blob = repo.find_blob(entry.id()).ok()?;
         let mut index = RefIndex::from_json(blob.content())?;
         index.blob = Some(entry.id());
@@ -732,10 +763,10 @@ impl<'r> Store<'r> {
         entries: &[(Oid, &RefIndex)],
         keep: &BTreeSet<Oid>,
     ) -> Result<()> {
-        let old_tree = self.head.as_ref().map(|c| c.tree()).transpose()?;
+        let old_tree = self.tree.as_ref();
         let mut builder = repo.treebuilder(None)?;
         let mut described = Vec::new();
-        if let Some(t) = &old_tree {
+        if let Some(t) = old_tree {
             for e in t.iter() {
                 let kept = e
                     .name()
@@ -1153,6 +1184,7 @@ mod tests {
         let refs = References {
             old: Some((a, RefIndex::default())),
             new: (b, index.clone()),
+            stored: false,
         };
         refs.save(&repo, &BTreeSet::from([a, b])).unwrap();
         let store = Store::open(&repo);
@@ -1165,6 +1197,7 @@ mod tests {
         let next = References {
             old: Some((b, store.load(&repo, b).unwrap())),
             new: (c, index),
+            stored: false,
         };
         next.save(&repo, &BTreeSet::from([c])).unwrap();
         let store = Store::open(&repo);

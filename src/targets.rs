@@ -171,7 +171,7 @@ impl<'r, 'i> Discovery<'r, 'i> {
     }
 
     /// The target owning `path` in `tree`, if any. A path under a base or module belongs to no
-    /// target of its own: the targets using it are found by `users`.
+    /// target of its own: `affected` finds the targets using it in the reference index.
     pub fn target_for(&mut self, tree: &Tree, path: &str) -> Result<Option<Target>> {
         if hidden(path) {
             return Ok(None);
@@ -315,6 +315,13 @@ pub fn affected(
                 let mut found = BTreeMap::new();
                 for path in &changes.paths {
                     if let Some(target) = old_discovery.target_for(t, path)? {
+                        found.entry(target.name.clone()).or_insert(target);
+                    }
+                }
+                // A directory that became a base or module deployed on its own until now: it
+                // is removed as a target (its objects pruned unless its users declare them).
+                for dir in refs.newly_referenced(changes) {
+                    if let Some(target) = old_discovery.target_at(t, &dir) {
                         found.entry(target.name.clone()).or_insert(target);
                     }
                 }

@@ -446,3 +446,46 @@ fn the_gate_accepts_overlays_over_a_base_and_rejects_a_climb() {
     let tip = w.git(Some(&w.server), &["rev-parse", "main"]);
     assert_eq!(tip.stdout.trim(), good);
 }
+
+/// A kustomization deployed on its own that an overlay starts to use becomes a base: it is
+/// removed as a target (what only it declared is pruned) and the overlay deploys.
+#[test]
+fn a_target_that_becomes_a_base_is_removed_and_its_user_deploys() {
+    let Some(w) = sandboxed("on_failure = \"stop\"") else {
+        return;
+    };
+    let first = w.commit(
+        &[
+            ("namespaces/ns.yaml", &namespace("prod")),
+            (
+                "app/kustomization.yaml",
+                "namespace: prod\nresources:\n- cm.yaml\n",
+            ),
+            ("app/cm.yaml", &configmap("settings", None, "1")),
+        ],
+        "app on its own",
+    );
+    w.push().assert_ok();
+    assert_eq!(deployed(&w, &first), ["app", "namespaces"]);
+    assert_eq!(value(&w, "prod", "settings"), "1");
+    let c = w.commit(
+        &[(
+            "overlays/prod/kustomization.yaml",
+            "namePrefix: prod-\nresources:\n- ../../app\n",
+        )],
+        "an overlay over app",
+    );
+    let out = w.push();
+    out.assert_ok();
+    assert_eq!(deployed(&w, &c), ["app", "overlays/prod"], "{}", out.all());
+    let rec = w.last_record(&c);
+    let app = rec["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "app")
+        .unwrap();
+    assert_eq!(app["pruned"], 1, "{rec}");
+    assert!(w.configmap("prod", "settings").is_none());
+    assert_eq!(value(&w, "prod", "prod-settings"), "1");
+}
