@@ -5,7 +5,7 @@
 
 use crate::controllers;
 use crate::patch;
-use crate::resources::{self, ResourceType, CRD_KEY, NAMESPACE_KEY, REVIEWS};
+use crate::resources::{self, ResourceType, CRD_KEY, NAMESPACE_KEY};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{now_rfc3339, Store};
 use crate::{Shared, State};
@@ -13,6 +13,8 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod computed;
 
 const JSON: &str = "application/json";
 const OPENAPI_V2_CT: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
@@ -219,11 +221,6 @@ fn resource(
     version: &str,
     rest: &[&str],
 ) -> Result<Reply> {
-    if let [plural] = rest {
-        if let Some(r) = REVIEWS.iter().find(|r| r.0 == group && r.3 == *plural) {
-            return review(req, format!("{group}/{version}"), r.2);
-        }
-    }
     // /namespaces/{ns}/{plural}/... except the namespace's own subresources.
     let (ns, plural, name, sub, extra) = match rest {
         ["namespaces", ns, plural, tail @ ..]
@@ -278,7 +275,29 @@ fn resource(
     result
 }
 
+/// The verb a request on the resource itself (not a subresource) asks for.
+fn verb(req: &Request, t: &Target) -> Option<&'static str> {
+    Some(match (req.method.as_str(), t.name, t.sub) {
+        (_, _, Some(_)) => return None,
+        ("GET", None, _) if is_true(req.param("watch")) => "watch",
+        ("GET", None, _) => "list",
+        ("GET", Some(_), _) => "get",
+        ("POST", None, _) => "create",
+        ("PUT", Some(_), _) => "update",
+        ("PATCH", Some(_), _) => "patch",
+        ("DELETE", Some(_), _) => "delete",
+        ("DELETE", None, _) => "deletecollection",
+        _ => return None,
+    })
+}
+
 fn dispatch(st: &mut State, rt: &ResourceType, req: &Request, t: &Target) -> Result<Reply> {
+    if verb(req, t).is_some_and(|v| !rt.allows(v)) {
+        return Err(method_not_allowed(req));
+    }
+    if computed::serves(rt) {
+        return computed::handle(st, rt, req, t);
+    }
     let dry_run = req.param("dryRun") == Some("All");
     match (req.method.as_str(), t.name, t.sub) {
         ("GET", None, None) if is_true(req.param("watch")) => watch(st, rt, req, t.ns),
@@ -317,34 +336,6 @@ fn present(rt: &ResourceType, mut obj: Value) -> Value {
         obj["apiVersion"] = json!(av);
     }
     obj
-}
-
-fn review(req: &Request, api_version: String, kind: &str) -> Result<Reply> {
-    if req.method != "POST" {
-        return Err(method_not_allowed(req));
-    }
-    // kubectl 1.31+ sends reviews as protobuf; the answer does not depend on
-    // the request, so an undecodable body is fine.
-    let mut body = serde_json::from_slice::<Value>(&req.body)
-        .ok()
-        .filter(Value::is_object)
-        .unwrap_or_else(|| json!({}));
-    body["apiVersion"] = json!(api_version);
-    body["kind"] = json!(kind);
-    if !body["metadata"].is_object() {
-        body["metadata"] = json!({});
-    }
-    body["status"] = match kind {
-        "SelfSubjectAccessReview" => {
-            json!({"allowed": true, "reason": "kube-sandbox allows everything"})
-        }
-        "SelfSubjectRulesReview" => json!({"incomplete": false,
-            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}]}),
-        _ => json!({"userInfo": {"username": "kube-sandbox:admin",
-            "groups": ["system:masters", "system:authenticated"]}}),
-    };
-    Ok(Reply::json(201, &body))
 }
 
 fn parse_body(req: &Request) -> Result<Value> {
@@ -1022,8 +1013,8 @@ fn apply(
     Ok(Reply::json(code, &present(rt, stored)))
 }
 
-/// `/scale`: the replica count of a Deployment, ReplicaSet or StatefulSet
-/// seen as an autoscaling/v1 Scale.
+/// `/scale`: the replica count of a Deployment, ReplicaSet, StatefulSet or
+/// ReplicationController seen as an autoscaling/v1 Scale.
 fn scale(
     st: &mut State,
     rt: &ResourceType,
@@ -1038,7 +1029,12 @@ fn scale(
         .cloned()
         .ok_or_else(|| ApiError::not_found(rt, name))?;
     let as_scale = |o: &Value| {
-        let selector: Vec<String> = o["spec"]["selector"]["matchLabels"]
+        // A ReplicationController's selector is the label map itself.
+        let labels = match rt.group.as_str() {
+            "" => &o["spec"]["selector"],
+            _ => &o["spec"]["selector"]["matchLabels"],
+        };
+        let selector: Vec<String> = labels
             .as_object()
             .map(|m| {
                 m.iter()

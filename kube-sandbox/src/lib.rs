@@ -5,6 +5,7 @@
 //! `docs/kube-sandbox.md` for what is and is not emulated.
 
 mod api;
+mod builtin;
 mod controllers;
 mod http;
 mod patch;
@@ -24,7 +25,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use store::{now_rfc3339, Store};
 
+pub use builtin::BUILTIN;
 pub use controllers::{FAIL_JOB, FAIL_ROLLOUT, READY_DELAY};
+pub use resources::{Builtin, Sub};
 
 /// One served request, as recorded by [`Sandbox::requests`] and `--log`.
 #[derive(Clone, Debug, serde::Serialize)]

@@ -2,6 +2,7 @@
 //! stored CustomResourceDefinitions), the discovery documents describing them,
 //! and the server-side defaults kubectl relies on.
 
+use crate::builtin::BUILTIN;
 use crate::store::Store;
 use serde_json::{json, Map, Value};
 
@@ -22,6 +23,9 @@ pub struct ResourceType {
     pub status: bool,
     /// Has a `/scale` subresource.
     pub scale: bool,
+    /// What discovery lists and the sandbox allows on the resource itself
+    /// (405 for the others).
+    pub verbs: &'static [&'static str],
 }
 
 impl ResourceType {
@@ -39,6 +43,10 @@ impl ResourceType {
     }
 
     /// "deployments.apps", as the real server names resources in messages.
+    pub fn allows(&self, verb: &str) -> bool {
+        self.verbs.contains(&verb)
+    }
+
     pub fn qualified(&self) -> String {
         if self.group.is_empty() {
             self.plural.clone()
@@ -48,149 +56,46 @@ impl ResourceType {
     }
 }
 
-struct Builtin(
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    bool,
-    &'static [&'static str],
-    bool,
-);
-
-/// group, version, kind, plural, namespaced, short names, has status.
-const BUILTINS: &[Builtin] = &[
-    Builtin("", "v1", "Namespace", "namespaces", false, &["ns"], true),
-    Builtin("", "v1", "ConfigMap", "configmaps", true, &["cm"], false),
-    Builtin("", "v1", "Secret", "secrets", true, &[], false),
-    Builtin("", "v1", "Service", "services", true, &["svc"], true),
-    Builtin(
-        "",
-        "v1",
-        "ServiceAccount",
-        "serviceaccounts",
-        true,
-        &["sa"],
-        false,
-    ),
-    Builtin("", "v1", "Pod", "pods", true, &["po"], true),
-    Builtin("", "v1", "Event", "events", true, &["ev"], false),
-    Builtin(
-        "apps",
-        "v1",
-        "Deployment",
-        "deployments",
-        true,
-        &["deploy"],
-        true,
-    ),
-    Builtin(
-        "apps",
-        "v1",
-        "ReplicaSet",
-        "replicasets",
-        true,
-        &["rs"],
-        true,
-    ),
-    Builtin(
-        "apps",
-        "v1",
-        "StatefulSet",
-        "statefulsets",
-        true,
-        &["sts"],
-        true,
-    ),
-    Builtin("apps", "v1", "DaemonSet", "daemonsets", true, &["ds"], true),
-    Builtin("batch", "v1", "Job", "jobs", true, &[], true),
-    Builtin(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "Role",
-        "roles",
-        true,
-        &[],
-        false,
-    ),
-    Builtin(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "RoleBinding",
-        "rolebindings",
-        true,
-        &[],
-        false,
-    ),
-    Builtin(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "ClusterRole",
-        "clusterroles",
-        false,
-        &[],
-        false,
-    ),
-    Builtin(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "ClusterRoleBinding",
-        "clusterrolebindings",
-        false,
-        &[],
-        false,
-    ),
-    Builtin(
-        "networking.k8s.io",
-        "v1",
-        "Ingress",
-        "ingresses",
-        true,
-        &["ing"],
-        true,
-    ),
-    Builtin(
-        "apiextensions.k8s.io",
-        "v1",
-        "CustomResourceDefinition",
-        "customresourcedefinitions",
-        false,
-        &["crd", "crds"],
-        true,
-    ),
+/// The verbs of an ordinary stored resource.
+pub const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
 ];
+/// The verbs of a `/status` or `/scale` subresource.
+pub const GET_PATCH_UPDATE: &[&str] = &["get", "patch", "update"];
 
-/// Resources that only answer POST with a computed review, never stored.
-pub const REVIEWS: &[(&str, &str, &str, &str)] = &[
-    (
-        "authorization.k8s.io",
-        "v1",
-        "SelfSubjectAccessReview",
-        "selfsubjectaccessreviews",
-    ),
-    (
-        "authorization.k8s.io",
-        "v1",
-        "SelfSubjectRulesReview",
-        "selfsubjectrulesreviews",
-    ),
-    (
-        "authentication.k8s.io",
-        "v1",
-        "SelfSubjectReview",
-        "selfsubjectreviews",
-    ),
-];
+/// One built-in resource as the real server's discovery lists it (the
+/// generated table in `builtin.rs`).
+pub struct Builtin {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+    pub verbs: &'static [&'static str],
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    /// All the real server's subresources; the sandbox serves (and lists)
+    /// only `status` and `scale`.
+    pub subresources: &'static [Sub],
+}
 
-const ALL_CATEGORY: &[&str] = &[
-    "pods",
-    "services",
-    "deployments",
-    "replicasets",
-    "statefulsets",
-    "daemonsets",
-    "jobs",
-];
+/// A subresource; `group` and `version` are empty when its kind is of the
+/// resource's own group version.
+pub struct Sub {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub group: &'static str,
+    pub version: &'static str,
+    pub verbs: &'static [&'static str],
+}
 
 pub struct Registry {
     types: Vec<ResourceType>,
@@ -199,23 +104,23 @@ pub struct Registry {
 
 impl Registry {
     pub fn new() -> Registry {
-        let types: Vec<ResourceType> = BUILTINS
+        let types: Vec<ResourceType> = BUILTIN
             .iter()
-            .map(|b| ResourceType {
-                group: b.0.into(),
-                version: b.1.into(),
-                kind: b.2.into(),
-                plural: b.3.into(),
-                singular: b.2.to_lowercase(),
-                namespaced: b.4,
-                short_names: b.5.iter().map(|s| s.to_string()).collect(),
-                categories: if ALL_CATEGORY.contains(&b.3) {
-                    vec!["all".into()]
-                } else {
-                    vec![]
-                },
-                status: b.6,
-                scale: matches!(b.3, "deployments" | "replicasets" | "statefulsets"),
+            .map(|b| {
+                let has = |sub: &str| b.subresources.iter().any(|s| s.name == sub);
+                ResourceType {
+                    group: b.group.into(),
+                    version: b.version.into(),
+                    kind: b.kind.into(),
+                    plural: b.plural.into(),
+                    singular: b.singular.into(),
+                    namespaced: b.namespaced,
+                    short_names: b.short_names.iter().map(|s| s.to_string()).collect(),
+                    categories: b.categories.iter().map(|s| s.to_string()).collect(),
+                    status: has("status"),
+                    scale: has("scale"),
+                    verbs: b.verbs,
+                }
             })
             .collect();
         let builtin_count = types.len();
@@ -281,32 +186,22 @@ fn crd_types(crd: &Value) -> Vec<ResourceType> {
             categories: strings(&names["categories"]),
             status: v["subresources"]["status"].is_object(),
             scale: false,
+            verbs: ALL_VERBS,
         })
         .collect()
 }
 
-fn verbs() -> Value {
-    json!([
-        "create",
-        "delete",
-        "deletecollection",
-        "get",
-        "list",
-        "patch",
-        "update",
-        "watch"
-    ])
+/// The generated table's entry for a built-in type.
+fn builtin(t: &ResourceType) -> Option<&'static Builtin> {
+    BUILTIN
+        .iter()
+        .find(|b| b.group == t.group && b.version == t.version && b.plural == t.plural)
 }
 
 /// `/api` and `/apis` entries: (group, versions), core group first.
 fn groups(reg: &Registry) -> Vec<(String, Vec<String>)> {
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
-    let reviews = REVIEWS.iter().map(|r| (r.0.to_string(), r.1.to_string()));
-    for (g, v) in reg
-        .all()
-        .map(|t| (t.group.clone(), t.version.clone()))
-        .chain(reviews)
-    {
+    for (g, v) in reg.all().map(|t| (t.group.clone(), t.version.clone())) {
         match out.iter_mut().find(|(og, _)| *og == g) {
             Some((_, vs)) if !vs.contains(&v) => vs.push(v),
             Some(_) => {}
@@ -355,7 +250,7 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
         .filter(|t| t.group == group && t.version == version)
     {
         let mut r = json!({"name": t.plural, "singularName": t.singular, "namespaced": t.namespaced,
-            "kind": t.kind, "verbs": verbs()});
+            "kind": t.kind, "verbs": t.verbs});
         if !t.short_names.is_empty() {
             r["shortNames"] = json!(t.short_names);
         }
@@ -363,23 +258,26 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
             r["categories"] = json!(t.categories);
         }
         resources.push(r);
-        if t.status {
-            resources.push(
+        // Subresources as the real server lists them, those the sandbox serves.
+        let served = |s: &&Sub| (s.name == "status" && t.status) || (s.name == "scale" && t.scale);
+        match builtin(t) {
+            Some(b) => {
+                for s in b.subresources.iter().filter(served) {
+                    let mut r = json!({"name": format!("{}/{}", t.plural, s.name), "singularName": "",
+                        "namespaced": t.namespaced, "kind": s.kind, "verbs": s.verbs});
+                    if !s.group.is_empty() {
+                        r["group"] = json!(s.group);
+                        r["version"] = json!(s.version);
+                    }
+                    resources.push(r);
+                }
+            }
+            None if t.status => resources.push(
                 json!({"name": format!("{}/status", t.plural), "singularName": "",
-                "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}),
-            );
+                "namespaced": t.namespaced, "kind": t.kind, "verbs": GET_PATCH_UPDATE}),
+            ),
+            None => {}
         }
-        if t.scale {
-            resources.push(json!({"name": format!("{}/scale", t.plural), "singularName": "",
-                "namespaced": t.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale",
-                "verbs": ["get", "patch", "update"]}));
-        }
-    }
-    for r in REVIEWS.iter().filter(|r| r.0 == group && r.1 == version) {
-        resources.push(
-            json!({"name": r.3, "singularName": r.2.to_lowercase(), "namespaced": false,
-            "kind": r.2, "verbs": ["create"]}),
-        );
     }
     if resources.is_empty() {
         return None;
