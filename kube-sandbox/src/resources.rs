@@ -467,4 +467,56 @@ mod tests {
             .iter()
             .any(|g| g["name"] == "batch"));
     }
+
+    #[test]
+    fn table_is_what_v1_32_serves_by_default() {
+        let has = |g: &str, p: &str| BUILTIN.iter().any(|b| b.group == g && b.plural == p);
+        for (g, p) in [
+            ("", "persistentvolumeclaims"),
+            ("", "replicationcontrollers"),
+            ("batch", "cronjobs"),
+            ("policy", "poddisruptionbudgets"),
+            ("storage.k8s.io", "storageclasses"),
+            ("coordination.k8s.io", "leases"),
+        ] {
+            assert!(has(g, p), "{g} {p}");
+        }
+        for (g, p) in [
+            ("resource.k8s.io", "resourceclaims"),
+            ("networking.k8s.io", "servicecidrs"),
+            ("networking.k8s.io", "ipaddresses"),
+            ("storage.k8s.io", "volumeattributesclasses"),
+        ] {
+            assert!(!has(g, p), "{g} {p} is not on by default in 1.32");
+        }
+        assert!(BUILTIN
+            .iter()
+            .all(|b| !b.version.contains("alpha") && !b.version.contains("beta")));
+        let pods = BUILTIN.iter().find(|b| b.plural == "pods").unwrap();
+        assert!(!pods.subresources.iter().any(|s| s.name == "resize"));
+
+        let reg = Registry::new();
+        let autoscaling = api_group(&reg, "autoscaling").unwrap();
+        assert_eq!(autoscaling["preferredVersion"]["version"], "v2");
+        assert_eq!(autoscaling["versions"].as_array().unwrap().len(), 2);
+        let core = resource_list(&reg, "", "v1").unwrap();
+        let find = |n: &str| {
+            core["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == n)
+                .cloned()
+        };
+        assert_eq!(
+            find("replicationcontrollers/scale").unwrap()["group"],
+            "autoscaling"
+        );
+        assert!(find("pods/status").is_some() && find("pods/log").is_none());
+        let ns_verbs = find("namespaces").unwrap()["verbs"].clone();
+        assert!(!ns_verbs
+            .as_array()
+            .unwrap()
+            .contains(&json!("deletecollection")));
+    }
 }

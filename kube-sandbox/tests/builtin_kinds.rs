@@ -239,3 +239,111 @@ fn api_resources_lists_every_builtin_resource_kubectl_1_27() {
 fn api_resources_lists_every_builtin_resource_kubectl_1_33() {
     check_api_resources("/usr/lib/google-cloud-sdk/bin/kubectl.1.33");
 }
+
+#[test]
+fn computed_resources_and_refused_verbs() {
+    use common::raw::request;
+    let sandbox = kube_sandbox::Sandbox::start().expect("start sandbox");
+    let port = sandbox.port();
+    let json = |(code, body): (u16, String)| -> (u16, Value) {
+        (code, serde_json::from_str(&body).expect("json body"))
+    };
+
+    let review = r#"{"apiVersion":"authorization.k8s.io/v1","kind":"SubjectAccessReview",
+        "spec":{"user":"bob","resourceAttributes":{"verb":"get","resource":"pods"}}}"#;
+    let (code, sar) = json(request(
+        port,
+        "POST",
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        Some(review),
+    ));
+    assert_eq!((code, &sar["status"]["allowed"]), (201, &Value::Bool(true)));
+    let local = review.replace("SubjectAccessReview", "LocalSubjectAccessReview");
+    let (code, lsar) = json(request(
+        port,
+        "POST",
+        "/apis/authorization.k8s.io/v1/namespaces/default/localsubjectaccessreviews",
+        Some(&local),
+    ));
+    assert_eq!(code, 201, "{lsar}");
+    assert_eq!(lsar["kind"], "LocalSubjectAccessReview");
+    let (code, tr) = json(request(
+        port,
+        "POST",
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        Some(
+            r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":"x"}}"#,
+        ),
+    ));
+    assert_eq!(
+        (code, &tr["status"]["authenticated"]),
+        (201, &Value::Bool(true))
+    );
+
+    // Verbs a resource does not have are refused as the real server does.
+    for (method, path) in [
+        ("GET", "/apis/authorization.k8s.io/v1/subjectaccessreviews"),
+        ("DELETE", "/api/v1/namespaces"),
+        ("POST", "/api/v1/componentstatuses"),
+        ("GET", "/api/v1/namespaces/default/bindings"),
+    ] {
+        let (code, status) = json(request(port, method, path, Some("{}")));
+        assert_eq!(code, 405, "{method} {path}: {status}");
+        assert_eq!(status["reason"], "MethodNotAllowed");
+    }
+
+    let (code, cs) = json(request(port, "GET", "/api/v1/componentstatuses", None));
+    assert_eq!(code, 200);
+    assert_eq!(cs["items"].as_array().map(Vec::len), Some(3), "{cs}");
+    let (code, etcd) = json(request(
+        port,
+        "GET",
+        "/api/v1/componentstatuses/etcd-0",
+        None,
+    ));
+    assert_eq!(
+        (code, &etcd["conditions"][0]["type"]),
+        (200, &json_str("Healthy"))
+    );
+
+    // A Binding assigns a pod to a node, once.
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},
+        "spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
+    let (code, _) = request(port, "POST", "/api/v1/namespaces/default/pods", Some(pod));
+    assert_eq!(code, 201);
+    let binding = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},
+        "target":{"kind":"Node","name":"node-1"}}"#;
+    let bindings = "/api/v1/namespaces/default/bindings";
+    let (code, body) = request(port, "POST", bindings, Some(binding));
+    assert_eq!(code, 201, "{body}");
+    let p = sandbox
+        .object("v1", "Pod", Some("default"), "p")
+        .expect("pod");
+    assert_eq!(p["spec"]["nodeName"], "node-1");
+    let (code, body) = request(port, "POST", bindings, Some(binding));
+    assert_eq!(code, 409, "{body}");
+    let (code, _) = request(
+        port,
+        "POST",
+        bindings,
+        Some(&binding.replace("\"p\"", "\"missing\"")),
+    );
+    assert_eq!(code, 404);
+}
+
+fn json_str(s: &str) -> Value {
+    Value::String(s.to_string())
+}
+
+#[test]
+fn kubectl_get_componentstatuses_and_auth() {
+    let Some(c) = Cluster::start() else { return };
+    let cs = c.kubectl(&["get", "componentstatuses", "-o", "name"]).ok();
+    assert!(
+        cs.stdout.contains("componentstatus/etcd-0"),
+        "{}",
+        cs.stdout
+    );
+    let can = c.kubectl(&["auth", "can-i", "create", "cronjobs"]).ok();
+    assert_eq!(can.stdout.trim(), "yes");
+}
