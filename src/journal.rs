@@ -6,6 +6,9 @@
 //! The next run (holding the lock, so every writer of an entry is dead) settles each entry it
 //! finds exactly once: an attempt that never wrote its record gets a `failed` record with reason
 //! `interrupted …`; one that did gets no second record, only the pointer move it had announced.
+//! An entry carries its attempt's `started_at`, the record's, so that an attempt killed between
+//! its record and the `recorded` mark (or a recovery killed between the `interrupted` record and
+//! the entry's removal) is recognised by the record on its commit and not recorded twice.
 //! A corrupt entry is reported and discarded, never trusted.
 
 use std::path::PathBuf;
@@ -69,7 +72,14 @@ fn write(path: &PathBuf, entry: &Entry) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
-pub fn begin(session: &Session, env: &str, req: &Request, from: Option<Oid>) -> Result<Attempt> {
+/// Writes the entry of an attempt that started at `started_at` (its record's `started_at`).
+pub fn begin(
+    session: &Session,
+    env: &str,
+    req: &Request,
+    from: Option<Oid>,
+    started_at: &str,
+) -> Result<Attempt> {
     let dir = dir(session);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let entry = Entry {
@@ -78,7 +88,7 @@ pub fn begin(session: &Session, env: &str, req: &Request, from: Option<Oid>) -> 
         commit: req.to.to_string(),
         from: from.map(|f| f.to_string()),
         ref_name: req.ref_name.clone(),
-        started_at: report::now(),
+        started_at: started_at.to_string(),
         pid: std::process::id(),
         recorded: false,
         pointer: None,
@@ -133,6 +143,16 @@ pub fn recover(deployer: &Deployer) -> Result<()> {
         };
         if entry.recorded {
             finish_pointer(session, &entry);
+        } else if has_record(session, &entry, commit) {
+            // Killed after its record and before the mark: the record stands, alone. The
+            // pointer move was not announced; the next deploy starts from where it is.
+            say(&format!(
+                "{}: the {} of {} started {} was interrupted after its record was written; not recording it again",
+                entry.env,
+                action_name(entry.action),
+                &entry.commit[..7.min(entry.commit.len())],
+                entry.started_at
+            ));
         } else {
             record_interrupted(deployer, &entry, commit)?;
         }
@@ -171,12 +191,35 @@ fn finish_pointer(session: &Session, entry: &Entry) {
     }
 }
 
-fn record_interrupted(deployer: &Deployer, entry: &Entry, commit: Oid) -> Result<()> {
-    let what = match entry.action {
+fn action_name(action: Action) -> &'static str {
+    match action {
         Action::Deploy => "deploy",
         Action::Rollback => "rollback",
         Action::Drift => "drift check",
+    }
+}
+
+/// Whether the note of `commit` holds a record of this entry's attempt (same environment,
+/// action and start), written by the attempt itself or by an earlier recovery of it.
+fn has_record(session: &Session, entry: &Entry, commit: Oid) -> bool {
+    let Ok(Some(note)) = crate::notes::read(&session.repo, commit) else {
+        return false;
     };
+    let Ok(records) = crate::record::parse_note(&note) else {
+        return false;
+    };
+    let action = serde_json::to_value(entry.action).unwrap_or_default();
+    records.iter().any(|r| {
+        serde_json::from_str::<serde_json::Value>(&r.payload).is_ok_and(|v| {
+            v["env"] == entry.env.as_str()
+                && v["action"] == action
+                && v["started_at"] == entry.started_at.as_str()
+        })
+    })
+}
+
+fn record_interrupted(deployer: &Deployer, entry: &Entry, commit: Oid) -> Result<()> {
+    let what = action_name(entry.action);
     say(&format!(
         "{}: the {what} of {} started {} was interrupted; recording it as failed",
         entry.env,

@@ -14,6 +14,7 @@ mod realkube;
 mod records;
 mod safety;
 mod secrets;
+mod soak;
 mod sshd;
 mod util;
 mod vault;
