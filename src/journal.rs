@@ -11,8 +11,9 @@
 //! the entry's removal) is recognised by the record on its commit and not recorded twice.
 //! A corrupt entry is reported and discarded, never trusted.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use git2::Oid;
@@ -116,17 +117,85 @@ impl Attempt {
     }
 }
 
-/// Settles every entry a dead attempt left. Call with the deploy lock held.
+/// How old the lock file of a ref must be to count as left by a dead process: libgit2 holds
+/// one only while it writes and renames it, microseconds to milliseconds.
+const STALE_REF_LOCK: Duration = Duration::from_secs(5);
+
+/// Removes the lock files of hookops' refs (`refs/notes/hookops`, `refs/hookops/…`) that a
+/// process killed in the middle of updating one left: git never removes them, and every later
+/// update of the ref would fail (the notes ref's as "other writers kept winning"). A young lock
+/// may belong to a live writer that does not hold the deploy lock (`[sync]`, a refused
+/// unsigned push): it is given until it is `STALE_REF_LOCK` old, and removed only if it is
+/// still the same file then. Call with the deploy lock held.
+fn clear_stale_ref_locks(session: &Session) {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for p in entries.flatten().map(|e| e.path()) {
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "lock") {
+                out.push(p);
+            }
+        }
+    }
+    let refs = session.git_dir.join("refs");
+    let mut locks = Vec::new();
+    walk(&refs.join("hookops"), &mut locks);
+    let notes = refs.join(format!(
+        "{}.lock",
+        crate::notes::NOTES_REF.trim_start_matches("refs/")
+    ));
+    if notes.is_file() {
+        locks.push(notes);
+    }
+    for lock in locks {
+        let stamp = |p: &Path| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.modified().ok(), m.len(), std::os::unix::fs::MetadataExt::ino(&m)))
+        };
+        let Some(before) = stamp(&lock) else { continue };
+        let age = before
+            .0
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        if age < STALE_REF_LOCK {
+            std::thread::sleep(STALE_REF_LOCK - age);
+        }
+        if stamp(&lock) != Some(before) {
+            continue; // gone, or another writer's
+        }
+        if std::fs::remove_file(&lock).is_ok() {
+            say(&format!(
+                "removed {}: a stale lock, left by a process killed while it updated the ref",
+                lock.strip_prefix(&session.git_dir).unwrap_or(&lock).display()
+            ));
+        }
+    }
+}
+
+/// Settles every entry a dead attempt left, and the ref locks and half-written entries dead
+/// processes left. Call with the deploy lock held.
 pub fn recover(deployer: &Deployer) -> Result<()> {
     let session = deployer.session;
+    clear_stale_ref_locks(session);
     let Ok(entries) = std::fs::read_dir(dir(session)) else {
         return Ok(());
     };
-    let mut paths: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().and_then(|x| x.to_str()) == Some("json"))
-        .collect();
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for p in entries.flatten().map(|e| e.path()) {
+        match p.extension().and_then(|x| x.to_str()) {
+            Some("json") => paths.push(p),
+            // An entry being written by a process that died (entries are written under the
+            // deploy lock, so its writer is dead).
+            Some("tmp") => {
+                let _ = std::fs::remove_file(&p);
+            }
+            _ => {}
+        }
+    }
     paths.sort();
     for path in paths {
         let parsed = std::fs::read(&path)

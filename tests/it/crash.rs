@@ -378,3 +378,49 @@ fn a_corrupt_queue_entry_does_not_keep_the_others_queued() {
         .collect();
     assert!(logs.contains("corrupt queue entry discarded"), "{logs}");
 }
+
+#[test]
+fn ref_locks_left_by_a_killed_hookops_do_not_wedge_later_deploys() {
+    let Some(w) = sandboxed("") else { return };
+    w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "1"))],
+        "a",
+    );
+    w.push().assert_ok();
+    // As processes killed while libgit2 updated a ref leave them: `<ref>.lock` files, which
+    // git never removes. Two old ones, and one that is a second old when the push comes.
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let locks = [
+        w.server.join("refs/hookops/deployed/prod.lock"),
+        w.server.join("refs/hookops/inventory/prod.lock"),
+        w.server.join("refs/notes/hookops.lock"),
+    ];
+    for (i, lock) in locks.iter().enumerate() {
+        std::fs::write(lock, "").unwrap();
+        if i < 2 {
+            std::fs::File::options()
+                .write(true)
+                .open(lock)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let b = w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "2"))],
+        "b",
+    );
+    let out = w.push();
+    out.assert_ok();
+    assert!(out.all().contains("a stale lock"), "{}", out.all());
+    assert_eq!(w.last_record(&b)["result"], "succeeded", "{}", out.all());
+    assert_eq!(w.pointer("prod").as_deref(), Some(b.as_str()));
+    assert_eq!(
+        w.configmap("default", "a").unwrap()["data"]["value"],
+        "2"
+    );
+    for lock in &locks {
+        assert!(!lock.exists(), "{} is still there", lock.display());
+    }
+}

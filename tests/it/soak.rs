@@ -376,11 +376,29 @@ fn killer(server: &Path, seed: u64, stop: &AtomicBool, log: &Mutex<Log>) {
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let procs = hookops_procs(server);
-        if procs.is_empty() {
-            continue;
-        }
-        let victim = rng.pick(&procs).clone();
+        // Now and then a hunt for a post-receive hook, killed a few milliseconds after it
+        // appears (in async mode a hook lives for a few milliseconds only), else any hookops.
+        let victim = if rng.percent(35) {
+            let until = Instant::now() + Duration::from_millis(1500);
+            let mut found = None;
+            while found.is_none() && Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                let hooks: Vec<Proc> = hookops_procs(server)
+                    .into_iter()
+                    .filter(|p| p.kind == Kind::PostReceive)
+                    .collect();
+                if hooks.is_empty() {
+                    std::thread::sleep(Duration::from_millis(2));
+                } else {
+                    std::thread::sleep(Duration::from_millis(rng.below(30)));
+                    found = Some(rng.pick(&hooks).clone());
+                }
+            }
+            found
+        } else {
+            let procs = hookops_procs(server);
+            (!procs.is_empty()).then(|| rng.pick(&procs).clone())
+        };
+        let Some(victim) = victim else { continue };
         let ancestors = ancestors(victim.pid);
         // SAFETY: kill(2) with a pid read from /proc a moment ago.
         if unsafe { libc::kill(victim.pid as i32, libc::SIGKILL) } == 0 {
