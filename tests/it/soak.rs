@@ -838,7 +838,7 @@ fn soak(mode: &str) {
     let count = |k: Kind| log.kills.iter().filter(|x| x.kind == k).count();
     let result_count = |r: &str| parsed.iter().filter(|(_, v)| v["result"] == r).count();
     eprintln!(
-        "soak ({mode}) summary: seed {seed}; {pushes} pushes ({rejected} rejected and redone) by {pushers} pushers to {envs} environments in {chaos:.1}s, converged in {total:.1}s\n\
+        "soak ({mode}) summary: seed {seed}; {pushes} pushes ({rejected} rejected and redone) by {pushers} pushers to {envs} environments in {chaos:.1}s, converged in {total:.1}s, checked in {checked:.1}s\n\
          kills: {kills} ({pr} post-receive, {wk} workers, {ot} other); {unrec} killed pushes without a record; {taken} queue entries taken over by hand\n\
          faults: {faults:?}\n\
          records: {nrec} ({ok} succeeded, {failed} failed, of which {interrupted} interrupted, {skipped} skipped, {rb} rollbacks), {unverified} not verified by ssh-keygen\n\
@@ -850,6 +850,7 @@ fn soak(mode: &str) {
         envs = p.envs,
         chaos = chaos_done.as_secs_f64(),
         total = duration.as_secs_f64(),
+        checked = (started.elapsed() - duration).as_secs_f64(),
         kills = log.kills.len(),
         pr = count(Kind::PostReceive),
         wk = count(Kind::Worker),
