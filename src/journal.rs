@@ -152,15 +152,16 @@ fn clear_stale_ref_locks(session: &Session) {
     }
     for lock in locks {
         let stamp = |p: &Path| {
-            std::fs::metadata(p)
-                .ok()
-                .map(|m| (m.modified().ok(), m.len(), std::os::unix::fs::MetadataExt::ino(&m)))
+            std::fs::metadata(p).ok().map(|m| {
+                (
+                    m.modified().ok(),
+                    m.len(),
+                    std::os::unix::fs::MetadataExt::ino(&m),
+                )
+            })
         };
         let Some(before) = stamp(&lock) else { continue };
-        let age = before
-            .0
-            .and_then(|t| t.elapsed().ok())
-            .unwrap_or_default();
+        let age = before.0.and_then(|t| t.elapsed().ok()).unwrap_or_default();
         if age < STALE_REF_LOCK {
             std::thread::sleep(STALE_REF_LOCK - age);
         }
@@ -170,7 +171,9 @@ fn clear_stale_ref_locks(session: &Session) {
         if std::fs::remove_file(&lock).is_ok() {
             say(&format!(
                 "removed {}: a stale lock, left by a process killed while it updated the ref",
-                lock.strip_prefix(&session.git_dir).unwrap_or(&lock).display()
+                lock.strip_prefix(&session.git_dir)
+                    .unwrap_or(&lock)
+                    .display()
             ));
         }
     }

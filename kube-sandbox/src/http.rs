@@ -395,9 +395,8 @@ fn serve_connection(mut stream: TcpStream, shared: &Arc<Shared>) {
 
 /// The request served by the API, a panic answered as a 500.
 fn handle(shared: &Arc<Shared>, req: &Request) -> Reply {
-    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        api::handle(shared, req)
-    }));
+    let handled =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| api::handle(shared, req)));
     handled.unwrap_or_else(|_| ApiError::new(500, "kube-sandbox: internal error").reply())
 }
 

@@ -27,9 +27,19 @@ fn a_write_answered_500_afterwards_still_changed_the_object() {
     c.sandbox
         .fail_after_write("/api/v1/namespaces/default/configmaps", 500);
     // Server-side apply (a PATCH that creates): kubectl reports the 500...
-    let ssa = ["apply", "--server-side", "--field-manager=hookops", "-f", "-"];
+    let ssa = [
+        "apply",
+        "--server-side",
+        "--field-manager=hookops",
+        "-f",
+        "-",
+    ];
     let out = c.kubectl_stdin(&ssa, CM);
-    assert_ne!(out.code, 0, "kubectl should report the error: {}", out.stdout);
+    assert_ne!(
+        out.code, 0,
+        "kubectl should report the error: {}",
+        out.stdout
+    );
     assert!(
         out.stderr.contains("injected failure after the write"),
         "{}",
@@ -82,7 +92,13 @@ fn a_plain_failure_wins_over_a_failure_after_the_write() {
     c.sandbox
         .fail_path("/api/v1/namespaces/default/configmaps/lost", 503);
     let out = c.kubectl_stdin(
-        &["apply", "--server-side", "--field-manager=hookops", "-f", "-"],
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=hookops",
+            "-f",
+            "-",
+        ],
         CM,
     );
     assert_ne!(out.code, 0);
@@ -111,7 +127,10 @@ fn pattern(permille: u16, seed: u64, n: usize) -> Vec<bool> {
 fn a_failure_ratio_is_deterministic_per_seed() {
     let a = pattern(300, 7, 200);
     let failed = a.iter().filter(|f| **f).count();
-    assert!((30..=90).contains(&failed), "{failed} of 200 failed at 30 %");
+    assert!(
+        (30..=90).contains(&failed),
+        "{failed} of 200 failed at 30 %"
+    );
     assert_eq!(a, pattern(300, 7, 200), "same seed, same failures");
     assert_ne!(a, pattern(300, 8, 200), "another seed, other failures");
     assert!(pattern(0, 7, 50).iter().all(|f| !f));

@@ -366,7 +366,11 @@ fn a_corrupt_queue_entry_does_not_keep_the_others_queued() {
         assert!(
             Instant::now() < deadline,
             "queue never drained: {:?}",
-            std::fs::read_dir(&queue).unwrap().flatten().map(|e| e.path()).collect::<Vec<_>>()
+            std::fs::read_dir(&queue)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -416,10 +420,7 @@ fn ref_locks_left_by_a_killed_hookops_do_not_wedge_later_deploys() {
     assert!(out.all().contains("a stale lock"), "{}", out.all());
     assert_eq!(w.last_record(&b)["result"], "succeeded", "{}", out.all());
     assert_eq!(w.pointer("prod").as_deref(), Some(b.as_str()));
-    assert_eq!(
-        w.configmap("default", "a").unwrap()["data"]["value"],
-        "2"
-    );
+    assert_eq!(w.configmap("default", "a").unwrap()["data"]["value"], "2");
     for lock in &locks {
         assert!(!lock.exists(), "{} is still there", lock.display());
     }

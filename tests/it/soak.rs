@@ -151,7 +151,11 @@ fn processes_naming(needle: &str) -> Vec<String> {
         return Vec::new();
     };
     dir.flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|s| s.parse::<u32>().is_ok()))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|s| s.parse::<u32>().is_ok())
+        })
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
         .filter(|c| c.contains(needle))
@@ -337,7 +341,14 @@ fn pusher(
             w.git(Some(&dir), &["fetch", "-q", "origin"]).assert_ok();
             w.git(
                 Some(&dir),
-                &["checkout", "-q", "-f", "-B", &branch, &format!("origin/{branch}")],
+                &[
+                    "checkout",
+                    "-q",
+                    "-f",
+                    "-B",
+                    &branch,
+                    &format!("origin/{branch}"),
+                ],
             )
             .assert_ok();
             w.git(Some(&dir), &["clean", "-q", "-fdx"]).assert_ok();
@@ -345,7 +356,13 @@ fn pusher(
             w.git(Some(&dir), &["add", "-A"]).assert_ok();
             w.git(
                 Some(&dir),
-                &["commit", "-q", "--allow-empty", "-m", &format!("p{id}: {what}")],
+                &[
+                    "commit",
+                    "-q",
+                    "--allow-empty",
+                    "-m",
+                    &format!("p{id}: {what}"),
+                ],
             )
             .assert_ok();
             let commit = rev_parse(w, &dir, "HEAD");
@@ -511,7 +528,15 @@ fn ssh_keygen_verifies(w: &World, rec: &hookops::record::ParsedRecord) -> bool {
 fn declared_at(w: &World, branch: &str) -> BTreeMap<String, String> {
     let files = w.git(
         Some(&w.server),
-        &["ls-tree", "-r", "--name-only", branch, "--", "k8s/a", "k8s/b"],
+        &[
+            "ls-tree",
+            "-r",
+            "--name-only",
+            branch,
+            "--",
+            "k8s/a",
+            "k8s/b",
+        ],
     );
     files.assert_ok();
     let mut out = BTreeMap::new();
@@ -521,7 +546,10 @@ fn declared_at(w: &World, branch: &str) -> BTreeMap<String, String> {
         let doc: serde_json::Value = serde_yaml_ng::from_str(&text.stdout).expect("manifest");
         let name = doc["metadata"]["name"].as_str().unwrap().to_string();
         let value = doc["data"]["value"].as_str().unwrap().to_string();
-        assert!(out.insert(name, value).is_none(), "{path}: a duplicate name");
+        assert!(
+            out.insert(name, value).is_none(),
+            "{path}: a duplicate name"
+        );
     }
     out
 }
@@ -602,13 +630,17 @@ fn soak(mode: &str) {
     // Every branch starts with its namespace and one ConfigMap, pushed before the chaos.
     for i in 0..p.envs {
         let branch = format!("b{i}");
-        w.in_clone(&["checkout", "-q", "--orphan", &branch]).assert_ok();
+        w.in_clone(&["checkout", "-q", "--orphan", &branch])
+            .assert_ok();
         w.in_clone(&["rm", "-q", "-r", "-f", "--ignore-unmatch", "."])
             .assert_ok();
         w.commit(
             &[
                 ("k8s/ns/ns.yaml", &namespace(&ns(i))),
-                ("k8s/a/cm-init.yaml", &configmap("cm-init", Some(&ns(i)), "0")),
+                (
+                    "k8s/a/cm-init.yaml",
+                    &configmap("cm-init", Some(&ns(i)), "0"),
+                ),
             ],
             &format!("{branch}: start"),
         );
@@ -728,10 +760,7 @@ fn soak(mode: &str) {
             commit.clone(),
             v["started_at"].as_str().unwrap_or_default().to_string(),
         );
-        by_attempt
-            .entry(key)
-            .or_default()
-            .push(rec.payload.clone());
+        by_attempt.entry(key).or_default().push(rec.payload.clone());
         parsed.push((commit.clone(), v));
     }
     for ((env, action, commit, started_at), recs) in &by_attempt {
@@ -828,7 +857,9 @@ fn soak(mode: &str) {
         .stderr
         .lines()
         .chain(fsck.stdout.lines())
-        .filter(|l| !l.starts_with("Checking") && !l.starts_with("notice: HEAD points to an unborn branch"))
+        .filter(|l| {
+            !l.starts_with("Checking") && !l.starts_with("notice: HEAD points to an unborn branch")
+        })
         .collect();
     if !fsck.ok() || !complaints.is_empty() {
         violations.push(format!("git fsck: {}", fsck.all()));
@@ -871,7 +902,10 @@ fn soak(mode: &str) {
         }
     }
     if !violations.is_empty() && std::env::var_os("HOOKOPS_SOAK_KEEP").is_some() {
-        eprintln!("HOOKOPS_SOAK_KEEP: the world stays in {}", w.tmp.path().display());
+        eprintln!(
+            "HOOKOPS_SOAK_KEEP: the world stays in {}",
+            w.tmp.path().display()
+        );
         std::mem::forget(w);
     }
     assert!(
