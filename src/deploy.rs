@@ -309,7 +309,7 @@ impl<'s> Deployer<'s> {
             plan.targets.len(),
             if plan.targets.len() == 1 { "" } else { "s" }
         ));
-        let mut attempt = journal::begin(session, &env.name, req, from)?;
+        let mut attempt = journal::begin(session, &env.name, req, from, &started)?;
         // Write-ahead: whatever this attempt may send to the server is in the inventory before
         // it is sent, so a kill at any point leaves nothing hookops applied unrecorded.
         self.record_inventory(req, &plan, &mut inv, &[])?;

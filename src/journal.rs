@@ -6,10 +6,14 @@
 //! The next run (holding the lock, so every writer of an entry is dead) settles each entry it
 //! finds exactly once: an attempt that never wrote its record gets a `failed` record with reason
 //! `interrupted …`; one that did gets no second record, only the pointer move it had announced.
+//! An entry carries its attempt's `started_at`, the record's, so that an attempt killed between
+//! its record and the `recorded` mark (or a recovery killed between the `interrupted` record and
+//! the entry's removal) is recognised by the record on its commit and not recorded twice.
 //! A corrupt entry is reported and discarded, never trusted.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use git2::Oid;
@@ -69,7 +73,14 @@ fn write(path: &PathBuf, entry: &Entry) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
-pub fn begin(session: &Session, env: &str, req: &Request, from: Option<Oid>) -> Result<Attempt> {
+/// Writes the entry of an attempt that started at `started_at` (its record's `started_at`).
+pub fn begin(
+    session: &Session,
+    env: &str,
+    req: &Request,
+    from: Option<Oid>,
+    started_at: &str,
+) -> Result<Attempt> {
     let dir = dir(session);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let entry = Entry {
@@ -78,7 +89,7 @@ pub fn begin(session: &Session, env: &str, req: &Request, from: Option<Oid>) -> 
         commit: req.to.to_string(),
         from: from.map(|f| f.to_string()),
         ref_name: req.ref_name.clone(),
-        started_at: report::now(),
+        started_at: started_at.to_string(),
         pid: std::process::id(),
         recorded: false,
         pointer: None,
@@ -106,17 +117,88 @@ impl Attempt {
     }
 }
 
-/// Settles every entry a dead attempt left. Call with the deploy lock held.
+/// How old the lock file of a ref must be to count as left by a dead process: libgit2 holds
+/// one only while it writes and renames it, microseconds to milliseconds.
+const STALE_REF_LOCK: Duration = Duration::from_secs(5);
+
+/// Removes the lock files of hookops' refs (`refs/notes/hookops`, `refs/hookops/…`) that a
+/// process killed in the middle of updating one left: git never removes them, and every later
+/// update of the ref would fail (the notes ref's as "other writers kept winning"). A young lock
+/// may belong to a live writer that does not hold the deploy lock (`[sync]`, a refused
+/// unsigned push): it is given until it is `STALE_REF_LOCK` old, and removed only if it is
+/// still the same file then. Call with the deploy lock held.
+fn clear_stale_ref_locks(session: &Session) {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for p in entries.flatten().map(|e| e.path()) {
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "lock") {
+                out.push(p);
+            }
+        }
+    }
+    let refs = session.git_dir.join("refs");
+    let mut locks = Vec::new();
+    walk(&refs.join("hookops"), &mut locks);
+    let notes = refs.join(format!(
+        "{}.lock",
+        crate::notes::NOTES_REF.trim_start_matches("refs/")
+    ));
+    if notes.is_file() {
+        locks.push(notes);
+    }
+    for lock in locks {
+        let stamp = |p: &Path| {
+            std::fs::metadata(p).ok().map(|m| {
+                (
+                    m.modified().ok(),
+                    m.len(),
+                    std::os::unix::fs::MetadataExt::ino(&m),
+                )
+            })
+        };
+        let Some(before) = stamp(&lock) else { continue };
+        let age = before.0.and_then(|t| t.elapsed().ok()).unwrap_or_default();
+        if age < STALE_REF_LOCK {
+            std::thread::sleep(STALE_REF_LOCK - age);
+        }
+        if stamp(&lock) != Some(before) {
+            continue; // gone, or another writer's
+        }
+        if std::fs::remove_file(&lock).is_ok() {
+            say(&format!(
+                "removed {}: a stale lock, left by a process killed while it updated the ref",
+                lock.strip_prefix(&session.git_dir)
+                    .unwrap_or(&lock)
+                    .display()
+            ));
+        }
+    }
+}
+
+/// Settles every entry a dead attempt left, and the ref locks and half-written entries dead
+/// processes left. Call with the deploy lock held.
 pub fn recover(deployer: &Deployer) -> Result<()> {
     let session = deployer.session;
+    clear_stale_ref_locks(session);
     let Ok(entries) = std::fs::read_dir(dir(session)) else {
         return Ok(());
     };
-    let mut paths: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().and_then(|x| x.to_str()) == Some("json"))
-        .collect();
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for p in entries.flatten().map(|e| e.path()) {
+        match p.extension().and_then(|x| x.to_str()) {
+            Some("json") => paths.push(p),
+            // An entry being written by a process that died (entries are written under the
+            // deploy lock, so its writer is dead).
+            Some("tmp") => {
+                let _ = std::fs::remove_file(&p);
+            }
+            _ => {}
+        }
+    }
     paths.sort();
     for path in paths {
         let parsed = std::fs::read(&path)
@@ -133,6 +215,16 @@ pub fn recover(deployer: &Deployer) -> Result<()> {
         };
         if entry.recorded {
             finish_pointer(session, &entry);
+        } else if has_record(session, &entry, commit) {
+            // Killed after its record and before the mark: the record stands, alone. The
+            // pointer move was not announced; the next deploy starts from where it is.
+            say(&format!(
+                "{}: the {} of {} started {} was interrupted after its record was written; not recording it again",
+                entry.env,
+                action_name(entry.action),
+                &entry.commit[..7.min(entry.commit.len())],
+                entry.started_at
+            ));
         } else {
             record_interrupted(deployer, &entry, commit)?;
         }
@@ -171,12 +263,35 @@ fn finish_pointer(session: &Session, entry: &Entry) {
     }
 }
 
-fn record_interrupted(deployer: &Deployer, entry: &Entry, commit: Oid) -> Result<()> {
-    let what = match entry.action {
+fn action_name(action: Action) -> &'static str {
+    match action {
         Action::Deploy => "deploy",
         Action::Rollback => "rollback",
         Action::Drift => "drift check",
+    }
+}
+
+/// Whether the note of `commit` holds a record of this entry's attempt (same environment,
+/// action and start), written by the attempt itself or by an earlier recovery of it.
+fn has_record(session: &Session, entry: &Entry, commit: Oid) -> bool {
+    let Ok(Some(note)) = crate::notes::read(&session.repo, commit) else {
+        return false;
     };
+    let Ok(records) = crate::record::parse_note(&note) else {
+        return false;
+    };
+    let action = serde_json::to_value(entry.action).unwrap_or_default();
+    records.iter().any(|r| {
+        serde_json::from_str::<serde_json::Value>(&r.payload).is_ok_and(|v| {
+            v["env"] == entry.env.as_str()
+                && v["action"] == action
+                && v["started_at"] == entry.started_at.as_str()
+        })
+    })
+}
+
+fn record_interrupted(deployer: &Deployer, entry: &Entry, commit: Oid) -> Result<()> {
+    let what = action_name(entry.action);
     say(&format!(
         "{}: the {what} of {} started {} was interrupted; recording it as failed",
         entry.env,

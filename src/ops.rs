@@ -158,8 +158,14 @@ pub fn worker(repo: Option<&Path>, entry: &Path) -> Result<ExitCode> {
             "taking over {} (its worker died)",
             orphan.file_name().unwrap_or_default().to_string_lossy()
         ));
-        if run_entry(&session, &orphan)? != ExitCode::SUCCESS {
-            code = ExitCode::FAILURE;
+        // One entry that cannot run must not keep the others queued for ever.
+        match run_entry(&session, &orphan) {
+            Ok(ExitCode::SUCCESS) => {}
+            Ok(_) => code = ExitCode::FAILURE,
+            Err(e) => {
+                say(&format!("{}: {e:#}", orphan.display()));
+                code = ExitCode::FAILURE;
+            }
         }
     }
     prune_logs(&session);
@@ -174,25 +180,43 @@ fn run_entry(session: &Session, entry: &Path) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS); // another worker runs it
     }
     let text = fs::read(entry).with_context(|| format!("reading {}", entry.display()))?;
-    let parsed: QueueEntry = serde_json::from_slice(&text)
-        .with_context(|| format!("{}: corrupt queue entry", entry.display()))?;
-    let mut updates = Vec::new();
-    for (old, new, name) in parsed.updates {
-        let id = |s: Option<String>| -> Result<Option<git2::Oid>> {
-            s.map(|s| git2::Oid::from_str(&s))
-                .transpose()
-                .map_err(Into::into)
-        };
-        updates.push(RefUpdate {
-            old: id(old)?,
-            new: id(new)?,
-            name,
-        });
-    }
+    let Some(updates) = parse_entry(&text) else {
+        // What a hook killed while writing its entry leaves (an empty or cut file): that push
+        // was never queued (its pusher saw no "deploy queued"); discarded, never retried for
+        // ever. The next push deploys from the pointer anyway.
+        say(&format!(
+            "{}: corrupt queue entry discarded",
+            entry.display()
+        ));
+        let _ = fs::remove_file(entry);
+        return Ok(ExitCode::SUCCESS);
+    };
     let code = crate::hooks::deploy_updates(session, &updates, true);
     let _ = fs::remove_file(entry);
     drop(held);
     code
+}
+
+/// The ref updates of a queue entry; None when it is not a whole entry.
+fn parse_entry(text: &[u8]) -> Option<Vec<RefUpdate>> {
+    let parsed: QueueEntry = serde_json::from_slice(text).ok()?;
+    let id = |s: Option<String>| -> Option<Option<git2::Oid>> {
+        match s {
+            None => Some(None),
+            Some(s) => git2::Oid::from_str(&s).ok().map(Some),
+        }
+    };
+    parsed
+        .updates
+        .into_iter()
+        .map(|(old, new, name)| {
+            Some(RefUpdate {
+                old: id(old)?,
+                new: id(new)?,
+                name,
+            })
+        })
+        .collect()
 }
 
 fn prune_logs(session: &Session) {

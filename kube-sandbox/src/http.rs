@@ -336,19 +336,27 @@ fn serve_connection(mut stream: TcpStream, shared: &Arc<Shared>) {
                 return;
             }
         };
-        let reply = match injected_fault(shared, &target) {
-            Some(code) => ApiError::new(
+        let reply = match injected_fault(shared, &req.method, &target) {
+            Injected::Fail(code) => ApiError::new(
                 code,
                 format!("kube-sandbox: injected failure for {}", req.path),
             )
             .reply(),
-            None => {
-                let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    api::handle(shared, &req)
-                }));
-                handled
-                    .unwrap_or_else(|_| ApiError::new(500, "kube-sandbox: internal error").reply())
+            Injected::AfterWrite(code) => {
+                // The write happens (a watch it starts is answered as usual: not a write).
+                match handle(shared, &req) {
+                    Reply::Body { .. } => ApiError::new(
+                        code,
+                        format!(
+                            "kube-sandbox: injected failure after the write of {}",
+                            req.path
+                        ),
+                    )
+                    .reply(),
+                    watch => watch,
+                }
             }
+            Injected::None => handle(shared, &req),
         };
         let (status, result) = match reply {
             Reply::Body {
@@ -385,22 +393,56 @@ fn serve_connection(mut stream: TcpStream, shared: &Arc<Shared>) {
     }
 }
 
-/// Applies stall faults (sleeping outside any lock) and returns the status
-/// of a fail fault matching the request path, if any.
-fn injected_fault(shared: &Shared, target: &str) -> Option<u16> {
+/// The request served by the API, a panic answered as a 500.
+fn handle(shared: &Arc<Shared>, req: &Request) -> Reply {
+    let handled =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| api::handle(shared, req)));
+    handled.unwrap_or_else(|_| ApiError::new(500, "kube-sandbox: internal error").reply())
+}
+
+/// What the fault list does to one request.
+enum Injected {
+    None,
+    /// Answer this status without serving the request.
+    Fail(u16),
+    /// Serve the request, then answer this status instead.
+    AfterWrite(u16),
+}
+
+fn is_write(method: &str) -> bool {
+    matches!(method, "POST" | "PUT" | "PATCH" | "DELETE")
+}
+
+/// Applies stall faults (sleeping outside any lock) and returns what the
+/// fail faults matching the request path do to it (a plain failure wins).
+fn injected_fault(shared: &Shared, method: &str, target: &str) -> Injected {
     let faults = shared
         .faults
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let mut fail = None;
+    let (mut fail, mut after) = (None, None);
     for f in faults.iter().filter(|f| target.starts_with(&f.prefix)) {
-        match f.kind {
-            FaultKind::Stall(d) => std::thread::sleep(d),
-            FaultKind::Fail(code) => fail = Some(code),
+        match &f.kind {
+            FaultKind::Stall(d) => std::thread::sleep(*d),
+            FaultKind::Fail(code) => fail = Some(*code),
+            FaultKind::FailRatio { status, .. } => {
+                if f.kind.hits() {
+                    fail = Some(*status);
+                }
+            }
+            FaultKind::FailAfterWrite(code) => {
+                if is_write(method) {
+                    after = Some(*code);
+                }
+            }
         }
     }
-    fail
+    match (fail, after) {
+        (Some(code), _) => Injected::Fail(code),
+        (None, Some(code)) => Injected::AfterWrite(code),
+        (None, None) => Injected::None,
+    }
 }
 
 fn stream_watch(stream: &mut TcpStream, shared: &Shared, w: &api::Watch) -> io::Result<()> {

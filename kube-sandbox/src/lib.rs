@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use store::{now_rfc3339, Store};
@@ -43,6 +43,43 @@ pub struct RequestLog {
 enum FaultKind {
     Fail(u16),
     Stall(Duration),
+    /// A write is executed, then answered with this status (a lost response).
+    FailAfterWrite(u16),
+    /// `Fail(status)` for some of the matching requests: the n-th matching request fails when
+    /// a hash of (seed, n) lands below `permille` (out of 1000).
+    FailRatio {
+        status: u16,
+        permille: u16,
+        seed: u64,
+        seen: Arc<AtomicU64>,
+    },
+}
+
+impl FaultKind {
+    /// Whether this request (the next one matching the fault) is hit.
+    fn hits(&self) -> bool {
+        match self {
+            FaultKind::FailRatio {
+                permille,
+                seed,
+                seen,
+                ..
+            } => {
+                let n = seen.fetch_add(1, Ordering::Relaxed);
+                splitmix64(seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))) % 1000
+                    < u64::from(*permille)
+            }
+            _ => true,
+        }
+    }
+}
+
+/// SplitMix64's output function: a well-mixed 64-bit hash of `x`.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[derive(Clone)]
@@ -244,6 +281,30 @@ impl Sandbox {
     /// Sleeps `delay` before answering requests whose path starts with `path_prefix`.
     pub fn stall_path(&self, path_prefix: &str, delay: Duration) {
         self.add_fault(path_prefix, FaultKind::Stall(delay));
+    }
+
+    /// "500 after the write happened": a write (POST, PUT, PATCH, DELETE) whose path starts
+    /// with `path_prefix` is executed as usual (the object changes, watches see it), then
+    /// answered with `status` and a Status body instead of its result, as when a server or a
+    /// proxy fails after the commit. Reads are not affected.
+    pub fn fail_after_write(&self, path_prefix: &str, status: u16) {
+        self.add_fault(path_prefix, FaultKind::FailAfterWrite(status));
+    }
+
+    /// Like [`fail_path`](Self::fail_path) for about `permille` of every 1000 matching
+    /// requests, chosen deterministically from `seed`: the n-th request matching this fault
+    /// fails or not by a hash of (seed, n), so a run with the same request order fails the
+    /// same requests.
+    pub fn fail_path_ratio(&self, path_prefix: &str, status: u16, permille: u16, seed: u64) {
+        self.add_fault(
+            path_prefix,
+            FaultKind::FailRatio {
+                status,
+                permille: permille.min(1000),
+                seed,
+                seen: Arc::new(AtomicU64::new(0)),
+            },
+        );
     }
 
     fn add_fault(&self, prefix: &str, kind: FaultKind) {

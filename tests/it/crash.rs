@@ -242,3 +242,186 @@ fn an_orphaned_async_entry_is_not_queued_forever_and_is_taken_over() {
         .collect();
     assert!(!logs.is_empty());
 }
+
+/// Writes a journal entry as a process killed mid-attempt leaves it.
+fn journal_entry(w: &World, name: &str, text: &str) {
+    let dir = w.server.join("hookops/journal");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+#[test]
+fn an_attempt_killed_between_its_record_and_its_mark_is_not_recorded_twice() {
+    let Some(w) = sandboxed("") else { return };
+    let a = w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "1"))],
+        "a",
+    );
+    w.push().assert_ok();
+    let b = w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "2"))],
+        "b",
+    );
+    w.push_args(&["origin", "HEAD:refs/heads/pending"])
+        .assert_ok();
+    w.hookops(&["replay", "main", "--to", &b]).assert_ok();
+    let recs = w.records(&b);
+    assert_eq!(recs.len(), 1);
+    let started = recs[0]["started_at"].as_str().unwrap().to_string();
+    // As a process killed after writing its record and before marking its entry `recorded`
+    // leaves things (a window of a few milliseconds the soak test can hit): the entry, not
+    // marked, names the attempt by its start; the pointer has not moved.
+    w.git(
+        Some(&w.server),
+        &["update-ref", "refs/hookops/deployed/prod", &a],
+    )
+    .assert_ok();
+    journal_entry(
+        &w,
+        "prod.999999.1.0.json",
+        &format!(
+            r#"{{"env":"prod","action":"deploy","commit":"{b}","from":"{a}","ref":"refs/heads/main","started_at":"{started}","pid":999999,"recorded":false,"pointer":null}}"#
+        ),
+    );
+    let out = w.hookops(&["replay", "main", "--to", &b]);
+    out.assert_ok();
+    assert!(
+        out.stdout.contains("after its record was written"),
+        "{}",
+        out.stdout
+    );
+    let recs = w.records(&b);
+    assert!(
+        recs.iter().all(|r| r["result"] == "succeeded"),
+        "a succeeded attempt also recorded as interrupted: {recs:?}"
+    );
+    assert_eq!(recs.len(), 2, "the replay's own attempt: {recs:?}");
+    assert_eq!(w.pointer("prod").as_deref(), Some(b.as_str()));
+    assert!(journal_entries(&w).is_empty());
+}
+
+#[test]
+fn a_recovery_killed_before_removing_the_entry_does_not_record_twice() {
+    let Some(w) = sandboxed("") else { return };
+    let a = w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "1"))],
+        "a",
+    );
+    w.push().assert_ok();
+    let c = w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "2"))],
+        "c",
+    );
+    w.push_args(&["origin", "HEAD:refs/heads/pending"])
+        .assert_ok();
+    let entry = format!(
+        r#"{{"env":"prod","action":"deploy","commit":"{c}","from":"{a}","ref":"refs/heads/main","started_at":"2026-01-02T03:04:05.000Z","pid":999999,"recorded":false,"pointer":null}}"#
+    );
+    journal_entry(&w, "prod.999999.1.0.json", &entry);
+    let out = w.hookops(&["replay", "main", "--to", &a]);
+    out.assert_ok();
+    assert!(out.stdout.contains("was interrupted"), "{}", out.stdout);
+    assert_eq!(w.records(&c).len(), 1);
+    // As a recovery killed after its `interrupted` record and before it removed the entry
+    // leaves things: the same entry again.
+    journal_entry(&w, "prod.999999.1.0.json", &entry);
+    w.hookops(&["replay", "main", "--to", &a]).assert_ok();
+    let recs = w.records(&c);
+    assert_eq!(recs.len(), 1, "the interruption recorded twice: {recs:?}");
+    assert!(journal_entries(&w).is_empty());
+}
+
+#[test]
+fn a_corrupt_queue_entry_does_not_keep_the_others_queued() {
+    let Some(w) = sandboxed("") else { return };
+    w.configure("", "[deploy]\nmode = \"async\"\n");
+    let c = w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "1"))],
+        "a",
+    );
+    // What a hook killed while writing its entry leaves (an empty file), before a good
+    // orphaned entry: both older than a new worker's grace, held by nobody.
+    let queue = w.server.join("hookops/queue");
+    std::fs::create_dir_all(&queue).unwrap();
+    let cut = queue.join("20260102T030405.000000Z-999998-0.json");
+    std::fs::write(&cut, "").unwrap();
+    let orphan = queue.join("20260102T030405.000001Z-999999-0.json");
+    std::fs::write(
+        &orphan,
+        format!(r#"{{"updates":[[null,"{c}","refs/heads/main"]]}}"#),
+    )
+    .unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for p in [&cut, &orphan] {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    w.push_args(&["origin", "HEAD:refs/heads/main"]).assert_ok();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(&queue).unwrap().count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "queue never drained: {:?}",
+            std::fs::read_dir(&queue)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(w.pointer("prod").as_deref(), Some(c.as_str()));
+    let logs: String = std::fs::read_dir(w.server.join("hookops/logs"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    assert!(logs.contains("corrupt queue entry discarded"), "{logs}");
+}
+
+#[test]
+fn ref_locks_left_by_a_killed_hookops_do_not_wedge_later_deploys() {
+    let Some(w) = sandboxed("") else { return };
+    w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "1"))],
+        "a",
+    );
+    w.push().assert_ok();
+    // As processes killed while libgit2 updated a ref leave them: `<ref>.lock` files, which
+    // git never removes. Two old ones, and one that is a second old when the push comes.
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let locks = [
+        w.server.join("refs/hookops/deployed/prod.lock"),
+        w.server.join("refs/hookops/inventory/prod.lock"),
+        w.server.join("refs/notes/hookops.lock"),
+    ];
+    for (i, lock) in locks.iter().enumerate() {
+        std::fs::write(lock, "").unwrap();
+        if i < 2 {
+            std::fs::File::options()
+                .write(true)
+                .open(lock)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let b = w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "2"))],
+        "b",
+    );
+    let out = w.push();
+    out.assert_ok();
+    assert!(out.all().contains("a stale lock"), "{}", out.all());
+    assert_eq!(w.last_record(&b)["result"], "succeeded", "{}", out.all());
+    assert_eq!(w.pointer("prod").as_deref(), Some(b.as_str()));
+    assert_eq!(w.configmap("default", "a").unwrap()["data"]["value"], "2");
+    for lock in &locks {
+        assert!(!lock.exists(), "{} is still there", lock.display());
+    }
+}

@@ -16,6 +16,7 @@ mod realworld;
 mod records;
 mod safety;
 mod secrets;
+mod soak;
 mod sshd;
 mod util;
 mod vault;
