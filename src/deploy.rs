@@ -167,7 +167,9 @@ impl<'s> Deployer<'s> {
             prune_namespaces: env.prune_namespaces,
             prune_crds: env.prune_crds,
         };
-        plan::build(&self.session.repo, env, from, to, &renderer, cx)
+        let mut plan = plan::build(&self.session.repo, env, from, to, &renderer, cx)?;
+        crate::environments::keep_what_others_declare(self.session, env, &mut plan)?;
+        Ok(plan)
     }
 
     /// Asks the cluster which kinds it serves and their scope, for kinds neither built in nor
@@ -186,11 +188,11 @@ impl<'s> Deployer<'s> {
             .with_context(|| format!("writing {}", path.display()))
     }
 
-    /// Runs one request under the repository lock; returns the record written (None when there
-    /// was nothing to do).
+    /// Runs one request under the environment's lock (and those of environments on its API
+    /// server); returns the record written (None when there was nothing to do).
     pub fn run(&mut self, req: &Request) -> Result<Option<Report>> {
-        let _lock = self.session.lock()?;
-        journal::recover(self)?;
+        let _lock = crate::environments::lock(self.session, &req.env)?;
+        journal::recover(self, &req.env.name)?;
         self.run_locked(req)
     }
 

@@ -59,15 +59,16 @@ pub fn end(session: &Session, env: &str) -> Result<()> {
     }
 }
 
-/// Records every interrupted attempt. Call with the deploy lock held.
-pub fn recover(deployer: &Deployer) -> Result<()> {
+/// Records the interrupted attempt of `env`, if any. Call with its deploy lock held (the
+/// entries of other environments may belong to runs in progress).
+pub fn recover(deployer: &Deployer, env: &str) -> Result<()> {
     let session = deployer.session;
     let Ok(entries) = std::fs::read_dir(dir(session)) else {
         return Ok(());
     };
     for e in entries.flatten() {
         let path = e.path();
-        if path.extension().and_then(|x| x.to_str()) != Some("json") {
+        if path.file_name() != Some(std::ffi::OsStr::new(&format!("{env}.json"))) {
             continue;
         }
         let parsed = std::fs::read(&path)

@@ -152,6 +152,7 @@ pub fn build(
         if let (Some(old), Some(old_id)) = (&old_tree, from) {
             seed(
                 repo,
+                env,
                 old,
                 &short_id(old_id),
                 renderer,
@@ -175,6 +176,10 @@ pub fn build(
         }
     }
     let mut affected = targets::affected(repo, old_tree.as_ref(), &new_tree, &changes, &short)?;
+    // Environments as directories (issue 18, src/environments.rs): one with `paths` deploys
+    // only the targets under them.
+    affected.deploy.retain(|t| env.includes(&t.path));
+    affected.removed.retain(|t| env.includes(&t.path));
     if let Some(only) = cx.only {
         affected.deploy.retain(|t| only.contains(&t.name));
         affected.removed.retain(|t| only.contains(&t.name));
@@ -396,6 +401,7 @@ fn prunes(plan: &mut Plan, cx: &mut PlanContext) -> Result<()> {
 /// before it had an inventory).
 fn seed(
     repo: &Repository,
+    env: &Environment,
     tree: &Tree,
     label: &str,
     renderer: &Renderer,
@@ -403,7 +409,8 @@ fn seed(
     inv: &mut Inventory,
 ) -> Result<()> {
     let changes = diff::changed_paths(repo, None, tree)?;
-    let affected = targets::affected(repo, None, tree, &changes, label)?;
+    let mut affected = targets::affected(repo, None, tree, &changes, label)?;
+    affected.deploy.retain(|t| env.includes(&t.path));
     let sides = Sides {
         repo,
         new: tree,

@@ -3,13 +3,14 @@
 mod badinput;
 mod cluster;
 mod core;
+mod environments;
 mod gitolite;
 mod https_git;
 mod isolated;
 mod ops;
 mod packaging;
-mod realworld;
 mod realkube;
+mod realworld;
 mod records;
 mod safety;
 mod secrets;
