@@ -83,9 +83,11 @@ pub fn concerning_commits(
 ) -> Result<usize> {
     let mut walk = repo.revwalk()?;
     walk.push(tip)?;
-    if let Some(p) = pointer {
-        walk.hide(p)?;
-    }
+    let Some(pointer) = pointer else {
+        // Nothing deployed yet: every commit is pending (and the history may be long).
+        return Ok(walk.count());
+    };
+    walk.hide(pointer)?;
     let mut n = 0;
     for id in walk {
         let commit = repo.find_commit(id?)?;

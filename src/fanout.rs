@@ -16,7 +16,7 @@ use crate::session::Session;
 
 /// What a push asks of one environment.
 pub enum Job {
-    Deploy(Request),
+    Deploy(Box<Request>),
     /// Not started: the change cannot concern it (why, for the summary).
     NotStarted {
         env: String,
@@ -50,6 +50,7 @@ pub fn run(session: &Session, deployer: &mut Deployer, jobs: Vec<Job>) -> Vec<Do
                 done.push(Some(finished(&req, result)));
             }
             Job::Deploy(req) => {
+                let req = *req;
                 done.push(None);
                 let server = crate::environments::server(&req.env);
                 match lanes.iter_mut().find(|(s, _)| *s == server) {

@@ -103,7 +103,7 @@ pub fn deploy_updates(
             }
             let mut req = Request::deploy(env, &u.name, u.old, new);
             req.coalesce = coalesce;
-            jobs.push(Job::Deploy(req));
+            jobs.push(Job::Deploy(Box::new(req)));
         }
     }
     let failed = run_jobs(session, &mut deployer, jobs);
@@ -253,7 +253,7 @@ pub fn replay(repo: Option<&Path>, range: &RangeArgs) -> Result<ExitCode> {
     for env in pick_envs(&session, &ref_name, range.env.as_deref())? {
         let mut req = Request::deploy(env, &ref_name, None, to);
         req.from = from;
-        jobs.push(Job::Deploy(req));
+        jobs.push(Job::Deploy(Box::new(req)));
     }
     let failed = run_jobs(&session, &mut deployer, jobs);
     Ok(exit(sync_after(&session, failed)))
@@ -388,7 +388,7 @@ pub fn rollback(repo: Option<&Path>, env_name: &str, to: Option<&str>) -> Result
     let mut req = Request::deploy(env.clone(), &env.ref_name(), None, target);
     req.from = Some(Some(pointer));
     req.action = Action::Rollback;
-    let failed = run_jobs(&session, &mut deployer, vec![Job::Deploy(req)]);
+    let failed = run_jobs(&session, &mut deployer, vec![Job::Deploy(Box::new(req))]);
     Ok(exit(sync_after(&session, failed)))
 }
 

@@ -313,7 +313,10 @@ pub fn build(
         .collect();
     for p in &changes.paths {
         let unit = inventory::file_unit(p);
-        if declared_units.contains(&unit) || errored.iter().any(|t| t.owns(p)) {
+        // A file outside the environment's `paths` (issue 18) that the new tree still has is
+        // not undeclared: narrowing the paths deletes nothing, deleting the file does.
+        let kept_outside = !env.includes(p) && tree::entry(&new_tree, p).is_some();
+        if declared_units.contains(&unit) || errored.iter().any(|t| t.owns(p)) || kept_outside {
             continue;
         }
         if let Some(u) = cx.inventory.unit(&unit)? {

@@ -476,3 +476,55 @@ fn policy_and_the_gate_are_per_environment() {
         out.all()
     );
 }
+
+#[test]
+fn narrowing_paths_deletes_nothing_and_deleting_the_files_does() {
+    let Some(c) = clusters("", "") else { return };
+    let w = &c.w;
+    let app = |v: &str| configmap("app", Some("default"), v);
+    w.commit(
+        &[
+            ("shared/cm.yaml", &configmap("shared", Some("default"), "1")),
+            ("clusters/staging/app/cm.yaml", &app("1")),
+        ],
+        "shared and staging",
+    );
+    w.push().assert_ok();
+    assert_eq!(value(w.sandbox(), "shared").as_deref(), Some("1"));
+    let config = std::fs::read_to_string(w.server.join("hookops/config.toml")).unwrap();
+    w.write_server_config(&config.replacen(
+        "paths = [\"clusters/staging\", \"shared\"]",
+        "paths = [\"clusters/staging\"]",
+        1,
+    ));
+    w.commit(
+        &[
+            ("shared/cm.yaml", &configmap("shared", Some("default"), "2")),
+            ("clusters/staging/app/cm.yaml", &app("2")),
+        ],
+        "both change; shared is no longer staging's",
+    );
+    let out = w.push();
+    out.assert_ok();
+    assert_eq!(
+        value(w.sandbox(), "app").as_deref(),
+        Some("2"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        value(w.sandbox(), "shared").as_deref(),
+        Some("1"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(value(&c.production, "shared").as_deref(), Some("2"));
+
+    w.remove(&["shared"], "shared goes");
+    w.commit(&[("clusters/staging/app/cm.yaml", &app("3"))], "staging 3");
+    let out = w.push();
+    out.assert_ok();
+    assert!(value(w.sandbox(), "shared").is_none(), "{}", out.all());
+    assert!(value(&c.production, "shared").is_none(), "{}", out.all());
+    assert_eq!(value(w.sandbox(), "app").as_deref(), Some("3"));
+}
