@@ -528,3 +528,64 @@ fn narrowing_paths_deletes_nothing_and_deleting_the_files_does() {
     assert!(value(&c.production, "shared").is_none(), "{}", out.all());
     assert_eq!(value(w.sandbox(), "app").as_deref(), Some("3"));
 }
+
+#[test]
+fn moving_from_a_branch_per_environment_prunes_nothing() {
+    if !tools_present() {
+        return;
+    }
+    let mut w = World::new();
+    w.start_sandbox();
+    let config = |branch: &str, paths: &str| {
+        format!(
+            "[[environment]]\nname = \"staging\"\nbranch = \"{branch}\"\nkubeconfig = \"{}\"\n\
+             context = \"sandbox\"\n{paths}\n\n[signing]\nkey = \"{}\"\n",
+            w.kubeconfig.display(),
+            w.key.display()
+        )
+    };
+    w.write_server_config(&config("staging", ""));
+    let web = format!(
+        "{}---\n{}",
+        configmap("web", Some("default"), "1"),
+        configmap("web-env", Some("default"), "staging")
+    );
+    w.commit(&[("k8s/web/cm.yaml", &web)], "staging branch layout");
+    w.push_args(&["origin", "HEAD:staging", "HEAD:main"])
+        .assert_ok();
+    assert!(w.pointer("staging").is_some());
+
+    // One branch: staging's tree moves under clusters/staging/ on main.
+    w.remove(&["k8s"], "move");
+    let moved = w.commit(
+        &[("clusters/staging/k8s/web/cm.yaml", &web)],
+        "staging as a directory",
+    );
+    // Pushed where no environment follows, to plan it before it deploys.
+    w.push_args(&["origin", "HEAD:migrate"]).assert_ok();
+    w.write_server_config(&config("main", "paths = [\"clusters/staging\"]"));
+    let plan = w.hookops(&["plan", "main", "--env", "staging", "--to", "migrate"]);
+    plan.assert_ok();
+    assert!(
+        plan.stdout.contains("deploy clusters/staging/k8s/web") && !plan.stdout.contains("prune"),
+        "{}",
+        plan.stdout
+    );
+    w.sandbox().clear_requests();
+    let out = w.push();
+    out.assert_ok();
+    assert_eq!(
+        w.pointer("staging").as_deref(),
+        Some(moved.as_str()),
+        "{}",
+        out.all()
+    );
+    assert!(
+        !w.writes().iter().any(|r| r.starts_with("DELETE")),
+        "{:?}\n{}",
+        w.writes(),
+        out.all()
+    );
+    assert!(w.configmap("default", "web").is_some());
+    assert!(w.configmap("default", "web-env").is_some());
+}
