@@ -374,6 +374,90 @@ mod tests {
         );
     }
 
+    /// A tree of `files` in a fresh repository.
+    fn tree<'r>(repo: &'r Repository, files: &[(&str, &str)]) -> Tree<'r> {
+        let empty = repo.treebuilder(None).unwrap().write().unwrap();
+        let mut b = git2::build::TreeUpdateBuilder::new();
+        for (path, text) in files {
+            let blob = repo.blob(text.as_bytes()).unwrap();
+            b.upsert(*path, blob, git2::FileMode::Blob);
+        }
+        let id = b
+            .create_updated(repo, &repo.find_tree(empty).unwrap())
+            .unwrap();
+        repo.find_tree(id).unwrap()
+    }
+
+    fn changed(paths: &[&str]) -> Changes {
+        Changes {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_change_concerns_the_environments_whose_paths_or_targets_it_touches() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let staging = &envs(
+            "[[environment]]\nname = \"staging\"\nbranch = \"main\"\npaths = [\"apps/staging\"]\n",
+        )[0];
+        let plain = tree(&repo, &[("apps/staging/web/cm.yaml", "x")]);
+        assert!(concerns(
+            staging,
+            &changed(&["apps/staging/web/cm.yaml"]),
+            &repo,
+            &plain
+        ));
+        assert!(!concerns(
+            staging,
+            &changed(&["apps/production/web/cm.yaml"]),
+            &repo,
+            &plain
+        ));
+        assert!(!concerns(
+            staging,
+            &changed(&["apps/base/web/cm.yaml"]),
+            &repo,
+            &plain
+        ));
+        assert!(concerns(staging, &changed(&[TREE_CONFIG]), &repo, &plain));
+        let whole = Environment::default_for("refs/heads/main");
+        assert!(concerns(
+            &whole,
+            &changed(&["anything.yaml"]),
+            &repo,
+            &plain
+        ));
+        // A declared target under the paths that watches the base is concerned by it.
+        let declared = tree(
+            &repo,
+            &[(
+                TREE_CONFIG,
+                "[[target]]\nname = \"web\"\npath = \"apps/staging/web\"\ntype = \"kustomize\"\nwatch = [\"apps/base/web\"]\n",
+            )],
+        );
+        assert!(concerns(
+            staging,
+            &changed(&["apps/base/web/cm.yaml"]),
+            &repo,
+            &declared
+        ));
+        assert!(!concerns(
+            staging,
+            &changed(&["apps/base/other/cm.yaml"]),
+            &repo,
+            &declared
+        ));
+        // A tree config that no longer parses: started, so that the deploy says why.
+        let broken = tree(&repo, &[(TREE_CONFIG, "[[target]\n")]);
+        assert!(concerns(
+            staging,
+            &changed(&["apps/base/x"]),
+            &repo,
+            &broken
+        ));
+    }
+
     const KUBECONFIG: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: a\n  cluster:\n    server: https://a.example:6443/\n- name: b\n  cluster:\n    server: https://b.example:6443\ncontexts:\n- name: one\n  context:\n    cluster: a\n    user: u\n- name: two\n  context:\n    cluster: a\n    user: v\n    namespace: x\n- name: three\n  context:\n    cluster: b\n    user: u\ncurrent-context: three\n";
 
     #[test]
