@@ -4,6 +4,7 @@
 //! and a PASS/MISS table, and always exits 0 unless the setup itself fails.
 //!
 //! Run through `scripts/bench.sh` (or `cargo bench --bench pipeline -- [--runs N] [--only 1,2]`).
+//! Figure 6 (issue 18) fans one push out to ten environments, each on a kube sandbox of its own.
 //! Fixtures are generated with `git fast-import` in a temporary directory that is removed at the
 //! end; the kube sandbox runs in this process and stops with it.
 
@@ -1026,6 +1027,167 @@ fn figure4(b: &mut Bench, sb: &Sandbox, parallel: usize) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Figure 6: one push fanned out to ten environments (issue 18)
+
+/// Environments of figure 6, each on a kube sandbox of its own.
+const FANOUT_ENVS: usize = 10;
+
+/// A server config with environments `e00`… (`envs` of them), each with its kubeconfig and
+/// `paths = ["envs/eNN", "shared"]`, at most `parallel` deploying at once.
+fn fanout_config(kubeconfigs: &[PathBuf], envs: usize, parallel: usize, key: &Path) -> String {
+    let mut text = String::new();
+    for (i, kc) in kubeconfigs.iter().take(envs).enumerate() {
+        text.push_str(&format!(
+            "[[environment]]\nname = \"e{i:02}\"\nbranch = \"main\"\nkubeconfig = \"{}\"\ncontext = \"sandbox\"\npaths = [\"envs/e{i:02}\", \"shared\"]\n\n",
+            kc.display()
+        ));
+    }
+    text.push_str(&format!(
+        "[deploy]\nenvironments_parallel = {parallel}\n\n[signing]\nkey = \"{}\"\n",
+        key.display()
+    ));
+    text
+}
+
+fn figure6(b: &mut Bench) {
+    println!(
+        "\n== 6. one push to a shared directory, fanned out to {FANOUT_ENVS} environments (one kube sandbox each) vs one environment"
+    );
+    let sandboxes: Vec<Sandbox> = (0..FANOUT_ENVS)
+        .map(|_| Sandbox::start().expect("starting a kube sandbox"))
+        .collect();
+    let kubeconfigs: Vec<PathBuf> = sandboxes
+        .iter()
+        .enumerate()
+        .map(|(i, sb)| {
+            let kc = b.path(&format!("kubeconfig-f6-e{i:02}"));
+            write_kubeconfig(&kc, &sb.url(), "default");
+            kc
+        })
+        .collect();
+    // shared/ with 10 ConfigMaps, envs/eNN/ with 10 each; B changes one shared file.
+    let work = b.path("f6-work");
+    b.git(
+        b.tmp.path(),
+        &["init", "-q", "-b", "main", work.to_str().unwrap()],
+    );
+    let mut script = Vec::new();
+    commit_header(
+        &mut script,
+        "refs/heads/main",
+        1,
+        1_700_000_000,
+        "environments",
+        None,
+    );
+    for i in 0..10 {
+        inline_file(
+            &mut script,
+            &format!("shared/cm{i:03}.yaml"),
+            &configmap(&format!("shared-cm{i:03}"), "v1"),
+        );
+        for e in 0..FANOUT_ENVS {
+            inline_file(
+                &mut script,
+                &format!("envs/e{e:02}/cm{i:03}.yaml"),
+                &configmap(&format!("e{e:02}-cm{i:03}"), "v1"),
+            );
+        }
+    }
+    script.extend_from_slice(b"\ndone\n");
+    b.fast_import(&work, &script);
+    b.git(&work, &["reset", "-q", "--hard", "main"]);
+    let repo = b.path("f6.git");
+    b.git(
+        b.tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", repo.to_str().unwrap()],
+    );
+    measure_ok(b.hookops(&repo).arg("install"), None);
+    let key = b.signing_key();
+    let all = fanout_config(&kubeconfigs, FANOUT_ENVS, FANOUT_ENVS, &key);
+    write_server_config(&repo, &all);
+    b.git(&work, &["push", "-q", repo.to_str().unwrap(), "HEAD:main"]);
+    let a = b.git(&work, &["rev-parse", "HEAD"]);
+    std::fs::write(
+        work.join("shared/cm003.yaml"),
+        configmap("shared-cm003", "v2"),
+    )
+    .unwrap();
+    b.git(&work, &["commit", "-q", "-am", "one shared file"]);
+    b.git(&work, &["push", "-q", repo.to_str().unwrap(), "HEAD:main"]);
+    let bb = b.git(&work, &["rev-parse", "HEAD"]);
+    for sb in &sandboxes {
+        assert_eq!(
+            value_of(sb, "default", "shared-cm003").as_deref(),
+            Some("v2")
+        );
+    }
+    let input = format!("{a} {bb} refs/heads/main\n");
+    // Each run: the pointers back at A, then the hook as git runs it.
+    let run = |b: &Bench, envs: usize, parallel: usize| -> Duration {
+        write_server_config(&repo, &fanout_config(&kubeconfigs, envs, parallel, &key));
+        for e in 0..envs {
+            b.git(
+                &repo,
+                &["update-ref", &format!("refs/hookops/deployed/e{e:02}"), &a],
+            );
+        }
+        let m = measure_ok(b.hookops(&repo).arg("post-receive"), Some(input.as_bytes()));
+        let out = String::from_utf8_lossy(&m.stdout);
+        let deployed = out.matches(": deployed ").count();
+        assert_eq!(
+            deployed, envs,
+            "expected {envs} environments deployed:\n{out}"
+        );
+        m.wall
+    };
+    let mut fan_t = Vec::new();
+    let mut one_t = Vec::new();
+    let mut seq_t = Vec::new();
+    let runs = b.runs.div_ceil(2).max(3);
+    for i in 0..runs {
+        // Not alternated: all ten, one at a time (environments_parallel = 1).
+        seq_t.push(run(b, FANOUT_ENVS, 1));
+        if i % 2 == 0 {
+            fan_t.push(run(b, FANOUT_ENVS, FANOUT_ENVS));
+            one_t.push(run(b, 1, FANOUT_ENVS));
+        } else {
+            one_t.push(run(b, 1, FANOUT_ENVS));
+            fan_t.push(run(b, FANOUT_ENVS, FANOUT_ENVS));
+        }
+    }
+    let (f, o, q) = (median(&fan_t), median(&one_t), median(&seq_t));
+    println!(
+        "{FANOUT_ENVS} environments, environments_parallel = {FANOUT_ENVS} ms: {}",
+        list(&fan_t)
+    );
+    println!("1 environment ms: {}", list(&one_t));
+    println!(
+        "{FANOUT_ENVS} environments, environments_parallel = 1 ms: {}",
+        list(&seq_t)
+    );
+    b.ratio_row(
+        &format!("6. one push to {FANOUT_ENVS} environments (10 clusters), environments_parallel = {FANOUT_ENVS}"),
+        f,
+        o,
+        "one environment",
+        "≤ 5× (10 on 2 CPUs)",
+        5.0,
+    );
+    b.ratio_row(
+        "6b. the same, environments_parallel = 1",
+        q,
+        o,
+        "one environment",
+        "(supplementary)",
+        5.0,
+    );
+    for sb in sandboxes {
+        sb.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 fn main() {
     let mut runs = 10;
@@ -1051,7 +1213,7 @@ fn main() {
             "--parallel" => parallel = args.next().and_then(|v| v.parse().ok()).expect("--parallel N"),
             // cargo bench passes --bench; nothing else is expected.
             "--bench" => {}
-            other => panic!("unknown argument {other:?} (use --runs N, --only 1,2,3,4,5, --parallel N, --latency-ms N, --keep)"),
+            other => panic!("unknown argument {other:?} (use --runs N, --only 1,2,3,4,5,6, --parallel N, --latency-ms N, --keep)"),
         }
     }
     let want = |n: u32| only.as_ref().is_none_or(|o| o.contains(&n));
@@ -1098,6 +1260,9 @@ fn main() {
             figure4(&mut b, &sb, parallel);
         }
         sb.stop();
+    }
+    if want(6) {
+        figure6(&mut b);
     }
     println!("\n| figure | hookops (median) | baseline (median) | ratio | target | result |");
     println!("|---|---|---|---|---|---|");

@@ -78,6 +78,9 @@ pub struct Environment {
     pub tag_deploys: bool,
     /// Cap on the per-target health timeout a tree may ask for, in seconds.
     pub max_health_timeout: Option<u64>,
+    /// Environments as directories: only targets whose path is under (or equal to) one of
+    /// these tree paths belong to the environment (docs/environments.md). None: the whole tree.
+    pub paths: Option<Vec<String>>,
 }
 
 impl Environment {
@@ -97,7 +100,22 @@ impl Environment {
             on_failure: OnFailure::Rollback,
             tag_deploys: false,
             max_health_timeout: None,
+            paths: None,
         }
+    }
+
+    /// Whether a tree path (a target's directory, or a changed file) is under (or equal to)
+    /// one of the environment's `paths`; always, for an environment without `paths`.
+    pub fn includes(&self, path: &str) -> bool {
+        let Some(paths) = &self.paths else {
+            return true;
+        };
+        paths.iter().any(|p| {
+            path == p
+                || (path.len() > p.len()
+                    && path.starts_with(p.as_str())
+                    && path.as_bytes()[p.len()] == b'/')
+        })
     }
 
     /// Full ref name this environment follows.
@@ -177,6 +195,9 @@ pub struct DeploySettings {
     /// Seconds Terraform waits for its state lock before failing.
     #[serde(default = "default_lock_timeout")]
     pub terraform_lock_timeout: u64,
+    /// Environments one push deploys at once (each with its own lock, pointer and record).
+    #[serde(default = "default_parallel")]
+    pub environments_parallel: usize,
 }
 
 fn default_parallel() -> usize {
@@ -198,6 +219,7 @@ impl Default for DeploySettings {
             parallel: default_parallel(),
             batch: true,
             terraform_lock_timeout: default_lock_timeout(),
+            environments_parallel: default_parallel(),
         }
     }
 }
@@ -305,19 +327,23 @@ impl ServerConfig {
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<ServerConfig> {
-        let config: ServerConfig =
+        let mut config: ServerConfig =
             toml::from_str(text).map_err(|e| toml_error(origin, text, &e))?;
         config.check(origin)?;
         Ok(config)
     }
 
-    fn check(&self, origin: &str) -> Result<()> {
+    fn check(&mut self, origin: &str) -> Result<()> {
         let mut names = BTreeSet::new();
-        for env in &self.environment {
+        for env in &mut self.environment {
             check_name(&env.name)
                 .with_context(|| format!("{origin}: environment {:?}", env.name))?;
             if !names.insert(env.name.as_str()) {
                 bail!("{origin}: environment {:?} is defined twice", env.name);
+            }
+            if let Some(paths) = &mut env.paths {
+                check_env_paths(paths)
+                    .with_context(|| format!("{origin}: environment {:?}: paths", env.name))?;
             }
             if git2::Reference::is_valid_name(&env.ref_name()) {
                 continue;
@@ -330,6 +356,9 @@ impl ServerConfig {
         }
         if self.deploy.parallel == 0 {
             bail!("{origin}: [deploy] parallel must be at least 1");
+        }
+        if self.deploy.environments_parallel == 0 {
+            bail!("{origin}: [deploy] environments_parallel must be at least 1");
         }
         Ok(())
     }
@@ -370,6 +399,23 @@ impl ServerConfig {
             .find(|e| e.name == name)
             .with_context(|| format!("no environment named {name:?} in the server config"))
     }
+}
+
+/// An environment's `paths`: tree paths as `check_tree_path` accepts them (a trailing `/` is
+/// dropped), not the root (an environment of the whole tree has no `paths`), at least one.
+fn check_env_paths(paths: &mut [String]) -> Result<()> {
+    if paths.is_empty() {
+        bail!("must name at least one directory (leave `paths` out to deploy the whole tree)");
+    }
+    for p in paths.iter_mut() {
+        let trimmed = p.trim_end_matches('/').to_string();
+        if trimmed.is_empty() {
+            bail!("{p:?}: the whole tree is what an environment without `paths` deploys");
+        }
+        check_tree_path(&trimmed).with_context(|| format!("{p:?}"))?;
+        *p = trimmed;
+    }
+    Ok(())
 }
 
 /// Names end up in ref names, file names and metric labels: keep them plain.

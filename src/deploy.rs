@@ -166,7 +166,8 @@ impl<'s> Deployer<'s> {
             prune_namespaces: env.prune_namespaces,
             prune_crds: env.prune_crds,
         };
-        let plan = plan::build(&self.session.repo, env, from, to, &renderer, cx)?;
+        let mut plan = plan::build(&self.session.repo, env, from, to, &renderer, cx)?;
+        crate::environments::keep_what_others_declare(self.session, env, &mut plan)?;
         // The gate's pre-receive hook sees the pushed objects in quarantine, where git refuses
         // ref updates: it reads the index, it never keeps one.
         if std::env::var_os("GIT_QUARANTINE_PATH").is_none() {
@@ -191,12 +192,12 @@ impl<'s> Deployer<'s> {
             .with_context(|| format!("writing {}", path.display()))
     }
 
-    /// Runs one request under the repository lock; returns the record written (None when there
-    /// was nothing to do).
+    /// Runs one request under the environment's lock (and those of environments on its API
+    /// server); returns the record written (None when there was nothing to do).
     pub fn run(&mut self, req: &Request) -> Result<Option<Report>> {
         let result = {
-            let _lock = self.session.lock()?;
-            journal::recover(self).and_then(|()| self.run_locked(req))
+            let _lock = crate::environments::lock(self.session, &req.env)?;
+            journal::recover(self, &req.env.name).and_then(|()| self.run_locked(req))
         };
         // Metrics and alerts after the lock: a dead webhook delays nobody's deploy.
         self.after_attempts();

@@ -3,12 +3,14 @@
 //! deploys as, and whether it may write in its namespaces), Vault, the signing key, the hooks,
 //! and the notes ref.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
 
 use crate::config::{Environment, ServerConfig, STATE_DIR};
+use crate::environments;
 use crate::mask::Masker;
 use crate::session::Session;
 use crate::tools::Command;
@@ -20,6 +22,11 @@ struct Report {
 impl Report {
     fn ok(&self, check: &str, detail: &str) {
         println!("ok    {check}: {detail}");
+    }
+
+    /// Worth knowing, not a problem: does not make doctor fail.
+    fn warn(&self, check: &str, detail: &str) {
+        println!("warn  {check}: {detail}");
     }
 
     fn fail(&mut self, check: &str, detail: &str, hint: &str) {
@@ -104,6 +111,7 @@ pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
     for env in &envs {
         cluster(&mut r, &session, env, &masker);
     }
+    layout(&r, &session, &envs);
     if r.failures > 0 {
         println!(
             "{} problem{} found",
@@ -354,5 +362,44 @@ fn cluster(r: &mut Report, session: &Session, env: &Environment, masker: &Masker
                 "grant the service account a Role there (docs/security.md)",
             );
         }
+    }
+}
+
+/// Environments as directories: targets of a branch's tip that no environment deploys (when
+/// every environment of the branch has `paths`), and environments sharing an API server.
+/// Warnings, not failures: a directory may be left out on purpose.
+fn layout(r: &Report, session: &Session, envs: &[Environment]) {
+    let mut by_branch: BTreeMap<String, Vec<Environment>> = BTreeMap::new();
+    for e in envs {
+        by_branch.entry(e.ref_name()).or_default().push(e.clone());
+    }
+    for (branch, group) in by_branch {
+        if group.iter().any(|e| e.paths.is_none()) {
+            continue;
+        }
+        let Ok(tip) = session.repo.refname_to_id(&branch) else {
+            continue;
+        };
+        match environments::unplaced(&session.repo, &group, &[(None, tip)]) {
+            Ok(list) if list.is_empty() => r.ok(
+                "paths",
+                &format!("{branch}: every target is under some environment's paths"),
+            ),
+            Ok(list) => {
+                for t in list {
+                    r.warn("paths", &environments::unplaced_line(&t, &group));
+                }
+            }
+            Err(e) => r.warn(
+                "paths",
+                &format!("{branch}: {}", crate::one_line(&format!("{e:#}"))),
+            ),
+        }
+    }
+    for (server, names) in environments::shared_servers(envs) {
+        r.warn(
+            "api servers",
+            &environments::shared_server_line(&server, &names),
+        );
     }
 }

@@ -26,7 +26,7 @@ pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<Exit
             say(&format!("{}: never deployed; nothing to compare", env.name));
             continue;
         };
-        let _lock = session.lock()?;
+        let _lock = crate::environments::lock(session, env)?;
         let started = report::now();
         let plan = deployer.plan(env, None, pointer)?;
         let kubectl = session.kubectl(env, deployer.masker.clone())?;

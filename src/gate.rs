@@ -33,6 +33,11 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
             problems.extend(unsigned_commits(session, u.old, new)?);
         }
         for env in envs {
+            // An environment with `paths` that the push cannot concern is not started, so
+            // there is nothing of it to check either.
+            if !crate::environments::deploy_concerns(session, &env, new).unwrap_or(true) {
+                continue;
+            }
             // What a deploy would do: from the pointer (nothing deployed: the whole tree).
             let from = session.pointer(&env.name);
             let plan = match deployer.plan(&env, from, new) {

@@ -11,9 +11,11 @@ use git2::Oid;
 use crate::cli::RangeArgs;
 use crate::config::Environment;
 use crate::deploy::{say, Deployer, Request};
+use crate::environments;
+use crate::fanout::{self, Job};
 use crate::plan::{self, Step};
 use crate::refs::{self, RefUpdate};
-use crate::report::{Action, Outcome};
+use crate::report::Action;
 use crate::session::Session;
 
 /// Hook input is a handful of lines; anything near this size is not from git.
@@ -48,7 +50,9 @@ pub fn post_receive(repo: Option<&Path>) -> Result<ExitCode> {
     deploy_updates(&session, &updates, true)
 }
 
-/// Deploys every (ref, environment) pair; `coalesce` skips commits a newer push superseded.
+/// Deploys every (ref, environment) pair, environments in parallel (`fanout.rs`); `coalesce`
+/// skips commits a newer push superseded. An environment with `paths` that the change cannot
+/// concern is not started.
 pub fn deploy_updates(
     session: &Session,
     updates: &[RefUpdate],
@@ -58,7 +62,7 @@ pub fn deploy_updates(
         Ok(d) => d,
         Err(e) => return refuse_unsigned(session, updates, e),
     };
-    let mut failed = false;
+    let mut jobs = Vec::new();
     for u in updates {
         let envs = session.environments_for(&u.name);
         if envs.is_empty() {
@@ -77,13 +81,61 @@ pub fn deploy_updates(
             }
             continue;
         };
+        report_unplaced(session, &envs, &[(u.old, new)], say);
         for env in envs {
+            match environments::deploy_concerns(session, &env, new) {
+                Ok(false) => {
+                    let why = format!("nothing under {} changed", environments::paths_text(&env));
+                    say(&format!(
+                        "{}: {}: not started: {why}",
+                        env.name,
+                        plan::short_id(new)
+                    ));
+                    jobs.push(Job::NotStarted {
+                        env: env.name.clone(),
+                        why,
+                    });
+                    continue;
+                }
+                Ok(true) => {}
+                // The deploy itself reports what is wrong.
+                Err(e) => log::info!("{}: {e:#}", env.name),
+            }
             let mut req = Request::deploy(env, &u.name, u.old, new);
             req.coalesce = coalesce;
-            failed |= !attempt(&mut deployer, &req);
+            jobs.push(Job::Deploy(Box::new(req)));
         }
     }
+    let failed = run_jobs(session, &mut deployer, jobs);
     Ok(exit(sync_after(session, failed)))
+}
+
+/// Runs the jobs, with the closing summary when several environments were involved; whether
+/// any failed.
+fn run_jobs(session: &Session, deployer: &mut Deployer, jobs: Vec<Job>) -> bool {
+    let done = fanout::run(session, deployer, jobs);
+    if done.len() > 1 {
+        fanout::print_summary(&done);
+    }
+    done.iter().any(|d| !d.ok)
+}
+
+/// Reports, once, every target the changes touch that no environment of `envs` deploys (when
+/// all of them have `paths`): never silently left out.
+fn report_unplaced(
+    session: &Session,
+    envs: &[Environment],
+    ranges: &[(Option<Oid>, Oid)],
+    print: fn(&str),
+) {
+    match environments::unplaced(&session.repo, envs, ranges) {
+        Ok(list) => {
+            for t in list {
+                print(&environments::unplaced_line(&t, envs));
+            }
+        }
+        Err(e) => log::info!("targets under no environment's paths: {e:#}"),
+    }
 }
 
 /// `[sync] push`: shares the records and pointers a command just wrote (every command that
@@ -120,22 +172,6 @@ fn refuse_unsigned(session: &Session, updates: &[RefUpdate], e: anyhow::Error) -
         }
     }
     Ok(ExitCode::FAILURE)
-}
-
-/// Runs one request, printing an error instead of stopping the other environments.
-fn attempt(deployer: &mut Deployer, req: &Request) -> bool {
-    match deployer.run(req) {
-        Ok(Some(rep)) => matches!(rep.result, Outcome::Succeeded | Outcome::Skipped),
-        Ok(None) => true,
-        Err(e) => {
-            say(&format!(
-                "{}: error: {}",
-                req.env.name,
-                crate::out::error_line(&e)
-            ));
-            false
-        }
-    }
 }
 
 /// post-merge: runs in a clone after `git merge`/`git pull`; deploys ORIG_HEAD..HEAD.
@@ -213,12 +249,13 @@ pub fn replay(repo: Option<&Path>, range: &RangeArgs) -> Result<ExitCode> {
     let session = Session::open(repo)?;
     let (ref_name, from, to) = resolve_range(&session, range)?;
     let mut deployer = Deployer::new(&session)?;
-    let mut failed = false;
+    let mut jobs = Vec::new();
     for env in pick_envs(&session, &ref_name, range.env.as_deref())? {
         let mut req = Request::deploy(env, &ref_name, None, to);
         req.from = from;
-        failed |= !attempt(&mut deployer, &req);
+        jobs.push(Job::Deploy(Box::new(req)));
     }
+    let failed = run_jobs(&session, &mut deployer, jobs);
     Ok(exit(sync_after(&session, failed)))
 }
 
@@ -231,18 +268,38 @@ pub fn plan(repo: Option<&Path>, range: &RangeArgs, json: bool) -> Result<ExitCo
     let deployer = Deployer::unsigned(&session);
     let mut all = Vec::new();
     let mut broken = false;
-    for env in pick_envs(&session, &ref_name, range.env.as_deref())? {
+    let picked = pick_envs(&session, &ref_name, range.env.as_deref())?;
+    let mut ranges = Vec::new();
+    for env in &picked {
         let from = match from_arg {
             Some(f) => f,
             None => session.pointer(&env.name),
         };
-        let p = deployer.plan(&env, from, to)?;
+        ranges.push((from, to));
+        let p = deployer.plan(env, from, to)?;
         broken |= p.targets.iter().any(|t| t.error.is_some());
         if json {
             all.push(plan::to_json(&p, &env.name));
             continue;
         }
         print_plan(&env.name, &p);
+    }
+    // Said once for the whole plan, not per environment; on stderr beside JSON.
+    let print: fn(&str) = if json {
+        |w| eprintln!("hookops: warning: {w}")
+    } else {
+        |w| println!("warning: {w}")
+    };
+    report_unplaced(
+        &session,
+        &session.environments_for(&ref_name),
+        &ranges,
+        print,
+    );
+    for (server, names) in environments::shared_servers(&session.environments()) {
+        if picked.iter().any(|e| names.contains(&e.name)) {
+            print(&environments::shared_server_line(&server, &names));
+        }
     }
     if json {
         let value = if all.len() == 1 {
@@ -348,8 +405,8 @@ pub fn rollback(repo: Option<&Path>, env_name: &str, to: Option<&str>) -> Result
     let mut req = Request::deploy(env.clone(), &env.ref_name(), None, target);
     req.from = Some(Some(pointer));
     req.action = Action::Rollback;
-    let ok = attempt(&mut deployer, &req);
-    Ok(exit(sync_after(&session, !ok)))
+    let failed = run_jobs(&session, &mut deployer, vec![Job::Deploy(Box::new(req))]);
+    Ok(exit(sync_after(&session, failed)))
 }
 
 /// `drift [--env E] [--repair]`.

@@ -240,15 +240,21 @@ pub fn is_unknown(id: &ObjectId) -> bool {
 /// current context), `default` when none is set or the file cannot be read. `kubeconfig` None
 /// means kubectl's own default: `$KUBECONFIG` (first file), else `~/.kube/config`.
 pub fn context_namespace(kubeconfig: Option<&Path>, context: Option<&str>) -> String {
-    let path = match kubeconfig {
+    kubeconfig_path(kubeconfig)
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|text| namespace_in(&text, context))
+        .unwrap_or_else(|| "default".to_string())
+}
+
+/// The kubeconfig kubectl reads: the environment's, else the first of `$KUBECONFIG`, else
+/// `~/.kube/config`.
+pub fn kubeconfig_path(kubeconfig: Option<&Path>) -> Option<std::path::PathBuf> {
+    match kubeconfig {
         Some(p) => Some(p.to_path_buf()),
         None => std::env::var_os("KUBECONFIG")
             .and_then(|v| std::env::split_paths(&v).next())
             .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".kube/config"))),
-    };
-    path.and_then(|p| std::fs::read_to_string(p).ok())
-        .and_then(|text| namespace_in(&text, context))
-        .unwrap_or_else(|| "default".to_string())
+    }
 }
 
 fn namespace_in(text: &str, context: Option<&str>) -> Option<String> {

@@ -179,16 +179,30 @@ fn clear_stale_ref_locks(session: &Session) {
     }
 }
 
-/// Settles every entry a dead attempt left, and the ref locks and half-written entries dead
-/// processes left. Call with the deploy lock held.
-pub fn recover(deployer: &Deployer) -> Result<()> {
+/// Settles every entry a dead attempt of `env` left, and the ref locks and half-written
+/// entries dead processes left. Call with `env`'s deploy lock held: the entries of other
+/// environments may belong to runs in progress.
+pub fn recover(deployer: &Deployer, env: &str) -> Result<()> {
     let session = deployer.session;
     clear_stale_ref_locks(session);
     let Ok(entries) = std::fs::read_dir(dir(session)) else {
         return Ok(());
     };
     let mut paths: Vec<PathBuf> = Vec::new();
+    // `<env>.<pid>.<time>.<n>.json`, or an older version's `<env>.json`.
+    let prefix = format!("{env}.");
     for p in entries.flatten().map(|e| e.path()) {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let mine = name.strip_prefix(&prefix).is_some_and(|rest| {
+            rest == "json"
+                || rest
+                    .split('.')
+                    .next()
+                    .is_some_and(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if !mine {
+            continue;
+        }
         match p.extension().and_then(|x| x.to_str()) {
             Some("json") => paths.push(p),
             // An entry being written by a process that died (entries are written under the

@@ -10,6 +10,8 @@ pub mod deploy;
 pub mod diff;
 pub mod doctor;
 pub mod drift;
+pub mod environments;
+pub mod fanout;
 pub mod gate;
 pub mod health;
 pub mod hooks;

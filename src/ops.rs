@@ -286,6 +286,11 @@ fn escape(v: &str) -> String {
 
 /// Called after every attempt: update counters, write the textfile, send alerts.
 pub fn after_attempt(session: &Session, rep: &Report) {
+    // Environments deploy in parallel: one read-modify-write of the counters at a time (best
+    // effort, like the metrics themselves).
+    let _guard = crate::session::lock_file(&session.state_dir(), "metrics.lock")
+        .ok()
+        .filter(|(file, _)| file.lock().is_ok());
     let state_path = session.state_dir().join("metrics-state.json");
     let mut state: MetricsState = fs::read(&state_path)
         .ok()

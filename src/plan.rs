@@ -171,6 +171,7 @@ pub fn build(
         if let (Some(old), Some(old_id)) = (&old_tree, from) {
             seed(
                 repo,
+                env,
                 old,
                 old_id,
                 renderer,
@@ -203,6 +204,10 @@ pub fn build(
         &short,
         &references,
     )?;
+    // Environments as directories (issue 18, src/environments.rs): one with `paths` deploys
+    // only the targets under them.
+    affected.deploy.retain(|t| env.includes(&t.path));
+    affected.removed.retain(|t| env.includes(&t.path));
     if let Some(only) = cx.only {
         affected.deploy.retain(|t| only.contains(&t.name));
         affected.removed.retain(|t| only.contains(&t.name));
@@ -376,7 +381,10 @@ pub fn build(
         .collect();
     for p in &changes.paths {
         let unit = inventory::file_unit(p);
-        if declared_units.contains(&unit) || errored.iter().any(|t| t.owns(p)) {
+        // A file outside the environment's `paths` (issue 18) that the new tree still has is
+        // not undeclared: narrowing the paths deletes nothing, deleting the file does.
+        let kept_outside = !env.includes(p) && tree::entry(&new_tree, p).is_some();
+        if declared_units.contains(&unit) || errored.iter().any(|t| t.owns(p)) || kept_outside {
             continue;
         }
         if let Some(u) = cx.inventory.unit(&unit)? {
@@ -467,6 +475,7 @@ fn prunes(plan: &mut Plan, cx: &mut PlanContext) -> Result<()> {
 /// before it had an inventory).
 fn seed(
     repo: &Repository,
+    env: &Environment,
     tree: &Tree,
     id: Oid,
     renderer: &Renderer,
@@ -476,7 +485,8 @@ fn seed(
     let label = short_id(id);
     let changes = diff::changed_paths(repo, None, tree)?;
     let references = References::for_change(repo, None, (id, tree), &changes)?;
-    let affected = targets::affected(repo, None, tree, &changes, &label, &references)?;
+    let mut affected = targets::affected(repo, None, tree, &changes, &label, &references)?;
+    affected.deploy.retain(|t| env.includes(&t.path));
     let sides = Sides {
         repo,
         new: tree,

@@ -108,16 +108,44 @@ impl Session {
         Ok(commit.id())
     }
 
-    /// The repository-wide deploy lock (flock: the kernel releases it if hookops dies).
-    pub fn lock(&self) -> Result<File> {
-        let (file, path) = lock_file(&self.state_dir(), "lock")?;
-        if file.try_lock().is_err() {
-            log::info!("waiting for another hookops deploy to finish");
-            file.lock()
-                .with_context(|| format!("locking {}", path.display()))?;
-        }
-        Ok(file)
+    /// A session's repository opened again with its config, on another thread (a
+    /// `git2::Repository` is not shared between threads): environments of one push deploy in
+    /// parallel.
+    pub fn reopen(git_dir: &Path, config: &ServerConfig) -> Result<Session> {
+        let repo = Repository::open(git_dir)
+            .with_context(|| format!("{}: not a git repository", git_dir.display()))?;
+        Ok(Session {
+            repo,
+            git_dir: git_dir.to_path_buf(),
+            config: config.clone(),
+        })
     }
+
+    /// The deploy locks of environments `names`: `<state>/locks/<env>.lock` each (flock: the
+    /// kernel releases them if hookops dies), taken in name order so that two runs wanting
+    /// overlapping sets never wait for each other in a circle. Held until the guard drops.
+    pub fn lock_envs(&self, names: &[&str]) -> Result<EnvLocks> {
+        let mut sorted: Vec<&str> = names.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let dir = self.state_dir().join("locks");
+        let mut files = Vec::with_capacity(sorted.len());
+        for name in sorted {
+            let (file, path) = lock_file(&dir, &format!("{name}.lock"))?;
+            if file.try_lock().is_err() {
+                log::info!("{name}: waiting for another hookops run on this environment to finish");
+                file.lock()
+                    .with_context(|| format!("locking {}", path.display()))?;
+            }
+            files.push(file);
+        }
+        Ok(EnvLocks { _files: files })
+    }
+}
+
+/// Deploy locks held; dropping it releases them.
+pub struct EnvLocks {
+    _files: Vec<File>,
 }
 
 /// Opens (creating it and its directory) the file `dir/name` that a lock is taken on; the file

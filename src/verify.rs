@@ -208,11 +208,17 @@ fn pending(session: &Session, tip: Oid, pointer: Option<Oid>) -> Result<usize> {
     Ok(walk.count())
 }
 
+/// Commits on the environment's branch not yet deployed; for an environment with `paths`, only
+/// those whose change concerns it (the others never start it).
 pub fn pending_for(session: &Session, env: &crate::config::Environment) -> Result<Option<usize>> {
     let Ok(tip) = session.repo.refname_to_id(&env.ref_name()) else {
         return Ok(None);
     };
-    pending(session, tip, session.pointer(&env.name)).map(Some)
+    let pointer = session.pointer(&env.name);
+    if env.paths.is_some() {
+        return crate::environments::concerning_commits(&session.repo, env, tip, pointer).map(Some);
+    }
+    pending(session, tip, pointer).map(Some)
 }
 
 pub fn status(repo: Option<&Path>, json: bool) -> Result<ExitCode> {

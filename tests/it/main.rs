@@ -5,6 +5,7 @@ mod cluster;
 mod controls;
 mod core;
 mod crash;
+mod environments;
 mod gitolite;
 mod https_git;
 mod isolated;
