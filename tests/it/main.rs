@@ -13,6 +13,7 @@ mod layouts;
 mod ops;
 mod packaging;
 mod realkube;
+mod realkube_more;
 mod realworld;
 mod records;
 mod safety;

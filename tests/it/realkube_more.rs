@@ -1,0 +1,268 @@
+//! More hookops scenarios against the real Kubernetes API server (tests/it/cluster.rs), through
+//! real `git push`es: `on_failure = "stop"`, the pre-receive gate's server dry run, CRDs with
+//! their custom resources, drift under another field manager, strict field validation, and a
+//! Namespace re-added while it is still terminating. Every test has namespaces of its own.
+
+use std::time::Duration;
+
+use crate::cluster::{self, Cluster};
+use crate::util::{configmap, namespace, require, World};
+
+fn world_with(env_extra: &str, tables: &str) -> Option<(World, &'static Cluster)> {
+    if !(require("kubectl") && require("ssh-keygen") && require("terraform")) {
+        return None;
+    }
+    let c = cluster::shared()?;
+    let mut w = World::new();
+    w.use_cluster();
+    w.configure(env_extra, tables);
+    Some((w, c))
+}
+
+fn world(env_extra: &str) -> Option<(World, &'static Cluster)> {
+    world_with(env_extra, "")
+}
+
+fn deployment(name: &str, ns: &str, image: &str, replicas: u32, extra_spec: &str, pod_annotations: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  replicas: {replicas}\n{extra_spec}  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n      annotations:\n        x: \"y\"\n{pod_annotations}    spec:\n      containers:\n      - name: app\n        image: {image}\n"
+    )
+}
+
+const FAIL_ROLLOUT: &str = "        kube-sandbox.io/fail-rollout: \"true\"\n";
+const DEADLINE: &str = "  progressDeadlineSeconds: 10\n";
+
+fn str_at<'a>(v: &'a serde_json::Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(|x| x.as_str()).unwrap_or("")
+}
+
+/// The record's reason and its targets' reasons, joined.
+fn reasons(rec: &serde_json::Value) -> String {
+    let mut all = vec![rec["reason"].as_str().unwrap_or("").to_string()];
+    if let Some(targets) = rec["targets"].as_array() {
+        for t in targets {
+            all.push(t["reason"].as_str().unwrap_or("").to_string());
+        }
+    }
+    all.join(" | ")
+}
+
+#[test]
+fn failed_rollout_with_stop_is_left_as_applied() {
+    let Some((w, c)) = world("on_failure = \"stop\"") else { return };
+    let ns = c.unique("stop");
+    let good = w.commit(
+        &[
+            ("k8s/ns/ns.yaml", &namespace(&ns)),
+            ("k8s/app/web.yaml", &deployment("web", &ns, "web:1", 1, DEADLINE, "")),
+        ],
+        "good",
+    );
+    w.push().assert_ok();
+    assert_eq!(w.last_record(&good)["result"], "succeeded");
+    let bad = w.commit(
+        &[("k8s/app/web.yaml", &deployment("web", &ns, "web:2", 1, DEADLINE, FAIL_ROLLOUT))],
+        "bad",
+    );
+    let out = w.push();
+    let all = out.all();
+    assert!(!all.contains("rolling back"), "{all}");
+    let rec = w.last_record(&bad);
+    assert_eq!(rec["result"], "failed", "{rec}\n{all}");
+    assert!(rec["rolled_back_to"].is_null(), "{rec}");
+    assert_eq!(w.pointer("prod").as_deref(), Some(good.as_str()));
+    // No rollback record on the good commit besides its own deploy.
+    assert!(
+        w.records(&good).iter().all(|r| r["action"] != "rollback"),
+        "{:?}",
+        w.records(&good)
+    );
+    let d = c.get_json("deployment.apps", Some(&ns), "web").unwrap();
+    assert_eq!(str_at(&d, "/spec/template/spec/containers/0/image"), "web:2");
+    assert_eq!(
+        d["spec"]["template"]["metadata"]["annotations"]["kube-sandbox.io/fail-rollout"],
+        "true"
+    );
+}
+
+#[test]
+fn server_gate_rejects_what_the_real_server_refuses() {
+    let Some((w, c)) = world_with("", "[gate]\nmode = \"server\"\n") else { return };
+    w.hookops(&["install", "--pre-receive"]).assert_ok();
+    let ns = c.unique("gate");
+    // The namespace first: a server dry run of objects in a namespace not yet there would fail.
+    let first = w.commit(&[("k8s/ns/ns.yaml", &namespace(&ns))], "namespace");
+    w.push().assert_ok();
+    assert_eq!(w.last_record(&first)["result"], "succeeded");
+    let tip = || w.git(Some(&w.server), &["rev-parse", "main"]).stdout.trim().to_string();
+
+    let mismatched = deployment("web", &ns, "web:1", 1, "", "")
+        .replacen("      app: web\n  template", "      app: other\n  template", 1);
+    assert!(mismatched.contains("app: other"));
+    w.commit(&[("k8s/app/web.yaml", &mismatched)], "selector mismatch");
+    let out = w.push();
+    out.assert_fail();
+    let all = out.all();
+    assert!(all.contains("push rejected"), "{all}");
+    assert!(all.contains("server dry run"), "{all}");
+    assert!(all.contains("target k8s/app: server dry run"), "{all}");
+    assert!(all.contains("`selector` does not match template `labels`"), "{all}");
+    assert_eq!(tip(), first, "the gate keeps the ref where it was");
+    assert!(c.get_json("deployment.apps", Some(&ns), "web").is_none());
+
+    w.in_clone(&["reset", "-q", "--hard", &first]).assert_ok();
+    let good = w.commit(&[("k8s/app/web.yaml", &deployment("web", &ns, "web:1", 1, "", ""))], "valid");
+    let out = w.push();
+    out.assert_ok();
+    assert_eq!(tip(), good);
+    let rec = w.last_record(&good);
+    assert_eq!(rec["result"], "succeeded", "{rec}\n{}", out.all());
+    assert!(c.get_json("deployment.apps", Some(&ns), "web").is_some());
+}
+
+#[test]
+fn crd_and_its_custom_resources_in_one_push() {
+    let Some((w, c)) = world("") else { return };
+    let ns = c.unique("crd");
+    let group = format!("{}.example.com", c.unique("w"));
+    let crd = format!("apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names:\n    kind: Widget\n    plural: widgets\n    singular: widget\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          spec:\n            type: object\n            properties:\n              size:\n                type: integer\n");
+    let cr = |name: &str, size: u32| {
+        format!("apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  size: {size}\n")
+    };
+    let commit = w.commit(
+        &[
+            ("k8s/crds/widget.yaml", &crd),
+            ("k8s/ns/ns.yaml", &namespace(&ns)),
+            ("k8s/widgets/a.yaml", &cr("a", 1)),
+            ("k8s/widgets/b.yaml", &cr("b", 2)),
+        ],
+        "crd and widgets",
+    );
+    let out = w.push();
+    let rec = w.last_record(&commit);
+    assert_eq!(rec["result"], "succeeded", "{rec}\n{}", out.all());
+    assert_eq!(w.pointer("prod").as_deref(), Some(commit.as_str()));
+    let crd_live = c.get_json("crd", None, &format!("widgets.{group}")).expect("CRD");
+    assert!(crd_live["metadata"]["deletionTimestamp"].is_null());
+    let kind = format!("widgets.{group}");
+    let a = c.get_json(&kind, Some(&ns), "a").expect("widget a");
+    assert_eq!(a["spec"]["size"], 1, "{a}");
+    let b = c.get_json(&kind, Some(&ns), "b").expect("widget b");
+    assert_eq!(b["spec"]["size"], 2, "{b}");
+}
+
+#[test]
+fn drift_under_another_field_manager_is_seen_and_repaired() {
+    let Some((w, c)) = world("") else { return };
+    let ns = c.unique("fmdrift");
+    let commit = w.commit(
+        &[
+            ("k8s/ns/ns.yaml", &namespace(&ns)),
+            ("k8s/app/cm.yaml", &configmap("settings", Some(&ns), "git")),
+            ("k8s/app/web.yaml", &deployment("web", &ns, "nginx:1.27", 1, "", "")),
+        ],
+        "app",
+    );
+    let out = w.push();
+    assert_eq!(w.last_record(&commit)["result"], "succeeded", "{}", out.all());
+    assert!(w.hookops(&["drift", "--env", "prod"]).ok());
+
+    let patched = c.kubectl(&[
+        "patch", "configmap", "settings", "-n", &ns, "--field-manager=someone",
+        "--type=merge", "-p", "{\"data\":{\"value\":\"hand\"}}",
+    ]);
+    assert!(patched.status.success(), "{}", String::from_utf8_lossy(&patched.stderr));
+    let patched = c.kubectl(&[
+        "patch", "deployment", "web", "-n", &ns, "--type=json", "-p",
+        "[{\"op\":\"replace\",\"path\":\"/spec/template/spec/containers/0/image\",\"value\":\"nginx:hand\"}]",
+    ]);
+    assert!(patched.status.success(), "{}", String::from_utf8_lossy(&patched.stderr));
+    let cm = c.get_json("configmap", Some(&ns), "settings").unwrap();
+    assert_eq!(cm["data"]["value"], "hand");
+    assert!(cm["metadata"]["managedFields"].to_string().contains("someone"), "{cm}");
+
+    let out = w.hookops(&["drift", "--env", "prod"]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.stdout.contains("DRIFTED"), "{}", out.stdout);
+    // Both hand edits, the ConfigMap's (manager `someone`) and the Deployment's.
+    assert!(out.all().contains("k8s/app              kubectl DRIFTED (2)"), "{}", out.all());
+
+    let out = w.hookops(&["drift", "--env", "prod", "--repair"]);
+    assert!(out.ok(), "{}", out.all());
+    let cm = c.get_json("configmap", Some(&ns), "settings").unwrap();
+    assert_eq!(cm["data"]["value"], "git", "{cm}");
+    let d = c.get_json("deployment.apps", Some(&ns), "web").unwrap();
+    assert_eq!(str_at(&d, "/spec/template/spec/containers/0/image"), "nginx:1.27");
+    let out = w.hookops(&["drift", "--env", "prod"]);
+    assert!(out.ok(), "{}", out.all());
+}
+
+#[test]
+fn unknown_field_fails_under_strict_validation() {
+    let Some((w, c)) = world("on_failure = \"stop\"") else { return };
+    let ns = c.unique("strict");
+    let first = w.commit(&[("k8s/ns/ns.yaml", &namespace(&ns))], "namespace");
+    w.push().assert_ok();
+    assert_eq!(w.last_record(&first)["result"], "succeeded");
+    let typo = deployment("web", &ns, "nginx:1.27", 1, "  replicaz: 1\n", "");
+    let bad = w.commit(&[("k8s/app/web.yaml", &typo)], "typo");
+    let out = w.push();
+    let rec = w.last_record(&bad);
+    assert_eq!(rec["result"], "failed", "{rec}\n{}", out.all());
+    let why = reasons(&rec);
+    assert!(why.contains("replicaz"), "{why}");
+    // The real server's strict-validation message (server-side apply).
+    assert!(why.contains(".spec.replicaz: field not declared in schema"), "{why}");
+    assert_eq!(w.pointer("prod").as_deref(), Some(first.as_str()));
+    assert!(c.get_json("deployment.apps", Some(&ns), "web").is_none());
+}
+
+#[test]
+fn namespace_re_added_while_terminating() {
+    let Some((w, c)) = world("prune_namespaces = true") else { return };
+    let ns = c.unique("reborn");
+    let files = [
+        ("k8s/ns/ns.yaml".to_string(), namespace(&ns)),
+        ("k8s/app/cm.yaml".to_string(), configmap("inside", Some(&ns), "1")),
+    ];
+    let as_refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+    let first = w.commit(&as_refs, "namespace and configmap");
+    w.push().assert_ok();
+    assert_eq!(w.last_record(&first)["result"], "succeeded");
+
+    let gone = w.remove(&["k8s/ns", "k8s/app"], "drop both");
+    let out = w.push();
+    out.assert_ok();
+    assert_eq!(w.last_record(&gone)["result"], "succeeded", "{}", out.all());
+    let live = c.get_json("namespace", None, &ns).expect("still terminating");
+    assert_eq!(live["status"]["phase"], "Terminating", "{live}");
+
+    let back = w.commit(&as_refs, "re-add both");
+    let out = w.push();
+    let rec = w.last_record(&back);
+    // Observed: the re-add push fails. The Namespace applies (it still exists, terminating),
+    // the ConfigMap is refused by the server ("unable to create new content in namespace ...
+    // because it is being terminated"), the record is failed with that message, the failed
+    // target is rolled back, and the pointer stays on the removal commit.
+    let all = out.all();
+    assert_eq!(rec["result"], "failed", "{rec}\n{all}");
+    let why = reasons(&rec);
+    assert!(why.contains("because it is being terminated"), "{why}");
+    assert!(why.contains(&ns), "{why}");
+    assert_eq!(w.pointer("prod").as_deref(), Some(gone.as_str()));
+
+    // Once the namespace controller has finished, the next push succeeds.
+    assert!(
+        c.wait_for(Duration::from_secs(90), || c.get_json("namespace", None, &ns).is_none()),
+        "namespace {ns} still there"
+    );
+    let again = w.commit(&[("k8s/app/cm.yaml", &configmap("inside", Some(&ns), "2"))], "again");
+    let out = w.push();
+    let rec = w.last_record(&again);
+    assert_eq!(rec["result"], "succeeded", "{rec}\n{}", out.all());
+    assert_eq!(w.pointer("prod").as_deref(), Some(again.as_str()));
+    let live = c.get_json("namespace", None, &ns).expect("namespace");
+    assert_eq!(live["status"]["phase"], "Active", "{live}");
+    let cm = c.get_json("configmap", Some(&ns), "inside").expect("configmap");
+    assert_eq!(cm["data"]["value"], "2", "{cm}");
+}
