@@ -423,7 +423,9 @@ impl<'s> Deployer<'s> {
     ) -> Result<()> {
         if results.is_empty() {
             inv.mark_applied(plan.may_apply())?;
-            for k in &plan.kept {
+            // Kept because of an annotation: forgotten. A kept Namespace or CRD stays in the
+            // inventory, so `drift` and every later plan still name it.
+            for k in plan.kept.iter().filter(|k| k.forget) {
                 inv.forget(&k.id)?;
             }
             // A rollback of some targets leaves the others at the newer commit: the base (the

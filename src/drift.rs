@@ -29,6 +29,12 @@ pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<Exit
         let _lock = crate::environments::lock(session, env)?;
         let started = report::now();
         let plan = deployer.plan(env, None, pointer)?;
+        for k in &plan.kept {
+            say(&format!(
+                "{}: kept (no longer in git, not pruned): {}: {}",
+                env.name, k.id, k.reason
+            ));
+        }
         let kubectl = session.kubectl(env, deployer.masker.clone())?;
         let env_dir = session.env_dir(&env.name)?;
         let tree = crate::targets::commit_tree(&session.repo, pointer)?;

@@ -265,6 +265,8 @@ pub fn keep_what_others_declare(
                     reason: format!(
                         "environment {other} still declares it on the same API server ({url})"
                     ),
+                    // Checked again by every deploy: pruned once the other stops declaring it.
+                    forget: false,
                 }),
                 None => still.push((id, version)),
             }

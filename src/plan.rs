@@ -97,6 +97,10 @@ pub struct Kept {
     pub id: ObjectId,
     pub target: String,
     pub reason: String,
+    /// The inventory forgets it (`hookops.io/prune: disabled`); a kept Namespace or CRD is
+    /// remembered, so drift and later plans keep naming it.
+    #[serde(skip)]
+    pub forget: bool,
 }
 
 pub struct Plan {
@@ -451,10 +455,12 @@ fn prunes(plan: &mut Plan, cx: &mut PlanContext) -> Result<()> {
             None
         };
         if let Some(reason) = reason {
+            let forget = e.keep || identity::is_unknown(&id);
             plan.kept.push(Kept {
                 id,
                 target: e.target,
                 reason: reason.to_string(),
+                forget,
             });
             continue;
         }

@@ -383,6 +383,18 @@ fn namespaces_and_crds_are_kept_unless_the_server_config_allows() {
                 "{rec}"
             );
             assert!(c.get_json("configmap", Some(&ns), "inside").is_some());
+            // drift names them as kept.
+            let drift = w.hookops(&["drift", "--env", "prod"]);
+            assert!(
+                drift.stdout.contains("kept (no longer in git"),
+                "{}",
+                drift.all()
+            );
+            assert!(
+                drift.stdout.contains(&format!("Namespace {ns}")),
+                "{}",
+                drift.all()
+            );
         }
     }
 }
