@@ -23,7 +23,14 @@ fn world(env_extra: &str) -> Option<(World, &'static Cluster)> {
     world_with(env_extra, "")
 }
 
-fn deployment(name: &str, ns: &str, image: &str, replicas: u32, extra_spec: &str, pod_annotations: &str) -> String {
+fn deployment(
+    name: &str,
+    ns: &str,
+    image: &str,
+    replicas: u32,
+    extra_spec: &str,
+    pod_annotations: &str,
+) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  replicas: {replicas}\n{extra_spec}  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n      annotations:\n        x: \"y\"\n{pod_annotations}    spec:\n      containers:\n      - name: app\n        image: {image}\n"
     )
@@ -49,19 +56,27 @@ fn reasons(rec: &serde_json::Value) -> String {
 
 #[test]
 fn failed_rollout_with_stop_is_left_as_applied() {
-    let Some((w, c)) = world("on_failure = \"stop\"") else { return };
+    let Some((w, c)) = world("on_failure = \"stop\"") else {
+        return;
+    };
     let ns = c.unique("stop");
     let good = w.commit(
         &[
             ("k8s/ns/ns.yaml", &namespace(&ns)),
-            ("k8s/app/web.yaml", &deployment("web", &ns, "web:1", 1, DEADLINE, "")),
+            (
+                "k8s/app/web.yaml",
+                &deployment("web", &ns, "web:1", 1, DEADLINE, ""),
+            ),
         ],
         "good",
     );
     w.push().assert_ok();
     assert_eq!(w.last_record(&good)["result"], "succeeded");
     let bad = w.commit(
-        &[("k8s/app/web.yaml", &deployment("web", &ns, "web:2", 1, DEADLINE, FAIL_ROLLOUT))],
+        &[(
+            "k8s/app/web.yaml",
+            &deployment("web", &ns, "web:2", 1, DEADLINE, FAIL_ROLLOUT),
+        )],
         "bad",
     );
     let out = w.push();
@@ -78,7 +93,10 @@ fn failed_rollout_with_stop_is_left_as_applied() {
         w.records(&good)
     );
     let d = c.get_json("deployment.apps", Some(&ns), "web").unwrap();
-    assert_eq!(str_at(&d, "/spec/template/spec/containers/0/image"), "web:2");
+    assert_eq!(
+        str_at(&d, "/spec/template/spec/containers/0/image"),
+        "web:2"
+    );
     assert_eq!(
         d["spec"]["template"]["metadata"]["annotations"]["kube-sandbox.io/fail-rollout"],
         "true"
@@ -87,17 +105,27 @@ fn failed_rollout_with_stop_is_left_as_applied() {
 
 #[test]
 fn server_gate_rejects_what_the_real_server_refuses() {
-    let Some((w, c)) = world_with("", "[gate]\nmode = \"server\"\n") else { return };
+    let Some((w, c)) = world_with("", "[gate]\nmode = \"server\"\n") else {
+        return;
+    };
     w.hookops(&["install", "--pre-receive"]).assert_ok();
     let ns = c.unique("gate");
     // The namespace first: a server dry run of objects in a namespace not yet there would fail.
     let first = w.commit(&[("k8s/ns/ns.yaml", &namespace(&ns))], "namespace");
     w.push().assert_ok();
     assert_eq!(w.last_record(&first)["result"], "succeeded");
-    let tip = || w.git(Some(&w.server), &["rev-parse", "main"]).stdout.trim().to_string();
+    let tip = || {
+        w.git(Some(&w.server), &["rev-parse", "main"])
+            .stdout
+            .trim()
+            .to_string()
+    };
 
-    let mismatched = deployment("web", &ns, "web:1", 1, "", "")
-        .replacen("      app: web\n  template", "      app: other\n  template", 1);
+    let mismatched = deployment("web", &ns, "web:1", 1, "", "").replacen(
+        "      app: web\n  template",
+        "      app: other\n  template",
+        1,
+    );
     assert!(mismatched.contains("app: other"));
     w.commit(&[("k8s/app/web.yaml", &mismatched)], "selector mismatch");
     let out = w.push();
@@ -106,12 +134,21 @@ fn server_gate_rejects_what_the_real_server_refuses() {
     assert!(all.contains("push rejected"), "{all}");
     assert!(all.contains("server dry run"), "{all}");
     assert!(all.contains("target k8s/app: server dry run"), "{all}");
-    assert!(all.contains("`selector` does not match template `labels`"), "{all}");
+    assert!(
+        all.contains("`selector` does not match template `labels`"),
+        "{all}"
+    );
     assert_eq!(tip(), first, "the gate keeps the ref where it was");
     assert!(c.get_json("deployment.apps", Some(&ns), "web").is_none());
 
     w.in_clone(&["reset", "-q", "--hard", &first]).assert_ok();
-    let good = w.commit(&[("k8s/app/web.yaml", &deployment("web", &ns, "web:1", 1, "", ""))], "valid");
+    let good = w.commit(
+        &[(
+            "k8s/app/web.yaml",
+            &deployment("web", &ns, "web:1", 1, "", ""),
+        )],
+        "valid",
+    );
     let out = w.push();
     out.assert_ok();
     assert_eq!(tip(), good);
@@ -142,7 +179,9 @@ fn crd_and_its_custom_resources_in_one_push() {
     let rec = w.last_record(&commit);
     assert_eq!(rec["result"], "succeeded", "{rec}\n{}", out.all());
     assert_eq!(w.pointer("prod").as_deref(), Some(commit.as_str()));
-    let crd_live = c.get_json("crd", None, &format!("widgets.{group}")).expect("CRD");
+    let crd_live = c
+        .get_json("crd", None, &format!("widgets.{group}"))
+        .expect("CRD");
     assert!(crd_live["metadata"]["deletionTimestamp"].is_null());
     let kind = format!("widgets.{group}");
     let a = c.get_json(&kind, Some(&ns), "a").expect("widget a");
@@ -159,73 +198,217 @@ fn drift_under_another_field_manager_is_seen_and_repaired() {
         &[
             ("k8s/ns/ns.yaml", &namespace(&ns)),
             ("k8s/app/cm.yaml", &configmap("settings", Some(&ns), "git")),
-            ("k8s/app/web.yaml", &deployment("web", &ns, "nginx:1.27", 1, "", "")),
+            (
+                "k8s/app/web.yaml",
+                &deployment("web", &ns, "nginx:1.27", 1, "", ""),
+            ),
         ],
         "app",
     );
     let out = w.push();
-    assert_eq!(w.last_record(&commit)["result"], "succeeded", "{}", out.all());
+    assert_eq!(
+        w.last_record(&commit)["result"],
+        "succeeded",
+        "{}",
+        out.all()
+    );
     assert!(w.hookops(&["drift", "--env", "prod"]).ok());
 
     let patched = c.kubectl(&[
-        "patch", "configmap", "settings", "-n", &ns, "--field-manager=someone",
-        "--type=merge", "-p", "{\"data\":{\"value\":\"hand\"}}",
+        "patch",
+        "configmap",
+        "settings",
+        "-n",
+        &ns,
+        "--field-manager=someone",
+        "--type=merge",
+        "-p",
+        "{\"data\":{\"value\":\"hand\"}}",
     ]);
-    assert!(patched.status.success(), "{}", String::from_utf8_lossy(&patched.stderr));
+    assert!(
+        patched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&patched.stderr)
+    );
     let patched = c.kubectl(&[
         "patch", "deployment", "web", "-n", &ns, "--type=json", "-p",
         "[{\"op\":\"replace\",\"path\":\"/spec/template/spec/containers/0/image\",\"value\":\"nginx:hand\"}]",
     ]);
-    assert!(patched.status.success(), "{}", String::from_utf8_lossy(&patched.stderr));
+    assert!(
+        patched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&patched.stderr)
+    );
     let cm = c.get_json("configmap", Some(&ns), "settings").unwrap();
     assert_eq!(cm["data"]["value"], "hand");
-    assert!(cm["metadata"]["managedFields"].to_string().contains("someone"), "{cm}");
+    assert!(
+        cm["metadata"]["managedFields"]
+            .to_string()
+            .contains("someone"),
+        "{cm}"
+    );
 
     let out = w.hookops(&["drift", "--env", "prod"]);
     assert_eq!(out.code, Some(1), "{}", out.all());
     assert!(out.stdout.contains("DRIFTED"), "{}", out.stdout);
     // Both hand edits, the ConfigMap's (manager `someone`) and the Deployment's.
-    assert!(out.all().contains("k8s/app              kubectl DRIFTED (2)"), "{}", out.all());
+    assert!(
+        out.all()
+            .contains("k8s/app              kubectl DRIFTED (2)"),
+        "{}",
+        out.all()
+    );
 
     let out = w.hookops(&["drift", "--env", "prod", "--repair"]);
     assert!(out.ok(), "{}", out.all());
     let cm = c.get_json("configmap", Some(&ns), "settings").unwrap();
     assert_eq!(cm["data"]["value"], "git", "{cm}");
     let d = c.get_json("deployment.apps", Some(&ns), "web").unwrap();
-    assert_eq!(str_at(&d, "/spec/template/spec/containers/0/image"), "nginx:1.27");
+    assert_eq!(
+        str_at(&d, "/spec/template/spec/containers/0/image"),
+        "nginx:1.27"
+    );
+    let out = w.hookops(&["drift", "--env", "prod"]);
+    assert!(out.ok(), "{}", out.all());
+
+    // A second hand edit, then a deploy of another file of the same target.
+    let patched = c.kubectl(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-n",
+        &ns,
+        "--field-manager=someone",
+        "--type=merge",
+        "-p",
+        "{\"data\":{\"value\":\"hand again\"}}",
+    ]);
+    assert!(
+        patched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&patched.stderr)
+    );
+    assert_eq!(w.hookops(&["drift", "--env", "prod"]).code, Some(1));
+    let next = w.commit(
+        &[("k8s/app/other.yaml", &configmap("other", Some(&ns), "1"))],
+        "next",
+    );
+    let out = w.push();
+    assert_eq!(w.last_record(&next)["result"], "succeeded", "{}", out.all());
+    // A deploy applies only the changed files (docs/architecture.md): the untouched ConfigMap
+    // keeps the hand edit, and drift still sees it.
+    let cm = c.get_json("configmap", Some(&ns), "settings").unwrap();
+    assert_eq!(cm["data"]["value"], "hand again", "{cm}");
+    assert_eq!(w.hookops(&["drift", "--env", "prod"]).code, Some(1));
+    // A deploy of its file takes the field back from the other manager (--force-conflicts).
+    let third = w.commit(
+        &[("k8s/app/cm.yaml", &configmap("settings", Some(&ns), "git2"))],
+        "third",
+    );
+    let out = w.push();
+    assert_eq!(
+        w.last_record(&third)["result"],
+        "succeeded",
+        "{}",
+        out.all()
+    );
+    let cm = c.get_json("configmap", Some(&ns), "settings").unwrap();
+    assert_eq!(cm["data"]["value"], "git2", "{cm}");
+    assert!(
+        !cm["metadata"]["managedFields"]
+            .to_string()
+            .contains("someone"),
+        "{cm}"
+    );
     let out = w.hookops(&["drift", "--env", "prod"]);
     assert!(out.ok(), "{}", out.all());
 }
 
 #[test]
 fn unknown_field_fails_under_strict_validation() {
-    let Some((w, c)) = world("on_failure = \"stop\"") else { return };
+    let Some((w, c)) = world("on_failure = \"stop\"") else {
+        return;
+    };
     let ns = c.unique("strict");
     let first = w.commit(&[("k8s/ns/ns.yaml", &namespace(&ns))], "namespace");
     w.push().assert_ok();
     assert_eq!(w.last_record(&first)["result"], "succeeded");
     let typo = deployment("web", &ns, "nginx:1.27", 1, "  replicaz: 1\n", "");
     let bad = w.commit(&[("k8s/app/web.yaml", &typo)], "typo");
-    let out = w.push();
+    // The push runs hookops (in the hook) with a kubectl first in PATH that records the real
+    // kubectl's requests (`-v=6`) and passes everything else through unchanged.
+    let real = std::process::Command::new("sh")
+        .args(["-c", "command -v kubectl"])
+        .output()
+        .unwrap();
+    let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+    let bin = w.tmp.path().join("logging-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = w.tmp.path().join("kubectl-requests.log");
+    let wrapper = bin.join("kubectl");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/bash\nerr=$(mktemp)\n'{real}' -v=6 \"$@\" 2>\"$err\"\nrc=$?\ncat \"$err\" >> '{}'\ngrep -Ev '^I[0-9]{{4}} ' \"$err\" >&2\nrm -f \"$err\"\nexit $rc\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out: crate::util::Run = w
+        .base_command("git")
+        .current_dir(&w.clone)
+        .env("PATH", path)
+        .args(["push", "-q", "origin", "HEAD:main"])
+        .output()
+        .expect("git push")
+        .into();
+    let requests = std::fs::read_to_string(&log).unwrap_or_default();
+    let applied: Vec<&str> = requests
+        .lines()
+        .filter(|l| l.contains("PATCH ") && l.contains("/deployments/web?"))
+        .collect();
+    assert!(!applied.is_empty(), "{requests}\n{}", out.all());
+    assert!(
+        applied.iter().all(|l| l.contains("fieldValidation=Strict")),
+        "{applied:?}"
+    );
     let rec = w.last_record(&bad);
     assert_eq!(rec["result"], "failed", "{rec}\n{}", out.all());
     let why = reasons(&rec);
     assert!(why.contains("replicaz"), "{why}");
     // The real server's strict-validation message (server-side apply).
-    assert!(why.contains(".spec.replicaz: field not declared in schema"), "{why}");
+    assert!(
+        why.contains(".spec.replicaz: field not declared in schema"),
+        "{why}"
+    );
     assert_eq!(w.pointer("prod").as_deref(), Some(first.as_str()));
     assert!(c.get_json("deployment.apps", Some(&ns), "web").is_none());
 }
 
 #[test]
 fn namespace_re_added_while_terminating() {
-    let Some((w, c)) = world("prune_namespaces = true") else { return };
+    let Some((w, c)) = world("prune_namespaces = true") else {
+        return;
+    };
     let ns = c.unique("reborn");
     let files = [
         ("k8s/ns/ns.yaml".to_string(), namespace(&ns)),
-        ("k8s/app/cm.yaml".to_string(), configmap("inside", Some(&ns), "1")),
+        (
+            "k8s/app/cm.yaml".to_string(),
+            configmap("inside", Some(&ns), "1"),
+        ),
     ];
-    let as_refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+    let as_refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
     let first = w.commit(&as_refs, "namespace and configmap");
     w.push().assert_ok();
     assert_eq!(w.last_record(&first)["result"], "succeeded");
@@ -234,7 +417,9 @@ fn namespace_re_added_while_terminating() {
     let out = w.push();
     out.assert_ok();
     assert_eq!(w.last_record(&gone)["result"], "succeeded", "{}", out.all());
-    let live = c.get_json("namespace", None, &ns).expect("still terminating");
+    let live = c
+        .get_json("namespace", None, &ns)
+        .expect("still terminating");
     assert_eq!(live["status"]["phase"], "Terminating", "{live}");
 
     let back = w.commit(&as_refs, "re-add both");
@@ -253,16 +438,23 @@ fn namespace_re_added_while_terminating() {
 
     // Once the namespace controller has finished, the next push succeeds.
     assert!(
-        c.wait_for(Duration::from_secs(90), || c.get_json("namespace", None, &ns).is_none()),
+        c.wait_for(Duration::from_secs(90), || c
+            .get_json("namespace", None, &ns)
+            .is_none()),
         "namespace {ns} still there"
     );
-    let again = w.commit(&[("k8s/app/cm.yaml", &configmap("inside", Some(&ns), "2"))], "again");
+    let again = w.commit(
+        &[("k8s/app/cm.yaml", &configmap("inside", Some(&ns), "2"))],
+        "again",
+    );
     let out = w.push();
     let rec = w.last_record(&again);
     assert_eq!(rec["result"], "succeeded", "{rec}\n{}", out.all());
     assert_eq!(w.pointer("prod").as_deref(), Some(again.as_str()));
     let live = c.get_json("namespace", None, &ns).expect("namespace");
     assert_eq!(live["status"]["phase"], "Active", "{live}");
-    let cm = c.get_json("configmap", Some(&ns), "inside").expect("configmap");
+    let cm = c
+        .get_json("configmap", Some(&ns), "inside")
+        .expect("configmap");
     assert_eq!(cm["data"]["value"], "2", "{cm}");
 }
