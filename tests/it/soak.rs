@@ -829,11 +829,16 @@ fn soak(mode: &str) {
         }
     }
     // Nothing left behind.
-    let lock = std::fs::File::open(w.server.join("hookops/lock")).expect("the deploy lock file");
-    if lock.try_lock().is_err() {
-        violations.push("the deploy lock is still held".into());
+    // One deploy lock per environment (locks/<env>.lock): none may still be held.
+    for entry in std::fs::read_dir(w.server.join("hookops/locks"))
+        .expect("the deploy locks")
+        .flatten()
+    {
+        let lock = std::fs::File::open(entry.path()).expect("a deploy lock file");
+        if lock.try_lock().is_err() {
+            violations.push(format!("{} is still held", entry.path().display()));
+        }
     }
-    drop(lock);
     for p in git_locks(&w.server) {
         violations.push(format!("a stale git lock: {}", p.display()));
     }
