@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub tools: Tools,
     #[serde(default)]
     pub logs: Logs,
+    #[serde(default)]
+    pub web: crate::page::config::Web,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default, Serialize)]

@@ -23,6 +23,7 @@ pub mod mask;
 pub mod notes;
 pub mod ops;
 pub mod out;
+pub mod page;
 pub mod plan;
 pub mod record;
 pub mod refs;
@@ -113,7 +114,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             allowed_signers,
         } => verify::history(repo, env.as_deref(), json, allowed_signers.as_deref()),
-        Command::Status { json } => verify::status(repo, json),
+        Command::Status { json, html } => match html {
+            Some(file) => page::status_html(repo, file.as_deref()),
+            None => verify::status(repo, json),
+        },
         Command::Rollback { env, to } => hooks::rollback(repo, &env, to.as_deref()),
         Command::Verify {
             rev,

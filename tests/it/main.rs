@@ -10,6 +10,7 @@ mod https_git;
 mod isolated;
 mod ops;
 mod packaging;
+mod page;
 mod realworld;
 mod realkube;
 mod records;
