@@ -453,7 +453,7 @@ fn entry(page: &Page, a: &Attempt, out: &mut String) {
     let _ = write!(
         out,
         "<li class=\"attempt res-{res} act-{act}\" id=\"{id}\" data-result=\"{res}\" data-action=\"{act}\">\
-         <div class=\"head\">{when} <span class=\"action\">{act}</span> {badge} {commit} <span class=\"subject\">{subject}</span> <span class=\"dur\">{dur}</span> {sig}</div>",
+         <div class=\"head\">{when} <span class=\"action\">{act}</span> {badge} {commit} <span class=\"subject\">{subject}</span>{author} <span class=\"dur\">{dur}</span> {sig}</div>",
         id = escape(&a.anchor),
         res = r.result.as_str(),
         act = action(r.action),
@@ -461,6 +461,11 @@ fn entry(page: &Page, a: &Attempt, out: &mut String) {
         badge = badge(r.result),
         commit = commit_ref(page, &a.commit.to_string()),
         subject = escape(&clip(a.subject.as_deref().unwrap_or(""), MAX_SUBJECT)),
+        author = a
+            .author
+            .as_deref()
+            .map(|n| format!(" <span class=\"sub\">by {}</span>", escape(&clip(n, 80))))
+            .unwrap_or_default(),
         dur = r.duration_ms().map(duration).unwrap_or_default(),
         sig = signature(&a.signature),
     );
@@ -818,6 +823,7 @@ mod tests {
             anchor: "a-prod-1".into(),
             commit: oid(2),
             subject: Some(HOSTILE.into()),
+            author: Some(HOSTILE.into()),
             report: failed.clone(),
             signature: Signature::Bad,
             related: Some(Related {

@@ -93,6 +93,7 @@ pub struct Attempt {
     /// The commit whose note holds the record.
     pub commit: Oid,
     pub subject: Option<String>,
+    pub author: Option<String>,
     pub report: Report,
     pub signature: Signature,
     /// A rollback and what it rolled back, both ways.
@@ -155,13 +156,17 @@ pub fn collect(session: &Session) -> Result<Page> {
         let mut timeline: Vec<Attempt> = mine
             .iter()
             .take(web.timeline)
-            .map(|s| Attempt {
-                anchor: anchor(&env.name, s, &mut used),
-                commit: s.commit,
-                subject: commits.info(s.commit).map(|c| c.subject),
-                report: s.report.clone(),
-                signature: signature(&s.record, &signers, checked),
-                related: None,
+            .map(|s| {
+                let info = commits.info(s.commit);
+                Attempt {
+                    anchor: anchor(&env.name, s, &mut used),
+                    commit: s.commit,
+                    subject: info.as_ref().map(|c| c.subject.clone()),
+                    author: info.map(|c| c.author),
+                    report: s.report.clone(),
+                    signature: signature(&s.record, &signers, checked),
+                    related: None,
+                }
             })
             .collect();
         for i in 0..timeline.len() {
