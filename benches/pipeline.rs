@@ -1062,7 +1062,11 @@ fn page_repo(b: &Bench) -> PageRepo {
             &format!("web: settings {i} <b>&amp;</b>"),
             (i > 0).then_some(i),
         );
-        inline_file(&mut s, "apps/web/cm.yaml", &configmap("settings", &i.to_string()));
+        inline_file(
+            &mut s,
+            "apps/web/cm.yaml",
+            &configmap("settings", &i.to_string()),
+        );
         s.push(b'\n');
     }
     s.extend_from_slice(b"done\n");
@@ -1073,7 +1077,10 @@ fn page_repo(b: &Bench) -> PageRepo {
         .map(str::to_string)
         .collect();
     assert_eq!(ids.len(), commits);
-    b.git(&repo, &["update-ref", "refs/heads/staging", &ids[commits - 200]]);
+    b.git(
+        &repo,
+        &["update-ref", "refs/heads/staging", &ids[commits - 200]],
+    );
 
     use hookops::report::{Action, Outcome, Report, TargetReport};
     let signer = hookops::record::Signer::load(&b.signing_key()).expect("signing key");
@@ -1081,7 +1088,9 @@ fn page_repo(b: &Bench) -> PageRepo {
     let mut total = 0;
     let mut seed: u64 = 7;
     let mut rand = move |n: u64| {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (seed >> 33) % n
     };
     let time = |i: usize, extra: u64| {
@@ -1093,16 +1102,26 @@ fn page_repo(b: &Bench) -> PageRepo {
     while total < PAGE_RECORDS {
         let c = i % commits;
         let env = if c % 5 == 4 { "staging" } else { "prod" };
-        let failed = env == "prod" && c % 23 == 0 && c > 0;
+        let failed = env == "prod" && c.is_multiple_of(23) && c > 0;
         let targets: Vec<TargetReport> = ["web", "api", "worker", "db"]
             .iter()
             .map(|name| {
-                let mut t = TargetReport::new(name, if *name == "db" { "terraform" } else { "kubectl" });
+                let mut t = TargetReport::new(
+                    name,
+                    if *name == "db" {
+                        "terraform"
+                    } else {
+                        "kubectl"
+                    },
+                );
                 t.applied = rand(20) as usize;
                 t.duration_ms = 200 + rand(if *name == "db" { 9000 } else { 2500 });
                 if failed && *name == "api" {
                     t.result = Outcome::Failed;
-                    t.reason = Some("Deployment api/api: unhealthy: 0 of 3 replicas available after 300 s".into());
+                    t.reason = Some(
+                        "Deployment api/api: unhealthy: 0 of 3 replicas available after 300 s"
+                            .into(),
+                    );
                 }
                 t
             })
@@ -1111,10 +1130,17 @@ fn page_repo(b: &Bench) -> PageRepo {
         let mut rep = Report {
             env: env.into(),
             action: Action::Deploy,
-            result: if failed { Outcome::Failed } else { Outcome::Succeeded },
+            result: if failed {
+                Outcome::Failed
+            } else {
+                Outcome::Succeeded
+            },
             commit: ids[c].clone(),
             from: (c > 0).then(|| ids[c - 1].clone()),
-            ref_name: format!("refs/heads/{}", if env == "prod" { "main" } else { "staging" }),
+            ref_name: format!(
+                "refs/heads/{}",
+                if env == "prod" { "main" } else { "staging" }
+            ),
             started_at: time(c, 0),
             finished_at: time(c, ms / 1000 + 1),
             host: "deploy-1".into(),
@@ -1165,7 +1191,14 @@ fn page_repo(b: &Bench) -> PageRepo {
         i += 1;
     }
     let mut s = Vec::with_capacity(40 << 20);
-    commit_header(&mut s, "refs/notes/hookops", 1, 1_800_000_000, "records", None);
+    commit_header(
+        &mut s,
+        "refs/notes/hookops",
+        1,
+        1_800_000_000,
+        "records",
+        None,
+    );
     for (c, recs) in notes.iter().enumerate() {
         if recs.is_empty() {
             continue;
@@ -1179,14 +1212,25 @@ fn page_repo(b: &Bench) -> PageRepo {
     b.fast_import(&repo, &s);
     let (a, bb) = (ids[commits - 2].clone(), ids[commits - 1].clone());
     b.git(&repo, &["update-ref", "refs/hookops/deployed/prod", &a]);
-    b.git(&repo, &["update-ref", "refs/hookops/deployed/staging", &ids[commits - 201]]);
+    b.git(
+        &repo,
+        &[
+            "update-ref",
+            "refs/hookops/deployed/staging",
+            &ids[commits - 201],
+        ],
+    );
 
     let stub = b.path("kubectl-stub-page");
     std::fs::write(&stub, "#!/bin/sh\ncat >/dev/null\nexit 0\n").unwrap();
     std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let allowed = b.path("allowed_signers");
     let public = std::fs::read_to_string(b.signing_key().with_extension("pub")).unwrap();
-    std::fs::write(&allowed, format!("bench@hookops namespaces=\"hookops\" {public}")).unwrap();
+    std::fs::write(
+        &allowed,
+        format!("bench@hookops namespaces=\"hookops\" {public}"),
+    )
+    .unwrap();
     let kubeconfig = b.path("kubeconfig-unused");
     std::fs::write(&kubeconfig, "").unwrap();
     let config = format!(
@@ -1213,7 +1257,9 @@ fn page_repo(b: &Bench) -> PageRepo {
 }
 
 fn figure6(b: &mut Bench, big: Option<&BigRepo>) {
-    println!("\n== 6. status page: `hookops status --html FILE` vs `hookops status` (10,000 records)");
+    println!(
+        "\n== 6. status page: `hookops status --html FILE` vs `hookops status` (10,000 records)"
+    );
     let p = page_repo(b);
     let out = b.path("status.html");
     let mut html_t = Vec::new();
@@ -1235,13 +1281,21 @@ fn figure6(b: &mut Bench, big: Option<&BigRepo>) {
         one(i % 2 == 1);
     }
     let html = std::fs::read_to_string(&out).expect("the page");
-    assert_eq!(html.matches("<li class=\"attempt").count(), 100, "50 per environment");
+    assert_eq!(
+        html.matches("<li class=\"attempt").count(),
+        100,
+        "50 per environment"
+    );
     assert!(html.contains("rolled back to"), "a rollback is linked");
     let (h, t) = (median(&html_t), median(&text_t));
     println!("hookops status --html ms: {}", list(&html_t));
     println!("hookops status ms: {}", list(&text_t));
     let kb = html.len() as f64 / 1024.0;
-    println!("median: status --html {}, status {}; page {kb:.0} KiB", ms(h), ms(t));
+    println!(
+        "median: status --html {}, status {}; page {kb:.0} KiB",
+        ms(h),
+        ms(t)
+    );
     b.row(
         "6. status page, 10,000 records (status --html)",
         ms(h),
@@ -1288,7 +1342,12 @@ fn figure6(b: &mut Bench, big: Option<&BigRepo>) {
     let (w, wo) = (median(&with_t), median(&without_t));
     println!("post-receive with [web] page ms: {}", list(&with_t));
     println!("post-receive without ms: {}", list(&without_t));
-    println!("median: with {}, without {}, refresh {}", ms(w), ms(wo), ms(w.saturating_sub(wo)));
+    println!(
+        "median: with {}, without {}, refresh {}",
+        ms(w),
+        ms(wo),
+        ms(w.saturating_sub(wo))
+    );
     b.row(
         "6b. page refresh in the hook (with − without)",
         ms(w.saturating_sub(wo)),
@@ -1302,11 +1361,20 @@ fn figure6(b: &mut Bench, big: Option<&BigRepo>) {
     if let Some(big) = big {
         let mut t = Vec::new();
         for _ in 0..b.runs {
-            t.push(measure_ok(b.hookops(&big.repo).args(["status", "--html"]).arg(&out), None).wall);
+            t.push(
+                measure_ok(
+                    b.hookops(&big.repo).args(["status", "--html"]).arg(&out),
+                    None,
+                )
+                .wall,
+            );
         }
         let html = std::fs::read_to_string(&out).expect("the page");
         assert!(html.contains("100,000"), "the inventory count");
-        println!("status --html on the figure 1 repository (2 × 100,000 objects) ms: {}", list(&t));
+        println!(
+            "status --html on the figure 1 repository (2 × 100,000 objects) ms: {}",
+            list(&t)
+        );
         b.row(
             "6c. status page, 2 × 100,000-object inventories",
             ms(median(&t)),

@@ -118,7 +118,10 @@ mod tests {
         for (text, needle) in [
             ("[web]\ntimeline = 0\n", "1 to 1000"),
             ("[web]\ntimeline = 5000\n", "1 to 1000"),
-            ("[web]\ncommit_url = \"javascript:alert(1)//{commit}\"\n", "https://"),
+            (
+                "[web]\ncommit_url = \"javascript:alert(1)//{commit}\"\n",
+                "https://",
+            ),
             ("[web]\ncommit_url = \"https://git.example/\"\n", "{commit}"),
             ("[web]\ncommit_url = \"https://x/{commit} y\"\n", "spaces"),
             ("[web]\nallowed = 1\n", "unknown field"),

@@ -74,7 +74,7 @@ tr.state-ok>th{border-left-color:var(--ok)}tr.state-failed>th{border-left-color:
 .badge{display:inline-block;padding:0 6px;border-radius:10px;font-size:12px;font-weight:600;color:#fff;background:var(--skip)}
 .r-succeeded{background:var(--ok)}.r-failed{background:var(--bad)}.r-rolled_back{background:var(--back)}.r-skipped{background:var(--skip)}
 .drifted{color:var(--back);font-weight:600}.failed{color:var(--bad);font-weight:600}.insync{color:var(--ok)}
-.reason{white-space:pre-wrap;word-break:break-word;margin:2px 0}
+.reason{white-space:pre-wrap;word-break:break-word;margin:2px 0}.related{margin:2px 0}
 ol.timeline{list-style:none;padding:0;margin:0}
 li.attempt{border:1px solid var(--line);border-left:4px solid var(--skip);border-radius:6px;padding:6px 10px;margin:6px 0}
 li.attempt.res-succeeded{border-left-color:var(--ok)}li.attempt.res-failed{border-left-color:var(--bad)}li.attempt.res-rolled_back{border-left-color:var(--back)}
@@ -128,7 +128,11 @@ fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
             if i <= chunk.len() {
@@ -208,7 +212,7 @@ fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -225,10 +229,7 @@ fn action(a: Action) -> &'static str {
 }
 
 fn badge(result: Outcome) -> String {
-    format!(
-        "<span class=\"badge r-{0}\">{0}</span>",
-        result.as_str()
-    )
+    format!("<span class=\"badge r-{0}\">{0}</span>", result.as_str())
 }
 
 fn signature(sig: &Signature) -> String {
@@ -314,8 +315,11 @@ fn env_row(page: &Page, env: &EnvView, out: &mut String) {
                 out,
                 "<strong>{}</strong> waiting{}",
                 plural(n, "commit", "commits"),
-                tip.map(|t| format!("<div class=\"sub\">tip {}</div>", commit_ref(page, &t.to_string())))
-                    .unwrap_or_default()
+                tip.map(|t| format!(
+                    "<div class=\"sub\">tip {}</div>",
+                    commit_ref(page, &t.to_string())
+                ))
+                .unwrap_or_default()
             );
         }
         (None, _) => out.push_str("<span class=\"sub\">branch not found</span>"),
@@ -356,7 +360,11 @@ fn env_row(page: &Page, env: &EnvView, out: &mut String) {
                 format!(
                     "<span class=\"drifted\">drifted</span>: {}{}",
                     escape(&names.join(", ")),
-                    if more > 0 { format!(" and {more} more") } else { String::new() }
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
                 )
             } else if d.report.result == Outcome::Succeeded {
                 "<span class=\"insync\">in sync</span>".to_string()
@@ -383,9 +391,9 @@ fn env_row(page: &Page, env: &EnvView, out: &mut String) {
         }
         None => out.push_str("<span class=\"sub\">never checked</span>"),
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "</td><td class=\"queue\">{}</td><td class=\"objects\">{}</td></tr>\n",
+        "</td><td class=\"queue\">{}</td><td class=\"objects\">{}</td></tr>",
         if env.queued {
             "<strong>deploy queued</strong>"
         } else {
@@ -511,9 +519,9 @@ fn entry(page: &Page, a: &Attempt, out: &mut String) {
         }
         out.push_str("</table>");
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<div class=\"host\">on {}{}</div></li>\n",
+        "<div class=\"host\">on {}{}</div></li>",
         escape(&clip(&r.host, 80)),
         r.hookops_version
             .as_deref()
@@ -566,7 +574,12 @@ fn chart(env: &EnvView) -> String {
         }
     }
     let mut names: Vec<(&str, (usize, u64))> = stats.into_iter().collect();
-    names.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(b.1 .1.cmp(&a.1 .1)).then(a.0.cmp(b.0)));
+    names.sort_by(|a, b| {
+        b.1 .0
+            .cmp(&a.1 .0)
+            .then(b.1 .1.cmp(&a.1 .1))
+            .then(a.0.cmp(b.0))
+    });
     let more = names.len().saturating_sub(MAX_LANES);
     names.truncate(MAX_LANES);
 
@@ -600,46 +613,46 @@ fn chart(env: &EnvView) -> String {
     for (name, _) in &names {
         let bars: Vec<Bar> = attempts
             .iter()
-            .map(|a| match a.report.targets.iter().find(|t| t.name == *name) {
-                Some(t) => Bar {
-                    anchor: &a.anchor,
-                    result: t.result,
-                    ms: t.duration_ms as i64,
-                    tip: format!(
-                        "{} in {} {} · {} · {}{}",
-                        clip(name, 60),
-                        action(a.report.action),
-                        short(&a.commit.to_string()),
-                        t.result.as_str(),
-                        duration(t.duration_ms as i64),
-                        t.reason
-                            .as_deref()
-                            .map(|r| format!(" · {}", clip(r, 160)))
-                            .unwrap_or_default()
-                    ),
+            .map(
+                |a| match a.report.targets.iter().find(|t| t.name == *name) {
+                    Some(t) => Bar {
+                        anchor: &a.anchor,
+                        result: t.result,
+                        ms: t.duration_ms as i64,
+                        tip: format!(
+                            "{} in {} {} · {} · {}{}",
+                            clip(name, 60),
+                            action(a.report.action),
+                            short(&a.commit.to_string()),
+                            t.result.as_str(),
+                            duration(t.duration_ms as i64),
+                            t.reason
+                                .as_deref()
+                                .map(|r| format!(" · {}", clip(r, 160)))
+                                .unwrap_or_default()
+                        ),
+                    },
+                    // Not part of that attempt: no bar.
+                    None => Bar {
+                        anchor: &a.anchor,
+                        result: Outcome::Skipped,
+                        ms: -1,
+                        tip: String::new(),
+                    },
                 },
-                // Not part of that attempt: no bar.
-                None => Bar {
-                    anchor: &a.anchor,
-                    result: Outcome::Skipped,
-                    ms: -1,
-                    tip: String::new(),
-                },
-            })
+            )
             .collect();
         lane(&mut svg, name, &bars, y, LANE, slot, bar_w, n);
         y += LANE + GAP;
     }
-    let first = &attempts[0].report.finished_at;
-    let last = &attempts[n - 1].report.finished_at;
     let _ = write!(
         svg,
         "<text x=\"{LEFT}\" y=\"{:.0}\">{}</text><text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{}</text></svg>",
         y + 6.0,
-        escape(&clip(first, 20)),
-        W - RIGHT,
+        axis_time(&attempts[0].report.finished_at),
+        (LEFT + slot * n as f64).max(LEFT + 200.0),
         y + 6.0,
-        escape(&clip(last, 20)),
+        axis_time(&attempts[n - 1].report.finished_at),
     );
     if more > 0 {
         let _ = write!(
@@ -649,6 +662,17 @@ fn chart(env: &EnvView) -> String {
         );
     }
     svg
+}
+
+/// A time on the chart's axis: to the minute, UTC.
+fn axis_time(raw: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(raw) {
+        Ok(t) => t
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%d %H:%M UTC")
+            .to_string(),
+        Err(_) => escape(&clip(raw, 20)),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -724,9 +748,9 @@ pub fn render(page: &Page) -> String {
         })
         .collect();
     if let Some(first) = bad.first() {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<p class=\"warn\" id=\"bad-signatures\">{} shown here did not verify (first: <a href=\"#{}\">{} of {}</a>); check them with <code>hookops verify</code></p>\n",
+            "<p class=\"warn\" id=\"bad-signatures\">{} shown here did not verify (first: <a href=\"#{}\">{} of {}</a>); check them with <code>hookops verify</code></p>",
             plural(bad.len(), "record", "records"),
             escape(&first.anchor),
             escape(&first.report.env),
@@ -734,9 +758,9 @@ pub fn render(page: &Page) -> String {
         );
     }
     if page.unreadable > 0 {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<p class=\"warn\">{} could not be read (see <code>hookops history -v</code>)</p>\n",
+            "<p class=\"warn\">{} could not be read (see <code>hookops history -v</code>)</p>",
             plural(page.unreadable, "note or record", "notes or records")
         );
     }
@@ -810,14 +834,20 @@ mod tests {
         }
     }
 
-    const HOSTILE: &str = "<script>alert(1)</script> \"onmouseover=alert(2) '<img src=x onerror=alert(3)>";
+    const HOSTILE: &str =
+        "<script>alert(1)</script> \"onmouseover=alert(2) '<img src=x onerror=alert(3)>";
 
     fn page() -> Page {
         let mut t = TargetReport::new(HOSTILE, "kubectl");
         t.result = Outcome::Failed;
         t.reason = Some(HOSTILE.into());
         t.duration_ms = 1500;
-        let mut failed = report(Outcome::Failed, Action::Deploy, "2026-01-02T03:04:05.000Z", vec![t]);
+        let mut failed = report(
+            Outcome::Failed,
+            Action::Deploy,
+            "2026-01-02T03:04:05.000Z",
+            vec![t],
+        );
         failed.reason = Some(format!("web failed: {HOSTILE}"));
         let attempt = Attempt {
             anchor: "a-prod-1".into(),

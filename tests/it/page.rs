@@ -106,7 +106,14 @@ fn history(w: &World) -> (String, String, String) {
     // Drift: an out-of-band edit, found by `hookops drift`.
     let k = Command::new("kubectl")
         .args(["--kubeconfig", w.kubeconfig.to_str().unwrap()])
-        .args(["-n", "app", "patch", "configmap", "settings", "--type=merge"])
+        .args([
+            "-n",
+            "app",
+            "patch",
+            "configmap",
+            "settings",
+            "--type=merge",
+        ])
         .args(["-p", r#"{"data":{"value":"edited"}}"#])
         .output()
         .unwrap();
@@ -126,7 +133,15 @@ fn tamper(w: &World, commit: &str) {
     std::fs::write(&path, tampered).unwrap();
     w.git(
         Some(&w.server),
-        &["notes", "--ref=hookops", "add", "-f", "-F", path.to_str().unwrap(), commit],
+        &[
+            "notes",
+            "--ref=hookops",
+            "add",
+            "-f",
+            "-F",
+            path.to_str().unwrap(),
+            commit,
+        ],
     )
     .assert_ok();
 }
@@ -223,7 +238,11 @@ fn status_page_in_a_real_browser() {
     let html = std::fs::read_to_string(&file).unwrap();
     let stdout = w.hookops(&["status", "--html"]);
     stdout.assert_ok();
-    assert_eq!(stdout.stdout.len(), html.len(), "stdout and FILE render alike");
+    assert_eq!(
+        stdout.stdout.len(),
+        html.len(),
+        "stdout and FILE render alike"
+    );
 
     let dom = rendered_dom(&w, &format!("file://{}", file.display()));
     // The page's own script ran, without an error, and is the only script in the DOM.
@@ -245,24 +264,39 @@ fn status_page_in_a_real_browser() {
         "succeeded rollback of",
         "drifted: k8s/app (",
     ] {
-        assert!(prod.contains(needle), "{needle:?} not in the prod row: {prod}");
+        assert!(
+            prod.contains(needle),
+            "{needle:?} not in the prod row: {prod}"
+        );
     }
     let prod_row = element(&dom, "<tr class=\"env", "tr");
     assert!(prod_row.contains("data-state=\"drifted\""), "{prod_row}");
     assert!(
-        prod_row.contains(&format!(
-            "href=\"https://git.example/infra/commit/{good}\""
-        )),
+        prod_row.contains(&format!("href=\"https://git.example/infra/commit/{good}\"")),
         "{prod_row}"
     );
     // Inventory: the namespace, the Deployment and the ConfigMap.
-    assert!(prod_row.contains("<td class=\"objects\">3</td>"), "{prod_row}");
+    assert!(
+        prod_row.contains("<td class=\"objects\">3</td>"),
+        "{prod_row}"
+    );
     let stg_row = element(&dom, "<tr class=\"env state-ok\" id=\"row-staging\"", "tr");
     let stg = text(stg_row);
-    for needle in ["staging: settings", "up to date", "succeeded deploy of", "never checked"] {
-        assert!(stg.contains(needle), "{needle:?} not in the staging row: {stg}");
+    for needle in [
+        "staging: settings",
+        "up to date",
+        "succeeded deploy of",
+        "never checked",
+    ] {
+        assert!(
+            stg.contains(needle),
+            "{needle:?} not in the staging row: {stg}"
+        );
     }
-    assert!(stg_row.contains("<td class=\"objects\">2</td>"), "{stg_row}");
+    assert!(
+        stg_row.contains("<td class=\"objects\">2</td>"),
+        "{stg_row}"
+    );
 
     // Timelines: four attempts on prod (deploy, failed deploy, rollback, drift), one on staging.
     let prod_section = element(&dom, "<section class=\"env\" id=\"env-prod\"", "section");
@@ -274,12 +308,32 @@ fn status_page_in_a_real_browser() {
         .skip(1)
         .map(|s| &s[..s.find('"').unwrap()])
         .collect();
-    assert_eq!(actions, ["drift", "rollback", "deploy", "deploy"], "newest first");
+    assert_eq!(
+        actions,
+        ["drift", "rollback", "deploy", "deploy"],
+        "newest first"
+    );
 
     // The failed deploy links to its rollback and back.
-    let failed = element(prod_section, "<li class=\"attempt res-failed act-deploy", "li");
-    let rollback = element(prod_section, "<li class=\"attempt res-succeeded act-rollback", "li");
-    let id = |li: &str| li.split("id=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let failed = element(
+        prod_section,
+        "<li class=\"attempt res-failed act-deploy",
+        "li",
+    );
+    let rollback = element(
+        prod_section,
+        "<li class=\"attempt res-succeeded act-rollback",
+        "li",
+    );
+    let id = |li: &str| {
+        li.split("id=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
     assert!(
         failed.contains(&format!("rolled back to <a href=\"#{}\">", id(rollback))),
         "{failed}"
@@ -309,7 +363,10 @@ fn status_page_in_a_real_browser() {
     assert!(!dom.contains(" onmouseover=") && !dom.contains(" onclick="));
     let shown = text(&dom);
     assert!(shown.contains(HOSTILE_SUBJECT), "subject not shown as text");
-    assert!(shown.contains(HOSTILE_TARGET), "target name not shown as text");
+    assert!(
+        shown.contains(HOSTILE_TARGET),
+        "target name not shown as text"
+    );
     assert!(
         shown.contains("Mallory \"onmouseover=alert(3) &amp; x"),
         "author not shown as text"
@@ -334,7 +391,11 @@ fn status_page_in_a_real_browser() {
     );
     assert!(out.ok(), "{}", out.stderr);
     let bytes = std::fs::read(&png).expect("screenshot");
-    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{}", bytes.len());
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+        "{}",
+        bytes.len()
+    );
     if let Some(keep) = std::env::var_os("HOOKOPS_PAGE_SCREENSHOT") {
         std::fs::copy(&png, keep).unwrap();
     }
@@ -349,7 +410,10 @@ fn watch_serves_the_page_only_when_enabled() {
     let mut w = World::new();
     w.start_sandbox();
     w.configure("", "");
-    w.commit(&[("k8s/cm.yaml", &configmap("one", Some("default"), "1"))], "one <b>");
+    w.commit(
+        &[("k8s/cm.yaml", &configmap("one", Some("default"), "1"))],
+        "one <b>",
+    );
     w.push().assert_ok();
     let secret = w.tmp.path().join("webhook.secret");
     std::fs::write(&secret, "s3cret\n").unwrap();
@@ -410,7 +474,10 @@ impl WatchProcess {
             if line.contains("watch: following") {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(120), "watch did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "watch did not start"
+            );
         }
         std::thread::spawn(move || for _ in lines {});
         WatchProcess {
