@@ -82,7 +82,7 @@ li.attempt:target{outline:2px solid #0969da}
 .head>*{margin-right:8px}.action{font-weight:600}
 .sig{font-size:12px;padding:0 6px;border-radius:10px;border:1px solid var(--line)}
 .sig-good{color:var(--ok)}.sig-bad,.sig-unknown,.sig-expired{color:#fff;background:var(--bad);border-color:var(--bad);font-weight:600}.sig-unsigned,.sig-unchecked{color:var(--dim)}
-table.targets{margin-top:4px;font-size:12.5px}table.targets td{padding:2px 8px;border:0}
+table.targets{width:auto;margin-top:4px;font-size:12.5px}table.targets td{padding:2px 8px;border:0}
 svg.chart{width:100%;max-width:960px;height:auto;background:var(--soft);border-radius:6px}
 svg .c-succeeded{fill:var(--ok)}svg .c-failed{fill:var(--bad)}svg .c-rolled_back{fill:var(--back)}svg .c-skipped{fill:var(--skip)}
 svg .base{stroke:var(--line)}svg text{fill:var(--dim);font-size:11px}svg text.lane{fill:var(--fg)}svg .none{fill:var(--line)}
@@ -645,15 +645,26 @@ fn chart(env: &EnvView) -> String {
         lane(&mut svg, name, &bars, y, LANE, slot, bar_w, n);
         y += LANE + GAP;
     }
-    let _ = write!(
-        svg,
-        "<text x=\"{LEFT}\" y=\"{:.0}\">{}</text><text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{}</text></svg>",
-        y + 6.0,
+    // The axis: the first attempt's time under the first bar, the last one's under the last
+    // bar (far enough right not to overlap when there are only a few bars).
+    let (first, last) = (
         axis_time(&attempts[0].report.finished_at),
-        (LEFT + slot * n as f64).max(LEFT + 200.0),
-        y + 6.0,
         axis_time(&attempts[n - 1].report.finished_at),
     );
+    let _ = write!(
+        svg,
+        "<text x=\"{LEFT}\" y=\"{:.0}\">{first}</text>",
+        y + 6.0
+    );
+    if last != first {
+        let _ = write!(
+            svg,
+            "<text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{last}</text>",
+            (LEFT + slot * n as f64).max(LEFT + 300.0),
+            y + 6.0
+        );
+    }
+    svg.push_str("</svg>");
     if more > 0 {
         let _ = write!(
             svg,
