@@ -104,8 +104,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let repo = cli.repo.as_deref();
     match cli.command {
         Command::Install(args) => install::run(repo, &args),
-        Command::PostReceive => hooks::post_receive(repo),
-        Command::PostMerge { squash } => hooks::post_merge(repo, squash.as_deref()),
+        Command::PostReceive => {
+            page::detach_refreshes();
+            hooks::post_receive(repo)
+        }
+        Command::PostMerge { squash } => {
+            page::detach_refreshes();
+            hooks::post_merge(repo, squash.as_deref())
+        }
         Command::PreReceive => hooks::pre_receive(repo),
         Command::Replay(range) => hooks::replay(repo, &range),
         Command::Plan { range, json } => hooks::plan(repo, &range, json),

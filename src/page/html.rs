@@ -695,7 +695,8 @@ fn lane(svg: &mut String, name: &str, bars: &[Bar], top: f64, h: f64, slot: f64,
         "<text class=\"lane\" x=\"4\" y=\"{:.0}\">{}</text><text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{}</text>\
          <line class=\"base\" x1=\"{LEFT}\" x2=\"{:.0}\" y1=\"{bottom}\" y2=\"{bottom}\"/>",
         top + 14.0,
-        escape(&clip(name, 22)),
+        // Room for the scale beside a one-line lane's name.
+        escape(&clip(name, if h > LANE { 22 } else { 17 })),
         LEFT - 6.0,
         top + if h > LANE { 28.0 } else { 14.0 },
         if h > LANE {

@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -128,11 +129,32 @@ pub struct Related {
     pub anchor: Option<String>,
 }
 
-/// One readable record with the commit whose note holds it.
+/// One readable record with the commit whose note holds it. Only the fields that choose what
+/// the page shows are read from every record; the few shown are read in full (`report`).
 struct Stored {
     commit: Oid,
-    report: Report,
+    head: Head,
     record: ParsedRecord,
+}
+
+#[derive(serde::Deserialize)]
+struct Head {
+    env: String,
+    action: Action,
+    finished_at: String,
+    #[serde(default)]
+    from: Option<String>,
+}
+
+impl Stored {
+    fn report(&self) -> Result<Report> {
+        serde_json::from_str(&self.record.payload).with_context(|| {
+            format!(
+                "record at line {} of the note of {}",
+                self.record.line, self.commit
+            )
+        })
+    }
 }
 
 /// Reads what the page shows. Signatures are checked only for the entries shown: the
@@ -144,43 +166,62 @@ pub fn collect(session: &Session) -> Result<Page> {
         Some(path) => AllowedSigners::load(path)?,
         None => AllowedSigners::parse("", "(none)")?,
     };
-    let (records, unreadable) = read_records(&session.repo)?;
+    let (records, mut unreadable) = read_records(&session.repo)?;
     let mut commits = Commits::new(&session.repo);
     let mut envs = Vec::new();
     for env in session.environments() {
-        let mine: Vec<&Stored> = records
-            .iter()
-            .filter(|r| r.report.env == env.name)
-            .collect();
+        let mut mine: Vec<&Stored> = records.iter().filter(|r| r.head.env == env.name).collect();
         let mut used = HashSet::new();
-        let mut timeline: Vec<Attempt> = mine
-            .iter()
-            .take(web.timeline)
-            .map(|s| {
-                let info = commits.info(s.commit);
-                Attempt {
-                    anchor: anchor(&env.name, s, &mut used),
-                    commit: s.commit,
-                    subject: info.as_ref().map(|c| c.subject.clone()),
-                    author: info.map(|c| c.author),
-                    report: s.report.clone(),
-                    signature: signature(&s.record, &signers, checked),
-                    related: None,
+        let mut timeline = Vec::new();
+        let mut i = 0;
+        while i < mine.len() && timeline.len() < web.timeline {
+            let s = mine[i];
+            let report = match s.report() {
+                Ok(r) => r,
+                Err(e) => {
+                    log::warn!("{e:#}");
+                    unreadable += 1;
+                    mine.remove(i);
+                    continue;
                 }
-            })
-            .collect();
+            };
+            let info = commits.info(s.commit);
+            timeline.push(Attempt {
+                anchor: anchor(&env.name, s, &mut used),
+                commit: s.commit,
+                subject: info.as_ref().map(|c| c.subject.clone()),
+                author: info.map(|c| c.author),
+                report,
+                signature: signature(&s.record, &signers, checked),
+                related: None,
+            });
+            i += 1;
+        }
         for i in 0..timeline.len() {
             timeline[i].related = related(&mine, i, &timeline);
         }
-        let summary = |pick: &dyn Fn(&Report) -> bool| {
-            mine.iter().position(|s| pick(&s.report)).map(|i| Summary {
-                commit: mine[i].commit,
-                report: mine[i].report.clone(),
-                anchor: timeline.get(i).map(|a| a.anchor.clone()),
-            })
+        // The newest of a kind: in the timeline, else the first readable one beyond it.
+        let summary = |pick: &dyn Fn(Action) -> bool| {
+            if let Some(a) = timeline.iter().find(|a| pick(a.report.action)) {
+                return Some(Summary {
+                    commit: a.commit,
+                    report: a.report.clone(),
+                    anchor: Some(a.anchor.clone()),
+                });
+            }
+            mine[timeline.len()..]
+                .iter()
+                .filter(|s| pick(s.head.action))
+                .find_map(|s| {
+                    s.report().ok().map(|report| Summary {
+                        commit: s.commit,
+                        report,
+                        anchor: None,
+                    })
+                })
         };
-        let last = summary(&|r| r.action != Action::Drift);
-        let drift = summary(&|r| r.action == Action::Drift);
+        let last = summary(&|a| a != Action::Drift);
+        let drift = summary(&|a| a == Action::Drift);
         let pointer = session.pointer(&env.name);
         envs.push(EnvView {
             name: env.name.clone(),
@@ -218,17 +259,17 @@ fn read_records(repo: &Repository) -> Result<(Vec<Stored>, usize)> {
             continue;
         };
         for rec in parsed {
-            match serde_json::from_str::<Report>(&rec.payload) {
-                Ok(report) => out.push(Stored {
+            match serde_json::from_str::<Head>(&rec.payload).ok() {
+                Some(head) => out.push(Stored {
                     commit,
-                    report,
+                    head,
                     record: rec,
                 }),
-                Err(_) => unreadable += 1,
+                None => unreadable += 1,
             }
         }
     }
-    out.sort_by(|a, b| b.report.finished_at.cmp(&a.report.finished_at));
+    out.sort_by(|a, b| b.head.finished_at.cmp(&a.head.finished_at));
     Ok((out, unreadable))
 }
 
@@ -248,7 +289,7 @@ fn signature(rec: &ParsedRecord, signers: &AllowedSigners, checked: bool) -> Sig
 fn anchor(env: &str, s: &Stored, used: &mut HashSet<String>) -> String {
     let hex = s.commit.to_string();
     let when: String = s
-        .report
+        .head
         .finished_at
         .chars()
         .filter(char::is_ascii_alphanumeric)
@@ -272,12 +313,12 @@ fn anchor(env: &str, s: &Stored, used: &mut HashSet<String>) -> String {
 /// commit after it), or the attempt a rollback undid (the newest attempt on its `from` before
 /// it). `mine` is newest first and `timeline` its head.
 fn related(mine: &[&Stored], i: usize, timeline: &[Attempt]) -> Option<Related> {
-    let me = mine[i];
-    let here = me.commit.to_string();
+    let me = &timeline[i].report;
+    let here = mine[i].commit.to_string();
     let anchor_of = |j: usize| timeline.get(j).map(|a| a.anchor.clone());
-    if let Some(to) = &me.report.rolled_back_to {
+    if let Some(to) = &me.rolled_back_to {
         let j = (0..i).rev().find(|&j| {
-            let r = &mine[j].report;
+            let r = &mine[j].head;
             r.action == Action::Rollback
                 && mine[j].commit.to_string() == *to
                 && r.from.as_deref() == Some(here.as_str())
@@ -288,11 +329,10 @@ fn related(mine: &[&Stored], i: usize, timeline: &[Attempt]) -> Option<Related> 
             anchor: j.and_then(anchor_of),
         });
     }
-    if me.report.action == Action::Rollback {
-        let from = me.report.from.as_ref()?;
-        let j = (i + 1..mine.len()).find(|&j| {
-            mine[j].report.action != Action::Drift && mine[j].commit.to_string() == *from
-        });
+    if me.action == Action::Rollback {
+        let from = me.from.as_ref()?;
+        let j = (i + 1..mine.len())
+            .find(|&j| mine[j].head.action != Action::Drift && mine[j].commit.to_string() == *from);
         return Some(Related {
             relation: Relation::RolledBackFrom,
             commit: from.clone(),
@@ -404,6 +444,16 @@ pub fn render_session(session: &Session) -> Result<String> {
     Ok(render(&collect(session)?))
 }
 
+/// Set by the hooks git waits for (post-receive, post-merge): see `detach_refreshes`.
+static DETACHED: AtomicBool = AtomicBool::new(false);
+
+/// Called before the hooks that git waits for (post-receive, post-merge): from then on
+/// `refresh` hands the page to a detached `hookops status --html FILE`, so that the pusher's
+/// wait does not include the render (figure 6b of docs/performance.md).
+pub fn detach_refreshes() {
+    DETACHED.store(true, Ordering::Relaxed);
+}
+
 /// After a deploy, rollback or drift check (outside the deploy lock): rewrites `[web] page`
 /// atomically. Best effort, like metrics: a page that cannot be written never changes an
 /// attempt's outcome.
@@ -413,10 +463,16 @@ pub fn refresh(session: &Session) {
     };
     // A relative path is taken from the git directory, wherever the hook runs from.
     let path = session.git_dir.join(path);
+    if DETACHED.load(Ordering::Relaxed) {
+        match spawn_refresh(session, &path) {
+            Ok(()) => return,
+            Err(e) => {
+                log::info!("status page: cannot start a detached render ({e:#}); rendering here")
+            }
+        }
+    }
     let started = Instant::now();
-    let written = render_session(session)
-        .and_then(|html| crate::ops::write_atomic(&path, html.as_bytes()).map(|()| html.len()));
-    match written {
+    match write_page(session, &path) {
         Ok(bytes) => log::info!(
             "status page {} rewritten ({bytes} bytes) in {} ms",
             path.display(),
@@ -430,18 +486,164 @@ pub fn refresh(session: &Session) {
     }
 }
 
+/// Renders and writes the page, one writer at a time: renders started later (after newer
+/// records) always finish later, so the file never goes back to an older state.
+fn write_page(session: &Session, path: &Path) -> Result<usize> {
+    let (lock, lock_path) = crate::session::lock_file(&session.state_dir(), "page.lock")?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    let html = render_session(session)?;
+    crate::ops::write_atomic(path, html.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(html.len())
+}
+
+/// `hookops --repo GIT_DIR status --html PATH` in its own session, its output in
+/// `<GIT_DIR>/hookops/page.log`; not waited for (the hook exits, init reaps it).
+fn spawn_refresh(session: &Session, path: &Path) -> Result<()> {
+    let state = session.state_dir();
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let log = std::fs::File::create(state.join("page.log"))?;
+    let exe = std::env::current_exe().context("locating the hookops binary")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--repo")
+        .arg(&session.git_dir)
+        .args(["status", "--html"])
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_QUARANTINE_PATH");
+    // Its own session: git waits for the hook, not for it, and it outlives the hook.
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    }
+    cmd.spawn().context("starting the page render")?;
+    Ok(())
+}
+
 /// `hookops status --html [FILE]`: the page on stdout, or written atomically to FILE.
 pub fn status_html(repo: Option<&Path>, file: Option<&Path>) -> Result<ExitCode> {
     let session = Session::open(repo)?;
-    let html = render_session(&session)?;
     match file {
-        Some(f) if f != Path::new("-") => crate::ops::write_atomic(f, html.as_bytes())
-            .with_context(|| format!("writing {}", f.display()))?,
+        Some(f) if f != Path::new("-") => {
+            write_page(&session, f)?;
+        }
         _ => {
+            let html = render_session(&session)?;
             let mut out = std::io::stdout().lock();
             out.write_all(html.as_bytes())?;
             out.flush()?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Outcome;
+
+    fn oid(n: u8) -> Oid {
+        Oid::from_bytes(&[n; 20]).unwrap()
+    }
+
+    fn stored(
+        commit: u8,
+        action: Action,
+        from: Option<u8>,
+        back_to: Option<u8>,
+        at: &str,
+    ) -> Stored {
+        let report = Report {
+            env: "prod".into(),
+            action,
+            result: if back_to.is_some() {
+                Outcome::Failed
+            } else {
+                Outcome::Succeeded
+            },
+            commit: oid(commit).to_string(),
+            from: from.map(|f| oid(f).to_string()),
+            ref_name: "refs/heads/main".into(),
+            started_at: at.into(),
+            finished_at: at.into(),
+            host: "h".into(),
+            signer: None,
+            targets: Vec::new(),
+            reason: None,
+            rolled_back_to: back_to.map(|b| oid(b).to_string()),
+            kept: Vec::new(),
+            hookops_version: None,
+        };
+        Stored {
+            commit: oid(commit),
+            head: serde_json::from_str(&report.payload()).unwrap(),
+            record: ParsedRecord {
+                payload: report.payload(),
+                signature: None,
+                line: 1,
+            },
+        }
+    }
+
+    fn timeline(mine: &[&Stored], n: usize) -> Vec<Attempt> {
+        let mut used = HashSet::new();
+        mine.iter()
+            .take(n)
+            .map(|s| Attempt {
+                anchor: anchor("prod", s, &mut used),
+                commit: s.commit,
+                subject: None,
+                author: None,
+                report: s.report().unwrap(),
+                signature: Signature::Unsigned,
+                related: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rollbacks_link_both_ways() {
+        // Newest first: the rollback to 1, the failed deploy of 2, the good deploy of 1.
+        let back = stored(1, Action::Rollback, Some(2), None, "2026-01-01T00:00:03Z");
+        let failed = stored(2, Action::Deploy, Some(1), Some(1), "2026-01-01T00:00:02Z");
+        let good = stored(1, Action::Deploy, None, None, "2026-01-01T00:00:01Z");
+        let mine = [&back, &failed, &good];
+        let t = timeline(&mine, 3);
+        let to = related(&mine, 1, &t).expect("failed deploy");
+        assert_eq!(to.relation, Relation::RolledBackTo);
+        assert_eq!(to.anchor.as_deref(), Some(t[0].anchor.as_str()));
+        let from = related(&mine, 0, &t).expect("rollback");
+        assert_eq!(from.relation, Relation::RolledBackFrom);
+        assert_eq!(from.anchor.as_deref(), Some(t[1].anchor.as_str()));
+        assert!(related(&mine, 2, &t).is_none());
+        // Beyond the timeline: the commit, no anchor.
+        let short = timeline(&mine, 1);
+        let from = related(&mine, 0, &short).expect("rollback");
+        assert_eq!(from.anchor, None);
+        assert_eq!(from.commit, oid(2).to_string());
+    }
+
+    #[test]
+    fn anchors_are_plain_and_unique() {
+        let a = stored(1, Action::Deploy, None, None, "2026-01-01T00:00:01.123Z");
+        let mut used = HashSet::new();
+        let first = anchor("prod.eu", &a, &mut used);
+        assert_eq!(first, "a-prod_eu-010101010101-20260101T000001123Z");
+        assert_eq!(anchor("prod.eu", &a, &mut used), format!("{first}-2"));
+        let odd = stored(1, Action::Deploy, None, None, "\"><script>");
+        assert!(anchor("x", &odd, &mut used)
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
 }

@@ -73,6 +73,15 @@ fn history(w: &World) -> (String, String, String) {
     w.in_clone(&["commit", "-q", "-m", "app web:1"]).assert_ok();
     let good = w.head();
     w.push().assert_ok();
+    // The hook leaves the page to a detached render: it appears shortly after the push.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(page_file(w))
+        .unwrap_or_default()
+        .contains(&format!("title=\"{good}\""))
+    {
+        assert!(Instant::now() < deadline, "the hook never wrote [web] page");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     app(w, "web:2", FAIL);
     let author = format!("user.name={HOSTILE_AUTHOR}");
@@ -512,4 +521,47 @@ fn get(addr: &str, path: &str) -> (u16, String, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("bad response {resp:?}"));
     (status, head.to_string(), body.to_string())
+}
+
+/// In async mode the worker writes `[web] page` after its deploy, and the page it leaves does
+/// not call its own (finished) queue entry a queued deploy.
+#[test]
+fn async_worker_leaves_no_stale_queued_state() {
+    if !tools_present() {
+        return;
+    }
+    let mut w = World::new();
+    w.start_sandbox();
+    let page = page_file(&w);
+    w.configure(
+        "",
+        &format!(
+            "[deploy]\nmode = \"async\"\n\n[web]\npage = \"{}\"\n",
+            page.display()
+        ),
+    );
+    let c = w.commit(
+        &[("k8s/a.yaml", &configmap("a", Some("default"), "1"))],
+        "one",
+    );
+    let out = w.push();
+    assert!(out.all().contains("deploy queued"), "{}", out.all());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let html = std::fs::read_to_string(&page).unwrap_or_default();
+        let queue_empty = std::fs::read_dir(w.server.join("hookops/queue"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true);
+        if queue_empty
+            && html.contains(&format!("title=\"{c}\""))
+            && !html.contains("deploy queued")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed the finished deploy without a queued one:\n{html}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
