@@ -1189,6 +1189,376 @@ fn figure6(b: &mut Bench) {
 
 // ---------------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------------
+// Figure 6: the status page of a 10,000-record repository
+
+/// Records on the figure 6 repository.
+const PAGE_RECORDS: usize = 10_000;
+
+struct PageRepo {
+    repo: PathBuf,
+    a: String,
+    b: String,
+    config: String,
+    page: PathBuf,
+}
+
+/// A bare repository with 10,000 commits on `main` (one file changing), `staging` behind it,
+/// and 10,000 signed records for environments prod and staging: deploys with four targets
+/// each, a failure with its rollback every 23rd prod deploy, a drift check every 100th commit.
+fn page_repo(b: &Bench) -> PageRepo {
+    let repo = b.path("page.git");
+    b.git(
+        b.tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", repo.to_str().unwrap()],
+    );
+    let started = Instant::now();
+    let commits = PAGE_RECORDS;
+    let mut s = Vec::with_capacity(8 << 20);
+    for i in 0..commits {
+        commit_header(
+            &mut s,
+            "refs/heads/main",
+            i + 1,
+            1_700_000_000 + 600 * i as u64,
+            &format!("web: settings {i} <b>&amp;</b>"),
+            (i > 0).then_some(i),
+        );
+        inline_file(
+            &mut s,
+            "apps/web/cm.yaml",
+            &configmap("settings", &i.to_string()),
+        );
+        s.push(b'\n');
+    }
+    s.extend_from_slice(b"done\n");
+    b.fast_import(&repo, &s);
+    let ids: Vec<String> = b
+        .git(&repo, &["rev-list", "--reverse", "main"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ids.len(), commits);
+    b.git(
+        &repo,
+        &["update-ref", "refs/heads/staging", &ids[commits - 200]],
+    );
+
+    use hookops::report::{Action, Outcome, Report, TargetReport};
+    let signer = hookops::record::Signer::load(&b.signing_key()).expect("signing key");
+    let mut notes: Vec<Vec<String>> = vec![Vec::new(); commits];
+    let mut total = 0;
+    let mut seed: u64 = 7;
+    let mut rand = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let time = |i: usize, extra: u64| {
+        chrono::DateTime::from_timestamp(1_700_000_000 + 600 * i as i64 + extra as i64, 0)
+            .expect("time")
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let mut i = 0;
+    while total < PAGE_RECORDS {
+        let c = i % commits;
+        let env = if c % 5 == 4 { "staging" } else { "prod" };
+        let failed = env == "prod" && c.is_multiple_of(23) && c > 0;
+        let targets: Vec<TargetReport> = ["web", "api", "worker", "db"]
+            .iter()
+            .map(|name| {
+                let mut t = TargetReport::new(
+                    name,
+                    if *name == "db" {
+                        "terraform"
+                    } else {
+                        "kubectl"
+                    },
+                );
+                t.applied = rand(20) as usize;
+                t.duration_ms = 200 + rand(if *name == "db" { 9000 } else { 2500 });
+                if failed && *name == "api" {
+                    t.result = Outcome::Failed;
+                    t.reason = Some(
+                        "Deployment api/api: unhealthy: 0 of 3 replicas available after 300 s"
+                            .into(),
+                    );
+                }
+                t
+            })
+            .collect();
+        let ms = targets.iter().map(|t| t.duration_ms).max().unwrap_or(0) + 150;
+        let mut rep = Report {
+            env: env.into(),
+            action: Action::Deploy,
+            result: if failed {
+                Outcome::Failed
+            } else {
+                Outcome::Succeeded
+            },
+            commit: ids[c].clone(),
+            from: (c > 0).then(|| ids[c - 1].clone()),
+            ref_name: format!(
+                "refs/heads/{}",
+                if env == "prod" { "main" } else { "staging" }
+            ),
+            started_at: time(c, 0),
+            finished_at: time(c, ms / 1000 + 1),
+            host: "deploy-1".into(),
+            signer: Some(signer.id()),
+            targets,
+            reason: failed.then(|| "api failed: Deployment api/api: unhealthy".to_string()),
+            rolled_back_to: failed.then(|| ids[c - 1].clone()),
+            kept: Vec::new(),
+            hookops_version: Some(env!("CARGO_PKG_VERSION").into()),
+        };
+        let mut push = |c: usize, rep: &Report| {
+            let payload = rep.payload();
+            let sig = signer.sign(&payload).expect("sign");
+            notes[c].push(hookops::record::encode(&payload, Some(&sig)));
+        };
+        push(c, &rep);
+        total += 1;
+        if failed && total < PAGE_RECORDS {
+            let back = Report {
+                action: Action::Rollback,
+                result: Outcome::Succeeded,
+                commit: ids[c - 1].clone(),
+                from: Some(ids[c].clone()),
+                started_at: time(c, ms / 1000 + 2),
+                finished_at: time(c, ms / 1000 + 40),
+                reason: None,
+                rolled_back_to: None,
+                ..rep.clone()
+            };
+            push(c - 1, &back);
+            total += 1;
+        }
+        if c % 100 == 99 && total < PAGE_RECORDS {
+            rep.action = Action::Drift;
+            rep.result = Outcome::Succeeded;
+            rep.reason = None;
+            rep.rolled_back_to = None;
+            rep.started_at = time(c, 300);
+            rep.finished_at = time(c, 310);
+            for t in &mut rep.targets {
+                t.result = Outcome::Succeeded;
+                t.reason = None;
+                t.drifted = Some(0);
+            }
+            push(c, &rep);
+            total += 1;
+        }
+        i += 1;
+    }
+    let mut s = Vec::with_capacity(40 << 20);
+    commit_header(
+        &mut s,
+        "refs/notes/hookops",
+        1,
+        1_800_000_000,
+        "records",
+        None,
+    );
+    for (c, recs) in notes.iter().enumerate() {
+        if recs.is_empty() {
+            continue;
+        }
+        let note = format!("{}\n", recs.join("\n\n"));
+        s.extend_from_slice(format!("N inline {}\ndata {}\n", ids[c], note.len()).as_bytes());
+        s.extend_from_slice(note.as_bytes());
+        s.push(b'\n');
+    }
+    s.extend_from_slice(b"done\n");
+    b.fast_import(&repo, &s);
+    let (a, bb) = (ids[commits - 2].clone(), ids[commits - 1].clone());
+    b.git(&repo, &["update-ref", "refs/hookops/deployed/prod", &a]);
+    b.git(
+        &repo,
+        &[
+            "update-ref",
+            "refs/hookops/deployed/staging",
+            &ids[commits - 201],
+        ],
+    );
+
+    let stub = b.path("kubectl-stub-page");
+    std::fs::write(&stub, "#!/bin/sh\ncat >/dev/null\nexit 0\n").unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let allowed = b.path("allowed_signers");
+    let public = std::fs::read_to_string(b.signing_key().with_extension("pub")).unwrap();
+    std::fs::write(
+        &allowed,
+        format!("bench@hookops namespaces=\"hookops\" {public}"),
+    )
+    .unwrap();
+    let kubeconfig = b.path("kubeconfig-unused");
+    std::fs::write(&kubeconfig, "").unwrap();
+    let config = format!(
+        "[[environment]]\nname = \"prod\"\nbranch = \"main\"\nkubeconfig = \"{k}\"\n\n\
+         [[environment]]\nname = \"staging\"\nbranch = \"staging\"\nkubeconfig = \"{k}\"\n\n\
+         [signing]\nkey = \"{}\"\nallowed_signers = \"{}\"\n\n[tools]\nkubectl = \"{}\"\n",
+        b.signing_key().display(),
+        allowed.display(),
+        stub.display(),
+        k = kubeconfig.display(),
+    );
+    write_server_config(&repo, &config);
+    println!(
+        "fixture: {commits} commits, {total} signed records (prod and staging), built in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    PageRepo {
+        page: b.path("www/status.html"),
+        repo,
+        a,
+        b: bb,
+        config,
+    }
+}
+
+fn figure6(b: &mut Bench, big: Option<&BigRepo>) {
+    println!(
+        "\n== 6. status page: `hookops status --html FILE` vs `hookops status` (10,000 records)"
+    );
+    let p = page_repo(b);
+    let out = b.path("status.html");
+    let mut html_t = Vec::new();
+    let mut text_t = Vec::new();
+    for i in 0..b.runs * 2 {
+        let mut one = |which: bool| {
+            if which {
+                let m = measure_ok(
+                    b.hookops(&p.repo).args(["status", "--html"]).arg(&out),
+                    None,
+                );
+                html_t.push(m.wall);
+            } else {
+                let m = measure_ok(b.hookops(&p.repo).arg("status"), None);
+                text_t.push(m.wall);
+            }
+        };
+        one(i % 2 == 0);
+        one(i % 2 == 1);
+    }
+    let html = std::fs::read_to_string(&out).expect("the page");
+    assert_eq!(
+        html.matches("<li class=\"attempt").count(),
+        100,
+        "50 per environment"
+    );
+    assert!(html.contains("rolled back to"), "a rollback is linked");
+    let (h, t) = (median(&html_t), median(&text_t));
+    println!("hookops status --html ms: {}", list(&html_t));
+    println!("hookops status ms: {}", list(&text_t));
+    let kb = html.len() as f64 / 1024.0;
+    println!(
+        "median: status --html {}, status {}; page {kb:.0} KiB",
+        ms(h),
+        ms(t)
+    );
+    b.row(
+        "6. status page, 10,000 records (status --html)",
+        ms(h),
+        format!("{} (hookops status)", ms(t)),
+        h.as_secs_f64() / t.as_secs_f64(),
+        "< 1 s",
+        h < Duration::from_secs(1),
+    );
+    b.row(
+        "6. page size (timeline 50 per environment)",
+        format!("{kb:.0} KiB"),
+        "-".into(),
+        kb / 1024.0,
+        "< 1 MiB",
+        kb < 1024.0,
+    );
+
+    // What the refresh adds to a push: post-receive (stub kubectl, one target) with and
+    // without `[web] page`, alternating.
+    println!("\n== 6b. what the page costs a push: post-receive with `[web] page` − without (the render is detached)");
+    let input = format!("{} {} refs/heads/main\n", p.a, p.b);
+    let with = format!("{}\n[web]\npage = \"{}\"\n", p.config, p.page.display());
+    let mut with_t = Vec::new();
+    let mut without_t = Vec::new();
+    for i in 0..b.runs * 2 {
+        let mut one = |which: bool| {
+            write_server_config(&p.repo, if which { &with } else { &p.config });
+            b.git(&p.repo, &["update-ref", "refs/hookops/deployed/prod", &p.a]);
+            let before = std::fs::metadata(&p.page).and_then(|m| m.modified()).ok();
+            let m = measure_ok(
+                b.hookops(&p.repo).arg("post-receive"),
+                Some(input.as_bytes()),
+            );
+            assert!(String::from_utf8_lossy(&m.stdout).contains("deployed"));
+            if which {
+                with_t.push(m.wall);
+                // The hook left the render to a detached process: let it finish (untimed) so
+                // that it does not load the next run.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while std::fs::metadata(&p.page).and_then(|m| m.modified()).ok() == before {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the detached render never wrote the page"
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            } else {
+                without_t.push(m.wall);
+            }
+        };
+        one(i % 2 == 0);
+        one(i % 2 == 1);
+    }
+    assert!(p.page.exists(), "[web] page written by the hook");
+    let (w, wo) = (median(&with_t), median(&without_t));
+    println!("post-receive with [web] page ms: {}", list(&with_t));
+    println!("post-receive without ms: {}", list(&without_t));
+    println!(
+        "median: with {}, without {}, refresh {}",
+        ms(w),
+        ms(wo),
+        ms(w.saturating_sub(wo))
+    );
+    b.row(
+        "6b. the page in the pusher's wait (with − without)",
+        ms(w.saturating_sub(wo)),
+        format!("{} (post-receive without)", ms(wo)),
+        w.as_secs_f64() / wo.as_secs_f64(),
+        "(reported)",
+        true,
+    );
+
+    // The inventory count on the figure 1 repository: two 100,000-object inventories.
+    if let Some(big) = big {
+        let mut t = Vec::new();
+        for _ in 0..b.runs {
+            t.push(
+                measure_ok(
+                    b.hookops(&big.repo).args(["status", "--html"]).arg(&out),
+                    None,
+                )
+                .wall,
+            );
+        }
+        let html = std::fs::read_to_string(&out).expect("the page");
+        assert!(html.contains("100,000"), "the inventory count");
+        println!(
+            "status --html on the figure 1 repository (2 × 100,000 objects) ms: {}",
+            list(&t)
+        );
+        b.row(
+            "6c. status page, 2 × 100,000-object inventories",
+            ms(median(&t)),
+            "-".into(),
+            0.0,
+            "(reported)",
+            true,
+        );
+    }
+}
+
 fn main() {
     let mut runs = 10;
     let mut only: Option<Vec<u32>> = None;
@@ -1239,14 +1609,19 @@ fn main() {
         runs.div_ceil(2).max(3)
     );
     let started = Instant::now();
+    let mut big = None;
     if want(1) || want(5) {
-        let big = big_repo(&b);
+        let fixture = big_repo(&b);
         if want(1) {
-            figure1(&mut b, &big);
+            figure1(&mut b, &fixture);
         }
         if want(5) {
-            figure5(&mut b, &big);
+            figure5(&mut b, &fixture);
         }
+        big = Some(fixture);
+    }
+    if want(6) {
+        figure6(&mut b, big.as_ref());
     }
     if want(2) || want(3) || want(4) {
         let sb = Sandbox::start().expect("starting the kube sandbox");

@@ -59,6 +59,9 @@ kubeconfig = "$kubeconfig"
 [signing]
 key = "$demo/signing_ed25519"
 allowed_signers = "$demo/allowed_signers"
+
+[web]
+page = "$demo/status.html"
 CFG
 cat "$demo/server.git/hookops/config.toml"
 
@@ -87,4 +90,5 @@ ssh-keygen -Y verify -f "$demo/allowed_signers" -I deployer@demo -n hookops -s "
 step "status"
 "$hookops" --repo "$demo/server.git" status
 echo
+echo "status page (rewritten after every deploy): file://$demo/status.html"
 echo "demo files are in $demo"

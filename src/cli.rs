@@ -66,6 +66,9 @@ pub enum Command {
         /// Print JSON
         #[arg(long)]
         json: bool,
+        /// Write the HTML status page to FILE (atomically), or to stdout
+        #[arg(long, value_name = "FILE", num_args = 0..=1, conflicts_with = "json")]
+        html: Option<Option<PathBuf>>,
     },
     /// Re-deploy an earlier commit (default: the previous good deploy)
     Rollback {

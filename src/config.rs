@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub logs: Logs,
     #[serde(default)]
     pub kustomize: Kustomize,
+    #[serde(default)]
+    pub web: crate::page::config::Web,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default, Serialize)]

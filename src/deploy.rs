@@ -206,6 +206,9 @@ impl<'s> Deployer<'s> {
 
     /// Metrics and alerts for the records written since the last call.
     pub fn after_attempts(&mut self) {
+        if !self.written.is_empty() {
+            crate::page::refresh(self.session);
+        }
         for rep in std::mem::take(&mut self.written) {
             crate::ops::after_attempt(self.session, &rep);
         }

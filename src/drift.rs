@@ -148,7 +148,11 @@ pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<Exit
             }
         }
     }
-    // Repairs' metrics and alerts, after the lock.
+    // Repairs' metrics and alerts, after the lock (with the page, which the drift records
+    // alone did not refresh).
+    if deployer.written.is_empty() {
+        crate::page::refresh(session);
+    }
     deployer.after_attempts();
     // Like `git diff --exit-code`: 0 in sync, 1 drifted, 2 when something could not be checked.
     Ok(if failed {

@@ -25,6 +25,7 @@ pub mod mask;
 pub mod notes;
 pub mod ops;
 pub mod out;
+pub mod page;
 pub mod plan;
 pub mod record;
 pub mod references;
@@ -106,8 +107,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let repo = cli.repo.as_deref();
     match cli.command {
         Command::Install(args) => install::run(repo, &args),
-        Command::PostReceive => hooks::post_receive(repo),
-        Command::PostMerge { squash } => hooks::post_merge(repo, squash.as_deref()),
+        Command::PostReceive => {
+            page::detach_refreshes();
+            hooks::post_receive(repo)
+        }
+        Command::PostMerge { squash } => {
+            page::detach_refreshes();
+            hooks::post_merge(repo, squash.as_deref())
+        }
         Command::PreReceive => hooks::pre_receive(repo),
         Command::Replay(range) => hooks::replay(repo, &range),
         Command::Plan { range, json } => hooks::plan(repo, &range, json),
@@ -116,7 +123,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             allowed_signers,
         } => verify::history(repo, env.as_deref(), json, allowed_signers.as_deref()),
-        Command::Status { json } => verify::status(repo, json),
+        Command::Status { json, html } => match html {
+            Some(file) => page::status_html(repo, file.as_deref()),
+            None => verify::status(repo, json),
+        },
         Command::Rollback { env, to } => hooks::rollback(repo, &env, to.as_deref()),
         Command::Verify {
             rev,

@@ -168,6 +168,8 @@ pub fn worker(repo: Option<&Path>, entry: &Path) -> Result<ExitCode> {
             }
         }
     }
+    // The page was last rendered while this worker's entry still counted as queued.
+    crate::page::refresh(&session);
     prune_logs(&session);
     Ok(code)
 }

@@ -75,7 +75,9 @@ pub fn run(repo: Option<&Path>, args: &WatchArgs) -> Result<ExitCode> {
     }
     let wake = Arc::new(AtomicBool::new(false));
     if let (Some(addr), Some(secret)) = (&args.listen, secret) {
-        let bound = serve(addr, secret, Arc::clone(&wake))?;
+        // `[web] serve`: GET / answers with the status page.
+        let page = session.config.web.serve.then(|| session.git_dir.clone());
+        let bound = serve(addr, secret, Arc::clone(&wake), page)?;
         say(&format!("watch: listening on {bound}"));
     }
     let mut w = Watcher {
@@ -414,7 +416,12 @@ fn sleep(d: Duration, stop: &AtomicBool, wake: &AtomicBool) {
 
 /// Binds `addr` and serves push webhooks on background threads; a verified one sets `wake`.
 /// Answers come before any fetch: forges time out slow receivers and retry.
-fn serve(addr: &str, secret: Vec<u8>, wake: Arc<AtomicBool>) -> Result<SocketAddr> {
+fn serve(
+    addr: &str,
+    secret: Vec<u8>,
+    wake: Arc<AtomicBool>,
+    page: Option<PathBuf>,
+) -> Result<SocketAddr> {
     let listener = TcpListener::bind(addr).with_context(|| format!("--listen {addr}"))?;
     let bound = listener
         .local_addr()
@@ -434,10 +441,11 @@ fn serve(addr: &str, secret: Vec<u8>, wake: Arc<AtomicBool>) -> Result<SocketAdd
                 }
                 let (secret, wake, done) =
                     (Arc::clone(&secret), Arc::clone(&wake), Arc::clone(&active));
+                let page = page.clone();
                 let spawned = std::thread::Builder::new()
                     .name("webhook-conn".into())
                     .spawn(move || {
-                        handle(stream, &secret, &wake);
+                        handle(stream, &secret, &wake, page.as_deref());
                         done.fetch_sub(1, Ordering::SeqCst);
                     });
                 if spawned.is_err() {
@@ -451,6 +459,7 @@ fn serve(addr: &str, secret: Vec<u8>, wake: Arc<AtomicBool>) -> Result<SocketAdd
 
 struct Request {
     method: String,
+    path: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
@@ -464,7 +473,7 @@ impl Request {
     }
 }
 
-fn handle(mut stream: TcpStream, secret: &[u8], wake: &AtomicBool) {
+fn handle(mut stream: TcpStream, secret: &[u8], wake: &AtomicBool, page: Option<&Path>) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
@@ -473,6 +482,10 @@ fn handle(mut stream: TcpStream, secret: &[u8], wake: &AtomicBool) {
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let (status, why) = match read_request(&mut stream) {
+        Ok(req) if req.method == "GET" => match page {
+            Some(git_dir) => return crate::page::serve::get(&mut stream, git_dir, &req.path),
+            None => (405, "webhooks are POST requests"),
+        },
         Ok(req) => match verify(&req, secret) {
             Ok(forge) => {
                 wake.store(true, Ordering::SeqCst);
@@ -529,20 +542,22 @@ fn read_request(stream: &mut TcpStream) -> std::result::Result<Request, (u16, &'
     let head =
         std::str::from_utf8(&buf[..header_end]).map_err(|_| (400, "headers are not UTF-8"))?;
     let mut lines = head.split("\r\n");
-    let method = lines
-        .next()
-        .and_then(|l| l.split(' ').next())
-        .unwrap_or("")
-        .to_string();
+    let mut request_line = lines.next().unwrap_or("").split(' ');
+    let method = request_line.next().unwrap_or("").to_string();
+    let path = request_line.next().unwrap_or("").to_string();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
         .collect();
     let mut req = Request {
         method,
+        path,
         headers,
         body: Vec::new(),
     };
+    if req.method == "GET" {
+        return Ok(req); // no body; `handle` answers it
+    }
     if req.method != "POST" {
         return Err((405, "webhooks are POST requests"));
     }
@@ -669,6 +684,7 @@ mod tests {
     fn req(headers: &[(&str, &str)], body: &[u8]) -> Request {
         Request {
             method: "POST".into(),
+            path: "/".into(),
             headers: headers
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_string()))

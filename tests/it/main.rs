@@ -12,6 +12,7 @@ mod isolated;
 mod layouts;
 mod ops;
 mod packaging;
+mod page;
 mod realkube;
 mod realkube_more;
 mod realworld;
