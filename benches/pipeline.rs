@@ -1418,9 +1418,9 @@ fn page_repo(b: &Bench) -> PageRepo {
     }
 }
 
-fn figure6(b: &mut Bench, big: Option<&BigRepo>) {
+fn figure7(b: &mut Bench, big: Option<&BigRepo>) {
     println!(
-        "\n== 6. status page: `hookops status --html FILE` vs `hookops status` (10,000 records)"
+        "\n== 7. status page: `hookops status --html FILE` vs `hookops status` (10,000 records)"
     );
     let p = page_repo(b);
     let out = b.path("status.html");
@@ -1459,7 +1459,7 @@ fn figure6(b: &mut Bench, big: Option<&BigRepo>) {
         ms(t)
     );
     b.row(
-        "6. status page, 10,000 records (status --html)",
+        "7. status page, 10,000 records (status --html)",
         ms(h),
         format!("{} (hookops status)", ms(t)),
         h.as_secs_f64() / t.as_secs_f64(),
@@ -1467,7 +1467,7 @@ fn figure6(b: &mut Bench, big: Option<&BigRepo>) {
         h < Duration::from_secs(1),
     );
     b.row(
-        "6. page size (timeline 50 per environment)",
+        "7. page size (timeline 50 per environment)",
         format!("{kb:.0} KiB"),
         "-".into(),
         kb / 1024.0,
@@ -1477,7 +1477,7 @@ fn figure6(b: &mut Bench, big: Option<&BigRepo>) {
 
     // What the refresh adds to a push: post-receive (stub kubectl, one target) with and
     // without `[web] page`, alternating.
-    println!("\n== 6b. what the page costs a push: post-receive with `[web] page` − without (the render is detached)");
+    println!("\n== 7b. what the page costs a push: post-receive with `[web] page` − without (the render is detached)");
     let input = format!("{} {} refs/heads/main\n", p.a, p.b);
     let with = format!("{}\n[web]\npage = \"{}\"\n", p.config, p.page.display());
     let mut with_t = Vec::new();
@@ -1522,7 +1522,7 @@ fn figure6(b: &mut Bench, big: Option<&BigRepo>) {
         ms(w.saturating_sub(wo))
     );
     b.row(
-        "6b. the page in the pusher's wait (with − without)",
+        "7b. the page in the pusher's wait (with − without)",
         ms(w.saturating_sub(wo)),
         format!("{} (post-receive without)", ms(wo)),
         w.as_secs_f64() / wo.as_secs_f64(),
@@ -1620,8 +1620,8 @@ fn main() {
         }
         big = Some(fixture);
     }
-    if want(6) {
-        figure6(&mut b, big.as_ref());
+    if want(7) {
+        figure7(&mut b, big.as_ref());
     }
     if want(2) || want(3) || want(4) {
         let sb = Sandbox::start().expect("starting the kube sandbox");

@@ -91,6 +91,9 @@ impl TargetPlan {
     }
 }
 
+/// Objects by inventory unit (a manifest file, a kustomization, a target's Secrets).
+type Units = Vec<(String, Vec<Object>)>;
+
 /// An object that no file declares any more but that is not deleted.
 #[derive(Debug, Clone, Serialize)]
 pub struct Kept {
@@ -234,7 +237,7 @@ pub fn build(
         renderer,
     };
     // Read every target first: CRDs anywhere in the push tell the scope of their kinds.
-    let mut read: Vec<Option<Vec<(String, Vec<Object>)>>> = Vec::new();
+    let mut read: Vec<Option<Units>> = Vec::new();
     for t in &affected.deploy {
         let full = old_targets.get(&t.name) != Some(t);
         let mut tp = TargetPlan::new(t.clone(), Step::Deploy);
@@ -745,17 +748,19 @@ fn policy(env: &Environment, tp: &TargetPlan) -> Option<String> {
                 ))
             }
             None => {}
-            Some(ns) if ns == identity::UNKNOWN_NS => {
-                if env.allowed_namespaces.is_some() || !env.cluster_scoped_allowed() {
-                    return Some(format!(
-                        "{} {}: kind {} is neither built in nor declared by a CRD, so its scope (and namespace) cannot be checked against the policy of environment {}",
-                        id.kind,
-                        id.name,
-                        identity::kind_key(&id.group, &id.kind),
-                        env.name
-                    ));
-                }
+            Some(ns)
+                if ns == identity::UNKNOWN_NS
+                    && (env.allowed_namespaces.is_some() || !env.cluster_scoped_allowed()) =>
+            {
+                return Some(format!(
+                    "{} {}: kind {} is neither built in nor declared by a CRD, so its scope (and namespace) cannot be checked against the policy of environment {}",
+                    id.kind,
+                    id.name,
+                    identity::kind_key(&id.group, &id.kind),
+                    env.name
+                ));
             }
+            Some(ns) if ns == identity::UNKNOWN_NS => {}
             Some(ns) => {
                 let allowed = env.allowed_namespaces.as_ref();
                 if allowed.is_some_and(|a| !a.iter().any(|x| x == ns)) {
