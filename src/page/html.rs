@@ -85,7 +85,7 @@ li.attempt:target{outline:2px solid #0969da}
 table.targets{width:auto;margin-top:4px;font-size:12.5px}table.targets td{padding:2px 8px;border:0}
 svg.chart{width:100%;max-width:960px;height:auto;background:var(--soft);border-radius:6px}
 svg .c-succeeded{fill:var(--ok)}svg .c-failed{fill:var(--bad)}svg .c-rolled_back{fill:var(--back)}svg .c-skipped{fill:var(--skip)}
-svg .base{stroke:var(--line)}svg text{fill:var(--dim);font-size:11px}svg text.lane{fill:var(--fg)}svg .none{fill:var(--line)}
+svg .base{stroke:var(--line)}svg text{fill:var(--dim);font-size:11px}svg text.lane{fill:var(--fg)}
 .legend span{margin-right:12px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}
 footer{margin-top:24px;color:var(--dim);font-size:12.5px}
 "#;

@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use git2::{Oid, Repository};
 
-pub use html::{escape, render, SCRIPT};
+pub use html::render;
 
 use crate::notes;
 use crate::record::{self, AllowedSigners, ParsedRecord, Verdict};
