@@ -185,16 +185,28 @@ fn a_dead_alert_webhook_does_not_hold_the_deploy_lock() {
         std::thread::sleep(Duration::from_millis(20));
     }
     w.sandbox().clear_faults();
+    // The second deploy's record lands while the first is still sending its alert (the
+    // second sends its own recovery alert afterwards, also outside the lock).
     let started = Instant::now();
-    w.hookops(&["replay", "main", "--to", &bad]).assert_ok();
-    let second = started.elapsed();
+    let mut second = spawn_replay(&w, &bad);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while w.last_record(&bad)["result"] != "succeeded" {
+        assert!(
+            Instant::now() < deadline,
+            "the second deploy never succeeded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
     let first_still_alerting = first.try_wait().unwrap().is_none();
-    first.kill().ok();
-    first.wait().unwrap();
+    for child in [&mut first, &mut second] {
+        child.kill().ok();
+        child.wait().unwrap();
+    }
     drop(silent);
     assert!(
         first_still_alerting,
-        "the first hookops finished its alert retries before the second deploy ended ({second:?})"
+        "the first hookops finished its alert retries before the second deploy was recorded ({took:?})"
     );
     assert_eq!(w.last_record(&bad)["result"], "succeeded");
 }
