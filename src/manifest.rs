@@ -60,50 +60,11 @@ pub fn is_foundation_kind(group: &str, kind: &str) -> bool {
     )
 }
 
-/// Built-in kinds without a namespace. Custom kinds are cluster-scoped when a CRD in the same
-/// deploy says so (`cluster_kinds`); otherwise they are taken as namespaced.
-const CLUSTER_KINDS: &[(&str, &str)] = &[
-    ("", "Namespace"),
-    ("", "Node"),
-    ("", "PersistentVolume"),
-    ("rbac.authorization.k8s.io", "ClusterRole"),
-    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
-    ("apiextensions.k8s.io", "CustomResourceDefinition"),
-    ("storage.k8s.io", "StorageClass"),
-    ("storage.k8s.io", "CSIDriver"),
-    ("scheduling.k8s.io", "PriorityClass"),
-    ("node.k8s.io", "RuntimeClass"),
-    ("networking.k8s.io", "IngressClass"),
-    (
-        "admissionregistration.k8s.io",
-        "ValidatingWebhookConfiguration",
-    ),
-    (
-        "admissionregistration.k8s.io",
-        "MutatingWebhookConfiguration",
-    ),
-    ("apiregistration.k8s.io", "APIService"),
-];
-
 pub fn group_of(api_version: &str) -> &str {
     match api_version.rsplit_once('/') {
         Some((group, _)) => group,
         None => "",
     }
-}
-
-/// Cluster-scoped custom kinds declared by CRDs among `objects` (group, kind).
-pub fn cluster_kinds(objects: &[Object]) -> BTreeSet<(String, String)> {
-    objects
-        .iter()
-        .filter(|o| o.id.kind == "CustomResourceDefinition")
-        .filter(|o| o.body.pointer("/spec/scope").and_then(Value::as_str) == Some("Cluster"))
-        .filter_map(|o| {
-            let group = o.body.pointer("/spec/group")?.as_str()?;
-            let kind = o.body.pointer("/spec/names/kind")?.as_str()?;
-            Some((group.to_string(), kind.to_string()))
-        })
-        .collect()
 }
 
 /// One YAML document of a stream: the line it starts on, how many columns of that line the
@@ -475,7 +436,10 @@ fn push_object(
         );
     };
     let group = group_of(api_version).to_string();
-    let cluster = CLUSTER_KINDS.contains(&(group.as_str(), kind))
+    // The built-in table of identity.rs; the identity stage resolves the rest (CRDs of the tree,
+    // the cluster's discovery) before anything is compared or applied.
+    let cluster = crate::identity::builtin_scope(&group, kind)
+        == Some(crate::identity::Scope::Cluster)
         || cluster_custom.contains(&(group.clone(), kind.to_string()));
     let namespace = if cluster {
         None
