@@ -321,6 +321,23 @@ impl Cluster {
     }
 }
 
+/// A world deploying to the shared real cluster as cluster-admin (environment `prod`, plus
+/// `env_extra` keys and `tables`), or None when the cluster or a tool is missing locally.
+pub fn world_with(env_extra: &str, tables: &str) -> Option<(World, &'static Cluster)> {
+    if !crate::util::tools_present() {
+        return None;
+    }
+    let c = shared()?;
+    let mut w = World::new();
+    w.use_cluster();
+    w.configure(env_extra, tables);
+    Some((w, c))
+}
+
+pub fn world(env_extra: &str) -> Option<(World, &'static Cluster)> {
+    world_with(env_extra, "")
+}
+
 impl World {
     /// Points this world at the shared real cluster as cluster-admin: `self.kubeconfig` gets
     /// a kubeconfig whose context is `sandbox`, so `configure` works unchanged. Panics when the

@@ -2,19 +2,8 @@
 //! `prune: disabled`, `apply: create-only`, waves, deploy hooks, and Namespaces and CRDs that
 //! are kept unless the server config allows pruning them. Every test has namespaces of its own.
 
-use crate::cluster::{self, Cluster};
-use crate::util::{namespace, require, World};
-
-fn world(env_extra: &str) -> Option<(World, &'static Cluster)> {
-    if !(require("kubectl") && require("ssh-keygen") && require("terraform")) {
-        return None;
-    }
-    let c = cluster::shared()?;
-    let mut w = World::new();
-    w.use_cluster();
-    w.configure(env_extra, "");
-    Some((w, c))
-}
+use crate::cluster::{world, Cluster};
+use crate::util::{namespace, target};
 
 fn annotated(kind_doc: &str, annotations: &[(&str, &str)]) -> String {
     if annotations.is_empty() {
@@ -57,15 +46,6 @@ fn job(name: &str, ns: &str, image: &str, annotations: &[(&str, &str)], fail: bo
 
 fn deployment(name: &str, ns: &str, image: &str) -> String {
     format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  replicas: 1\n  progressDeadlineSeconds: 10\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      containers:\n      - name: app\n        image: {image}\n")
-}
-
-fn target<'a>(rec: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    rec["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == name)
-        .unwrap_or_else(|| panic!("no target {name} in {rec}"))
 }
 
 fn rv(c: &Cluster, kind: &str, ns: &str, name: &str) -> u64 {

@@ -4,21 +4,8 @@
 
 use std::time::Duration;
 
-use crate::cluster::{self, Cluster};
-use crate::util::{namespace, require, World};
-
-/// A world deploying to the real cluster as cluster-admin (environment `prod`, plus
-/// `env_extra`), or None when the cluster or a tool is missing locally.
-fn world(env_extra: &str) -> Option<(World, &'static Cluster)> {
-    if !(require("kubectl") && require("ssh-keygen") && require("terraform")) {
-        return None;
-    }
-    let c = cluster::shared()?;
-    let mut w = World::new();
-    w.use_cluster();
-    w.configure(env_extra, "");
-    Some((w, c))
-}
+use crate::cluster::world;
+use crate::util::{namespace, World};
 
 fn deployment(
     name: &str,

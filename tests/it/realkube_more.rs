@@ -5,23 +5,8 @@
 
 use std::time::Duration;
 
-use crate::cluster::{self, Cluster};
-use crate::util::{configmap, namespace, require, World};
-
-fn world_with(env_extra: &str, tables: &str) -> Option<(World, &'static Cluster)> {
-    if !(require("kubectl") && require("ssh-keygen") && require("terraform")) {
-        return None;
-    }
-    let c = cluster::shared()?;
-    let mut w = World::new();
-    w.use_cluster();
-    w.configure(env_extra, tables);
-    Some((w, c))
-}
-
-fn world(env_extra: &str) -> Option<(World, &'static Cluster)> {
-    world_with(env_extra, "")
-}
+use crate::cluster::{world, world_with};
+use crate::util::{configmap, namespace};
 
 fn deployment(
     name: &str,

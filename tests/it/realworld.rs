@@ -3,7 +3,7 @@
 //! the inventory remembers what a failed attempt applied; one failure stays one failure.
 //! Discovered targets (no `hookops.toml`) against the kube sandbox.
 
-use crate::util::{configmap, namespace, sandboxed, World};
+use crate::util::{configmap, namespace, sandboxed, target, World};
 
 fn world() -> Option<World> {
     sandboxed("")
@@ -11,15 +11,6 @@ fn world() -> Option<World> {
 
 fn exists(w: &World, ns: &str, name: &str) -> bool {
     w.configmap(ns, name).is_some()
-}
-
-fn target<'a>(rec: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    rec["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == name)
-        .unwrap_or_else(|| panic!("no target {name} in {rec}"))
 }
 
 #[test]

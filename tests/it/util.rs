@@ -392,3 +392,13 @@ pub fn sandboxed(env_extra: &str) -> Option<World> {
 pub fn tools_present() -> bool {
     require("kubectl") && require("terraform") && require("ssh-keygen")
 }
+
+/// A target's entry in a record.
+pub fn target<'a>(rec: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    rec["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no target {name} in {rec}"))
+}
