@@ -131,12 +131,8 @@ fn unit_path(unit: &str) -> Result<String> {
 /// Whether an object asks never to be pruned (`hookops.io/prune: disabled`, or
 /// `hookops.io/apply: disabled`: left alone entirely).
 pub fn keeps(o: &Object) -> bool {
-    let ann = |k: &str| {
-        o.body
-            .pointer(&format!("/metadata/annotations/hookops.io~1{k}"))
-            .and_then(serde_json::Value::as_str)
-    };
-    ann("prune") == Some("disabled") || ann("apply") == Some("disabled")
+    crate::annotations::controls(o)
+        .is_ok_and(|c| c.prune_disabled || c.apply == crate::annotations::ApplyMode::Disabled)
 }
 
 /// One environment's inventory, read lazily from git and written back as one commit.

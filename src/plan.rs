@@ -522,9 +522,13 @@ fn seed(
             for o in &mut objs {
                 resolver.resolve(o, t.namespace.as_deref());
             }
-            let refs: Vec<&Object> = objs.iter().collect();
+            // As in `build`: hook Jobs are never in the inventory.
+            let refs: Vec<&Object> = objs
+                .iter()
+                .filter(|o| annotations::controls(o).is_ok_and(|c| c.hook.is_none()))
+                .collect();
             inv.declare(&unit, &t.name, &refs)?;
-            inv.mark_applied(objs.iter().map(|o| &o.id))?;
+            inv.mark_applied(refs.iter().map(|o| &o.id))?;
         }
     }
     Ok(())
