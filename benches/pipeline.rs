@@ -400,13 +400,14 @@ fn big_repo(b: &Bench) -> BigRepo {
 /// hookops writes it when it adopts a cluster: the plan and the hook then work against a
 /// 100,000-object inventory, as they would in production.
 fn seed_inventory(repo: &Path, a: &str) {
-    let session = hookops::session::Session::open(Some(repo)).expect("opening the fixture");
-    let deployer = hookops::deploy::Deployer::unsigned(&session);
+    let session = hookops::backends::repo::Session::open(Some(repo)).expect("opening the fixture");
+    let deployer = hookops::pipeline::deploy::Deployer::unsigned(&session);
     let a = git2::Oid::from_str(a).expect("commit id");
     for name in ["default", "prod"] {
         let mut env = hookops::config::Environment::default_for("main");
         env.name = name.into();
-        let mut inv = hookops::inventory::Inventory::load(&session.repo, name).expect("inventory");
+        let mut inv =
+            hookops::pipeline::inventory::Inventory::load(&session.repo, name).expect("inventory");
         deployer
             .plan_with(&env, Some(a), a, &mut inv, None)
             .expect("seeding the inventory");
@@ -868,7 +869,7 @@ fn figure3(b: &mut Bench, sb: &Sandbox) {
         write_kubeconfig(&kc_fl, &sb.url(), ns);
         let mut c = b.command(KUBECTL);
         if tuned {
-            for (var, value) in hookops::kube::GO_GC {
+            for (var, value) in hookops::backends::kube::GO_GC {
                 c.env(var, value);
             }
         }
@@ -1244,7 +1245,7 @@ fn page_repo(b: &Bench) -> PageRepo {
         &["update-ref", "refs/heads/staging", &ids[commits - 200]],
     );
 
-    use hookops::report::{Action, Outcome, Report, TargetReport};
+    use hookops::record::payload::{Action, Outcome, Report, TargetReport};
     let signer = hookops::record::Signer::load(&b.signing_key()).expect("signing key");
     let mut notes: Vec<Vec<String>> = vec![Vec::new(); commits];
     let mut total = 0;

@@ -3,6 +3,8 @@
 //! (`hookops.toml` in the pushed tree: targets only). Both reject unknown keys, so a pushed tree
 //! can never smuggle in a kubeconfig, a context or a tool path.
 
+pub mod web;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::vault::VaultConfig;
+use crate::backends::vault::VaultConfig;
 
 /// Where hookops keeps its own state inside the git directory.
 pub const STATE_DIR: &str = "hookops";
@@ -44,7 +46,7 @@ pub struct ServerConfig {
     #[serde(default)]
     pub kustomize: Kustomize,
     #[serde(default)]
-    pub web: crate::page::config::Web,
+    pub web: crate::config::web::Web,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default, Serialize)]
@@ -642,12 +644,12 @@ pub fn check_targets(targets: &[Target], origin: &str) -> Result<()> {
                     t.name
                 );
             }
-            crate::vault::SecretRef::parse(reference)
+            crate::backends::vault::SecretRef::parse(reference)
                 .with_context(|| format!("{origin}: target {:?}: secret {var}", t.name))?;
         }
         for s in &t.secret {
             for reference in s.data.values() {
-                crate::vault::SecretRef::parse(reference).with_context(|| {
+                crate::backends::vault::SecretRef::parse(reference).with_context(|| {
                     format!("{origin}: target {:?}: secret {:?}", t.name, s.name)
                 })?;
             }

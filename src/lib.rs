@@ -2,44 +2,14 @@
 //! the pipeline (refs → environment → diff → targets → plan → apply → health → record) lives in
 //! the module named after it, and `deploy` runs them top to bottom.
 
-pub mod annotations;
-pub mod apply;
+pub mod backends;
 pub mod cli;
+pub mod commands;
 pub mod config;
-pub mod deploy;
-pub mod diff;
-pub mod doctor;
-pub mod drift;
-pub mod environments;
-pub mod fanout;
-pub mod gate;
-pub mod health;
-pub mod hooks;
-pub mod identity;
-pub mod install;
-pub mod inventory;
-pub mod journal;
-pub mod kube;
-pub mod manifest;
-pub mod mask;
-pub mod notes;
 pub mod ops;
 pub mod out;
-pub mod page;
-pub mod plan;
+pub mod pipeline;
 pub mod record;
-pub mod references;
-pub mod refs;
-pub mod remote;
-pub mod report;
-pub mod session;
-pub mod targets;
-pub mod terraform;
-pub mod tools;
-pub mod tree;
-pub mod vault;
-pub mod verify;
-pub mod watch;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -106,35 +76,35 @@ pub fn one_line(s: &str) -> String {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let repo = cli.repo.as_deref();
     match cli.command {
-        Command::Install(args) => install::run(repo, &args),
+        Command::Install(args) => commands::install::run(repo, &args),
         Command::PostReceive => {
-            page::detach_refreshes();
-            hooks::post_receive(repo)
+            ops::page::detach_refreshes();
+            commands::hooks::post_receive(repo)
         }
         Command::PostMerge { squash } => {
-            page::detach_refreshes();
-            hooks::post_merge(repo, squash.as_deref())
+            ops::page::detach_refreshes();
+            commands::hooks::post_merge(repo, squash.as_deref())
         }
-        Command::PreReceive => hooks::pre_receive(repo),
-        Command::Replay(range) => hooks::replay(repo, &range),
-        Command::Plan { range, json } => hooks::plan(repo, &range, json),
+        Command::PreReceive => commands::hooks::pre_receive(repo),
+        Command::Replay(range) => commands::hooks::replay(repo, &range),
+        Command::Plan { range, json } => commands::hooks::plan(repo, &range, json),
         Command::History {
             env,
             json,
             allowed_signers,
-        } => verify::history(repo, env.as_deref(), json, allowed_signers.as_deref()),
+        } => commands::audit::history(repo, env.as_deref(), json, allowed_signers.as_deref()),
         Command::Status { json, html } => match html {
-            Some(file) => page::status_html(repo, file.as_deref()),
-            None => verify::status(repo, json),
+            Some(file) => ops::page::status_html(repo, file.as_deref()),
+            None => commands::audit::status(repo, json),
         },
-        Command::Rollback { env, to } => hooks::rollback(repo, &env, to.as_deref()),
+        Command::Rollback { env, to } => commands::hooks::rollback(repo, &env, to.as_deref()),
         Command::Verify {
             rev,
             allowed_signers,
-        } => verify::verify(repo, &rev, &allowed_signers),
-        Command::Drift { env, repair } => hooks::drift(repo, env.as_deref(), repair),
-        Command::Doctor => doctor::run(repo),
-        Command::Watch(args) => watch::run(repo, &args),
+        } => commands::audit::verify(repo, &rev, &allowed_signers),
+        Command::Drift { env, repair } => commands::hooks::drift(repo, env.as_deref(), repair),
+        Command::Doctor => commands::doctor::run(repo),
+        Command::Watch(args) => commands::watch::run(repo, &args),
         Command::Worker { entry } => ops::worker(repo, &entry),
     }
 }

@@ -377,7 +377,7 @@ fn example_configs_parse() {
 fn packaged_hook_shims_match_install() {
     for hook in ["post-receive", "post-merge", "pre-receive"] {
         let shipped = fs::read_to_string(repo_root().join("packaging/hooks").join(hook)).unwrap();
-        let written = hookops::install::shim(hook, "/usr/bin/hookops", false);
+        let written = hookops::commands::install::shim(hook, "/usr/bin/hookops", false);
         let code = |s: &str| {
             s.lines()
                 .filter(|l| !l.starts_with('#'))

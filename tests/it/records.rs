@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use git2::{Oid, Repository};
-use hookops::notes::{self, NOTES_REF};
+use hookops::record::notes::{self, NOTES_REF};
 use hookops::record::{self, AllowedSigners, Signer, Verdict};
 use tempfile::TempDir;
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hookops::vault::{Client, SecretRef, VaultConfig};
+use hookops::backends::vault::{Client, SecretRef, VaultConfig};
 use serde_json::{json, Value};
 
 const ROOT_TOKEN: &str = "hookops-test-root";

@@ -1,0 +1,242 @@
+//! kubectl for one environment: every call carries the environment's kubeconfig, context and a
+//! per-environment discovery cache, so nothing depends on the server user's ~/.kube and
+//! repeated deploys skip discovery round trips. Manifests always travel on stdin.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::backends::mask::Masker;
+use crate::backends::process::{Command, Output};
+use crate::config::Environment;
+
+#[derive(Clone)]
+pub struct Kubectl {
+    pub program: String,
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub cache_dir: PathBuf,
+    pub masker: Masker,
+    /// Whether kubectl runs with Go's collector tuned (see `GO_GC`).
+    pub tune_gc: bool,
+}
+
+/// kubectl is a short-lived Go program that spends about a quarter of its CPU time collecting
+/// garbage it would free by exiting anyway (a 100-object apply: 156 ms of CPU with the default
+/// collector, 116 ms without; docs/performance.md). hookops therefore runs it with the collector
+/// off up to a heap of 512 MiB, above which Go collects as usual, for the calls that end by
+/// themselves in moments (apply, delete, diff; not `rollout status`, which may watch for
+/// minutes). Setting `GOGC` or `GOMEMLIMIT` in hookops' own environment turns this off: kubectl
+/// then inherits those values.
+pub const GO_GC: [(&str, &str); 2] = [("GOGC", "off"), ("GOMEMLIMIT", "512MiB")];
+
+impl Kubectl {
+    pub fn new(program: &str, env: &Environment, cache_dir: &Path, masker: Masker) -> Kubectl {
+        Kubectl {
+            program: program.to_string(),
+            kubeconfig: env.kubeconfig.clone(),
+            context: env.context.clone(),
+            cache_dir: cache_dir.to_path_buf(),
+            masker,
+            tune_gc: GO_GC.iter().all(|(var, _)| std::env::var_os(var).is_none()),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.program, "kubectl");
+        if let Some(k) = &self.kubeconfig {
+            c = c.arg("--kubeconfig").arg(k.as_os_str());
+        }
+        if let Some(ctx) = &self.context {
+            c = c.arg("--context").arg(ctx);
+        }
+        c.arg("--cache-dir").arg(self.cache_dir.as_os_str())
+    }
+
+    /// `command()` for a call that ends by itself in moments (apply, delete, diff): with the
+    /// collector tuned. Not for `rollout status`, which may watch for minutes: without a
+    /// collector its heap would grow to the limit.
+    fn short_command(&self) -> Command {
+        let mut c = self.command();
+        if self.tune_gc {
+            for (var, value) in GO_GC {
+                c = c.env(var, value);
+            }
+        }
+        c
+    }
+
+    fn with_namespace(c: Command, namespace: Option<&str>) -> Command {
+        match namespace {
+            Some(ns) => c.arg("--namespace").arg(ns),
+            None => c,
+        }
+    }
+
+    /// Renders a kustomization directory (no cluster contact).
+    pub fn kustomize(&self, dir: &Path) -> Result<Output> {
+        Command::new(&self.program, "kubectl")
+            .arg("kustomize")
+            .arg(dir.as_os_str())
+            .run(&self.masker)
+    }
+
+    /// One server-side apply of a manifest stream.
+    pub fn apply(
+        &self,
+        stream: String,
+        namespace: Option<&str>,
+        dry_run: Option<&str>,
+    ) -> Result<Output> {
+        let mut c = self.short_command().args([
+            "apply",
+            "--server-side",
+            "--field-manager=hookops",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ]);
+        if let Some(mode) = dry_run {
+            c = c.arg(format!("--dry-run={mode}"));
+        }
+        Self::with_namespace(c, namespace)
+            .stdin(stream.into_bytes())
+            .run(&self.masker)
+    }
+
+    /// `kubectl create -f -` (hook Jobs with `generateName`, create-only objects), printing
+    /// the names of what it created (`-o name`).
+    pub fn create(&self, stream: String, namespace: Option<&str>) -> Result<Output> {
+        let c = self
+            .short_command()
+            .args(["create", "-o", "name", "-f", "-"]);
+        Self::with_namespace(c, namespace)
+            .stdin(stream.into_bytes())
+            .run(&self.masker)
+    }
+
+    /// Deletes the objects and waits until they are gone (a re-create must not race the
+    /// deletion).
+    pub fn delete_and_wait(&self, stubs: String, namespace: Option<&str>) -> Result<Output> {
+        let c = self.short_command().args([
+            "delete",
+            "--ignore-not-found",
+            "--wait=true",
+            "--timeout=120s",
+            "-f",
+            "-",
+        ]);
+        Self::with_namespace(c, namespace)
+            .stdin(stubs.into_bytes())
+            .run(&self.masker)
+    }
+
+    /// Deletes the finished hook Jobs carrying `selector` (and their pods, in the background).
+    pub fn delete_selected(&self, kind: &str, selector: &str, namespace: &str) -> Result<Output> {
+        self.short_command()
+            .args([
+                "delete",
+                kind,
+                "-l",
+                selector,
+                "--ignore-not-found",
+                "--wait=false",
+                "--cascade=background",
+                "--namespace",
+                namespace,
+            ])
+            .run(&self.masker)
+    }
+
+    /// Deletes exactly the named objects (stubs on stdin); already-gone objects are fine.
+    pub fn delete(&self, stubs: String, namespace: Option<&str>) -> Result<Output> {
+        let c =
+            self.short_command()
+                .args(["delete", "--ignore-not-found", "--wait=false", "-f", "-"]);
+        Self::with_namespace(c, namespace)
+            .stdin(stubs.into_bytes())
+            .run(&self.masker)
+    }
+
+    /// `kubectl diff`: exit 0 no difference, 1 difference, >1 error.
+    pub fn diff(&self, stream: String, namespace: Option<&str>) -> Result<Output> {
+        let c = self.short_command().args([
+            "diff",
+            "--server-side",
+            "--field-manager=hookops",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ]);
+        Self::with_namespace(c, namespace)
+            .stdin(stream.into_bytes())
+            .run(&self.masker)
+    }
+
+    pub fn rollout_status(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Output> {
+        let c = self.command().args([
+            "rollout".to_string(),
+            "status".to_string(),
+            resource.to_string(),
+            "--watch=true".to_string(),
+            format!("--timeout={}s", timeout.as_secs().max(1)),
+        ]);
+        Self::with_namespace(c, namespace).run(&self.masker)
+    }
+
+    pub fn rollout_undo(&self, resource: &str, namespace: Option<&str>) -> Result<Output> {
+        let c = self.command().args(["rollout", "undo", resource]);
+        Self::with_namespace(c, namespace).run(&self.masker)
+    }
+
+    pub fn get_json(&self, resource: &str, namespace: Option<&str>) -> Result<Output> {
+        let c = self.command().args(["get", resource, "-o", "json"]);
+        Self::with_namespace(c, namespace).run(&self.masker)
+    }
+
+    /// Any other kubectl call (doctor's `version`, `auth whoami`, `auth can-i`).
+    pub fn raw<I, S>(&self, args: I) -> Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString>,
+    {
+        self.command().args(args).run(&self.masker)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubectl_runs_with_the_collector_tuned_unless_told_otherwise() {
+        let mut k = Kubectl {
+            program: "kubectl".into(),
+            kubeconfig: None,
+            context: None,
+            cache_dir: PathBuf::from("/c"),
+            masker: Masker::default(),
+            tune_gc: true,
+        };
+        let env = |k: &Kubectl| k.short_command().env;
+        assert_eq!(
+            env(&k),
+            vec![
+                ("GOGC".to_string(), "off".to_string()),
+                ("GOMEMLIMIT".to_string(), "512MiB".to_string())
+            ]
+        );
+        assert!(
+            k.command().env.is_empty(),
+            "rollout status watches: no tuning"
+        );
+        k.tune_gc = false;
+        assert!(env(&k).is_empty());
+    }
+}

@@ -1,0 +1,311 @@
+//! The one way hookops runs a child process (duct): arguments never carry secrets (those go
+//! through stdin or the environment), children die with hookops (Linux parent-death signal),
+//! output is masked before anyone sees it, and a missing binary is named with the config key
+//! that chooses it.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use crate::backends::mask::Masker;
+
+/// A finished child: exit code and masked output.
+#[derive(Debug)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// The first meaningful line of the child's complaint, for one-line reports.
+    /// The line that says why the command failed: an error line rather than the warnings,
+    /// deprecation notes and log noise that tools print first.
+    pub fn reason(&self) -> String {
+        error_line(&self.stderr)
+            .or_else(|| first_line(&self.stderr))
+            .or_else(|| first_line(&self.stdout))
+            .unwrap_or_else(|| format!("exited with status {:?}", self.code))
+    }
+}
+
+/// Log noise rather than a reason: `# Warning: …`, `Warning: …`, klog lines (`E1130 12:00…`
+/// or `"command failed" err=<`).
+fn noise(line: &str) -> bool {
+    let l = line.trim_start_matches(['#', ' ']);
+    let klog = l.len() > 5
+        && matches!(l.as_bytes()[0], b'E' | b'W' | b'I')
+        && l.as_bytes()[1..5].iter().all(u8::is_ascii_digit);
+    l.starts_with("Warning:") || l.starts_with("warning:") || klog || l.contains("err=<")
+}
+
+fn error_line(text: &str) -> Option<String> {
+    let lines = || {
+        text.lines()
+            .map(|l| l.trim().trim_start_matches(['│', '╷', ' ']))
+            .filter(|l| !l.is_empty() && !noise(l))
+    };
+    lines()
+        .find(|l| {
+            let lower = l.to_ascii_lowercase();
+            lower.starts_with("error")
+                || lower.contains("error:")
+                || lower.contains("error from server")
+        })
+        .or_else(|| lines().next())
+        .map(str::to_string)
+}
+
+pub fn first_line(text: &str) -> Option<String> {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.chars().all(|c| "│╷╵─".contains(c)))
+        .map(|l| l.trim_start_matches(['│', '╷', ' ']).to_string())
+}
+
+/// Where a command's program comes from, for the error when it cannot be found.
+#[derive(Clone, Copy)]
+pub enum Origin {
+    /// Named by this `[tools]` key of the server config.
+    Config(&'static str),
+    /// Always this program from `PATH`; the text says what hookops needs it for.
+    Path(&'static str),
+}
+
+/// A command to run, and where its program comes from (for error messages).
+pub struct Command {
+    pub program: String,
+    pub origin: Origin,
+    pub args: Vec<OsString>,
+    pub env: Vec<(String, String)>,
+    pub dir: Option<PathBuf>,
+    pub stdin: Option<Vec<u8>>,
+}
+
+impl Command {
+    pub fn new(program: &str, config_key: &'static str) -> Command {
+        Command::with_origin(program, Origin::Config(config_key))
+    }
+
+    /// A program that is not configurable, run from `PATH`; `needed_for` completes the
+    /// not-found error `PROGRAM not found on PATH: NEEDED_FOR`.
+    pub fn from_path(program: &str, needed_for: &'static str) -> Command {
+        Command::with_origin(program, Origin::Path(needed_for))
+    }
+
+    fn with_origin(program: &str, origin: Origin) -> Command {
+        Command {
+            program: program.to_string(),
+            origin,
+            args: Vec::new(),
+            env: Vec::new(),
+            dir: None,
+            stdin: None,
+        }
+    }
+
+    pub fn arg(mut self, a: impl Into<OsString>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    pub fn dir(mut self, d: impl Into<PathBuf>) -> Self {
+        self.dir = Some(d.into());
+        self
+    }
+
+    pub fn stdin(mut self, bytes: Vec<u8>) -> Self {
+        self.stdin = Some(bytes);
+        self
+    }
+
+    fn expression(&self) -> duct::Expression {
+        let mut e = duct::cmd(&self.program, &self.args);
+        for (k, v) in &self.env {
+            e = e.env(k, v);
+        }
+        if let Some(d) = &self.dir {
+            e = e.dir(d);
+        }
+        e = match &self.stdin {
+            Some(bytes) => e.stdin_bytes(bytes.clone()),
+            None => e.stdin_null(),
+        };
+        e.unchecked().before_spawn(|cmd| {
+            die_with_parent(cmd);
+            Ok(())
+        })
+    }
+
+    fn spawn_error(&self, e: std::io::Error) -> anyhow::Error {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            match self.origin {
+                Origin::Config(key) => anyhow::anyhow!(
+                    "{}: command not found (set by [tools] {key} in the server config)",
+                    self.program
+                ),
+                Origin::Path(needed_for) => {
+                    anyhow::anyhow!("{} not found on PATH: {needed_for}", self.program)
+                }
+            }
+        } else {
+            anyhow::anyhow!("{}: cannot run: {e}", self.program)
+        }
+    }
+
+    /// Runs to completion, capturing masked output.
+    pub fn run(&self, masker: &Masker) -> Result<Output> {
+        let started = Instant::now();
+        let out = self
+            .expression()
+            .stdout_capture()
+            .stderr_capture()
+            .run()
+            .map_err(|e| self.spawn_error(e))?;
+        Ok(Output {
+            code: out.status.code(),
+            stdout: masker.mask(&String::from_utf8_lossy(&out.stdout)),
+            stderr: masker.mask(&String::from_utf8_lossy(&out.stderr)),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Runs with the merged output streamed line by line to `line` (masked) as it comes, and
+    /// also captured. Used for Terraform, whose runs are long enough that the pusher wants to
+    /// see them progress.
+    pub fn stream(&self, masker: &Masker, mut line: impl FnMut(&str)) -> Result<Output> {
+        let started = Instant::now();
+        let reader = self
+            .expression()
+            .stderr_to_stdout()
+            .reader()
+            .map_err(|e| self.spawn_error(e))?;
+        let mut captured = String::new();
+        let mut lines = BufReader::new(&reader);
+        let mut buf = String::new();
+        loop {
+            buf.clear();
+            match lines.read_line(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {
+                    let masked = masker.mask(buf.trim_end_matches(['\n', '\r']));
+                    line(&masked);
+                    captured.push_str(&masked);
+                    captured.push('\n');
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => continue,
+                Err(e) => bail!("{}: reading output: {e}", self.program),
+            }
+        }
+        let status = reader
+            .try_wait()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.program))?
+            .map(|o| o.status.code())
+            .unwrap_or(None);
+        Ok(Output {
+            code: status,
+            stdout: captured,
+            stderr: String::new(),
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+/// Children must not outlive a killed hookops (a SIGKILLed hook would otherwise leave kubectl or
+/// terraform running against production with nobody recording the result).
+fn die_with_parent(cmd: &mut std::process::Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches only the child being spawned.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_is_the_error_not_the_warnings_before_it() {
+        let out = |stderr: &str| Output {
+            code: Some(1),
+            stdout: String::new(),
+            stderr: stderr.to_string(),
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(
+            out("# Warning: 'bases' is deprecated. Please use 'resources' instead.\nError: accumulating resources: missing\n").reason(),
+            "Error: accumulating resources: missing"
+        );
+        assert_eq!(
+            out("E1130 10:00:00.1 1 run.go:72] \"command failed\" err=<\n\terror: no objects passed to apply\n>\n").reason(),
+            "error: no objects passed to apply"
+        );
+        assert_eq!(out("just this\n").reason(), "just this");
+    }
+
+    #[test]
+    fn missing_binary_names_the_key() {
+        let err = Command::new("/nonexistent/kubectl", "kubectl")
+            .arg("version")
+            .run(&Masker::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("command not found"), "{err}");
+        assert!(err.contains("[tools] kubectl"), "{err}");
+    }
+
+    #[test]
+    fn output_is_masked() {
+        let mut m = Masker::new();
+        m.add("hunter22");
+        let out = Command::new("sh", "shell")
+            .args(["-c", "echo the secret is hunter22 >&2; exit 3"])
+            .run(&m)
+            .unwrap();
+        assert_eq!(out.code, Some(3));
+        assert!(!out.stderr.contains("hunter22"));
+        assert_eq!(out.reason(), "the secret is ***");
+    }
+
+    #[test]
+    fn streaming_sees_lines() {
+        let mut seen = Vec::new();
+        let out = Command::new("sh", "shell")
+            .args(["-c", "echo one; echo two >&2; exit 0"])
+            .stream(&Masker::new(), |l| seen.push(l.to_string()))
+            .unwrap();
+        assert!(out.success());
+        assert_eq!(seen, vec!["one", "two"]);
+    }
+}

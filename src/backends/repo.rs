@@ -1,0 +1,193 @@
+//! One opened repository with its server config: where hookops state lives, which branch is
+//! the default, and where each environment's deployed pointer points.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use anyhow::{Context, Result};
+use git2::{Oid, Repository};
+
+use crate::backends::kube::Kubectl;
+use crate::config::{pointer_ref, Environment, ServerConfig, STATE_DIR};
+use crate::record::Signer;
+
+pub struct Session {
+    pub repo: Repository,
+    pub git_dir: PathBuf,
+    pub config: ServerConfig,
+}
+
+impl Session {
+    /// `--repo DIR`, else `$GIT_DIR` (with a pre-receive hook's quarantine), else the
+    /// repository around the current directory.
+    pub fn open(dir: Option<&Path>) -> Result<Session> {
+        init_libgit2();
+        let repo = match dir {
+            Some(d) => Repository::open(d)
+                .with_context(|| format!("{}: not a git repository", d.display()))?,
+            None => Repository::open_from_env()
+                .context("not inside a git repository (use --repo DIR or set GIT_DIR)")?,
+        };
+        let git_dir = repo.path().to_path_buf();
+        let config = ServerConfig::load(&git_dir)?;
+        Ok(Session {
+            repo,
+            git_dir,
+            config,
+        })
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.git_dir.join(STATE_DIR)
+    }
+
+    /// Private per-environment work directory (kubectl cache, Terraform roots, scratch).
+    pub fn env_dir(&self, env: &str) -> Result<PathBuf> {
+        let dir = self.state_dir().join("work").join(env);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// kubectl for an environment: its kubeconfig and context, the `[tools]` binary, and a
+    /// discovery cache of its own in the environment's work directory.
+    pub fn kubectl(
+        &self,
+        env: &Environment,
+        masker: crate::backends::mask::Masker,
+    ) -> Result<Kubectl> {
+        let cache = self.env_dir(&env.name)?.join("kube-cache");
+        Ok(Kubectl::new(
+            &self.config.tools.kubectl,
+            env,
+            &cache,
+            masker,
+        ))
+    }
+
+    /// The branch HEAD names (a bare repository's default branch; a clone's current branch).
+    pub fn default_branch(&self) -> Option<String> {
+        let head = self.repo.find_reference("HEAD").ok()?;
+        head.symbolic_target().map(str::to_string)
+    }
+
+    pub fn environments_for(&self, ref_name: &str) -> Vec<Environment> {
+        self.config
+            .environments_for(ref_name, self.default_branch().as_deref())
+    }
+
+    pub fn environments(&self) -> Vec<Environment> {
+        self.config
+            .all_environments(self.default_branch().as_deref())
+    }
+
+    pub fn environment(&self, name: &str) -> Result<Environment> {
+        self.config
+            .environment(name, self.default_branch().as_deref())
+    }
+
+    pub fn pointer(&self, env: &str) -> Option<Oid> {
+        self.repo
+            .find_reference(&pointer_ref(env))
+            .ok()
+            .and_then(|r| r.target())
+    }
+
+    pub fn signer(&self) -> Result<Option<Signer>> {
+        match &self.config.signing.key {
+            Some(path) => Signer::load(path).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Resolves a revision (`main`, a tag, an id, `HEAD~2`) to a commit, naming it in errors.
+    pub fn resolve(&self, rev: &str) -> Result<Oid> {
+        let obj = self
+            .repo
+            .revparse_single(rev)
+            .with_context(|| format!("unknown revision {rev:?}"))?;
+        let commit = obj
+            .peel_to_commit()
+            .with_context(|| format!("{rev:?} does not name a commit"))?;
+        Ok(commit.id())
+    }
+
+    /// A session's repository opened again with its config, on another thread (a
+    /// `git2::Repository` is not shared between threads): environments of one push deploy in
+    /// parallel.
+    pub fn reopen(git_dir: &Path, config: &ServerConfig) -> Result<Session> {
+        let repo = Repository::open(git_dir)
+            .with_context(|| format!("{}: not a git repository", git_dir.display()))?;
+        Ok(Session {
+            repo,
+            git_dir: git_dir.to_path_buf(),
+            config: config.clone(),
+        })
+    }
+
+    /// The deploy locks of environments `names`: `<state>/locks/<env>.lock` each (flock: the
+    /// kernel releases them if hookops dies), taken in name order so that two runs wanting
+    /// overlapping sets never wait for each other in a circle. Held until the guard drops.
+    pub fn lock_envs(&self, names: &[&str]) -> Result<EnvLocks> {
+        let mut sorted: Vec<&str> = names.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let dir = self.state_dir().join("locks");
+        let mut files = Vec::with_capacity(sorted.len());
+        for name in sorted {
+            let (file, path) = lock_file(&dir, &format!("{name}.lock"))?;
+            if file.try_lock().is_err() {
+                log::info!("{name}: waiting for another hookops run on this environment to finish");
+                file.lock()
+                    .with_context(|| format!("locking {}", path.display()))?;
+            }
+            files.push(file);
+        }
+        Ok(EnvLocks { _files: files })
+    }
+}
+
+/// Deploy locks held; dropping it releases them.
+pub struct EnvLocks {
+    _files: Vec<File>,
+}
+
+/// Opens (creating it and its directory) the file `dir/name` that a lock is taken on; the file
+/// and its path, for messages.
+pub fn lock_file(dir: &Path, name: &str) -> Result<(File, PathBuf)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(name);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok((file, path))
+}
+
+/// Largest tree libgit2 keeps in its object cache (a directory of about 25,000 entries).
+const TREE_CACHE_LIMIT: usize = 1 << 20;
+
+/// Sets libgit2's global options once per process, before its first use. (libgit2 is built
+/// without network transports, so initialising it loads no TLS library; see remote.rs.)
+fn init_libgit2() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        // The first git2 call initialises libgit2. libgit2 caches trees only up to 4 KiB, so a
+        // directory of a few hundred files was read, inflated and hashed again on every path
+        // lookup through it (discovery walks up through the same directories many times). Big
+        // trees are few; cache them.
+        // SAFETY: single-threaded start-up, before any other libgit2 use in this process.
+        if let Err(e) =
+            unsafe { git2::opts::set_cache_object_limit(git2::ObjectType::Tree, TREE_CACHE_LIMIT) }
+        {
+            log::debug!("cannot raise libgit2's tree cache limit: {e}");
+        }
+        // libgit2 also re-hashes (SHA-1 with collision detection) every object it reads, which
+        // git itself never does on reads: objects were hashed when they were received, and
+        // zlib's own checksum still catches damage to what is stored. It was a third of the
+        // cost of reading a large directory.
+        git2::opts::strict_hash_verification(false);
+    });
+}

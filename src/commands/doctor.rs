@@ -1,0 +1,405 @@
+//! `hookops doctor`: one line per check, a fix hint for each failure, non-zero on any failure.
+//! Checks the tools (git, kubectl, terraform), each environment's cluster and identity (what it
+//! deploys as, and whether it may write in its namespaces), Vault, the signing key, the hooks,
+//! and the notes ref.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::backends::mask::Masker;
+use crate::backends::process::Command;
+use crate::backends::repo::Session;
+use crate::config::{Environment, ServerConfig, STATE_DIR};
+use crate::pipeline::environments;
+
+struct Report {
+    failures: usize,
+}
+
+impl Report {
+    fn ok(&self, check: &str, detail: &str) {
+        println!("ok    {check}: {detail}");
+    }
+
+    /// Worth knowing, not a problem: does not make doctor fail.
+    fn warn(&self, check: &str, detail: &str) {
+        println!("warn  {check}: {detail}");
+    }
+
+    fn fail(&mut self, check: &str, detail: &str, hint: &str) {
+        self.failures += 1;
+        println!("FAIL  {check}: {detail} (fix: {hint})");
+    }
+}
+
+pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
+    let mut r = Report { failures: 0 };
+    let session = match Session::open(repo) {
+        Ok(s) => s,
+        Err(e) => {
+            r.fail(
+                "config",
+                &crate::out::error_line(&e),
+                "fix the repository path or the server config",
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    r.ok("repository", &session.git_dir.display().to_string());
+    let config = &session.config;
+    let masker = Masker::new();
+    tools(&mut r, config, &masker);
+    hooks(&mut r, &session);
+    state(&mut r, &session);
+    match crate::record::notes::list(&session.repo) {
+        Ok(n) => r.ok(
+            "notes",
+            &format!(
+                "{} readable, {} annotated commits",
+                crate::record::notes::NOTES_REF,
+                n.len()
+            ),
+        ),
+        Err(e) => r.fail(
+            "notes",
+            &format!("{e:#}"),
+            "inspect refs/notes/hookops with `git notes --ref=hookops list`",
+        ),
+    }
+    match session.signer() {
+        Ok(Some(s)) => r.ok(
+            "signing key",
+            &format!(
+                "{} ({})",
+                config
+                    .signing
+                    .key
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                s.id()
+            ),
+        ),
+        Ok(None) => r.ok("signing key", "none configured: records are unsigned"),
+        Err(e) => r.fail(
+            "signing key",
+            &crate::out::error_line(&e),
+            "make [signing] key a readable, unencrypted OpenSSH private key",
+        ),
+    }
+    if let Some(v) = &config.vault {
+        match crate::backends::vault::Client::login(v).and_then(|mut c| c.whoami()) {
+            Ok(who) => r.ok("vault", &format!("{}: logged in as {who}", v.address)),
+            Err(e) => r.fail(
+                "vault",
+                &crate::out::error_line(&e),
+                "check [vault] address and the token or AppRole files",
+            ),
+        }
+    }
+    let envs = session.environments();
+    if envs.is_empty() {
+        r.fail(
+            "environments",
+            "none: no [[environment]] and HEAD names no branch",
+            "add an [[environment]] to the server config",
+        );
+    }
+    for env in &envs {
+        cluster(&mut r, &session, env, &masker);
+    }
+    layout(&r, &session, &envs);
+    if r.failures > 0 {
+        println!(
+            "{} problem{} found",
+            r.failures,
+            if r.failures == 1 { "" } else { "s" }
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("all checks passed");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tools(r: &mut Report, config: &ServerConfig, masker: &Masker) {
+    // Hooks run under git anyway; `[sync]` and `watch` run it for every fetch and push.
+    match crate::backends::remote::git_version() {
+        Ok(v) => r.ok("git", &v),
+        Err(e) => r.fail(
+            "git",
+            &crate::out::error_line(&e),
+            "install git (Debian: apt install git)",
+        ),
+    }
+    let checks = [
+        (
+            "kubectl",
+            &config.tools.kubectl,
+            vec!["version", "--client"],
+        ),
+        ("terraform", &config.tools.terraform, vec!["version"]),
+    ];
+    for (key, program, args) in checks {
+        match Command::new(
+            program,
+            if key == "kubectl" {
+                "kubectl"
+            } else {
+                "terraform"
+            },
+        )
+        .args(args)
+        .env("CHECKPOINT_DISABLE", "1")
+        .run(masker)
+        {
+            Ok(out) if out.success() => {
+                let v = crate::backends::process::first_line(&out.stdout).unwrap_or_default();
+                r.ok(key, &format!("{program}: {v}"));
+            }
+            Ok(out) => r.fail(
+                key,
+                &format!("{program}: {}", out.reason()),
+                &format!("repair the {key} installation"),
+            ),
+            Err(e) => r.fail(
+                key,
+                &format!("{e:#}"),
+                &format!("install {key} or set [tools] {key} in the server config"),
+            ),
+        }
+    }
+}
+
+/// GitLab's server-wide hooks directory: `[hooks] custom_hooks_dir` of Gitaly's config, read
+/// from `HOOKOPS_GITALY_CONFIG` or Omnibus' `/var/opt/gitlab/gitaly/config.toml`.
+fn gitlab_custom_hooks_dir() -> Option<PathBuf> {
+    let path = std::env::var_os("HOOKOPS_GITALY_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/opt/gitlab/gitaly/config.toml"));
+    let text = std::fs::read_to_string(&path).ok()?;
+    let value: toml::Value = match text.parse() {
+        Ok(v) => v,
+        Err(e) => {
+            log::warn!("ignoring Gitaly config {}: {e}", path.display());
+            return None;
+        }
+    };
+    let dir = value.get("hooks")?.get("custom_hooks_dir")?.as_str()?;
+    Some(PathBuf::from(dir))
+}
+
+/// The paths in `dir` whose file names pass `keep`, sorted; none if it cannot be read.
+fn sorted_entries(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| keep(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
+    paths.sort();
+    paths
+}
+
+fn hooks(r: &mut Report, session: &Session) {
+    let dir = match crate::commands::install::hooks_dir(&session.repo) {
+        Ok(d) => d,
+        Err(e) => return r.fail("hooks", &format!("{e:#}"), "check core.hooksPath"),
+    };
+    let hook = if session.repo.is_bare() {
+        "post-receive"
+    } else {
+        "post-merge"
+    };
+    // Where a hookops shim can sit: the hooks directory (the hook itself, or a file of its
+    // `<hook>.d/`, as Gitea and `install` with a `.d` directory do; Gitolite's repo-specific
+    // hooks as `<hook>.h00-<name>`), GitLab's per-repository `custom_hooks/`, and GitLab's
+    // server-wide `custom_hooks_dir` (where only `<hook>.d/` counts).
+    let mut candidates = Vec::new();
+    let mut add_dir = |base: &Path, hook_itself: bool| {
+        if hook_itself {
+            candidates.push(base.join(hook));
+        }
+        candidates.extend(sorted_entries(&base.join(format!("{hook}.d")), |_| true));
+    };
+    add_dir(&dir, true);
+    add_dir(&session.git_dir.join("custom_hooks"), true);
+    if let Some(global) = gitlab_custom_hooks_dir() {
+        add_dir(&global, false);
+    }
+    let prefix = format!("{hook}.h");
+    candidates.extend(sorted_entries(&dir, |name| name.starts_with(&prefix)));
+    let found = candidates
+        .iter()
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("hookops")));
+    match found {
+        Some(p) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let exec = std::fs::metadata(p)
+                    .map(|m| m.permissions().mode() & 0o111 != 0)
+                    .unwrap_or(false);
+                if !exec {
+                    return r.fail(
+                        "hooks",
+                        &format!("{} is not executable", p.display()),
+                        &format!("chmod +x {}", p.display()),
+                    );
+                }
+            }
+            r.ok("hooks", &format!("{} installed", p.display()));
+        }
+        None => r.fail(
+            "hooks",
+            &format!("no hookops {hook} hook in {}", dir.display()),
+            "run `hookops install`",
+        ),
+    }
+}
+
+fn state(r: &mut Report, session: &Session) {
+    let dir = session.git_dir.join(STATE_DIR);
+    let probe = dir.join(".doctor-probe");
+    let writable = std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(&probe, b""))
+        .is_ok();
+    let _ = std::fs::remove_file(&probe);
+    if writable {
+        r.ok("state", &format!("{} writable", dir.display()));
+    } else {
+        r.fail(
+            "state",
+            &format!("{} is not writable", dir.display()),
+            "run hookops as the user that owns the repository",
+        );
+    }
+}
+
+fn cluster(r: &mut Report, session: &Session, env: &Environment, masker: &Masker) {
+    let check = format!("env {}", env.name);
+    let kubectl = match session.kubectl(env, masker.clone()) {
+        Ok(k) => k,
+        Err(e) => {
+            return r.fail(
+                &check,
+                &format!("{e:#}"),
+                "make the state directory writable",
+            )
+        }
+    };
+    let version = kubectl.raw(["version", "-o", "json", "--request-timeout=5s"]);
+    let server = match version {
+        Ok(out) if out.success() => serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/serverVersion/gitVersion")
+                    .and_then(|g| g.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "unknown version".into()),
+        Ok(out) => {
+            return r.fail(
+                &check,
+                &format!("cluster unreachable: {}", out.reason()),
+                "check the environment's kubeconfig and context, and that the API server is up",
+            )
+        }
+        Err(e) => return r.fail(&check, &format!("{e:#}"), "install kubectl"),
+    };
+    let who = kubectl
+        .raw([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+            "--request-timeout=5s",
+        ])
+        .ok()
+        .filter(|o| o.success())
+        .map(|o| o.stdout.trim().to_string())
+        .unwrap_or_else(|| "(unknown identity)".into());
+    r.ok(&check, &format!("cluster {server}, deploying as {who}"));
+    let namespaces = env
+        .allowed_namespaces
+        .clone()
+        .unwrap_or_else(|| vec!["default".into()]);
+    for ns in namespaces {
+        let mut denied = Vec::new();
+        for verb in ["create", "patch", "delete"] {
+            for resource in ["configmaps", "deployments.apps"] {
+                let out = kubectl.raw([
+                    "auth",
+                    "can-i",
+                    verb,
+                    resource,
+                    "-n",
+                    &ns,
+                    "--request-timeout=5s",
+                ]);
+                if !out
+                    .map(|o| o.success() && o.stdout.trim().starts_with("yes"))
+                    .unwrap_or(false)
+                {
+                    denied.push(format!("{verb} {resource}"));
+                }
+            }
+        }
+        if denied.is_empty() {
+            r.ok(
+                &check,
+                &format!(
+                    "may create, patch and delete configmaps and deployments in namespace {ns}"
+                ),
+            );
+        } else {
+            r.fail(
+                &check,
+                &format!("may not {} in namespace {ns}", denied.join(", ")),
+                "grant the service account a Role there (docs/security.md)",
+            );
+        }
+    }
+}
+
+/// Environments as directories: targets of a branch's tip that no environment deploys (when
+/// every environment of the branch has `paths`), and environments sharing an API server.
+/// Warnings, not failures: a directory may be left out on purpose.
+fn layout(r: &Report, session: &Session, envs: &[Environment]) {
+    let mut by_branch: BTreeMap<String, Vec<Environment>> = BTreeMap::new();
+    for e in envs {
+        by_branch.entry(e.ref_name()).or_default().push(e.clone());
+    }
+    for (branch, group) in by_branch {
+        if group.iter().any(|e| e.paths.is_none()) {
+            continue;
+        }
+        let Ok(tip) = session.repo.refname_to_id(&branch) else {
+            continue;
+        };
+        match environments::unplaced(&session.repo, &group, &[(None, tip)]) {
+            Ok(list) if list.is_empty() => r.ok(
+                "paths",
+                &format!("{branch}: every target is under some environment's paths"),
+            ),
+            Ok(list) => {
+                for t in list {
+                    r.warn("paths", &environments::unplaced_line(&t, &group));
+                }
+            }
+            Err(e) => r.warn(
+                "paths",
+                &format!("{branch}: {}", crate::one_line(&format!("{e:#}"))),
+            ),
+        }
+    }
+    for (server, names) in environments::shared_servers(envs) {
+        r.warn(
+            "api servers",
+            &environments::shared_server_line(&server, &names),
+        );
+    }
+}

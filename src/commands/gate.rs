@@ -1,0 +1,235 @@
+//! The pre-receive gate: before refs move, plan what each pushed commit would deploy from the
+//! quarantined objects (`Repository::open_from_env` sees them) and reject the push, naming file,
+//! line and reason, if the plan fails: invalid TOML or YAML, bad paths, cycles, policy. With
+//! `[gate] mode = "server"` it also asks the cluster (`kubectl apply --dry-run=server`) and
+//! Terraform (`terraform validate`). It writes nothing to git and contacts no cluster in local
+//! mode.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use git2::{Oid, Sort};
+
+use crate::backends::mask::Masker;
+use crate::backends::process::Command;
+use crate::backends::repo::Session;
+use crate::backends::terraform::Terraform;
+use crate::config::{GateMode, TargetType};
+use crate::pipeline::deploy::Deployer;
+use crate::pipeline::manifest;
+use crate::pipeline::plan::Step;
+use crate::pipeline::refs::RefUpdate;
+
+pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
+    let deployer = Deployer::unsigned(session);
+    let mut problems: Vec<String> = Vec::new();
+    for u in updates {
+        let Some(new) = u.new else { continue };
+        let envs = session.environments_for(&u.name);
+        if envs.is_empty() {
+            continue;
+        }
+        if session.config.gate.require_signed_commits {
+            problems.extend(unsigned_commits(session, u.old, new)?);
+        }
+        for env in envs {
+            // An environment with `paths` that the push cannot concern is not started, so
+            // there is nothing of it to check either.
+            if !crate::pipeline::environments::deploy_concerns(session, &env, new).unwrap_or(true) {
+                continue;
+            }
+            // What a deploy would do: from the pointer (nothing deployed: the whole tree).
+            let from = session.pointer(&env.name);
+            let plan = match deployer.plan(&env, from, new) {
+                Ok(p) => p,
+                Err(e) => {
+                    problems.push(format!("{}: {}", u.name, crate::out::error_line(&e)));
+                    continue;
+                }
+            };
+            for tp in &plan.targets {
+                if let Some(why) = &tp.error {
+                    problems.push(format!("{}: target {}: {why}", u.name, tp.target.name));
+                }
+                if let Some(why) = &tp.refused {
+                    problems.push(format!("{}: target {}: {why}", u.name, tp.target.name));
+                }
+            }
+            if session.config.gate.mode != GateMode::Server {
+                continue;
+            }
+            let kubectl = session.kubectl(&env, Masker::new())?;
+            for tp in plan
+                .targets
+                .iter()
+                .filter(|t| t.step == Step::Deploy && t.blocked().is_none())
+            {
+                if tp.target.kind.is_kube() && !tp.apply.is_empty() {
+                    let out = kubectl.apply(
+                        manifest::to_stream(&tp.apply),
+                        tp.target.namespace.as_deref(),
+                        Some("server"),
+                    )?;
+                    if !out.success() {
+                        problems.push(format!(
+                            "{}: target {}: server dry run: {}",
+                            u.name,
+                            tp.target.name,
+                            out.reason()
+                        ));
+                    }
+                }
+                if tp.target.kind == TargetType::Terraform {
+                    if let Err(e) = validate_terraform(session, &env.name, tp, new) {
+                        problems.push(format!(
+                            "{}: target {}: {}",
+                            u.name,
+                            tp.target.name,
+                            crate::out::error_line(&e)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in &problems {
+        eprintln!("hookops: push rejected: {p}");
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+fn validate_terraform(
+    session: &Session,
+    env: &str,
+    tp: &crate::pipeline::plan::TargetPlan,
+    commit: Oid,
+) -> Result<()> {
+    let scratch = tempfile::Builder::new()
+        .prefix("gate-")
+        .tempdir_in(session.env_dir(env)?)?;
+    let tree = crate::pipeline::targets::commit_tree(&session.repo, commit)?;
+    let dir = Terraform::materialise(
+        &session.repo,
+        &tree,
+        &tp.target,
+        &tp.closure,
+        scratch.path(),
+    )?;
+    let masker = Masker::new();
+    let tf = &session.config.tools.terraform;
+    let repo_paths = |s: &str| crate::backends::objects::repository_paths(s, scratch.path());
+    let init = Command::new(tf, "terraform")
+        .dir(&dir)
+        .args(["init", "-backend=false", "-input=false", "-no-color"])
+        .args(crate::backends::terraform::lockfile_args(&dir))
+        .env("CHECKPOINT_DISABLE", "1")
+        .run(&masker)?;
+    if !init.success() {
+        anyhow::bail!("terraform init: {}", repo_paths(&init.reason()));
+    }
+    let out = Command::new(tf, "terraform")
+        .dir(&dir)
+        .args(["validate", "-no-color"])
+        .env("CHECKPOINT_DISABLE", "1")
+        .run(&masker)?;
+    if !out.success() {
+        anyhow::bail!(
+            "terraform validate: {}",
+            repo_paths(
+                &crate::backends::process::first_line(&out.stderr).unwrap_or_else(|| out.reason())
+            )
+        );
+    }
+    Ok(())
+}
+
+/// Commits the push brings in (not reachable from any existing ref) without a signature by an
+/// allowed signer.
+fn unsigned_commits(session: &Session, old: Option<Oid>, new: Oid) -> Result<Vec<String>> {
+    let repo = &session.repo;
+    let mut walk = repo.revwalk()?;
+    walk.set_sorting(Sort::TOPOLOGICAL)?;
+    walk.push(new)?;
+    if let Some(o) = old {
+        walk.hide(o)?;
+    }
+    for r in repo.references()?.flatten() {
+        if let Some(id) = r.target() {
+            if repo.find_commit(id).is_ok() {
+                walk.hide(id)?;
+            }
+        }
+    }
+    let allowed = session.config.gate.allowed_signers.clone().or_else(|| {
+        repo.config()
+            .ok()?
+            .get_path("gpg.ssh.allowedSignersFile")
+            .ok()
+    });
+    let mut problems = Vec::new();
+    for id in walk {
+        let id = id?;
+        let short = &id.to_string()[..10];
+        let Ok((sig, data)) = repo.extract_signature(&id, None) else {
+            problems.push(format!(
+                "commit {short} is not signed (require_signed_commits = true)"
+            ));
+            continue;
+        };
+        let sig = sig.as_str().unwrap_or("").to_string();
+        let ok = if sig.contains("BEGIN SSH SIGNATURE") {
+            match &allowed {
+                Some(file) => ssh_signature_ok(file, &sig, &data)?,
+                None => false,
+            }
+        } else {
+            gpg_signature_ok(&sig, &data)?
+        };
+        if !ok {
+            problems.push(format!("commit {short} is not signed by an allowed signer"));
+        }
+    }
+    Ok(problems)
+}
+
+fn ssh_signature_ok(allowed: &std::path::Path, sig: &str, data: &git2::Buf) -> Result<bool> {
+    let dir = tempfile::tempdir()?;
+    let sig_path = dir.path().join("commit.sig");
+    std::fs::write(&sig_path, sig)?;
+    let masker = Masker::new();
+    let found = Command::new("ssh-keygen", "ssh-keygen")
+        .arg("-Y")
+        .arg("find-principals")
+        .arg("-f")
+        .arg(allowed.as_os_str())
+        .arg("-s")
+        .arg(sig_path.as_os_str())
+        .run(&masker)?;
+    let Some(principal) = found.stdout.lines().next().filter(|_| found.success()) else {
+        return Ok(false);
+    };
+    let out = Command::new("ssh-keygen", "ssh-keygen")
+        .args(["-Y", "verify", "-n", "git", "-I", principal, "-f"])
+        .arg(allowed.as_os_str())
+        .arg("-s")
+        .arg(sig_path.as_os_str())
+        .stdin(data.to_vec())
+        .run(&masker)?;
+    Ok(out.success())
+}
+
+fn gpg_signature_ok(sig: &str, data: &git2::Buf) -> Result<bool> {
+    let dir = tempfile::tempdir()?;
+    let sig_path = dir.path().join("commit.asc");
+    std::fs::write(&sig_path, sig)?;
+    let out = Command::new("gpg", "gpg")
+        .args(["--batch", "--status-fd", "1", "--verify"])
+        .arg(sig_path.as_os_str())
+        .arg("-")
+        .stdin(data.to_vec())
+        .run(&Masker::new())?;
+    Ok(out.success() && out.stdout.contains("[GNUPG:] VALIDSIG"))
+}

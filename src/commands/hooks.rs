@@ -1,0 +1,432 @@
+//! The entry points that start a deploy: the git hooks (githooks(5)) and their hand-run
+//! counterparts. Each turns its input into deploy requests, one per (ref, environment).
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use git2::Oid;
+
+use crate::backends::repo::Session;
+use crate::cli::RangeArgs;
+use crate::config::Environment;
+use crate::pipeline::deploy::{say, Deployer, Request};
+use crate::pipeline::environments;
+use crate::pipeline::fanout::{self, Job};
+use crate::pipeline::plan::{self, Step};
+use crate::pipeline::refs::{self, RefUpdate};
+use crate::record::payload::Action;
+
+/// Hook input is a handful of lines; anything near this size is not from git.
+const MAX_STDIN: u64 = 4 * 1024 * 1024;
+
+fn read_updates(hook: &str) -> Result<Vec<RefUpdate>> {
+    let mut input = String::new();
+    std::io::stdin()
+        .take(MAX_STDIN)
+        .read_to_string(&mut input)
+        .with_context(|| format!("{hook}: reading stdin"))?;
+    refs::parse_updates(&input, hook)
+}
+
+fn exit(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// post-receive: after refs are updated, git passes `<old> <new> <ref>` per updated ref. The
+/// exit status cannot undo the push; it is shown to the pusher.
+pub fn post_receive(repo: Option<&Path>) -> Result<ExitCode> {
+    // The session first: it sets libgit2 up (see session.rs) before anything else touches it.
+    let session = Session::open(repo)?;
+    let updates = read_updates("post-receive")?;
+    if crate::ops::queue_if_async(&session, &updates)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    deploy_updates(&session, &updates, true)
+}
+
+/// Deploys every (ref, environment) pair, environments in parallel (`fanout.rs`); `coalesce`
+/// skips commits a newer push superseded. An environment with `paths` that the change cannot
+/// concern is not started.
+pub fn deploy_updates(
+    session: &Session,
+    updates: &[RefUpdate],
+    coalesce: bool,
+) -> Result<ExitCode> {
+    let mut deployer = match Deployer::new(session) {
+        Ok(d) => d,
+        Err(e) => return refuse_unsigned(session, updates, e),
+    };
+    let mut jobs = Vec::new();
+    for u in updates {
+        let envs = session.environments_for(&u.name);
+        if envs.is_empty() {
+            say(&format!(
+                "{}: not mapped to an environment; ignored",
+                u.name
+            ));
+            continue;
+        }
+        let Some(new) = u.new else {
+            for env in &envs {
+                say(&format!(
+                    "{}: deleted; environment {} left as deployed",
+                    u.name, env.name
+                ));
+            }
+            continue;
+        };
+        report_unplaced(session, &envs, &[(u.old, new)], say);
+        for env in envs {
+            match environments::deploy_concerns(session, &env, new) {
+                Ok(false) => {
+                    let why = format!("nothing under {} changed", environments::paths_text(&env));
+                    say(&format!(
+                        "{}: {}: not started: {why}",
+                        env.name,
+                        plan::short_id(new)
+                    ));
+                    jobs.push(Job::NotStarted {
+                        env: env.name.clone(),
+                        why,
+                    });
+                    continue;
+                }
+                Ok(true) => {}
+                // The deploy itself reports what is wrong.
+                Err(e) => log::info!("{}: {e:#}", env.name),
+            }
+            let mut req = Request::deploy(env, &u.name, u.old, new);
+            req.coalesce = coalesce;
+            jobs.push(Job::Deploy(Box::new(req)));
+        }
+    }
+    let failed = run_jobs(session, &mut deployer, jobs);
+    Ok(exit(sync_after(session, failed)))
+}
+
+/// Runs the jobs, with the closing summary when several environments were involved; whether
+/// any failed.
+fn run_jobs(session: &Session, deployer: &mut Deployer, jobs: Vec<Job>) -> bool {
+    let done = fanout::run(session, deployer, jobs);
+    if done.len() > 1 {
+        fanout::print_summary(&done);
+    }
+    done.iter().any(|d| !d.ok)
+}
+
+/// Reports, once, every target the changes touch that no environment of `envs` deploys (when
+/// all of them have `paths`): never silently left out.
+fn report_unplaced(
+    session: &Session,
+    envs: &[Environment],
+    ranges: &[(Option<Oid>, Oid)],
+    print: fn(&str),
+) {
+    match environments::unplaced(&session.repo, envs, ranges) {
+        Ok(list) => {
+            for t in list {
+                print(&environments::unplaced_line(&t, envs));
+            }
+        }
+        Err(e) => log::info!("targets under no environment's paths: {e:#}"),
+    }
+}
+
+/// `[sync] push`: shares the records and pointers a command just wrote (every command that
+/// deploys or records: hooks, `replay`, `rollback`, `drift`). Records are already written
+/// locally; a sync failure is reported and makes the exit status non-zero, but undoes nothing.
+/// Returns whether anything failed.
+fn sync_after(session: &Session, failed: bool) -> bool {
+    if !session.config.sync.push {
+        return failed;
+    }
+    match crate::backends::remote::sync(session) {
+        Ok(()) => failed,
+        Err(e) => {
+            say(&format!("sync: {}", crate::out::error_line(&e)));
+            true
+        }
+    }
+}
+
+/// Without a readable signing key nothing deploys: each mapped update gets an (unsigned) failed
+/// record saying why, so the audit log still shows the attempt.
+fn refuse_unsigned(session: &Session, updates: &[RefUpdate], e: anyhow::Error) -> Result<ExitCode> {
+    let reason = format!("signing key: {}", crate::out::error_line(&e));
+    let deployer = Deployer::unsigned(session);
+    for u in updates {
+        let Some(new) = u.new else { continue };
+        for env in session.environments_for(&u.name) {
+            say(&format!(
+                "{}: not deploying {}: {reason}",
+                env.name,
+                plan::short_id(new)
+            ));
+            deployer.record_failure(&Request::deploy(env, &u.name, u.old, new), &reason)?;
+        }
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+/// post-merge: runs in a clone after `git merge`/`git pull`; deploys ORIG_HEAD..HEAD.
+pub fn post_merge(repo: Option<&Path>, squash: Option<&str>) -> Result<ExitCode> {
+    let session = Session::open(repo)?;
+    if squash == Some("1") {
+        say("squash merge: nothing is committed yet; not deploying");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(branch) = session.default_branch() else {
+        bail!("post-merge: HEAD is detached; not deploying");
+    };
+    let head = session.resolve("HEAD")?;
+    let orig = session.resolve("ORIG_HEAD").ok();
+    let update = RefUpdate {
+        old: orig,
+        new: Some(head),
+        name: branch,
+    };
+    deploy_updates(&session, &[update], false)
+}
+
+/// Resolves `main`, `refs/heads/main` or `heads/main` to a full ref name that exists.
+fn full_ref(session: &Session, name: &str) -> Result<String> {
+    if name.starts_with("refs/") {
+        session
+            .repo
+            .find_reference(name)
+            .with_context(|| format!("unknown ref {name:?}"))?;
+        return Ok(name.to_string());
+    }
+    for candidate in [format!("refs/heads/{name}"), format!("refs/{name}")] {
+        if session.repo.find_reference(&candidate).is_ok() {
+            return Ok(candidate);
+        }
+    }
+    bail!("unknown ref {name:?} (not a branch)")
+}
+
+fn pick_envs(session: &Session, ref_name: &str, only: Option<&str>) -> Result<Vec<Environment>> {
+    let envs = session.environments_for(ref_name);
+    if envs.is_empty() {
+        bail!("{ref_name} is not mapped to an environment");
+    }
+    match only {
+        None => Ok(envs),
+        Some(e) => {
+            let picked: Vec<Environment> = envs.into_iter().filter(|x| x.name == e).collect();
+            if picked.is_empty() {
+                bail!("environment {e:?} does not follow {ref_name}");
+            }
+            Ok(picked)
+        }
+    }
+}
+
+/// `REF [--from REV] [--to REV]` resolved: the full ref name, the old revision if given
+/// (`Some(None)` for the null id, which means "nothing deployed", as in hook input), and the
+/// new one (default: the ref's tip).
+type Range = (String, Option<Option<Oid>>, Oid);
+
+fn resolve_range(session: &Session, range: &RangeArgs) -> Result<Range> {
+    let ref_name = full_ref(session, &range.ref_name)?;
+    let to = session.resolve(range.to.as_deref().unwrap_or(&ref_name))?;
+    let from = match range.from.as_deref() {
+        None => None,
+        Some(r) if r.len() >= 40 && r.bytes().all(|b| b == b'0') => Some(None),
+        Some(r) => Some(Some(session.resolve(r)?)),
+    };
+    Ok((ref_name, from, to))
+}
+
+/// `replay REF [--from REV] [--to REV]`: the push again, by hand.
+pub fn replay(repo: Option<&Path>, range: &RangeArgs) -> Result<ExitCode> {
+    let session = Session::open(repo)?;
+    let (ref_name, from, to) = resolve_range(&session, range)?;
+    let mut deployer = Deployer::new(&session)?;
+    let mut jobs = Vec::new();
+    for env in pick_envs(&session, &ref_name, range.env.as_deref())? {
+        let mut req = Request::deploy(env, &ref_name, None, to);
+        req.from = from;
+        jobs.push(Job::Deploy(Box::new(req)));
+    }
+    let failed = run_jobs(&session, &mut deployer, jobs);
+    Ok(exit(sync_after(&session, failed)))
+}
+
+/// `plan REF`: what a replay would do, without contacting a cluster or writing records or
+/// pointers (it may keep the reference index, a cache, under `refs/hookops/references`).
+pub fn plan(repo: Option<&Path>, range: &RangeArgs, json: bool) -> Result<ExitCode> {
+    let session = Session::open(repo)?;
+    let (ref_name, from_arg, to) = resolve_range(&session, range)?;
+    // Planning signs nothing: it works without (or with a broken) signing key.
+    let deployer = Deployer::unsigned(&session);
+    let mut all = Vec::new();
+    let mut broken = false;
+    let picked = pick_envs(&session, &ref_name, range.env.as_deref())?;
+    let mut ranges = Vec::new();
+    for env in &picked {
+        let from = match from_arg {
+            Some(f) => f,
+            None => session.pointer(&env.name),
+        };
+        ranges.push((from, to));
+        let p = deployer.plan(env, from, to)?;
+        broken |= p.targets.iter().any(|t| t.error.is_some());
+        if json {
+            all.push(plan::to_json(&p, &env.name));
+            continue;
+        }
+        print_plan(&env.name, &p);
+    }
+    // Said once for the whole plan, not per environment; on stderr beside JSON.
+    let print: fn(&str) = if json {
+        |w| eprintln!("hookops: warning: {w}")
+    } else {
+        |w| println!("warning: {w}")
+    };
+    report_unplaced(
+        &session,
+        &session.environments_for(&ref_name),
+        &ranges,
+        print,
+    );
+    for (server, names) in environments::shared_servers(&session.environments()) {
+        if picked.iter().any(|e| names.contains(&e.name)) {
+            print(&environments::shared_server_line(&server, &names));
+        }
+    }
+    if json {
+        let value = if all.len() == 1 {
+            all.remove(0)
+        } else {
+            serde_json::Value::Array(all)
+        };
+        println!("{value}");
+    }
+    Ok(if broken {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_plan(env: &str, p: &plan::Plan) {
+    let range = match p.from {
+        Some(f) => format!("{}..{}", plan::short_id(f), plan::short_id(p.to)),
+        None => format!("{} (first deploy)", plan::short_id(p.to)),
+    };
+    println!(
+        "{env}: {range}: {} changed paths, {} targets",
+        p.changed_paths,
+        p.targets.len()
+    );
+    for tp in &p.targets {
+        let step = match tp.step {
+            Step::Deploy => "deploy",
+            Step::Remove => "remove",
+        };
+        println!(
+            "  {step} {} ({}, {})",
+            crate::config::printable(&tp.target.name),
+            tp.target.kind,
+            if tp.target.path.is_empty() {
+                ".".into()
+            } else {
+                crate::config::printable(&tp.target.path)
+            }
+        );
+        if let Some(why) = &tp.error {
+            println!("    ERROR: {why}");
+        }
+        if let Some(why) = &tp.refused {
+            println!("    REFUSED: {why}");
+        }
+        for used in &tp.uses {
+            println!("    uses {used}");
+        }
+        for o in &tp.apply {
+            let what = crate::pipeline::annotations::controls(o)
+                .map(|c| c.describe())
+                .unwrap_or_default();
+            if what.is_empty() {
+                println!("    apply {} ({})", o.id, o.source);
+            } else {
+                println!("    apply {} ({}): {what}", o.id, o.source);
+            }
+        }
+        for o in &tp.hooks {
+            let what = crate::pipeline::annotations::controls(o)
+                .map(|c| c.describe())
+                .unwrap_or_default();
+            println!("    run {} ({}): {what}", o.id, o.source);
+        }
+        for s in &tp.target.secret {
+            println!("    apply {} (from vault)", plan::secret_id(&tp.target, s));
+        }
+        for (id, _) in &tp.prune {
+            println!("    prune {id}");
+        }
+    }
+    for k in &p.kept {
+        println!("  keep {} (target {}): {}", k.id, k.target, k.reason);
+    }
+    for w in &p.warnings {
+        println!("  warning: {w}");
+    }
+}
+
+/// pre-receive: the gate. Runs before refs move, on the quarantined objects of the push.
+pub fn pre_receive(repo: Option<&Path>) -> Result<ExitCode> {
+    let session = Session::open(repo)?;
+    let updates = read_updates("pre-receive")?;
+    crate::commands::gate::check(&session, &updates)
+}
+
+/// `rollback --env E [--to REV]`: a full deploy of an earlier commit that moves the pointer.
+pub fn rollback(repo: Option<&Path>, env_name: &str, to: Option<&str>) -> Result<ExitCode> {
+    let session = Session::open(repo)?;
+    let env = session.environment(env_name)?;
+    let Some(pointer) = session.pointer(&env.name) else {
+        bail!("environment {env_name} has never deployed; nothing to roll back");
+    };
+    let target = match to {
+        Some(rev) => session.resolve(rev)?,
+        None => crate::commands::audit::previous_good(&session, &env.name, pointer)?.with_context(
+            || format!("no earlier successful deploy of {env_name} to roll back to"),
+        )?,
+    };
+    let mut deployer = Deployer::new(&session)?;
+    let mut req = Request::deploy(env.clone(), &env.ref_name(), None, target);
+    req.from = Some(Some(pointer));
+    req.action = Action::Rollback;
+    let failed = run_jobs(&session, &mut deployer, vec![Job::Deploy(Box::new(req))]);
+    Ok(exit(sync_after(&session, failed)))
+}
+
+/// `drift [--env E] [--repair]`.
+pub fn drift(repo: Option<&Path>, env: Option<&str>, repair: bool) -> Result<ExitCode> {
+    let session = Session::open(repo)?;
+    let envs: Vec<Environment> = match env {
+        Some(e) => vec![session.environment(e)?],
+        None => session.environments(),
+    };
+    // An error before any comparison (config, lock, plan) is "could not check" too.
+    let code = match crate::commands::drift::run(&session, &envs, repair) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hookops: error: {}", crate::out::error_line(&e));
+            ExitCode::from(2)
+        }
+    };
+    // Drift records are shared like deploy records; a failed sync fails the command.
+    if sync_after(&session, false) {
+        return Ok(ExitCode::from(2));
+    }
+    Ok(code)
+}

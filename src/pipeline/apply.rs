@@ -1,0 +1,388 @@
+//! The apply stage of one Kubernetes target: pre-deploy hooks, then its objects wave by wave
+//! (`hookops.io/wave`, lowest first, each healthy before the next; Namespaces and CRDs first of
+//! all), create-only objects created when missing, immutable-field refusals re-created where
+//! `force` allows, prunes, health, post-deploy hooks; on-failure hooks when it fails.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::backends::kube::Kubectl;
+use crate::config::Environment;
+use crate::pipeline::annotations::{self, ApplyMode, Hook, HookDelete};
+use crate::pipeline::health;
+use crate::pipeline::manifest::{self, Object, ObjectId};
+use crate::pipeline::plan::TargetPlan;
+use crate::record::payload::TargetReport;
+
+type Outcome = std::result::Result<(), String>;
+
+/// Whether a target needs the wave-by-wave path (and so cannot share a kubectl call).
+pub fn needs_steps(tp: &TargetPlan) -> bool {
+    !tp.hooks.is_empty()
+        || tp.target.force
+        || tp.apply.iter().any(|o| {
+            annotations::controls(o)
+                .is_ok_and(|c| c.wave != 0 || c.force || c.apply == ApplyMode::CreateOnly)
+        })
+}
+
+/// Objects kubectl reports as written (`kind/name serverside-applied`, `created`, …).
+pub fn applied_lines(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .filter(|l| {
+            let last = l.rsplit(' ').next().unwrap_or("");
+            matches!(
+                last,
+                "serverside-applied" | "created" | "configured" | "unchanged"
+            ) && l.contains('/')
+        })
+        .count()
+}
+
+pub struct Run<'a> {
+    pub env: &'a Environment,
+    pub kubectl: &'a Kubectl,
+    pub tp: &'a TargetPlan,
+    /// The target's objects, generated Secrets included.
+    pub objects: Vec<&'a Object>,
+    /// A shared kubectl call already applied them.
+    pub applied: bool,
+}
+
+impl Run<'_> {
+    fn ns(&self) -> Option<&str> {
+        self.tp.target.namespace.as_deref()
+    }
+
+    fn progress(&self) -> impl FnMut(&str) -> crate::out::SlowGuard + '_ {
+        move |line: &str| {
+            crate::out::say_if_slow(
+                format!("{}: {}: {line}", self.env.name, self.tp.target.name),
+                crate::out::SLOW,
+            )
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        self.env.health_timeout(self.tp.target.timeout)
+    }
+
+    pub fn run(&self, r: &mut TargetReport) -> Outcome {
+        let result = self.steps(r);
+        if result.is_err() {
+            for h in self.hooks(Hook::OnFailure) {
+                // Its own failure is in the record; the target's reason stays the first one.
+                let _ = self.run_hook(h, Hook::OnFailure, r);
+            }
+        }
+        result
+    }
+
+    fn steps(&self, r: &mut TargetReport) -> Outcome {
+        for h in self.hooks(Hook::PreDeploy) {
+            self.run_hook(h, Hook::PreDeploy, r)?;
+        }
+        if self.applied {
+            r.applied = self.objects.len();
+        } else {
+            let waves = self.waves();
+            let several = waves.len() > 1;
+            for (wave, objs) in &waves {
+                self.apply_wave(*wave, objs, r)?;
+                if several {
+                    self.healthy(objs)?;
+                }
+            }
+        }
+        if !self.tp.prune.is_empty() {
+            let out = self
+                .kubectl
+                .delete(manifest::stubs_stream(&self.tp.prune), self.ns())
+                .map_err(|e| format!("{e:#}"))?;
+            if !out.success() {
+                return Err(format!("kubectl delete: {}", out.reason()));
+            }
+            r.pruned = self.tp.prune.len();
+        }
+        self.healthy(&self.objects)?;
+        for h in self.hooks(Hook::PostDeploy) {
+            self.run_hook(h, Hook::PostDeploy, r)?;
+        }
+        Ok(())
+    }
+
+    fn healthy(&self, objects: &[&Object]) -> Outcome {
+        let mut progress = self.progress();
+        match health::wait(self.kubectl, objects, self.timeout(), &mut progress) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(format!("unhealthy: {reason}")),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    }
+
+    fn hooks(&self, which: Hook) -> impl Iterator<Item = &Object> {
+        self.tp
+            .hooks
+            .iter()
+            .filter(move |o| annotations::controls(o).is_ok_and(|c| c.hook == Some(which)))
+    }
+
+    /// Waves in order. Namespaces and CRDs come before everything: in a call of their own when
+    /// there is a CRD (a custom resource cannot be mapped before its CRD exists), else at the
+    /// head of the lowest wave's call.
+    fn waves(&self) -> Vec<(i64, Vec<&Object>)> {
+        let (foundations, rest): (Vec<&Object>, Vec<&Object>) = self
+            .objects
+            .iter()
+            .copied()
+            .partition(|o| o.is_foundation());
+        let mut by: BTreeMap<i64, Vec<&Object>> = BTreeMap::new();
+        for o in rest {
+            let wave = annotations::controls(o).map(|c| c.wave).unwrap_or(0);
+            by.entry(wave).or_default().push(o);
+        }
+        let mut out: Vec<(i64, Vec<&Object>)> = by.into_iter().collect();
+        if foundations.is_empty() {
+            return out;
+        }
+        let has_crd = foundations
+            .iter()
+            .any(|o| o.id.kind == "CustomResourceDefinition");
+        match out.first_mut() {
+            Some((_, first)) if !has_crd => {
+                let mut merged = foundations;
+                merged.append(first);
+                *first = merged;
+            }
+            _ => out.insert(0, (i64::MIN, foundations)),
+        }
+        out
+    }
+
+    fn apply_wave(&self, wave: i64, objs: &[&Object], r: &mut TargetReport) -> Outcome {
+        let (create_only, normal): (Vec<&Object>, Vec<&Object>) = objs.iter().partition(|o| {
+            annotations::controls(o).is_ok_and(|c| c.apply == ApplyMode::CreateOnly)
+        });
+        if !normal.is_empty() {
+            self.apply_forcing(&normal, r)?;
+        }
+        if !create_only.is_empty() {
+            let out = self
+                .kubectl
+                .create(manifest::to_stream(create_only.iter().copied()), self.ns())
+                .map_err(|e| format!("{e:#}"))?;
+            let refused: Vec<&str> = out
+                .stderr
+                .lines()
+                .filter(|l| l.contains("Error") && !l.contains("AlreadyExists"))
+                .collect();
+            if !refused.is_empty() {
+                return Err(format!("kubectl create (create-only): {}", refused[0]));
+            }
+            r.applied += out.stdout.lines().filter(|l| l.contains('/')).count();
+        }
+        log::debug!("{}: wave {wave} applied", self.tp.target.name);
+        Ok(())
+    }
+
+    /// Server-side apply; when the server refuses an update because a field is immutable, the
+    /// objects that allow it (`hookops.io/force: enabled`, or `force = true` on the target) are
+    /// deleted and applied again, once. Without it, the server's message and a hint.
+    fn apply_forcing(&self, objs: &[&Object], r: &mut TargetReport) -> Outcome {
+        let out = self
+            .kubectl
+            .apply(manifest::to_stream(objs.iter().copied()), self.ns(), None)
+            .map_err(|e| format!("{e:#}"))?;
+        if out.success() {
+            r.applied += objs.len();
+            return Ok(());
+        }
+        let text = format!("{}\n{}", out.stderr, out.stdout);
+        let immutable: Vec<&Object> = objs
+            .iter()
+            .copied()
+            .filter(|o| refused_as_immutable(&text, &o.id))
+            .collect();
+        if immutable.is_empty() {
+            r.applied += applied_lines(&out.stdout);
+            return Err(format!("kubectl apply: {}", out.reason()));
+        }
+        let forced: Vec<&Object> = immutable
+            .iter()
+            .copied()
+            .filter(|o| self.tp.target.force || annotations::controls(o).is_ok_and(|c| c.force))
+            .collect();
+        if forced.len() < immutable.len() {
+            r.applied += applied_lines(&out.stdout);
+            let o = immutable
+                .iter()
+                .find(|o| !forced.iter().any(|f| f.id == o.id))
+                .unwrap_or(&immutable[0]);
+            return Err(format!(
+                "kubectl apply: {} (an immutable field of {} changed: annotate it hookops.io/force: enabled, or set force = true on the target, to delete and re-create it)",
+                immutable_line(&text).unwrap_or_else(|| out.reason()),
+                o.id
+            ));
+        }
+        let stubs: Vec<(ObjectId, String)> = forced
+            .iter()
+            .map(|o| (o.id.clone(), o.api_version.clone()))
+            .collect();
+        crate::out::say(&format!(
+            "{}: {}: re-creating {} (immutable field changed)",
+            self.env.name,
+            self.tp.target.name,
+            forced
+                .iter()
+                .map(|o| o.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let del = self
+            .kubectl
+            .delete_and_wait(manifest::stubs_stream(&stubs), self.ns())
+            .map_err(|e| format!("{e:#}"))?;
+        if !del.success() {
+            return Err(format!("kubectl delete (force): {}", del.reason()));
+        }
+        r.recreated.extend(forced.iter().map(|o| o.id.to_string()));
+        let again = self
+            .kubectl
+            .apply(manifest::to_stream(objs.iter().copied()), self.ns(), None)
+            .map_err(|e| format!("{e:#}"))?;
+        if !again.success() {
+            r.applied += applied_lines(&again.stdout);
+            return Err(format!(
+                "kubectl apply (after re-creating): {}",
+                again.reason()
+            ));
+        }
+        r.applied += objs.len();
+        Ok(())
+    }
+
+    /// Runs one hook Job: earlier runs deleted first (`hook-delete: before-run`, the default),
+    /// created with `kubectl create` (so `generateName` works), waited for; deleted right away
+    /// with `hook-delete: on-success`.
+    fn run_hook(&self, job: &Object, which: Hook, r: &mut TargetReport) -> Outcome {
+        let controls = annotations::controls(job).unwrap_or_default();
+        let ns = job
+            .id
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
+        let label = hook_label(&self.env.name, &self.tp.target.name, &job.id.name);
+        let mut body = job.body.clone();
+        body["metadata"]["labels"]["hookops.io/hook-id"] = Value::String(label.clone());
+        body["metadata"]["namespace"] = Value::String(ns.clone());
+        if controls.hook_delete == HookDelete::BeforeRun {
+            let _ =
+                self.kubectl
+                    .delete_selected("jobs", &format!("hookops.io/hook-id={label}"), &ns);
+        }
+        let out = self
+            .kubectl
+            .create(format!("---\n{body}\n"), Some(&ns))
+            .map_err(|e| format!("{e:#}"))?;
+        if !out.success() {
+            let why = format!(
+                "{} hook {}: kubectl create: {}",
+                which.as_str(),
+                job.id,
+                out.reason()
+            );
+            r.hooks
+                .push(format!("{} {}: failed to start", which.as_str(), job.id));
+            return Err(why);
+        }
+        let created = out
+            .stdout
+            .lines()
+            .find_map(|l| l.trim().rsplit_once('/').map(|(_, n)| n.to_string()))
+            .unwrap_or_else(|| job.id.name.clone());
+        let mut running = job.clone();
+        running.id.name = created.clone();
+        running.id.namespace = Some(ns.clone());
+        let shown = format!("{} Job {ns}/{created}", which.as_str());
+        let result = self.healthy(&[&running]);
+        r.hooks.push(format!(
+            "{shown}: {}",
+            if result.is_ok() {
+                "succeeded"
+            } else {
+                "failed"
+            }
+        ));
+        if result.is_ok() && controls.hook_delete == HookDelete::OnSuccess {
+            let _ =
+                self.kubectl
+                    .delete_selected("jobs", &format!("hookops.io/hook-id={label}"), &ns);
+        }
+        result.map_err(|e| format!("{shown}: {e}"))
+    }
+}
+
+/// The label that finds a hook's earlier Jobs: environment, target and hook, hashed to fit a
+/// label value.
+fn hook_label(env: &str, target: &str, hook: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("{env}\0{target}\0{hook}").as_bytes());
+    d[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether the server's output refuses `id` because a field is immutable.
+fn refused_as_immutable(text: &str, id: &ObjectId) -> bool {
+    text.lines().any(|l| {
+        annotations::is_immutable_error(l)
+            && l.contains(&format!("\"{}\"", id.name))
+            && l.to_ascii_lowercase()
+                .contains(&id.kind.to_ascii_lowercase())
+    })
+}
+
+/// The server's immutable-field message, without the whole object it quotes (a Job's template
+/// comes back as one very long line): its head and its tail.
+fn immutable_line(text: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .find(|l| annotations::is_immutable_error(l))?
+        .trim();
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= 400 {
+        return Some(line.to_string());
+    }
+    let head: String = chars[..200].iter().collect();
+    let tail: String = chars[chars.len() - 120..].iter().collect();
+    Some(format!("{head} … {tail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn immutable_refusals_name_their_object() {
+        let id = ObjectId {
+            group: "batch".into(),
+            kind: "Job".into(),
+            namespace: Some("a".into()),
+            name: "migrate".into(),
+        };
+        let text = "Error from server (Invalid): Job.batch \"migrate\" is invalid: spec.template: Invalid value: core.PodTemplateSpec{}: field is immutable";
+        assert!(refused_as_immutable(text, &id));
+        assert!(!refused_as_immutable(
+            &text.replace("migrate", "other"),
+            &id
+        ));
+    }
+
+    #[test]
+    fn hook_labels_fit_a_label_value() {
+        let l = hook_label("prod", "apps/web", "migrate-");
+        assert_eq!(l.len(), 24);
+        assert_ne!(l, hook_label("prod", "apps/web", "seed-"));
+    }
+}

@@ -1,0 +1,227 @@
+//! The diff stage: which paths changed between the deployed tree and the pushed tree. Trees are
+//! compared entry by entry and by id, so unchanged subtrees are never read (libgit2's own
+//! tree-to-tree diff expands every directory on both sides, which in a repository of 2,000
+//! directories reads and hashes 4,000 trees to find one changed file). Renames appear as their
+//! old and their new path, which is all the later stages need (the old path's objects may be
+//! pruned, the new path's applied).
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+
+use anyhow::{Context, Result};
+use git2::{Oid, Repository, Tree, TreeEntry};
+
+use crate::backends::objects;
+
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    /// Every path touched, old and new side, sorted.
+    pub paths: BTreeSet<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+}
+
+/// Paths that differ between `old` (None: nothing deployed, every file is new) and `new`.
+/// Paths that are not UTF-8 are left out. A file replaced by a directory (or the reverse)
+/// counts as the file and every file of the directory, as in `git diff-tree -r`.
+pub fn changed_paths(repo: &Repository, old: Option<&Tree>, new: &Tree) -> Result<Changes> {
+    let mut changes = Changes::default();
+    match old {
+        Some(old) => compare(repo, old, new, "", &mut changes.paths)?,
+        None => all_files(repo, new, "", &mut changes.paths)?,
+    }
+    Ok(changes)
+}
+
+/// Git's tree order: names compare as bytes, a directory as if its name ended in `/`.
+fn git_order(a: &TreeEntry, b: &TreeEntry) -> Ordering {
+    let (x, y) = (a.name_bytes(), b.name_bytes());
+    let n = x.len().min(y.len());
+    match x[..n].cmp(&y[..n]) {
+        Ordering::Equal => {}
+        other => return other,
+    }
+    let next = |name: &[u8], e: &TreeEntry| match name.get(n) {
+        Some(c) => *c,
+        None if objects::is_tree(e.filemode()) => b'/',
+        None => 0,
+    };
+    next(x, a).cmp(&next(y, b))
+}
+
+fn join(prefix: &str, name: &[u8]) -> Option<String> {
+    let name = std::str::from_utf8(name).ok()?;
+    Some(if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}/{name}")
+    })
+}
+
+/// Walks both trees in order; descends only where the subtree ids differ.
+fn compare(
+    repo: &Repository,
+    old: &Tree,
+    new: &Tree,
+    prefix: &str,
+    out: &mut BTreeSet<String>,
+) -> Result<()> {
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (old.get(i), new.get(j)) {
+            (None, None) => return Ok(()),
+            (Some(x), None) => {
+                gone_or_new(repo, &x, prefix, out)?;
+                i += 1;
+            }
+            (None, Some(y)) => {
+                gone_or_new(repo, &y, prefix, out)?;
+                j += 1;
+            }
+            (Some(x), Some(y)) => match git_order(&x, &y) {
+                Ordering::Less => {
+                    gone_or_new(repo, &x, prefix, out)?;
+                    i += 1;
+                }
+                Ordering::Greater => {
+                    gone_or_new(repo, &y, prefix, out)?;
+                    j += 1;
+                }
+                Ordering::Equal => {
+                    if x.id() != y.id() || x.filemode() != y.filemode() {
+                        if let Some(path) = join(prefix, x.name_bytes()) {
+                            if objects::is_tree(x.filemode()) {
+                                let t1 = find_tree(repo, x.id(), &path)?;
+                                let t2 = find_tree(repo, y.id(), &path)?;
+                                compare(repo, &t1, &t2, &path, out)?;
+                            } else {
+                                out.insert(path);
+                            }
+                        }
+                    }
+                    i += 1;
+                    j += 1;
+                }
+            },
+        }
+    }
+}
+
+/// An entry on one side only: the file, or every file of the directory.
+fn gone_or_new(
+    repo: &Repository,
+    e: &TreeEntry,
+    prefix: &str,
+    out: &mut BTreeSet<String>,
+) -> Result<()> {
+    let Some(path) = join(prefix, e.name_bytes()) else {
+        return Ok(());
+    };
+    if objects::is_tree(e.filemode()) {
+        let t = find_tree(repo, e.id(), &path)?;
+        all_files(repo, &t, &path, out)
+    } else {
+        out.insert(path);
+        Ok(())
+    }
+}
+
+fn all_files(repo: &Repository, t: &Tree, prefix: &str, out: &mut BTreeSet<String>) -> Result<()> {
+    for e in t.iter() {
+        gone_or_new(repo, &e, prefix, out)?;
+    }
+    Ok(())
+}
+
+fn find_tree<'r>(repo: &'r Repository, id: Oid, path: &str) -> Result<Tree<'r>> {
+    repo.find_tree(id)
+        .with_context(|| format!("{path}: cannot read tree {id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use git2::{DiffOptions, FileMode};
+
+    /// Builds a tree from (path, content, mode) triples.
+    fn build(repo: &Repository, files: &[(&str, &str, FileMode)]) -> Oid {
+        let empty = repo.treebuilder(None).unwrap().write().unwrap();
+        let base = repo.find_tree(empty).unwrap();
+        let mut b = git2::build::TreeUpdateBuilder::new();
+        for (path, text, mode) in files {
+            let blob = repo.blob(text.as_bytes()).unwrap();
+            b.upsert(*path, blob, *mode);
+        }
+        b.create_updated(repo, &base).unwrap()
+    }
+
+    /// What libgit2's tree-to-tree diff reports, for comparison.
+    fn libgit2_paths(repo: &Repository, old: Option<&Tree>, new: &Tree) -> BTreeSet<String> {
+        let mut opts = DiffOptions::new();
+        opts.skip_binary_check(true).include_typechange(true);
+        let diff = repo
+            .diff_tree_to_tree(old, Some(new), Some(&mut opts))
+            .unwrap();
+        let mut out = BTreeSet::new();
+        for d in diff.deltas() {
+            for f in [d.old_file(), d.new_file()] {
+                if !f.id().is_zero() {
+                    out.insert(f.path().unwrap().to_str().unwrap().to_string());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn same_paths_as_libgit2() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        use FileMode::{Blob, BlobExecutable, Link};
+        let old = build(
+            &repo,
+            &[
+                ("a.yaml", "1", Blob),
+                ("a-b/x.yaml", "1", Blob),
+                ("a/x.yaml", "1", Blob),
+                ("a/deep/y.yaml", "1", Blob),
+                ("same/z.yaml", "1", Blob),
+                ("mode.sh", "1", Blob),
+                ("link", "1", Blob),
+                ("file-to-dir", "1", Blob),
+                ("gone/p.yaml", "1", Blob),
+                ("gone/q/r.yaml", "1", Blob),
+            ],
+        );
+        let new = build(
+            &repo,
+            &[
+                ("a.yaml", "2", Blob),
+                ("a-b/x.yaml", "1", Blob),
+                ("a/x.yaml", "1", Blob),
+                ("a/deep/y.yaml", "2", Blob),
+                ("a/deep/new.yaml", "1", Blob),
+                ("same/z.yaml", "1", Blob),
+                ("mode.sh", "1", BlobExecutable),
+                ("link", "1", Link),
+                ("file-to-dir/inner.yaml", "1", Blob),
+                ("added/s.yaml", "1", Blob),
+            ],
+        );
+        let (old, new) = (repo.find_tree(old).unwrap(), repo.find_tree(new).unwrap());
+        let ours = changed_paths(&repo, Some(&old), &new).unwrap().paths;
+        assert_eq!(ours, libgit2_paths(&repo, Some(&old), &new));
+        assert!(
+            ours.contains("a/deep/y.yaml") && !ours.contains("same/z.yaml"),
+            "{ours:?}"
+        );
+        let first = changed_paths(&repo, None, &new).unwrap().paths;
+        assert_eq!(first, libgit2_paths(&repo, None, &new));
+        let back = changed_paths(&repo, Some(&new), &old).unwrap().paths;
+        assert_eq!(back, libgit2_paths(&repo, Some(&new), &old));
+    }
+}

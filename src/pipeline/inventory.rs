@@ -1,0 +1,605 @@
+//! The inventory: per environment, every Kubernetes object hookops has applied and which files
+//! of the deployed tree declare it. Pruning reads it: an object is deleted only when hookops
+//! applied it and **no** file of the new tree declares it any more (prune = inventory −
+//! declared), so an object declared twice, moved between files or targets, or given an
+//! explicit namespace is never deleted.
+//!
+//! It lives in git, beside the records, as a commit chain under `refs/hookops/inventory/<env>`
+//! (auditable, and pushed with `[sync] push`). The tree is built for one-file pushes in large
+//! repositories: only the pieces a change touches are read and rewritten.
+//!
+//! ```text
+//! meta.json            {"version":1,"base":"<commit whose tree the declarations describe>"}
+//! objects/<xx>         identity -> entry, sharded by (group, kind, name), so every namespace
+//!                      variant of a name sits in one shard
+//! units/f/<path>       a manifest file of a kubectl target: {"target", "objects": [identity]}
+//! units/k/<hash>       a kustomize target's rendered output (one unit per kustomization)
+//! units/s/<hash>       a target's Vault-generated Secrets
+//! kinds.json           custom kinds declared by the CRDs of the tree: "group/kind" -> scope
+//! orphans.json         identities that no unit declares: pruned (or kept) by the next deploy
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::{bail, Context, Result};
+use git2::build::TreeUpdateBuilder;
+use git2::{FileMode, Oid, Repository, Signature, Tree};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::pipeline::identity::{self, Scope};
+use crate::pipeline::manifest::{Object, ObjectId};
+
+pub fn inventory_ref(env: &str) -> String {
+    format!("refs/hookops/inventory/{env}")
+}
+
+/// What the inventory knows about one object.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    /// The apiVersion it was last declared with (to name it when deleting).
+    #[serde(rename = "v")]
+    pub api_version: String,
+    /// The target that last declared it.
+    #[serde(rename = "t")]
+    pub target: String,
+    /// Units (files) of the deployed tree that declare it.
+    #[serde(rename = "by", default, skip_serializing_if = "Vec::is_empty")]
+    pub declared_by: Vec<String>,
+    /// Sent to the server by some attempt (it may exist there).
+    #[serde(rename = "a", default)]
+    pub applied: bool,
+    /// Declared with `hookops.io/prune: disabled`: never deleted, forgotten when undeclared.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep: bool,
+    /// For a CustomResourceDefinition: the kind it defines and that kind's scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crd: Option<(String, Scope)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Unit {
+    pub target: String,
+    pub objects: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Meta {
+    version: u32,
+    base: Option<String>,
+}
+
+/// Identity as a string key: `group|kind|namespace|name` (namespace empty when cluster-scoped).
+pub fn key(id: &ObjectId) -> String {
+    format!(
+        "{}|{}|{}|{}",
+        id.group,
+        id.kind,
+        id.namespace.as_deref().unwrap_or(""),
+        id.name
+    )
+}
+
+pub fn parse_key(key: &str) -> Option<ObjectId> {
+    let mut parts = key.splitn(4, '|');
+    let group = parts.next()?.to_string();
+    let kind = parts.next()?.to_string();
+    let ns = parts.next()?;
+    let name = parts.next()?.to_string();
+    Some(ObjectId {
+        group,
+        kind,
+        namespace: (!ns.is_empty()).then(|| ns.to_string()),
+        name,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn shard_of(id: &ObjectId) -> String {
+    let digest = Sha256::digest(format!("{}|{}|{}", id.group, id.kind, id.name).as_bytes());
+    hex(&digest[..1])
+}
+
+/// The unit key of a kubectl target's manifest file.
+pub fn file_unit(path: &str) -> String {
+    format!("f:{path}")
+}
+
+/// The unit key of a kustomize target (its rendered output).
+pub fn kustomize_unit(dir: &str) -> String {
+    format!("k:{dir}")
+}
+
+/// The unit key of a target's Vault-generated Secrets.
+pub fn secrets_unit(target: &str) -> String {
+    format!("s:{target}")
+}
+
+fn unit_path(unit: &str) -> Result<String> {
+    Ok(match unit.split_once(':') {
+        Some(("f", path)) => format!("units/f/{path}"),
+        Some((kind @ ("k" | "s"), rest)) => {
+            format!("units/{kind}/{}", hex(&Sha256::digest(rest.as_bytes())))
+        }
+        _ => bail!("bad inventory unit {unit:?}"),
+    })
+}
+
+/// Whether an object asks never to be pruned (`hookops.io/prune: disabled`, or
+/// `hookops.io/apply: disabled`: left alone entirely).
+pub fn keeps(o: &Object) -> bool {
+    crate::pipeline::annotations::controls(o).is_ok_and(|c| {
+        c.prune_disabled || c.apply == crate::pipeline::annotations::ApplyMode::Disabled
+    })
+}
+
+/// One environment's inventory, read lazily from git and written back as one commit.
+pub struct Inventory<'r> {
+    repo: &'r Repository,
+    env: String,
+    head: Option<Oid>,
+    tree: Option<Tree<'r>>,
+    pub base: Option<Oid>,
+    shards: HashMap<String, BTreeMap<String, Entry>>,
+    dirty_shards: BTreeSet<String>,
+    units: HashMap<String, Option<Unit>>,
+    dirty_units: BTreeSet<String>,
+    kinds: BTreeMap<String, Scope>,
+    orphans: BTreeSet<String>,
+    dirty_meta: bool,
+}
+
+impl<'r> Inventory<'r> {
+    pub fn load(repo: &'r Repository, env: &str) -> Result<Inventory<'r>> {
+        let mut inv = Inventory {
+            repo,
+            env: env.to_string(),
+            head: None,
+            tree: None,
+            base: None,
+            shards: HashMap::new(),
+            dirty_shards: BTreeSet::new(),
+            units: HashMap::new(),
+            dirty_units: BTreeSet::new(),
+            kinds: BTreeMap::new(),
+            orphans: BTreeSet::new(),
+            dirty_meta: false,
+        };
+        let name = inventory_ref(env);
+        let Ok(r) = repo.find_reference(&name) else {
+            return Ok(inv);
+        };
+        let head = r
+            .target()
+            .with_context(|| format!("{name} is not a direct reference"))?;
+        let commit = repo
+            .find_commit(head)
+            .with_context(|| format!("{name}: not a commit"))?;
+        inv.head = Some(head);
+        inv.tree = Some(commit.tree()?);
+        if let Some(meta) = inv.read_json::<Meta>("meta.json")? {
+            inv.base = meta.base.as_deref().and_then(|b| Oid::from_str(b).ok());
+        }
+        inv.kinds = inv.read_json("kinds.json")?.unwrap_or_default();
+        inv.orphans = inv.read_json("orphans.json")?.unwrap_or_default();
+        Ok(inv)
+    }
+
+    /// Whether an inventory was ever written for this environment.
+    pub fn exists(&self) -> bool {
+        self.head.is_some()
+    }
+
+    fn read_json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<Option<T>> {
+        let Some(tree) = &self.tree else {
+            return Ok(None);
+        };
+        let Ok(entry) = tree.get_path(std::path::Path::new(path)) else {
+            return Ok(None);
+        };
+        let blob = self
+            .repo
+            .find_blob(entry.id())
+            .with_context(|| format!("{}: {path} is not a file", inventory_ref(&self.env)))?;
+        let value = serde_json::from_slice(blob.content())
+            .with_context(|| format!("{}: {path} is corrupt", inventory_ref(&self.env)))?;
+        Ok(Some(value))
+    }
+
+    /// Custom kinds declared by the CRDs of the deployed tree.
+    pub fn kinds(&self) -> &BTreeMap<String, Scope> {
+        &self.kinds
+    }
+
+    fn shard(&mut self, shard: &str) -> Result<&mut BTreeMap<String, Entry>> {
+        if !self.shards.contains_key(shard) {
+            let loaded = self
+                .read_json(&format!("objects/{shard}"))?
+                .unwrap_or_default();
+            self.shards.insert(shard.to_string(), loaded);
+        }
+        Ok(self.shards.get_mut(shard).expect("just inserted"))
+    }
+
+    pub fn entry(&mut self, id: &ObjectId) -> Result<Option<Entry>> {
+        let k = key(id);
+        Ok(self.shard(&shard_of(id))?.get(&k).cloned())
+    }
+
+    fn update_entry(&mut self, id: &ObjectId, f: impl FnOnce(&mut Option<Entry>)) -> Result<()> {
+        let shard = shard_of(id);
+        let k = key(id);
+        let map = self.shard(&shard)?;
+        let mut slot = map.remove(&k);
+        f(&mut slot);
+        let orphan = match &slot {
+            Some(e) if e.declared_by.is_empty() => {
+                if e.applied {
+                    Some(true)
+                } else {
+                    // Never sent to a server: nothing to prune, nothing to remember.
+                    slot = None;
+                    Some(false)
+                }
+            }
+            Some(_) => Some(false),
+            None => Some(false),
+        };
+        if let Some(e) = slot {
+            map.insert(k.clone(), e);
+        }
+        self.dirty_shards.insert(shard);
+        match orphan {
+            Some(true) => self.orphans.insert(k),
+            _ => self.orphans.remove(&k),
+        };
+        self.dirty_meta = true;
+        Ok(())
+    }
+
+    pub fn unit(&mut self, unit: &str) -> Result<Option<Unit>> {
+        if let Some(u) = self.units.get(unit) {
+            return Ok(u.clone());
+        }
+        let u: Option<Unit> = self.read_json(&unit_path(unit)?)?;
+        self.units.insert(unit.to_string(), u.clone());
+        Ok(u)
+    }
+
+    /// The file units under directory `dir` (recursively) that `target` declared.
+    pub fn file_units_of(&mut self, dir: &str, target: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let Some(tree) = &self.tree else {
+            return Ok(out);
+        };
+        let base = if dir.is_empty() {
+            "units/f".to_string()
+        } else {
+            format!("units/f/{dir}")
+        };
+        let Ok(e) = tree.get_path(std::path::Path::new(&base)) else {
+            return Ok(out);
+        };
+        let Ok(sub) = self.repo.find_tree(e.id()) else {
+            return Ok(out);
+        };
+        let mut paths = Vec::new();
+        sub.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
+            if entry.kind() == Some(git2::ObjectType::Blob) {
+                if let Some(name) = entry.name() {
+                    let rel = format!("{root}{name}");
+                    paths.push(if dir.is_empty() {
+                        rel
+                    } else {
+                        format!("{dir}/{rel}")
+                    });
+                }
+            }
+            git2::TreeWalkResult::Ok
+        })?;
+        for p in paths {
+            let u = file_unit(&p);
+            if self.unit(&u)?.is_some_and(|x| x.target == target) {
+                out.push(u);
+            }
+        }
+        // Units declared earlier in this run and not yet written.
+        for (u, v) in &self.units {
+            if let (Some(v), Some(path)) = (v, u.strip_prefix("f:")) {
+                let inside = dir.is_empty() || path.starts_with(&format!("{dir}/"));
+                if inside && v.target == target && !out.contains(u) {
+                    out.push(u.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets what `unit` declares (replacing what it declared before); `objects` empty drops it.
+    pub fn declare(&mut self, unit: &str, target: &str, objects: &[&Object]) -> Result<()> {
+        let before = self.unit(unit)?.map(|u| u.objects).unwrap_or_default();
+        let mut now: Vec<String> = objects.iter().map(|o| key(&o.id)).collect();
+        now.sort();
+        now.dedup();
+        for k in &before {
+            if now.binary_search(k).is_err() {
+                if let Some(id) = parse_key(k) {
+                    let u = unit.to_string();
+                    self.update_entry(&id, |slot| {
+                        if let Some(e) = slot {
+                            e.declared_by.retain(|x| *x != u);
+                        }
+                    })?;
+                    if let Some((kk, _)) = self.entry(&id)?.and_then(|e| e.crd) {
+                        self.recheck_kind(&id, &kk)?;
+                    }
+                }
+            }
+        }
+        for o in objects {
+            let u = unit.to_string();
+            let crd = identity::crd_scope(o);
+            if let Some((kk, scope)) = &crd {
+                self.kinds.insert(kk.clone(), *scope);
+            }
+            let keep = keeps(o);
+            let api_version = o.api_version.clone();
+            let target = target.to_string();
+            self.update_entry(&o.id, |slot| {
+                let e = slot.get_or_insert_with(|| Entry {
+                    api_version: String::new(),
+                    target: String::new(),
+                    declared_by: Vec::new(),
+                    applied: false,
+                    keep: false,
+                    crd: None,
+                });
+                e.api_version = api_version;
+                e.target = target;
+                e.keep = keep;
+                e.crd = crd;
+                if !e.declared_by.contains(&u) {
+                    e.declared_by.push(u);
+                    e.declared_by.sort();
+                }
+            })?;
+        }
+        let new_unit = (!now.is_empty()).then(|| Unit {
+            target: target.to_string(),
+            objects: now,
+        });
+        self.units.insert(unit.to_string(), new_unit);
+        self.dirty_units.insert(unit.to_string());
+        Ok(())
+    }
+
+    /// A CRD that no unit declares any more no longer tells the scope of its kind.
+    fn recheck_kind(&mut self, id: &ObjectId, kind_key: &str) -> Result<()> {
+        if self.entry(id)?.is_none_or(|e| e.declared_by.is_empty()) {
+            self.kinds.remove(kind_key);
+            self.dirty_meta = true;
+        }
+        Ok(())
+    }
+
+    pub fn drop_unit(&mut self, unit: &str) -> Result<()> {
+        if self.unit(unit)?.is_none() {
+            return Ok(());
+        }
+        self.declare(unit, "", &[])
+    }
+
+    /// Marks objects as sent to the server (they may exist there from now on).
+    pub fn mark_applied<'a>(&mut self, ids: impl IntoIterator<Item = &'a ObjectId>) -> Result<()> {
+        for id in ids {
+            self.update_entry(id, |slot| {
+                if let Some(e) = slot {
+                    e.applied = true;
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Objects hookops applied that no file declares any more.
+    pub fn orphans(&mut self) -> Result<Vec<(ObjectId, Entry)>> {
+        let keys: Vec<String> = self.orphans.iter().cloned().collect();
+        let mut out = Vec::new();
+        for k in keys {
+            let Some(id) = parse_key(&k) else { continue };
+            match self.entry(&id)? {
+                Some(e) if e.declared_by.is_empty() && e.applied => out.push((id, e)),
+                _ => {
+                    self.orphans.remove(&k);
+                    self.dirty_meta = true;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether any unit declares an object of this group, kind and name in any namespace
+    /// (for identities whose scope was unknown when they were resolved).
+    pub fn declared_in_any_namespace(&mut self, id: &ObjectId) -> Result<bool> {
+        let prefix = format!("{}|{}|", id.group, id.kind);
+        let name = id.name.clone();
+        Ok(self.shard(&shard_of(id))?.iter().any(|(k, e)| {
+            k.starts_with(&prefix) && k.ends_with(&format!("|{name}")) && !e.declared_by.is_empty()
+        }))
+    }
+
+    /// Whether some unit declares exactly this identity.
+    pub fn declared(&mut self, id: &ObjectId) -> Result<bool> {
+        Ok(self.entry(id)?.is_some_and(|e| !e.declared_by.is_empty()))
+    }
+
+    /// Forgets an object (deleted, or kept for good).
+    pub fn forget(&mut self, id: &ObjectId) -> Result<()> {
+        self.update_entry(id, |slot| *slot = None)
+    }
+
+    pub fn set_base(&mut self, base: Oid) {
+        if self.base != Some(base) {
+            self.base = Some(base);
+            self.dirty_meta = true;
+        }
+    }
+
+    fn dirty(&self) -> bool {
+        self.dirty_meta || !self.dirty_shards.is_empty() || !self.dirty_units.is_empty()
+    }
+
+    /// Writes the changes as one commit on `refs/hookops/inventory/<env>` (compare-and-swap:
+    /// the deploy lock serialises writers, so a moved ref means corruption, not a race).
+    pub fn save(&mut self, message: &str) -> Result<()> {
+        if !self.dirty() {
+            return Ok(());
+        }
+        let repo = self.repo;
+        let base_tree = match &self.tree {
+            Some(t) => t.clone(),
+            None => {
+                let empty = repo.treebuilder(None)?.write()?;
+                repo.find_tree(empty)?
+            }
+        };
+        let mut b = TreeUpdateBuilder::new();
+        for shard in &self.dirty_shards {
+            let path = format!("objects/{shard}");
+            match self.shards.get(shard) {
+                Some(m) if !m.is_empty() => {
+                    let blob = repo.blob(&serde_json::to_vec(m)?)?;
+                    b.upsert(path, blob, FileMode::Blob);
+                }
+                _ => {
+                    if base_tree.get_path(std::path::Path::new(&path)).is_ok() {
+                        b.remove(path);
+                    }
+                }
+            }
+        }
+        for unit in &self.dirty_units {
+            let path = unit_path(unit)?;
+            match self.units.get(unit) {
+                Some(Some(u)) => {
+                    let blob = repo.blob(&serde_json::to_vec(u)?)?;
+                    b.upsert(path, blob, FileMode::Blob);
+                }
+                _ => {
+                    if base_tree.get_path(std::path::Path::new(&path)).is_ok() {
+                        b.remove(path);
+                    }
+                }
+            }
+        }
+        let meta = Meta {
+            version: 1,
+            base: self.base.map(|b| b.to_string()),
+        };
+        b.upsert(
+            "meta.json",
+            repo.blob(&serde_json::to_vec(&meta)?)?,
+            FileMode::Blob,
+        );
+        b.upsert(
+            "kinds.json",
+            repo.blob(&serde_json::to_vec(&self.kinds)?)?,
+            FileMode::Blob,
+        );
+        b.upsert(
+            "orphans.json",
+            repo.blob(&serde_json::to_vec(&self.orphans)?)?,
+            FileMode::Blob,
+        );
+        let tree_id = b
+            .create_updated(repo, &base_tree)
+            .context("writing the inventory tree")?;
+        let tree = repo.find_tree(tree_id)?;
+        let who = repo
+            .signature()
+            .or_else(|_| Signature::now("hookops", "hookops@localhost"))?;
+        let parent = self.head.map(|h| repo.find_commit(h)).transpose()?;
+        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        let commit = repo.commit(None, &who, &who, message, &tree, &parents)?;
+        let name = inventory_ref(&self.env);
+        match self.head {
+            Some(old) => repo.reference_matching(&name, commit, true, old, message),
+            None => repo.reference(&name, commit, false, message),
+        }
+        .with_context(|| format!("updating {name} (it moved meanwhile?)"))?;
+        self.head = Some(commit);
+        self.tree = Some(tree);
+        self.dirty_shards.clear();
+        self.dirty_units.clear();
+        self.dirty_meta = false;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::manifest::parse;
+
+    fn objs(text: &str) -> Vec<Object> {
+        let mut v = parse(text, "x.yaml", None).unwrap();
+        let r = identity::Resolver::new("default".into());
+        for o in &mut v {
+            r.resolve(o, None);
+        }
+        v
+    }
+
+    fn cm(name: &str) -> String {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n")
+    }
+
+    #[test]
+    fn an_object_declared_twice_is_orphaned_only_when_both_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let shared = objs(&cm("shared"));
+        let mut inv = Inventory::load(&repo, "e").unwrap();
+        inv.declare(&file_unit("a/cm.yaml"), "a", &[&shared[0]])
+            .unwrap();
+        inv.declare(&file_unit("b/cm.yaml"), "b", &[&shared[0]])
+            .unwrap();
+        inv.mark_applied([&shared[0].id]).unwrap();
+        inv.save("t").unwrap();
+
+        let mut inv = Inventory::load(&repo, "e").unwrap();
+        assert_eq!(inv.file_units_of("a", "a").unwrap(), vec!["f:a/cm.yaml"]);
+        inv.drop_unit(&file_unit("a/cm.yaml")).unwrap();
+        assert!(inv.orphans().unwrap().is_empty());
+        inv.save("t").unwrap();
+
+        let mut inv = Inventory::load(&repo, "e").unwrap();
+        inv.drop_unit(&file_unit("b/cm.yaml")).unwrap();
+        let orphans = inv.orphans().unwrap();
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(orphans[0].0.name, "shared");
+        inv.forget(&orphans[0].0).unwrap();
+        assert!(inv.orphans().unwrap().is_empty());
+    }
+
+    #[test]
+    fn never_applied_objects_are_not_orphans() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let o = objs(&cm("x"));
+        let mut inv = Inventory::load(&repo, "e").unwrap();
+        inv.declare(&file_unit("a.yaml"), "t", &[&o[0]]).unwrap();
+        inv.drop_unit(&file_unit("a.yaml")).unwrap();
+        assert!(inv.orphans().unwrap().is_empty());
+        assert!(inv.entry(&o[0].id).unwrap().is_none());
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        let o = objs(&cm("x"));
+        assert_eq!(parse_key(&key(&o[0].id)).unwrap(), o[0].id);
+    }
+}

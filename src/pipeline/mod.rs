@@ -1,0 +1,20 @@
+//! The deploy pipeline, one stage a file, in the order `deploy` runs them:
+//! refs → environments → diff → targets (with references, manifest, identity, annotations) →
+//! plan (with inventory) → apply → health → pointer, with the journal around each attempt.
+//! `fanout` runs several environments' deploys side by side.
+
+pub mod annotations;
+pub mod apply;
+pub mod deploy;
+pub mod diff;
+pub mod environments;
+pub mod fanout;
+pub mod health;
+pub mod identity;
+pub mod inventory;
+pub mod journal;
+pub mod manifest;
+pub mod plan;
+pub mod references;
+pub mod refs;
+pub mod targets;

@@ -1,0 +1,843 @@
+//! The plan stage: from the affected targets to what will happen, contacting no cluster.
+//! kubectl targets apply the objects of their changed files; kustomize targets render old and
+//! new (`kubectl kustomize`, local, from a scratch copy of everything they reference) and apply
+//! the whole new output; Terraform roots are planned later by terraform itself, from a copy of
+//! the root and the local modules it reaches. Objects present in the old side of the change and
+//! absent from the new are pruned. Namespace policy, and references that leave the repository
+//! (or reach the network), are checked here, so a refused target never reaches apply.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use git2::{Oid, Repository, Tree};
+use serde::Serialize;
+
+use crate::backends::kube::Kubectl;
+use crate::backends::objects;
+use crate::config::{Environment, SecretSpec, Target, TargetType};
+use crate::pipeline::annotations;
+use crate::pipeline::diff::{self, Changes};
+use crate::pipeline::identity::{self, Resolver};
+use crate::pipeline::inventory::{self, Inventory};
+use crate::pipeline::manifest::{self, Object, ObjectId};
+use crate::pipeline::references::{Closure, RefIndex, References};
+use crate::pipeline::targets::{self, Affected};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// Apply (and prune within) a target of the new tree.
+    Deploy,
+    /// The target is gone from the new tree: prune its objects or destroy its root.
+    Remove,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetPlan {
+    pub target: Target,
+    pub step: Step,
+    pub apply: Vec<Object>,
+    /// Objects to delete, with the apiVersion to name them by.
+    pub prune: Vec<(ObjectId, String)>,
+    /// Changed files that fed this plan, and why a target with none is in it.
+    pub files: Vec<String>,
+    /// kustomize and Terraform: the referenced directories and files (outside the target's
+    /// own directory) whose change re-plans it: "uses modules/thing".
+    pub uses: Vec<String>,
+    /// kustomize and Terraform: the repository paths to materialise, the target's own
+    /// directory first (of the new tree to deploy, of the old one to remove).
+    pub closure: Vec<String>,
+    /// Set when policy refuses the target: it is recorded as failed and never applied.
+    pub refused: Option<String>,
+    /// Set when the target's manifests cannot be read (every broken file, with file and
+    /// line): it fails alone, with its dependents; nothing of it is applied or pruned.
+    pub error: Option<String>,
+    /// The identities of the target's Vault-generated Secrets, resolved.
+    pub secret_ids: Vec<ObjectId>,
+    /// Jobs annotated `hookops.io/hook`: created each deploy, never in the inventory.
+    pub hooks: Vec<Object>,
+}
+
+impl TargetPlan {
+    fn new(target: Target, step: Step) -> TargetPlan {
+        TargetPlan {
+            target,
+            step,
+            apply: Vec::new(),
+            prune: Vec::new(),
+            files: Vec::new(),
+            refused: None,
+            error: None,
+            secret_ids: Vec::new(),
+            hooks: Vec::new(),
+            uses: Vec::new(),
+            closure: Vec::new(),
+        }
+    }
+
+    pub fn has_foundation(&self) -> bool {
+        self.apply.iter().any(Object::is_foundation)
+    }
+
+    /// Why this target cannot run, if it cannot.
+    pub fn blocked(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(e.clone());
+        }
+        self.refused
+            .as_ref()
+            .map(|r| format!("refused by policy: {r}"))
+    }
+}
+
+/// Objects by inventory unit (a manifest file, a kustomization, a target's Secrets).
+type Units = Vec<(String, Vec<Object>)>;
+
+/// An object that no file declares any more but that is not deleted.
+#[derive(Debug, Clone, Serialize)]
+pub struct Kept {
+    pub id: ObjectId,
+    pub target: String,
+    pub reason: String,
+    /// The inventory forgets it (`hookops.io/prune: disabled`); a kept Namespace or CRD is
+    /// remembered, so drift and later plans keep naming it.
+    #[serde(skip)]
+    pub forget: bool,
+}
+
+pub struct Plan {
+    pub from: Option<Oid>,
+    pub to: Oid,
+    pub changed_paths: usize,
+    pub targets: Vec<TargetPlan>,
+    pub kept: Vec<Kept>,
+    /// Things worth a line that do not stop the deploy (an object declared twice, a kind of
+    /// unknown scope).
+    pub warnings: Vec<String>,
+    /// The reference indexes of both sides, for the deploy to keep.
+    pub references: References,
+}
+
+impl Plan {
+    /// Whether some object's kind is neither built in nor declared by a CRD.
+    pub fn unknown_kinds(&self) -> bool {
+        self.targets
+            .iter()
+            .flat_map(|t| &t.apply)
+            .any(|o| identity::is_unknown(&o.id))
+    }
+
+    /// Every object this plan may send to the server (what the inventory records before
+    /// anything is applied).
+    pub fn may_apply(&self) -> impl Iterator<Item = &ObjectId> {
+        self.targets
+            .iter()
+            .filter(|t| t.blocked().is_none() && t.step == Step::Deploy)
+            .flat_map(|t| t.apply.iter().map(|o| &o.id).chain(&t.secret_ids))
+    }
+}
+
+/// Inputs for rendering kustomize targets.
+pub struct Renderer<'a> {
+    pub kubectl: &'a Kubectl,
+    /// A private scratch directory.
+    pub scratch: &'a Path,
+    /// `[kustomize] allow_remote`: kustomizations may name remote resources.
+    pub allow_remote: bool,
+}
+
+/// What a plan may change beyond itself: the inventory (declarations of the new tree are
+/// recorded in memory; the caller saves them or not) and the identity resolver.
+pub struct PlanContext<'a, 'r> {
+    pub inventory: &'a mut Inventory<'r>,
+    pub resolver: &'a mut Resolver,
+    /// Deploy only these targets (an automatic rollback of the failed ones): nothing else is
+    /// declared, undeclared or pruned.
+    pub only: Option<&'a BTreeSet<String>>,
+    /// `prune_namespaces` / `prune_crds` of the environment.
+    pub prune_namespaces: bool,
+    pub prune_crds: bool,
+}
+
+pub fn build(
+    repo: &Repository,
+    env: &Environment,
+    from: Option<Oid>,
+    to: Oid,
+    renderer: &Renderer,
+    mut cx: PlanContext,
+) -> Result<Plan> {
+    let new_tree = targets::commit_tree(repo, to)?;
+    let old_tree = from.map(|id| targets::commit_tree(repo, id)).transpose()?;
+    let mut changes = diff::changed_paths(repo, old_tree.as_ref(), &new_tree)?;
+    let short = short_id(to);
+    // Installed where something is already deployed (an upgrade, `replay --from`): what the
+    // deployed tree declares is taken as applied, so removing it later prunes it.
+    if !cx.inventory.exists() {
+        if let (Some(old), Some(old_id)) = (&old_tree, from) {
+            seed(
+                repo,
+                env,
+                old,
+                old_id,
+                renderer,
+                &mut cx.resolver.clone(),
+                cx.inventory,
+            )?;
+        }
+    }
+    cx.resolver
+        .custom
+        .extend(cx.inventory.kinds().iter().map(|(k, v)| (k.clone(), *v)));
+    // A failed or interrupted attempt may have applied (or declared) a tree other than the
+    // pointer's: everything it touched is reconciled from the new tree too.
+    if let Some(base) = cx.inventory.base.filter(|b| Some(*b) != from && *b != to) {
+        if let Ok(base_tree) = targets::commit_tree(repo, base) {
+            let more = diff::changed_paths(repo, Some(&base_tree), &new_tree)?;
+            let known: BTreeSet<String> = changes.paths.iter().cloned().collect();
+            changes
+                .paths
+                .extend(more.paths.into_iter().filter(|p| !known.contains(p)));
+        }
+    }
+    let references =
+        References::for_change(repo, from.zip(old_tree.as_ref()), (to, &new_tree), &changes)?;
+    let mut affected = targets::affected(
+        repo,
+        old_tree.as_ref(),
+        &new_tree,
+        &changes,
+        &short,
+        &references,
+    )?;
+    // Environments as directories (issue 18, src/environments.rs): one with `paths` deploys
+    // only the targets under them.
+    affected.deploy.retain(|t| env.includes(&t.path));
+    affected.removed.retain(|t| env.includes(&t.path));
+    if let Some(only) = cx.only {
+        affected.deploy.retain(|t| only.contains(&t.name));
+        affected.removed.retain(|t| only.contains(&t.name));
+    }
+    let mut plan = Plan {
+        from,
+        to,
+        changed_paths: changes.paths.len(),
+        targets: Vec::new(),
+        kept: Vec::new(),
+        warnings: Vec::new(),
+        references: References::default(),
+    };
+    let old_targets = old_definitions(repo, old_tree.as_ref(), &affected, &references)?;
+    let sides = Sides {
+        repo,
+        new: &new_tree,
+        index: &references.new.1,
+        changes: &changes,
+        renderer,
+    };
+    // Read every target first: CRDs anywhere in the push tell the scope of their kinds.
+    let mut read: Vec<Option<Units>> = Vec::new();
+    for t in &affected.deploy {
+        let full = old_targets.get(&t.name) != Some(t);
+        let mut tp = TargetPlan::new(t.clone(), Step::Deploy);
+        if t.kind != TargetType::Kubectl {
+            let closure = references.new.1.closure(&t.path);
+            // Its references leave the repository or reach the network: never rendered, and
+            // (like a broken manifest) nothing of it is undeclared or pruned.
+            tp.error = closure.refusal(&new_tree, renderer.allow_remote);
+            tp.uses = uses(t, &closure, &changes);
+            tp.files = changes
+                .paths
+                .iter()
+                .filter(|p| t.owns(p) || closure.used_for(&t.path, p).is_some())
+                .cloned()
+                .collect();
+            tp.closure = closure.paths;
+        }
+        if tp.error.is_some() {
+            read.push(None);
+        } else if t.kind.is_kube() {
+            match sides.objects(t, &new_tree, full).and_then(|units| {
+                // Every object's hookops.io/ annotations are valid, or the target fails whole.
+                let errors: Vec<String> = units
+                    .iter()
+                    .flat_map(|(_, objs)| objs)
+                    .filter_map(|o| annotations::controls(o).err())
+                    .map(|e| e.to_string())
+                    .collect();
+                if errors.is_empty() {
+                    Ok(units)
+                } else {
+                    bail!("{}", errors.join("; "))
+                }
+            }) {
+                Ok(units) => {
+                    tp.files = units
+                        .iter()
+                        .filter(|(u, _)| u.starts_with("f:"))
+                        .map(|(u, _)| u[2..].to_string())
+                        .collect();
+                    read.push(Some(units));
+                }
+                Err(e) => {
+                    tp.error = Some(crate::out::error_line(&e));
+                    read.push(None);
+                }
+            }
+        } else {
+            read.push(None);
+        }
+        plan.targets.push(tp);
+    }
+    for units in read.iter().flatten() {
+        for (_, objs) in units {
+            cx.resolver.learn(objs);
+        }
+    }
+    let mut unknown: BTreeSet<String> = BTreeSet::new();
+    let mut declared_units: BTreeSet<String> = BTreeSet::new();
+    let mut first_source: BTreeMap<ObjectId, String> = BTreeMap::new();
+    for (tp, units) in plan.targets.iter_mut().zip(read) {
+        let Some(mut units) = units else { continue };
+        let t = tp.target.clone();
+        let full = old_targets.get(&t.name) != Some(&t);
+        if full {
+            // A changed definition (or a first deploy): files it no longer owns are undeclared.
+            for u in cx.inventory.file_units_of(&t.path, &t.name)? {
+                if !units.iter().any(|(x, _)| *x == u) {
+                    cx.inventory.drop_unit(&u)?;
+                }
+            }
+        }
+        if !full && t.kind == TargetType::Kubectl {
+            // Hooks run with every deploy of their target, whichever of its files changed.
+            let read: Vec<String> = units
+                .iter()
+                .filter_map(|(u, _)| u.strip_prefix("f:").map(str::to_string))
+                .collect();
+            for mut o in sides.hooks_elsewhere(&t, &new_tree, &read) {
+                cx.resolver.resolve(&mut o, t.namespace.as_deref());
+                tp.hooks.push(o);
+            }
+        }
+        let mut secrets: Vec<Object> = secret_objects(&t);
+        units.push((
+            inventory::secrets_unit(&t.name),
+            std::mem::take(&mut secrets),
+        ));
+        for (unit, objs) in &mut units {
+            for o in objs.iter_mut() {
+                if !cx.resolver.resolve(o, t.namespace.as_deref()) {
+                    unknown.insert(format!(
+                        "{} ({})",
+                        identity::kind_key(&o.id.group, &o.id.kind),
+                        o.source
+                    ));
+                }
+            }
+            if unit.starts_with("s:") {
+                tp.secret_ids = objs.iter().map(|o| o.id.clone()).collect();
+            }
+            // Hook Jobs are created anew every deploy: never in the inventory, never pruned.
+            let refs: Vec<&Object> = objs
+                .iter()
+                .filter(|o| annotations::controls(o).is_ok_and(|c| c.hook.is_none()))
+                .collect();
+            cx.inventory.declare(unit, &t.name, &refs)?;
+            declared_units.insert(unit.clone());
+        }
+        for (unit, objs) in units {
+            if unit.starts_with("s:") {
+                continue;
+            }
+            for o in objs {
+                let controls = annotations::controls(&o).unwrap_or_default();
+                if controls.hook.is_some() {
+                    tp.hooks.push(o);
+                    continue;
+                }
+                if controls.apply == annotations::ApplyMode::Disabled {
+                    continue;
+                }
+                if let Some(first) = first_source.get(&o.id) {
+                    plan.warnings.push(format!(
+                        "{} is declared twice ({first} and {}); it is applied once, as the last one says",
+                        o.id, o.source
+                    ));
+                    tp.apply.retain(|x| x.id != o.id);
+                } else {
+                    first_source.insert(o.id.clone(), o.source.clone());
+                }
+                tp.apply.push(o);
+            }
+        }
+    }
+    for u in unknown {
+        plan.warnings.push(format!(
+            "kind {u} is neither built in nor declared by a CRD in the tree: its scope is unknown until the cluster is asked, so its objects are never pruned on a guess"
+        ));
+    }
+    // Manifests that changed and are no longer declared by a deployed target: deleted,
+    // moved out of a target, or in a target that stopped being one.
+    let errored: Vec<&Target> = plan
+        .targets
+        .iter()
+        .filter(|t| t.error.is_some())
+        .map(|t| &t.target)
+        .collect();
+    for p in &changes.paths {
+        let unit = inventory::file_unit(p);
+        // A file outside the environment's `paths` (issue 18) that the new tree still has is
+        // not undeclared: narrowing the paths deletes nothing, deleting the file does.
+        let kept_outside = !env.includes(p) && objects::entry(&new_tree, p).is_some();
+        if declared_units.contains(&unit) || errored.iter().any(|t| t.owns(p)) || kept_outside {
+            continue;
+        }
+        if let Some(u) = cx.inventory.unit(&unit)? {
+            if cx.only.is_none_or(|only| only.contains(&u.target)) {
+                cx.inventory.drop_unit(&unit)?;
+            }
+        }
+    }
+    for t in &affected.removed {
+        match t.kind {
+            TargetType::Kubectl => {
+                for u in cx.inventory.file_units_of(&t.path, &t.name)? {
+                    cx.inventory.drop_unit(&u)?;
+                }
+            }
+            TargetType::Kustomize => cx
+                .inventory
+                .drop_unit(&inventory::kustomize_unit(&t.path))?,
+            TargetType::Terraform => {}
+        }
+        cx.inventory.drop_unit(&inventory::secrets_unit(&t.name))?;
+        plan.targets.push(TargetPlan::new(t.clone(), Step::Remove));
+    }
+    prunes(&mut plan, &mut cx)?;
+    for tp in &mut plan.targets {
+        if tp.refused.is_none() {
+            tp.refused = policy(env, tp);
+        }
+    }
+    plan.targets = order(plan.targets)?;
+    plan.references = references;
+    Ok(plan)
+}
+
+/// Prune = inventory − declared: every object hookops applied that no unit declares any more,
+/// handed to the target that last declared it (a removal step when it is not in the plan).
+/// Objects marked `hookops.io/prune: disabled`, Namespaces and CRDs (unless the server config
+/// allows) are kept; so is anything whose scope was a guess while a variant is declared.
+fn prunes(plan: &mut Plan, cx: &mut PlanContext) -> Result<()> {
+    for (id, e) in cx.inventory.orphans()? {
+        if cx.only.is_some_and(|only| !only.contains(&e.target)) {
+            continue;
+        }
+        if cx.inventory.declared_in_any_namespace(&id)? && identity::is_unknown(&id)
+            || cx.inventory.declared(&ObjectId {
+                namespace: Some(identity::UNKNOWN_NS.into()),
+                ..id.clone()
+            })?
+        {
+            continue;
+        }
+        let reason = if e.keep {
+            Some("hookops.io/prune: disabled")
+        } else if id.group.is_empty() && id.kind == "Namespace" && !cx.prune_namespaces {
+            Some("Namespaces are never pruned unless the environment sets prune_namespaces = true (deleting one deletes everything in it)")
+        } else if id.group == "apiextensions.k8s.io"
+            && id.kind == "CustomResourceDefinition"
+            && !cx.prune_crds
+        {
+            Some("CRDs are never pruned unless the environment sets prune_crds = true (deleting one deletes all its custom resources)")
+        } else if identity::is_unknown(&id) {
+            Some("its kind's scope was unknown when it was applied")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            let forget = e.keep || identity::is_unknown(&id);
+            plan.kept.push(Kept {
+                id,
+                target: e.target,
+                reason: reason.to_string(),
+                forget,
+            });
+            continue;
+        }
+        let idx = match plan.targets.iter().position(|t| t.target.name == e.target) {
+            Some(i) => i,
+            None => {
+                let t = targets::placeholder(&e.target);
+                plan.targets.push(TargetPlan::new(t, Step::Remove));
+                plan.targets.len() - 1
+            }
+        };
+        plan.targets[idx].prune.push((id, e.api_version));
+    }
+    Ok(())
+}
+
+/// Declares everything `tree` holds as applied (adopting an environment that was deployed
+/// before it had an inventory).
+fn seed(
+    repo: &Repository,
+    env: &Environment,
+    tree: &Tree,
+    id: Oid,
+    renderer: &Renderer,
+    resolver: &mut Resolver,
+    inv: &mut Inventory,
+) -> Result<()> {
+    let label = short_id(id);
+    let changes = diff::changed_paths(repo, None, tree)?;
+    let references = References::for_change(repo, None, (id, tree), &changes)?;
+    let mut affected = targets::affected(repo, None, tree, &changes, &label, &references)?;
+    affected.deploy.retain(|t| env.includes(&t.path));
+    let sides = Sides {
+        repo,
+        new: tree,
+        index: &references.new.1,
+        changes: &changes,
+        renderer,
+    };
+    let mut all = Vec::new();
+    for t in affected.deploy.iter().filter(|t| t.kind.is_kube()) {
+        match sides.objects(t, tree, true) {
+            Ok(units) => all.push((t, units)),
+            Err(e) => log::warn!("adopting {label}: target {}: {e:#}", t.name),
+        }
+    }
+    for (_, units) in &all {
+        for (_, objs) in units {
+            resolver.learn(objs);
+        }
+    }
+    for (t, units) in all {
+        let mut units = units;
+        units.push((inventory::secrets_unit(&t.name), secret_objects(t)));
+        for (unit, mut objs) in units {
+            for o in &mut objs {
+                resolver.resolve(o, t.namespace.as_deref());
+            }
+            // As in `build`: hook Jobs are never in the inventory.
+            let refs: Vec<&Object> = objs
+                .iter()
+                .filter(|o| annotations::controls(o).is_ok_and(|c| c.hook.is_none()))
+                .collect();
+            inv.declare(&unit, &t.name, &refs)?;
+            inv.mark_applied(refs.iter().map(|o| &o.id))?;
+        }
+    }
+    Ok(())
+}
+
+/// The referenced paths (outside the target's own directory) holding a changed path.
+fn uses(t: &Target, closure: &Closure, changes: &Changes) -> Vec<String> {
+    let used: BTreeSet<&str> = changes
+        .paths
+        .iter()
+        .filter(|p| !t.owns(p))
+        .filter_map(|p| closure.used_for(&t.path, p))
+        .collect();
+    used.into_iter().map(str::to_string).collect()
+}
+
+pub fn short_id(id: Oid) -> String {
+    id.to_string()[..7].to_string()
+}
+
+/// The old tree's definitions of the targets in play (by name).
+fn old_definitions(
+    repo: &Repository,
+    old: Option<&Tree>,
+    affected: &Affected,
+    references: &References,
+) -> Result<BTreeMap<String, Target>> {
+    let Some(old) = old else {
+        return Ok(BTreeMap::new());
+    };
+    let empty = RefIndex::default();
+    let mut out: BTreeMap<String, Target> = BTreeMap::new();
+    if let Ok(Some(declared)) = targets::declared(repo, old, "deployed") {
+        for t in declared {
+            out.insert(t.name.clone(), t);
+        }
+    } else {
+        // Discovered targets are defined by their path alone: same path, same kind, same target.
+        let mut discovery = targets::Discovery::new(repo, references.old_index().unwrap_or(&empty));
+        for t in affected.deploy.iter().chain(&affected.removed) {
+            if t.name == targets::discovered_name(&t.path) {
+                let probe = format!("{}/x.yaml", t.path.trim_start_matches('.'));
+                let probe = probe.trim_start_matches('/');
+                if let Some(found) = discovery.target_for(old, probe)? {
+                    if found.name == t.name {
+                        out.insert(found.name.clone(), found);
+                    }
+                }
+            }
+        }
+    }
+    for t in &affected.removed {
+        out.entry(t.name.clone()).or_insert_with(|| t.clone());
+    }
+    Ok(out)
+}
+
+struct Sides<'a, 'r> {
+    repo: &'r Repository,
+    new: &'a Tree<'r>,
+    /// The reference index of the tree being read (kustomize closures).
+    index: &'a RefIndex,
+    changes: &'a Changes,
+    renderer: &'a Renderer<'a>,
+}
+
+impl Sides<'_, '_> {
+    /// Objects of a Kubernetes target by inventory unit: for kubectl targets, one unit per
+    /// changed file (every file when `full`); for kustomize, the whole rendered output. Every
+    /// broken file is reported, not just the first.
+    fn objects(&self, t: &Target, tree: &Tree, full: bool) -> Result<Vec<(String, Vec<Object>)>> {
+        let ns = t.namespace.as_deref();
+        match t.kind {
+            TargetType::Kubectl => {
+                let files: Vec<String> = if full {
+                    objects::files_under(self.repo, tree, &t.path, !t.flat)?
+                        .into_iter()
+                        .filter(|f| manifest::is_manifest_path(&f.path) && t.owns(&f.path))
+                        .map(|f| f.path)
+                        .collect()
+                } else {
+                    self.changes
+                        .paths
+                        .iter()
+                        .filter(|p| manifest::is_manifest_path(p) && t.owns(p))
+                        .filter(|p| p.starts_with(&t.path) || t.path.is_empty())
+                        .cloned()
+                        .collect()
+                };
+                let mut units = Vec::new();
+                let mut errors = Vec::new();
+                for f in &files {
+                    if f.rsplit('/').next().is_some_and(|n| n.starts_with('.')) {
+                        continue;
+                    }
+                    let parsed =
+                        objects::read_path(self.repo, tree, f).and_then(|text| match text {
+                            Some(text) => manifest::parse(&text, f, ns).map(Some),
+                            None => Ok(None),
+                        });
+                    match parsed {
+                        Ok(Some(objs)) => units.push((inventory::file_unit(f), objs)),
+                        Ok(None) => {}
+                        Err(e) => errors.push(crate::out::error_line(&e)),
+                    }
+                }
+                if !errors.is_empty() {
+                    bail!("{}", errors.join("; "));
+                }
+                Ok(units)
+            }
+            TargetType::Kustomize => {
+                let rendered = self.render(t, tree)?;
+                let objects = manifest::parse(&rendered, &format!("{} (kustomize)", t.path), ns)?;
+                Ok(vec![(inventory::kustomize_unit(&t.path), objects)])
+            }
+            TargetType::Terraform => Ok(Vec::new()),
+        }
+    }
+
+    /// The hook Jobs of a kubectl target's files other than `read` (which were parsed whole).
+    /// Only files that mention `hookops.io/hook` are parsed; one that does not parse is
+    /// skipped here (its own change reports it).
+    fn hooks_elsewhere(&self, t: &Target, tree: &Tree, read: &[String]) -> Vec<Object> {
+        let Ok(files) = objects::files_under(self.repo, tree, &t.path, !t.flat) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for f in files {
+            if !manifest::is_manifest_path(&f.path) || !t.owns(&f.path) || read.contains(&f.path) {
+                continue;
+            }
+            let Ok(Some(text)) = objects::read_path(self.repo, tree, &f.path) else {
+                continue;
+            };
+            if !text.contains("hookops.io/hook") {
+                continue;
+            }
+            if let Ok(objs) = manifest::parse(&text, &f.path, t.namespace.as_deref()) {
+                out.extend(
+                    objs.into_iter()
+                        .filter(|o| annotations::controls(o).is_ok_and(|c| c.hook.is_some())),
+                );
+            }
+        }
+        out
+    }
+
+    fn render(&self, t: &Target, tree: &Tree) -> Result<String> {
+        let root = self.renderer.scratch.join(if std::ptr::eq(tree, self.new) {
+            "new"
+        } else {
+            "old"
+        });
+        let closure = self.index.closure(&t.path);
+        objects::clean_dir(&root)?;
+        std::fs::create_dir_all(&root)?;
+        objects::materialise(self.repo, tree, &t.path, &root)
+            .with_context(|| format!("target {}", t.name))?;
+        let extra = closure.paths.iter().filter(|p| **p != t.path);
+        for p in extra.chain(&t.watch) {
+            if objects::entry(tree, p).is_some() {
+                objects::materialise_path(self.repo, tree, p, &root)
+                    .with_context(|| format!("target {}", t.name))?;
+            }
+        }
+        let out = self.renderer.kubectl.kustomize(&root.join(&t.path))?;
+        if !out.success() {
+            bail!(
+                "target {}: kustomize failed: {}",
+                t.name,
+                objects::repository_paths(&out.reason(), &root)
+            );
+        }
+        Ok(out.stdout)
+    }
+}
+
+/// Placeholder objects standing for the Vault-generated Secrets of a target (identity only).
+fn secret_objects(t: &Target) -> Vec<Object> {
+    t.secret
+        .iter()
+        .map(|s| Object {
+            id: secret_id(t, s),
+            api_version: "v1".into(),
+            body: serde_json::Value::Null,
+            cluster: false,
+            source: format!(
+                "{} [[target.secret]] {}",
+                crate::config::TREE_CONFIG,
+                s.name
+            ),
+        })
+        .collect()
+}
+
+pub fn secret_id(t: &Target, s: &SecretSpec) -> ObjectId {
+    ObjectId {
+        group: String::new(),
+        kind: "Secret".into(),
+        namespace: s.namespace.clone().or_else(|| t.namespace.clone()),
+        name: s.name.clone(),
+    }
+}
+
+/// `allowed_namespaces` and `allow_cluster_scoped`: a target with any object outside them is
+/// refused whole.
+fn policy(env: &Environment, tp: &TargetPlan) -> Option<String> {
+    let ids = tp
+        .apply
+        .iter()
+        .chain(&tp.hooks)
+        .map(|o| &o.id)
+        .chain(tp.prune.iter().map(|(id, _)| id))
+        .chain(tp.secret_ids.iter());
+    for id in ids {
+        match &id.namespace {
+            None if !env.cluster_scoped_allowed() => {
+                return Some(format!(
+                    "{id} is cluster-scoped, and cluster-scoped objects are not allowed in environment {}",
+                    env.name
+                ))
+            }
+            None => {}
+            Some(ns)
+                if ns == identity::UNKNOWN_NS
+                    && (env.allowed_namespaces.is_some() || !env.cluster_scoped_allowed()) =>
+            {
+                return Some(format!(
+                    "{} {}: kind {} is neither built in nor declared by a CRD, so its scope (and namespace) cannot be checked against the policy of environment {}",
+                    id.kind,
+                    id.name,
+                    identity::kind_key(&id.group, &id.kind),
+                    env.name
+                ));
+            }
+            Some(ns) if ns == identity::UNKNOWN_NS => {}
+            Some(ns) => {
+                let allowed = env.allowed_namespaces.as_ref();
+                if allowed.is_some_and(|a| !a.iter().any(|x| x == ns)) {
+                    return Some(format!(
+                        "{id}: namespace {ns:?} is not allowed in environment {}",
+                        env.name
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Dependency order among the planned targets; targets that create namespaces or CRDs go
+/// first unless a dependency says otherwise.
+fn order(mut targets: Vec<TargetPlan>) -> Result<Vec<TargetPlan>> {
+    targets.sort_by_key(|t| !t.has_foundation());
+    let defs: Vec<Target> = targets
+        .iter()
+        .map(|tp| {
+            let mut t = tp.target.clone();
+            let names: BTreeSet<&str> = targets.iter().map(|x| x.target.name.as_str()).collect();
+            t.depends_on.retain(|d| names.contains(d.as_str()));
+            t
+        })
+        .collect();
+    let idx = crate::config::topo_order(&defs)
+        .map_err(|cycle| anyhow::anyhow!("dependency cycle: {}", cycle.join(" -> ")))?;
+    let mut slots: Vec<Option<TargetPlan>> = targets.into_iter().map(Some).collect();
+    Ok(idx.into_iter().filter_map(|i| slots[i].take()).collect())
+}
+
+/// The plan as JSON for `hookops plan --json`.
+pub fn to_json(plan: &Plan, env: &str) -> serde_json::Value {
+    let targets: Vec<serde_json::Value> = plan
+        .targets
+        .iter()
+        .map(|tp| {
+            serde_json::json!({
+                "name": tp.target.name,
+                "type": tp.target.kind,
+                "path": tp.target.path,
+                "step": tp.step,
+                "files": tp.files,
+                "uses": tp.uses,
+                "apply": tp.apply.iter().map(|o| serde_json::json!({
+                    "apiVersion": o.api_version, "kind": o.id.kind,
+                    "namespace": o.id.namespace, "name": o.id.name, "source": o.source,
+                })).chain(tp.target.secret.iter().map(|s| {
+                    let id = secret_id(&tp.target, s);
+                    serde_json::json!({"apiVersion": "v1", "kind": "Secret", "namespace": id.namespace, "name": id.name, "source": "vault"})
+                })).collect::<Vec<_>>(),
+                "prune": tp.prune.iter().map(|(id, v)| serde_json::json!({
+                    "apiVersion": v, "kind": id.kind, "namespace": id.namespace, "name": id.name,
+                })).collect::<Vec<_>>(),
+                "refused": tp.refused,
+                "error": tp.error,
+                "hooks": tp.hooks.iter().map(|o| serde_json::json!({
+                    "kind": o.id.kind, "namespace": o.id.namespace, "name": o.id.name,
+                    "source": o.source,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "env": env,
+        "from": plan.from.map(|o| o.to_string()),
+        "to": plan.to.to_string(),
+        "changed_paths": plan.changed_paths,
+        "targets": targets,
+        "kept": plan.kept,
+        "warnings": plan.warnings,
+    })
+}

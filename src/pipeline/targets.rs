@@ -1,0 +1,429 @@
+//! The targets stage: which deploy targets a change touches. Targets are declared in
+//! `hookops.toml` or discovered: the topmost directory holding `kustomization.yaml` or `*.tf`
+//! files above a changed path is a kustomize or Terraform target, unless another directory
+//! references it (a kustomize base or component, a Terraform module: see `references.rs`);
+//! otherwise a directory holding Kubernetes YAML or JSON that no kustomization reads is a
+//! kubectl target of that one directory, named by its path. A change under a referenced
+//! directory re-deploys the targets that use it. Discovery walks up from the changed paths and
+//! reads the reference index; it never lists the whole tree, except on a first deploy.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::{Context, Result};
+use git2::{Oid, Repository, Tree};
+
+use crate::backends::objects;
+use crate::config::{check_discovered, Target, TargetType, TreeConfig, TREE_CONFIG};
+use crate::pipeline::diff::Changes;
+use crate::pipeline::manifest;
+use crate::pipeline::references::{RefIndex, References, KUSTOMIZATION};
+
+/// The targets of one side of the diff.
+pub struct TreeTargets {
+    pub declared: bool,
+    pub targets: Vec<Target>,
+}
+
+/// Reads `hookops.toml` from a tree: `Ok(None)` when the tree has none.
+pub fn declared(repo: &Repository, tree: &Tree, label: &str) -> Result<Option<Vec<Target>>> {
+    let Some(text) = objects::read_path(repo, tree, TREE_CONFIG)? else {
+        return Ok(None);
+    };
+    let config = TreeConfig::parse(&text, &format!("{TREE_CONFIG} ({label})"))?;
+    Ok(Some(config.target))
+}
+
+/// Discovery over one tree, with per-directory results cached by tree id.
+pub struct Discovery<'r, 'i> {
+    repo: &'r Repository,
+    /// The tree's reference index: referenced directories are not targets.
+    index: &'i RefIndex,
+    kinds: HashMap<Oid, Option<TargetType>>,
+    kube_dirs: HashMap<Oid, bool>,
+}
+
+fn hidden(path: &str) -> bool {
+    path.split('/').any(|p| p.starts_with('.'))
+}
+
+fn parent(path: &str) -> Option<&str> {
+    if path.is_empty() {
+        return None;
+    }
+    Some(path.rsplit_once('/').map(|(p, _)| p).unwrap_or(""))
+}
+
+pub fn discovered_name(path: &str) -> String {
+    if path.is_empty() {
+        ".".into()
+    } else {
+        path.to_string()
+    }
+}
+
+fn discovered(path: &str, kind: TargetType) -> Target {
+    Target {
+        name: discovered_name(path),
+        path: path.to_string(),
+        kind,
+        namespace: None,
+        depends_on: Vec::new(),
+        secrets: BTreeMap::new(),
+        secret: Vec::new(),
+        watch: Vec::new(),
+        timeout: None,
+        force: false,
+        flat: kind == TargetType::Kubectl,
+    }
+}
+
+/// A stand-in for a target known only by name (the inventory names the target that last
+/// declared an object; the target itself may be gone from the tree).
+pub fn placeholder(name: &str) -> Target {
+    Target {
+        name: name.to_string(),
+        ..discovered("", TargetType::Kubectl)
+    }
+}
+
+impl<'r, 'i> Discovery<'r, 'i> {
+    pub fn new(repo: &'r Repository, index: &'i RefIndex) -> Self {
+        Discovery {
+            repo,
+            index,
+            kinds: HashMap::new(),
+            kube_dirs: HashMap::new(),
+        }
+    }
+
+    fn subtree(&self, tree: &Tree, dir: &str) -> Option<Tree<'r>> {
+        let (id, mode) = objects::entry(tree, dir)?;
+        if !objects::is_tree(mode) {
+            return None;
+        }
+        self.repo.find_tree(id).ok()
+    }
+
+    /// kustomize or terraform root marker in this directory (not recursive).
+    fn root_kind(&mut self, dir: &Tree) -> Option<TargetType> {
+        if let Some(k) = self.kinds.get(&dir.id()) {
+            return *k;
+        }
+        let mut kind = None;
+        // Bytes, not `name()`: a directory of thousands of entries is scanned here, and a UTF-8
+        // check of every name was a tenth of a one-file plan (docs/performance.md).
+        for e in dir.iter() {
+            if objects::is_tree(e.filemode()) {
+                continue;
+            }
+            let name = e.name_bytes();
+            if KUSTOMIZATION.iter().any(|k| k.as_bytes() == name) {
+                kind = Some(TargetType::Kustomize);
+                break;
+            }
+            if name.ends_with(b".tf") {
+                kind = Some(TargetType::Terraform);
+            }
+        }
+        self.kinds.insert(dir.id(), kind);
+        kind
+    }
+
+    /// Whether the directory itself holds at least one Kubernetes YAML file.
+    fn holds_kube(&mut self, dir: &Tree, path: &str) -> Result<bool> {
+        if let Some(k) = self.kube_dirs.get(&dir.id()) {
+            return Ok(*k);
+        }
+        let mut found = false;
+        for (full, id) in manifest_files(dir, path) {
+            // A file too large to read is not deployed. One that is not text counts when it
+            // looks like a manifest, so that deploying it fails naming it.
+            let text = match objects::read_text(self.repo, id, &full) {
+                Ok(text) => text,
+                Err(_) => match objects::read_blob(self.repo, id, &full) {
+                    Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                    Err(_) => continue,
+                },
+            };
+            if manifest::looks_like_kube(&text, &full) {
+                found = true;
+                break;
+            }
+        }
+        self.kube_dirs.insert(dir.id(), found);
+        Ok(found)
+    }
+
+    /// The topmost directory holding a kustomization or `.tf` files among `dir` and the
+    /// directories above it: it owns everything under it.
+    fn claimer(&mut self, tree: &Tree, dir: Option<&str>) -> Option<(String, TargetType)> {
+        let mut best = None;
+        let mut dir = dir;
+        while let Some(d) = dir {
+            if let Some(sub) = self.subtree(tree, d) {
+                if let Some(kind) = self.root_kind(&sub) {
+                    best = Some((d.to_string(), kind));
+                }
+            }
+            dir = parent(d);
+        }
+        best
+    }
+
+    /// The target owning `path` in `tree`, if any. A path under a base or module belongs to no
+    /// target of its own: `affected` finds the targets using it in the reference index.
+    pub fn target_for(&mut self, tree: &Tree, path: &str) -> Result<Option<Target>> {
+        if hidden(path) {
+            return Ok(None);
+        }
+        if let Some((d, kind)) = self.claimer(tree, parent(path)) {
+            if self.index.is_referenced(&d) {
+                return Ok(None);
+            }
+            return Ok(Some(discovered(&d, kind)));
+        }
+        let Some(d) = parent(path) else {
+            return Ok(None);
+        };
+        let Some(sub) = self.subtree(tree, d) else {
+            return Ok(None);
+        };
+        if manifest::is_manifest_path(path) && self.holds_kube(&sub, d)? && !self.index.is_read(d) {
+            return Ok(Some(discovered(d, TargetType::Kubectl)));
+        }
+        Ok(None)
+    }
+
+    /// The kustomize or Terraform target that directory `dir` (one that references others)
+    /// deploys as, or belongs to.
+    pub fn target_at(&mut self, tree: &Tree, dir: &str) -> Option<Target> {
+        if hidden(dir) {
+            return None;
+        }
+        let (d, kind) = self.claimer(tree, Some(dir))?;
+        (!self.index.is_referenced(&d)).then(|| discovered(&d, kind))
+    }
+
+    /// Every target in the tree (first deploys only).
+    pub fn all(&mut self, tree: &Tree<'r>) -> Result<Vec<Target>> {
+        let mut out = Vec::new();
+        self.walk(tree.clone(), String::new(), &mut out)?;
+        Ok(out)
+    }
+
+    fn walk(&mut self, dir: Tree<'r>, path: String, out: &mut Vec<Target>) -> Result<()> {
+        if let Some(kind) = self.root_kind(&dir) {
+            // A base or module, and everything under it, deploys through its users.
+            if !self.index.is_referenced(&path) {
+                out.push(discovered(&path, kind));
+            }
+            return Ok(());
+        }
+        if self.holds_kube(&dir, &path)? && !self.index.is_read(&path) {
+            out.push(discovered(&path, TargetType::Kubectl));
+        }
+        let subdirs: Vec<(String, Oid)> = dir
+            .iter()
+            .filter(|e| objects::is_tree(e.filemode()))
+            .filter_map(|e| Some((e.name()?.to_string(), e.id())))
+            .filter(|(name, _)| !name.starts_with('.'))
+            .collect();
+        for (name, id) in subdirs {
+            let sub = self.repo.find_tree(id)?;
+            let sub_path = if path.is_empty() {
+                name
+            } else {
+                format!("{path}/{name}")
+            };
+            self.walk(sub, sub_path, out)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the change touches: targets to deploy from the new tree, and targets that exist only
+/// in the old tree (their objects are pruned, their Terraform roots possibly destroyed).
+#[derive(Default)]
+pub struct Affected {
+    pub deploy: Vec<Target>,
+    pub removed: Vec<Target>,
+    /// Every target of the new tree that is known (declared trees: all; discovered: the ones
+    /// near the change), for dependency ordering.
+    pub declared: bool,
+}
+
+pub fn affected(
+    repo: &Repository,
+    old: Option<&Tree>,
+    new: &Tree,
+    changes: &Changes,
+    new_label: &str,
+    refs: &References,
+) -> Result<Affected> {
+    let new_declared = declared(repo, new, new_label)?;
+    // The deployed tree was accepted once; if its config no longer parses (an older hookops,
+    // or it was a failed deploy) treat it as having no targets rather than blocking the fix.
+    let old_declared = match old {
+        Some(t) => declared(repo, t, "deployed").unwrap_or_else(|e| {
+            log::warn!("ignoring the deployed tree's {TREE_CONFIG}: {e:#}");
+            None
+        }),
+        None => None,
+    };
+    // Directories that read a changed path through a reference (old or new tree): the targets
+    // among them (or above them) re-deploy even though none of their own files changed.
+    let users: BTreeSet<String> = match old {
+        Some(_) => changes
+            .paths
+            .iter()
+            .flat_map(|p| refs.users_of(p))
+            .collect(),
+        None => BTreeSet::new(),
+    };
+    let mut discovery = Discovery::new(repo, &refs.new.1);
+    let new_targets: Vec<Target> = match (&new_declared, old) {
+        (Some(t), _) => t.clone(),
+        (None, None) => discovery.all(new)?,
+        (None, Some(_)) => {
+            let mut found = BTreeMap::new();
+            for path in &changes.paths {
+                if let Some(t) = discovery.target_for(new, path)? {
+                    found.entry(t.name.clone()).or_insert(t);
+                }
+            }
+            for dir in &users {
+                if let Some(t) = discovery.target_at(new, dir) {
+                    found.entry(t.name.clone()).or_insert(t);
+                }
+            }
+            found.into_values().collect()
+        }
+    };
+    if new_declared.is_none() {
+        check_discovered(&new_targets)?;
+    }
+    let empty = RefIndex::default();
+    let old_index = refs.old_index().unwrap_or(&empty);
+    let old_targets: Vec<Target> = match (old, &old_declared) {
+        (None, _) => Vec::new(),
+        (Some(_), Some(t)) => t.clone(),
+        (Some(t), None) => {
+            let mut old_discovery = Discovery::new(repo, old_index);
+            if new_declared.is_some() {
+                old_discovery.all(t)?
+            } else {
+                let mut found = BTreeMap::new();
+                for path in &changes.paths {
+                    if let Some(target) = old_discovery.target_for(t, path)? {
+                        found.entry(target.name.clone()).or_insert(target);
+                    }
+                }
+                // A directory that became a base or module deployed on its own until now: it
+                // is removed as a target (its objects pruned unless its users declare them).
+                for dir in refs.newly_referenced(changes) {
+                    if let Some(target) = old_discovery.target_at(t, &dir) {
+                        found.entry(target.name.clone()).or_insert(target);
+                    }
+                }
+                found.into_values().collect()
+            }
+        }
+    };
+    let old_by_name: BTreeMap<&str, &Target> =
+        old_targets.iter().map(|t| (t.name.as_str(), t)).collect();
+    let new_names: BTreeSet<&str> = new_targets.iter().map(|t| t.name.as_str()).collect();
+
+    let mut result = Affected {
+        declared: new_declared.is_some(),
+        ..Default::default()
+    };
+    for t in &new_targets {
+        let touched = old.is_none()
+            || old_by_name.get(t.name.as_str()) != Some(&t)
+            || changes.paths.iter().any(|p| t.owns(p))
+            || (t.kind != TargetType::Kubectl && users.contains(&t.path));
+        if touched {
+            result.deploy.push(t.clone());
+        }
+    }
+    for t in &old_targets {
+        if new_names.contains(t.name.as_str()) {
+            continue;
+        }
+        // A discovered target may be absent from `new_targets` only because the change did not
+        // come near it; it is removed only if the new tree no longer has it at its path.
+        if new_declared.is_none() {
+            let sub = objects::entry(new, &t.path)
+                .filter(|(_, m)| objects::is_tree(*m))
+                .map(|(id, _)| repo.find_tree(id))
+                .transpose()?;
+            let still = match (&sub, t.kind) {
+                (None, _) => false,
+                (Some(sub), TargetType::Kubectl) => {
+                    let holds = discovery.holds_kube(sub, &t.path)?;
+                    if !holds {
+                        refuse_broken_yaml(repo, sub, t)?;
+                    }
+                    holds && !refs.new.1.is_read(&t.path)
+                }
+                (Some(sub), kind) => {
+                    discovery.root_kind(sub) == Some(kind) && !refs.new.1.is_referenced(&t.path)
+                }
+            };
+            if still {
+                continue;
+            }
+        }
+        result.removed.push(t.clone());
+    }
+    Ok(result)
+}
+
+/// A discovered kubectl target stops being one when its directory holds no Kubernetes YAML any
+/// more, and its objects are then pruned. A manifest that merely stopped parsing must not do
+/// that: if a YAML or JSON file left in the directory is malformed, the deploy fails naming it.
+fn refuse_broken_yaml(repo: &Repository, dir: &Tree, t: &Target) -> Result<()> {
+    for (path, id) in manifest_files(dir, &t.path) {
+        let text = objects::read_text(repo, id, &path)?;
+        manifest::check_syntax(&text, &path).with_context(|| {
+            format!(
+                "target {} deployed Kubernetes objects from this directory; \
+                 it is not treated as removed while a manifest there does not parse",
+                t.name
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The manifest files directly in `dir` (found at `path`) that discovery reads: regular
+/// files, not hidden, named `*.yaml`, `*.yml` or `*.json`; with their paths from the root.
+fn manifest_files(dir: &Tree, path: &str) -> Vec<(String, Oid)> {
+    dir.iter()
+        .filter_map(|e| {
+            let name = e.name()?;
+            let mode = e.filemode();
+            if objects::is_tree(mode)
+                || objects::is_link(mode)
+                || name.starts_with('.')
+                || !manifest::is_manifest_path(name)
+            {
+                return None;
+            }
+            let full = if path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{path}/{name}")
+            };
+            Some((full, e.id()))
+        })
+        .collect()
+}
+
+/// The tree of a commit, with the revision named in errors.
+pub fn commit_tree<'r>(repo: &'r Repository, id: Oid) -> Result<Tree<'r>> {
+    let commit = repo
+        .find_commit(id)
+        .with_context(|| format!("unknown commit {id}"))?;
+    Ok(commit.tree()?)
+}
