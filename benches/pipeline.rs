@@ -401,16 +401,22 @@ fn big_repo(b: &Bench) -> BigRepo {
 /// 100,000-object inventory, as they would in production.
 fn seed_inventory(repo: &Path, a: &str) {
     let session = hookops::backends::repo::Session::open(Some(repo)).expect("opening the fixture");
-    let deployer = hookops::pipeline::deploy::Deployer::unsigned(&session);
+    let masker = hookops::backends::mask::Masker::new();
     let a = git2::Oid::from_str(a).expect("commit id");
     for name in ["default", "prod"] {
         let mut env = hookops::config::Environment::default_for("main");
         env.name = name.into();
         let mut inv =
             hookops::pipeline::inventory::Inventory::load(&session.repo, name).expect("inventory");
-        deployer
-            .plan_with(&env, Some(a), a, &mut inv, None)
-            .expect("seeding the inventory");
+        hookops::pipeline::planner::plan_with(
+            &session,
+            &masker,
+            &env,
+            (Some(a), a),
+            &mut inv,
+            None,
+        )
+        .expect("seeding the inventory");
         inv.set_base(a);
         inv.save("bench: a deployed 100,000-object inventory")
             .expect("writing the inventory");

@@ -3,6 +3,7 @@
 //! (`hookops.toml` in the pushed tree: targets only). Both reject unknown keys, so a pushed tree
 //! can never smuggle in a kubeconfig, a context or a tool path.
 
+pub mod vault;
 pub mod web;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::backends::vault::VaultConfig;
+use crate::config::vault::VaultConfig;
 
 /// Where hookops keeps its own state inside the git directory.
 pub const STATE_DIR: &str = "hookops";
@@ -644,12 +645,12 @@ pub fn check_targets(targets: &[Target], origin: &str) -> Result<()> {
                     t.name
                 );
             }
-            crate::backends::vault::SecretRef::parse(reference)
+            crate::config::vault::SecretRef::parse(reference)
                 .with_context(|| format!("{origin}: target {:?}: secret {var}", t.name))?;
         }
         for s in &t.secret {
             for reference in s.data.values() {
-                crate::backends::vault::SecretRef::parse(reference).with_context(|| {
+                crate::config::vault::SecretRef::parse(reference).with_context(|| {
                     format!("{origin}: target {:?}: secret {:?}", t.name, s.name)
                 })?;
             }

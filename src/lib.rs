@@ -105,6 +105,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Drift { env, repair } => commands::hooks::drift(repo, env.as_deref(), repair),
         Command::Doctor => commands::doctor::run(repo),
         Command::Watch(args) => commands::watch::run(repo, &args),
-        Command::Worker { entry } => ops::worker(repo, &entry),
+        Command::Worker { entry } => commands::hooks::worker(repo, &entry),
     }
 }

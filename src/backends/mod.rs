@@ -2,6 +2,7 @@
 //! through it `kube` and `terraform`), Vault, other git servers (`remote`), and the masking that
 //! keeps secrets out of everything they print.
 
+pub mod http;
 pub mod kube;
 pub mod mask;
 pub mod objects;

@@ -231,7 +231,7 @@ pub fn status(repo: Option<&Path>, json: bool) -> Result<ExitCode> {
         let pointer = session.pointer(&env.name);
         let pending = pending_for(&session, &env)?;
         let last = all.iter().find(|e| e.report.env == env.name);
-        let queued = crate::ops::queued(&session, &env.name);
+        let queued = crate::ops::queue::queued(&session, &env.name);
         rows.push(json!({
             "env": env.name,
             "branch": env.ref_name(),

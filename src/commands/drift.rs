@@ -12,13 +12,15 @@ use anyhow::Result;
 use crate::backends::repo::Session;
 use crate::backends::terraform::{self, Terraform};
 use crate::config::{Environment, TargetType};
-use crate::pipeline::deploy::{say, Deployer, Request};
+use crate::out::say;
+use crate::pipeline::deploy::{Deployer, Request};
 use crate::pipeline::manifest;
 use crate::pipeline::plan::Step;
+use crate::pipeline::planner;
 use crate::record::payload::{self, Action, Outcome, Report, TargetReport};
 
 pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<ExitCode> {
-    let mut deployer = Deployer::new(session)?;
+    let mut deployer = Deployer::new(session, crate::ops::after_attempts)?;
     let mut any_drift = false;
     let mut failed = false;
     for env in envs {
@@ -28,7 +30,7 @@ pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<Exit
         };
         let _lock = crate::pipeline::environments::lock(session, env)?;
         let started = payload::now();
-        let plan = deployer.plan(env, None, pointer)?;
+        let plan = planner::plan(session, env, None, pointer)?;
         for k in &plan.kept {
             say(&format!(
                 "{}: kept (no longer in git, not pruned): {}: {}",
@@ -105,29 +107,26 @@ pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<Exit
         }
         let drifted = targets.iter().any(|t| t.drifted.unwrap_or(0) > 0);
         any_drift |= drifted;
+        let result = if targets.iter().all(|t| t.result == Outcome::Succeeded) {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        };
+        let rep = deployer.recorder.report(
+            &env.name,
+            Action::Drift,
+            result,
+            &pointer.to_string(),
+            &env.ref_name(),
+            &started,
+        );
         let rep = Report {
-            env: env.name.clone(),
-            action: Action::Drift,
-            result: if targets.iter().all(|t| t.result == Outcome::Succeeded) {
-                Outcome::Succeeded
-            } else {
-                Outcome::Failed
-            },
-            commit: pointer.to_string(),
-            from: None,
-            ref_name: env.ref_name(),
-            started_at: started,
-            finished_at: payload::now(),
-            host: payload::hostname(),
-            signer: deployer.signer.as_ref().map(|s| s.id()),
             targets,
             reason: drifted.then(|| "drift detected".to_string()),
-            rolled_back_to: None,
-            kept: Vec::new(),
-            hookops_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            ..rep
         };
-        deployer.write_record(pointer, &rep)?;
-        crate::ops::after_attempt(session, &rep);
+        deployer.recorder.write(&session.repo, pointer, &rep)?;
+        deployer.written.push(rep);
         if drifted && repair {
             say(&format!(
                 "{}: repairing: re-applying {}",
@@ -148,11 +147,7 @@ pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<Exit
             }
         }
     }
-    // Repairs' metrics and alerts, after the lock (with the page, which the drift records
-    // alone did not refresh).
-    if deployer.written.is_empty() {
-        crate::ops::page::refresh(session);
-    }
+    // The drift records' and repairs' page, metrics and alerts, after the locks.
     deployer.after_attempts();
     // Like `git diff --exit-code`: 0 in sync, 1 drifted, 2 when something could not be checked.
     Ok(if failed {

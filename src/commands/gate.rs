@@ -15,13 +15,12 @@ use crate::backends::process::Command;
 use crate::backends::repo::Session;
 use crate::backends::terraform::Terraform;
 use crate::config::{GateMode, TargetType};
-use crate::pipeline::deploy::Deployer;
 use crate::pipeline::manifest;
 use crate::pipeline::plan::Step;
+use crate::pipeline::planner;
 use crate::pipeline::refs::RefUpdate;
 
 pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
-    let deployer = Deployer::unsigned(session);
     let mut problems: Vec<String> = Vec::new();
     for u in updates {
         let Some(new) = u.new else { continue };
@@ -40,7 +39,7 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
             }
             // What a deploy would do: from the pointer (nothing deployed: the whole tree).
             let from = session.pointer(&env.name);
-            let plan = match deployer.plan(&env, from, new) {
+            let plan = match planner::plan(session, &env, from, new) {
                 Ok(p) => p,
                 Err(e) => {
                     problems.push(format!("{}: {}", u.name, crate::out::error_line(&e)));

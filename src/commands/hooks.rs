@@ -11,10 +11,13 @@ use git2::Oid;
 use crate::backends::repo::Session;
 use crate::cli::RangeArgs;
 use crate::config::Environment;
-use crate::pipeline::deploy::{say, Deployer, Request};
+use crate::ops::queue;
+use crate::out::say;
+use crate::pipeline::deploy::{Deployer, Request};
 use crate::pipeline::environments;
 use crate::pipeline::fanout::{self, Job};
 use crate::pipeline::plan::{self, Step};
+use crate::pipeline::planner;
 use crate::pipeline::refs::{self, RefUpdate};
 use crate::record::payload::Action;
 
@@ -44,10 +47,45 @@ pub fn post_receive(repo: Option<&Path>) -> Result<ExitCode> {
     // The session first: it sets libgit2 up (see session.rs) before anything else touches it.
     let session = Session::open(repo)?;
     let updates = read_updates("post-receive")?;
-    if crate::ops::queue_if_async(&session, &updates)? {
+    if queue::queue_if_async(&session, &updates)? {
         return Ok(ExitCode::SUCCESS);
     }
     deploy_updates(&session, &updates, true)
+}
+
+/// The detached worker: runs its queued push while holding the entry's lock, then every entry
+/// a dead worker left behind, then removes old logs.
+pub fn worker(repo: Option<&Path>, entry: &Path) -> Result<ExitCode> {
+    let session = Session::open(repo)?;
+    let mut code = run_entry(&session, entry)?;
+    for orphan in queue::orphaned(&session) {
+        say(&format!(
+            "taking over {} (its worker died)",
+            orphan.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        // One entry that cannot run must not keep the others queued for ever.
+        match run_entry(&session, &orphan) {
+            Ok(ExitCode::SUCCESS) => {}
+            Ok(_) => code = ExitCode::FAILURE,
+            Err(e) => {
+                say(&format!("{}: {e:#}", orphan.display()));
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    // The page was last rendered while this worker's entry still counted as queued.
+    crate::ops::page::refresh(&session);
+    queue::prune_logs(&session);
+    Ok(code)
+}
+
+fn run_entry(session: &Session, entry: &Path) -> Result<ExitCode> {
+    let Some(claimed) = queue::claim(entry)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let code = deploy_updates(session, &claimed.updates, true);
+    claimed.done();
+    code
 }
 
 /// Deploys every (ref, environment) pair, environments in parallel (`fanout.rs`); `coalesce`
@@ -58,7 +96,7 @@ pub fn deploy_updates(
     updates: &[RefUpdate],
     coalesce: bool,
 ) -> Result<ExitCode> {
-    let mut deployer = match Deployer::new(session) {
+    let mut deployer = match Deployer::new(session, crate::ops::after_attempts) {
         Ok(d) => d,
         Err(e) => return refuse_unsigned(session, updates, e),
     };
@@ -159,7 +197,6 @@ fn sync_after(session: &Session, failed: bool) -> bool {
 /// record saying why, so the audit log still shows the attempt.
 fn refuse_unsigned(session: &Session, updates: &[RefUpdate], e: anyhow::Error) -> Result<ExitCode> {
     let reason = format!("signing key: {}", crate::out::error_line(&e));
-    let deployer = Deployer::unsigned(session);
     for u in updates {
         let Some(new) = u.new else { continue };
         for env in session.environments_for(&u.name) {
@@ -168,7 +205,7 @@ fn refuse_unsigned(session: &Session, updates: &[RefUpdate], e: anyhow::Error) -
                 env.name,
                 plan::short_id(new)
             ));
-            deployer.record_failure(&Request::deploy(env, &u.name, u.old, new), &reason)?;
+            Deployer::record_failure(session, &Request::deploy(env, &u.name, u.old, new), &reason)?;
         }
     }
     Ok(ExitCode::FAILURE)
@@ -248,7 +285,7 @@ fn resolve_range(session: &Session, range: &RangeArgs) -> Result<Range> {
 pub fn replay(repo: Option<&Path>, range: &RangeArgs) -> Result<ExitCode> {
     let session = Session::open(repo)?;
     let (ref_name, from, to) = resolve_range(&session, range)?;
-    let mut deployer = Deployer::new(&session)?;
+    let mut deployer = Deployer::new(&session, crate::ops::after_attempts)?;
     let mut jobs = Vec::new();
     for env in pick_envs(&session, &ref_name, range.env.as_deref())? {
         let mut req = Request::deploy(env, &ref_name, None, to);
@@ -264,8 +301,6 @@ pub fn replay(repo: Option<&Path>, range: &RangeArgs) -> Result<ExitCode> {
 pub fn plan(repo: Option<&Path>, range: &RangeArgs, json: bool) -> Result<ExitCode> {
     let session = Session::open(repo)?;
     let (ref_name, from_arg, to) = resolve_range(&session, range)?;
-    // Planning signs nothing: it works without (or with a broken) signing key.
-    let deployer = Deployer::unsigned(&session);
     let mut all = Vec::new();
     let mut broken = false;
     let picked = pick_envs(&session, &ref_name, range.env.as_deref())?;
@@ -276,7 +311,7 @@ pub fn plan(repo: Option<&Path>, range: &RangeArgs, json: bool) -> Result<ExitCo
             None => session.pointer(&env.name),
         };
         ranges.push((from, to));
-        let p = deployer.plan(env, from, to)?;
+        let p = planner::plan(&session, env, from, to)?;
         broken |= p.targets.iter().any(|t| t.error.is_some());
         if json {
             all.push(plan::to_json(&p, &env.name));
@@ -401,7 +436,7 @@ pub fn rollback(repo: Option<&Path>, env_name: &str, to: Option<&str>) -> Result
             || format!("no earlier successful deploy of {env_name} to roll back to"),
         )?,
     };
-    let mut deployer = Deployer::new(&session)?;
+    let mut deployer = Deployer::new(&session, crate::ops::after_attempts)?;
     let mut req = Request::deploy(env.clone(), &env.ref_name(), None, target);
     req.from = Some(Some(pointer));
     req.action = Action::Rollback;

@@ -27,7 +27,7 @@ use crate::backends::remote::{self, display_url, Creds};
 use crate::backends::repo::Session;
 use crate::cli::WatchArgs;
 use crate::config::STATE_DIR;
-use crate::pipeline::deploy::say;
+use crate::out::say;
 use crate::pipeline::refs::RefUpdate;
 
 /// Longest wait between attempts while the remote is unreachable (unless the interval itself

@@ -14,7 +14,6 @@ use crate::backends::repo::Session;
 use crate::config::{Environment, Target, TREE_CONFIG};
 use crate::pipeline::diff::{self, Changes};
 use crate::pipeline::inventory::Inventory;
-use crate::pipeline::plan::{Kept, Plan, Step};
 use crate::pipeline::targets;
 
 /// Whether a change (the paths it touches, `new` the tree it leads to) can concern `env`: the
@@ -222,63 +221,6 @@ pub fn shared_server_line(server: &str, names: &[String]) -> String {
          other, and none prunes an object another one still declares",
         names.join(", ")
     )
-}
-
-/// Before pruning: an object that another environment on the same API server still declares
-/// (its inventory, `refs/hookops/inventory/<other>`) is kept, not deleted, and named with the
-/// reason. A removal step left with nothing to prune is dropped.
-pub fn keep_what_others_declare(
-    session: &Session,
-    env: &Environment,
-    plan: &mut Plan,
-) -> Result<()> {
-    if plan.targets.iter().all(|t| t.prune.is_empty()) {
-        return Ok(());
-    }
-    let others = sharing_server(&session.environments(), env);
-    if others.is_empty() {
-        return Ok(());
-    }
-    let url = server(env);
-    let mut inventories = Vec::new();
-    for o in &others {
-        inventories.push((o.name.clone(), Inventory::load(&session.repo, &o.name)?));
-    }
-    let mut emptied = BTreeSet::new();
-    for tp in &mut plan.targets {
-        if tp.prune.is_empty() {
-            continue;
-        }
-        let mut still = Vec::new();
-        for (id, version) in std::mem::take(&mut tp.prune) {
-            let mut by = None;
-            for (name, inv) in &mut inventories {
-                if inv.declared(&id)? {
-                    by = Some(name.clone());
-                    break;
-                }
-            }
-            match by {
-                Some(other) => plan.kept.push(Kept {
-                    id,
-                    target: tp.target.name.clone(),
-                    reason: format!(
-                        "environment {other} still declares it on the same API server ({url})"
-                    ),
-                    // Checked again by every deploy: pruned once the other stops declaring it.
-                    forget: false,
-                }),
-                None => still.push((id, version)),
-            }
-        }
-        if still.is_empty() && tp.step == Step::Remove {
-            emptied.insert(tp.target.name.clone());
-        }
-        tp.prune = still;
-    }
-    plan.targets
-        .retain(|t| !(t.step == Step::Remove && emptied.contains(&t.target.name)));
-    Ok(())
 }
 
 // ---- targets no environment deploys -------------------------------------------------------

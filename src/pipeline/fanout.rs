@@ -10,7 +10,8 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use crate::backends::repo::Session;
-use crate::pipeline::deploy::{say, Deployer, Request};
+use crate::out::say;
+use crate::pipeline::deploy::{Deployer, Request};
 use crate::pipeline::plan::short_id;
 use crate::record::payload::{Outcome, Report};
 
@@ -65,15 +66,15 @@ pub fn run(session: &Session, deployer: &mut Deployer, jobs: Vec<Job>) -> Vec<Do
         let queue = Mutex::new(lanes.into_iter().map(|(_, l)| l).collect::<VecDeque<_>>());
         let results = Mutex::new(Vec::new());
         let (git_dir, config) = (&session.git_dir, &session.config);
+        let after = deployer.after;
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|| {
                     // A repository handle of its own: git2 handles are not shared.
                     let own = Session::reopen(git_dir, config);
-                    let mut deployer = own
-                        .as_ref()
-                        .map_err(|e| format!("{e:#}"))
-                        .and_then(|s| Deployer::new(s).map_err(|e| format!("signing key: {e:#}")));
+                    let mut deployer = own.as_ref().map_err(|e| format!("{e:#}")).and_then(|s| {
+                        Deployer::new(s, after).map_err(|e| format!("signing key: {e:#}"))
+                    });
                     loop {
                         let Some(lane) = lock(&queue).pop_front() else {
                             break;

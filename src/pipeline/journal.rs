@@ -21,11 +21,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::backends::repo::Session;
 use crate::out::say;
-use crate::pipeline::deploy::{Deployer, Request};
-use crate::record::payload::{self, Action, Outcome, Report};
+use crate::record::notes::Recorder;
+use crate::record::payload::{Action, Outcome, Report};
 
+/// What the journal knows of one attempt.
 #[derive(Serialize, Deserialize)]
-struct Entry {
+pub struct Entry {
     env: String,
     action: Action,
     commit: String,
@@ -73,28 +74,36 @@ fn write(path: &PathBuf, entry: &Entry) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Writes the entry of an attempt that started at `started_at` (its record's `started_at`).
-pub fn begin(
-    session: &Session,
-    env: &str,
-    req: &Request,
-    from: Option<Oid>,
-    started_at: &str,
-) -> Result<Attempt> {
+impl Entry {
+    /// The entry of an attempt of `action` on `commit` for `env` that started at `started_at`
+    /// (its record's `started_at`).
+    pub fn new(
+        env: &str,
+        action: Action,
+        commit: Oid,
+        from: Option<Oid>,
+        ref_name: &str,
+        started_at: &str,
+    ) -> Entry {
+        Entry {
+            env: env.to_string(),
+            action,
+            commit: commit.to_string(),
+            from: from.map(|f| f.to_string()),
+            ref_name: ref_name.to_string(),
+            started_at: started_at.to_string(),
+            pid: std::process::id(),
+            recorded: false,
+            pointer: None,
+        }
+    }
+}
+
+/// Writes the entry of an attempt before it touches anything.
+pub fn begin(session: &Session, entry: Entry) -> Result<Attempt> {
     let dir = dir(session);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let entry = Entry {
-        env: env.to_string(),
-        action: req.action,
-        commit: req.to.to_string(),
-        from: from.map(|f| f.to_string()),
-        ref_name: req.ref_name.clone(),
-        started_at: started_at.to_string(),
-        pid: std::process::id(),
-        recorded: false,
-        pointer: None,
-    };
-    let path = dir.join(entry_name(env));
+    let path = dir.join(entry_name(&entry.env));
     write(&path, &entry)?;
     Ok(Attempt { path, entry })
 }
@@ -182,8 +191,7 @@ fn clear_stale_ref_locks(session: &Session) {
 /// Settles every entry a dead attempt of `env` left, and the ref locks and half-written
 /// entries dead processes left. Call with `env`'s deploy lock held: the entries of other
 /// environments may belong to runs in progress.
-pub fn recover(deployer: &Deployer, env: &str) -> Result<()> {
-    let session = deployer.session;
+pub fn recover(session: &Session, recorder: &Recorder, env: &str) -> Result<()> {
     clear_stale_ref_locks(session);
     let Ok(entries) = std::fs::read_dir(dir(session)) else {
         return Ok(());
@@ -240,7 +248,7 @@ pub fn recover(deployer: &Deployer, env: &str) -> Result<()> {
                 entry.started_at
             ));
         } else {
-            record_interrupted(deployer, &entry, commit)?;
+            record_interrupted(session, recorder, &entry, commit)?;
         }
         std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
     }
@@ -304,7 +312,12 @@ fn has_record(session: &Session, entry: &Entry, commit: Oid) -> bool {
     })
 }
 
-fn record_interrupted(deployer: &Deployer, entry: &Entry, commit: Oid) -> Result<()> {
+fn record_interrupted(
+    session: &Session,
+    recorder: &Recorder,
+    entry: &Entry,
+    commit: Oid,
+) -> Result<()> {
     let what = action_name(entry.action);
     say(&format!(
         "{}: the {what} of {} started {} was interrupted; recording it as failed",
@@ -312,28 +325,24 @@ fn record_interrupted(deployer: &Deployer, entry: &Entry, commit: Oid) -> Result
         &entry.commit[..7.min(entry.commit.len())],
         entry.started_at
     ));
+    let rep = recorder.report(
+        &entry.env,
+        entry.action,
+        Outcome::Failed,
+        &entry.commit,
+        &entry.ref_name,
+        &entry.started_at,
+    );
     let rep = Report {
-        env: entry.env.clone(),
-        action: entry.action,
-        result: Outcome::Failed,
-        commit: entry.commit.clone(),
         from: entry.from.clone(),
-        ref_name: entry.ref_name.clone(),
-        started_at: entry.started_at.clone(),
-        finished_at: payload::now(),
-        host: payload::hostname(),
-        signer: deployer.signer.as_ref().map(|s| s.id()),
-        targets: Vec::new(),
         reason: Some(format!(
             "interrupted (process {} died mid-{what})",
             entry.pid
         )),
-        rolled_back_to: None,
-        kept: Vec::new(),
-        hookops_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        ..rep
     };
-    if deployer.session.repo.find_commit(commit).is_ok() {
-        deployer.write_record(commit, &rep)?;
+    if session.repo.find_commit(commit).is_ok() {
+        recorder.write(&session.repo, commit, &rep)?;
     }
     Ok(())
 }

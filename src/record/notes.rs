@@ -15,6 +15,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::time::Duration;
 
+use super::payload::{self, Action, Outcome, Report};
+use super::Signer;
 use anyhow::{bail, Context, Result};
 use git2::build::TreeUpdateBuilder;
 use git2::{Commit, ErrorCode, FileMode, ObjectType, Oid, Repository, Signature, Tree};
@@ -26,6 +28,56 @@ pub const NOTES_REF: &str = "refs/notes/hookops";
 /// a few milliseconds, and a loser only loses to a writer that made progress, so 50 covers far
 /// more simultaneous deploys than one repository sees.
 const MAX_TRIES: u32 = 50;
+
+/// Makes and writes records: the one place a record of an attempt is built (`report`) and
+/// appended, signed when a key is loaded, to the note of its commit (`write`).
+pub struct Recorder {
+    pub signer: Option<Signer>,
+}
+
+impl Recorder {
+    /// A record of one attempt of `action` on `commit` for `env`, started at `started_at` and
+    /// finished now, on this host, by this version of hookops; `result` until the caller says
+    /// more (targets, reason, kept objects, rollback).
+    pub fn report(
+        &self,
+        env: &str,
+        action: Action,
+        result: Outcome,
+        commit: &str,
+        ref_name: &str,
+        started_at: &str,
+    ) -> Report {
+        Report {
+            env: env.to_string(),
+            action,
+            result,
+            commit: commit.to_string(),
+            from: None,
+            ref_name: ref_name.to_string(),
+            started_at: started_at.to_string(),
+            finished_at: payload::now(),
+            host: payload::hostname(),
+            signer: self.signer.as_ref().map(Signer::id),
+            targets: Vec::new(),
+            reason: None,
+            rolled_back_to: None,
+            kept: Vec::new(),
+            hookops_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        }
+    }
+
+    /// Appends the record, signed, to the note of `commit`.
+    pub fn write(&self, repo: &Repository, commit: Oid, rep: &Report) -> Result<()> {
+        let payload = rep.payload();
+        let signature = match &self.signer {
+            Some(s) => Some(s.sign(&payload)?),
+            None => None,
+        };
+        let text = super::encode(&payload, signature.as_deref());
+        append(repo, commit, &text).with_context(|| format!("appending the record to {commit}"))
+    }
+}
 
 /// Appends `record` (one record as `record::encode` writes it) to the note of `commit`,
 /// separated from earlier records by one blank line.

@@ -228,7 +228,7 @@ pub fn collect(session: &Session) -> Result<Page> {
             tip: session.repo.refname_to_id(&env.ref_name()).ok(),
             deployed: pointer.map(|p| commits.info(p).unwrap_or_else(|| missing(p))),
             pending: crate::commands::audit::pending_for(session, &env).unwrap_or(None),
-            queued: crate::ops::queued(session, &env.name),
+            queued: crate::ops::queue::queued(session, &env.name),
             objects: object_count(&session.repo, &env.name),
             last,
             drift,

@@ -1,0 +1,58 @@
+//! The apply stage of one Terraform root: `terraform apply` (or `destroy` for a removed root when
+//! `allow_destroy` is set) in the work directory the scheduler wrote it to, with the Vault
+//! values it names in its environment; counts what changed.
+
+use std::path::PathBuf;
+
+use crate::backends::mask::Masker;
+use crate::backends::terraform::Terraform;
+use crate::config::Environment;
+use crate::out::say;
+use crate::pipeline::plan::{Step, TargetPlan};
+use crate::pipeline::secrets::Secrets;
+use crate::record::payload::{Outcome, TargetReport};
+
+pub fn run(
+    env: &Environment,
+    config: &crate::config::ServerConfig,
+    masker: &Masker,
+    tp: &TargetPlan,
+    secrets: &Secrets,
+    tf_dir: Option<Result<PathBuf, String>>,
+    r: &mut TargetReport,
+) -> std::result::Result<(), String> {
+    let t = &tp.target;
+    if tp.step == Step::Remove && !env.allow_destroy {
+        r.result = Outcome::Skipped;
+        r.reason = Some("removed Terraform root not destroyed: allow_destroy = false".into());
+        return Ok(());
+    }
+    let Some(dir) = tf_dir else {
+        return Err("nothing to run (no deployed revision of this root)".into());
+    };
+    let root = dir?;
+    let tf = Terraform {
+        program: &config.tools.terraform,
+        masker,
+        lock_timeout_secs: config.deploy.terraform_lock_timeout,
+        env: secrets.env.get(&t.name).cloned().unwrap_or_default(),
+    };
+    let prefix = format!("{}: {}", env.name, t.name);
+    let mut line = |l: &str| say(&format!("{prefix}: {l}"));
+    let counts = match tp.step {
+        Step::Deploy => tf.deploy(&root, &mut line),
+        Step::Remove => tf.destroy(&root, &mut line),
+    }
+    .map_err(|e| {
+        crate::backends::objects::repository_paths(&format!("{e:#}"), &work_root(&root, t))
+    })?;
+    r.applied = counts.changed;
+    r.pruned = counts.destroyed;
+    Ok(())
+}
+
+/// The work directory a root runs in is `<work root>/<its repository path>`.
+fn work_root(dir: &std::path::Path, t: &crate::config::Target) -> PathBuf {
+    let depth = t.path.split('/').filter(|p| !p.is_empty()).count();
+    dir.ancestors().nth(depth).unwrap_or(dir).to_path_buf()
+}
