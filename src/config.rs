@@ -155,8 +155,14 @@ impl Environment {
     }
 }
 
+/// The deployed pointer of an environment.
 pub fn pointer_ref(env: &str) -> String {
     format!("refs/hookops/deployed/{env}")
+}
+
+/// The inventory of an environment: every object hookops sent and the files declaring it.
+pub fn inventory_ref(env: &str) -> String {
+    format!("refs/hookops/inventory/{env}")
 }
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]

@@ -51,7 +51,7 @@ pub fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let _ = std::io::stdout().flush();
-            eprintln!("hookops: error: {}", one_line(&format!("{e:#}")));
+            eprintln!("hookops: error: {}", out::error_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -62,15 +62,6 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
-}
-
-/// Errors are printed on one line, whatever the layers below wrote.
-pub fn one_line(s: &str) -> String {
-    s.split('\n')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -85,7 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ops::page::detach_refreshes();
             commands::hooks::post_merge(repo, squash.as_deref())
         }
-        Command::PreReceive => commands::hooks::pre_receive(repo),
+        Command::PreReceive => commands::gate::pre_receive(repo),
         Command::Replay(range) => commands::hooks::replay(repo, &range),
         Command::Plan { range, json } => commands::hooks::plan(repo, &range, json),
         Command::History {
@@ -97,12 +88,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Some(file) => ops::page::status_html(repo, file.as_deref()),
             None => commands::audit::status(repo, json),
         },
-        Command::Rollback { env, to } => commands::hooks::rollback(repo, &env, to.as_deref()),
+        Command::Rollback { env, to } => commands::rollback::run(repo, &env, to.as_deref()),
         Command::Verify {
             rev,
             allowed_signers,
         } => commands::audit::verify(repo, &rev, &allowed_signers),
-        Command::Drift { env, repair } => commands::hooks::drift(repo, env.as_deref(), repair),
+        Command::Drift { env, repair } => commands::drift::run(repo, env.as_deref(), repair),
         Command::Doctor => commands::doctor::run(repo),
         Command::Watch(args) => commands::watch::run(repo, &args),
         Command::Worker { entry } => commands::hooks::worker(repo, &entry),

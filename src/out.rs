@@ -34,5 +34,14 @@ pub struct SlowGuard {
 
 /// An error on one line, with its causes (`{e:#}`), whatever the layers below wrote.
 pub fn error_line(e: &anyhow::Error) -> String {
-    crate::one_line(&format!("{e:#}"))
+    one_line(&format!("{e:#}"))
+}
+
+/// Text on one line: its lines trimmed and joined with spaces, blank ones dropped.
+pub fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

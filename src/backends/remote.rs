@@ -427,7 +427,7 @@ impl<'a> Git<'a> {
             } else {
                 ": "
             },
-            crate::one_line(&out.stderr)
+            crate::out::one_line(&out.stderr)
         );
         Ok(out)
     }
@@ -822,10 +822,7 @@ pub fn sync_to(repo: &Repository, url: &str, creds: &Creds) -> Result<()> {
             specs.push(format!("{NOTES_REF}:{NOTES_REF}"));
         }
         // Pointers and inventories (forced: a rollback legitimately moves a pointer back).
-        for glob in [
-            config::pointer_ref("*"),
-            crate::pipeline::inventory::inventory_ref("*"),
-        ] {
+        for glob in [config::pointer_ref("*"), crate::config::inventory_ref("*")] {
             for r in repo
                 .references_glob(&glob)
                 .with_context(|| format!("listing {glob}"))?

@@ -5,13 +5,13 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use git2::{Oid, Sort};
+use anyhow::{bail, Result};
 use serde_json::json;
 
 use crate::backends::repo::Session;
+use crate::record::history;
 use crate::record::notes;
-use crate::record::payload::{Action, Outcome, Report};
+use crate::record::payload::Report;
 use crate::record::{self, AllowedSigners, ParsedRecord, Verdict};
 
 pub fn verdict_text(v: &Verdict) -> String {
@@ -66,65 +66,12 @@ fn summary(rec: &ParsedRecord) -> String {
         Ok(r) => format!(
             "{} {} {} {}",
             r.env,
-            action_str(r.action),
+            r.action.as_str(),
             r.result.as_str(),
             r.finished_at
         ),
         Err(_) => format!("line {}: unreadable payload", rec.line),
     }
-}
-
-pub fn action_str(a: Action) -> &'static str {
-    match a {
-        Action::Deploy => "deploy",
-        Action::Rollback => "rollback",
-        Action::Drift => "drift",
-    }
-}
-
-/// A record with where it came from.
-pub struct Entry {
-    pub commit: Oid,
-    pub report: Report,
-    pub verdict: Verdict,
-}
-
-/// Every readable record, newest first. Unreadable notes are reported, not fatal.
-pub fn entries(
-    session: &Session,
-    env: Option<&str>,
-    signers: &AllowedSigners,
-) -> Result<Vec<Entry>> {
-    let mut out = Vec::new();
-    for (commit, note) in notes::list(&session.repo)? {
-        let records = match record::parse_note(&note) {
-            Ok(r) => r,
-            Err(e) => {
-                log::warn!("note of {commit}: {e}");
-                continue;
-            }
-        };
-        for rec in records {
-            let Ok(report) = serde_json::from_str::<Report>(&rec.payload) else {
-                log::warn!(
-                    "note of {commit}: record at line {} is unreadable",
-                    rec.line
-                );
-                continue;
-            };
-            if env.is_some_and(|e| e != report.env) {
-                continue;
-            }
-            let verdict = record::verify(&rec, signers);
-            out.push(Entry {
-                commit,
-                report,
-                verdict,
-            });
-        }
-    }
-    out.sort_by(|a, b| b.report.finished_at.cmp(&a.report.finished_at));
-    Ok(out)
 }
 
 fn signers_for(session: &Session, path: Option<&Path>) -> Result<AllowedSigners> {
@@ -151,7 +98,7 @@ pub fn history(
     let session = Session::open(repo)?;
     let have = allowed.is_some() || session.config.signing.allowed_signers.is_some();
     let signers = signers_for(&session, allowed)?;
-    let list = entries(&session, env, &signers)?;
+    let list = history::entries(&session.repo, env, &signers)?;
     if json {
         let items: Vec<serde_json::Value> = list
             .iter()
@@ -180,7 +127,7 @@ pub fn history(
             "{}  {:<10} {:<8} {:<11} {}  {:>7}  [{}]  {}{}",
             r.finished_at,
             r.env,
-            action_str(r.action),
+            r.action.as_str(),
             r.result.as_str(),
             &r.commit[..r.commit.len().min(10)],
             r.duration_ms()
@@ -197,39 +144,14 @@ pub fn history(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Commits on `tip` not yet deployed (not reachable from the pointer).
-fn pending(session: &Session, tip: Oid, pointer: Option<Oid>) -> Result<usize> {
-    let mut walk = session.repo.revwalk()?;
-    walk.set_sorting(Sort::TOPOLOGICAL)?;
-    walk.push(tip)?;
-    if let Some(p) = pointer {
-        walk.hide(p)?;
-    }
-    Ok(walk.count())
-}
-
-/// Commits on the environment's branch not yet deployed; for an environment with `paths`, only
-/// those whose change concerns it (the others never start it).
-pub fn pending_for(session: &Session, env: &crate::config::Environment) -> Result<Option<usize>> {
-    let Ok(tip) = session.repo.refname_to_id(&env.ref_name()) else {
-        return Ok(None);
-    };
-    let pointer = session.pointer(&env.name);
-    if env.paths.is_some() {
-        return crate::pipeline::environments::concerning_commits(&session.repo, env, tip, pointer)
-            .map(Some);
-    }
-    pending(session, tip, pointer).map(Some)
-}
-
 pub fn status(repo: Option<&Path>, json: bool) -> Result<ExitCode> {
     let session = Session::open(repo)?;
     let signers = signers_for(&session, None)?;
-    let all = entries(&session, None, &signers)?;
+    let all = history::entries(&session.repo, None, &signers)?;
     let mut rows = Vec::new();
     for env in session.environments() {
         let pointer = session.pointer(&env.name);
-        let pending = pending_for(&session, &env)?;
+        let pending = crate::pipeline::environments::pending_commits(&session, &env)?;
         let last = all.iter().find(|e| e.report.env == env.name);
         let queued = crate::ops::queue::queued(&session, &env.name);
         rows.push(json!({
@@ -240,7 +162,7 @@ pub fn status(repo: Option<&Path>, json: bool) -> Result<ExitCode> {
             "queued": queued,
             "last": last.map(|e| json!({
                 "commit": e.commit.to_string(),
-                "action": action_str(e.report.action),
+                "action": e.report.action.as_str(),
                 "result": e.report.result.as_str(),
                 "finished_at": e.report.finished_at,
                 "reason": e.report.reason,
@@ -290,15 +212,4 @@ pub fn status(repo: Option<&Path>, json: bool) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The newest successful deploy or rollback of `env` to a commit other than `pointer`.
-pub fn previous_good(session: &Session, env: &str, pointer: Oid) -> Result<Option<Oid>> {
-    let signers = AllowedSigners::parse("", "(none)").context("empty allowed signers")?;
-    Ok(entries(session, Some(env), &signers)?
-        .into_iter()
-        .filter(|e| e.report.result == Outcome::Succeeded)
-        .filter(|e| matches!(e.report.action, Action::Deploy | Action::Rollback))
-        .map(|e| e.commit)
-        .find(|c| *c != pointer))
 }

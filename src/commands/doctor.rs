@@ -392,7 +392,7 @@ fn layout(r: &Report, session: &Session, envs: &[Environment]) {
             }
             Err(e) => r.warn(
                 "paths",
-                &format!("{branch}: {}", crate::one_line(&format!("{e:#}"))),
+                &format!("{branch}: {}", crate::out::error_line(&e)),
             ),
         }
     }

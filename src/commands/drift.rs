@@ -4,6 +4,7 @@
 //! every root; a `drift` record goes on the deployed commit. `--repair` re-applies everything
 //! the commit defines (a full deploy of the pointer that does not move it).
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -19,7 +20,30 @@ use crate::pipeline::plan::Step;
 use crate::pipeline::planner;
 use crate::record::payload::{self, Action, Outcome, Report, TargetReport};
 
-pub fn run(session: &Session, envs: &[Environment], repair: bool) -> Result<ExitCode> {
+/// `drift [--env E] [--repair]`.
+pub fn run(repo: Option<&Path>, env: Option<&str>, repair: bool) -> Result<ExitCode> {
+    let session = Session::open(repo)?;
+    let envs: Vec<Environment> = match env {
+        Some(e) => vec![session.environment(e)?],
+        None => session.environments(),
+    };
+    // An error before any comparison (config, lock, plan) is "could not check" too.
+    let code = match check(&session, &envs, repair) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hookops: error: {}", crate::out::error_line(&e));
+            ExitCode::from(2)
+        }
+    };
+    // Drift records are shared like deploy records; a failed sync fails the command.
+    if crate::commands::sync_after(&session, false) {
+        return Ok(ExitCode::from(2));
+    }
+    Ok(code)
+}
+
+/// Compares (and with `repair` re-applies) each of `envs`, each under its lock.
+pub fn check(session: &Session, envs: &[Environment], repair: bool) -> Result<ExitCode> {
     let mut deployer = Deployer::new(session, crate::ops::after_attempts)?;
     let mut any_drift = false;
     let mut failed = false;

@@ -5,6 +5,7 @@
 //! Terraform (`terraform validate`). It writes nothing to git and contacts no cluster in local
 //! mode.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -19,6 +20,13 @@ use crate::pipeline::manifest;
 use crate::pipeline::plan::Step;
 use crate::pipeline::planner;
 use crate::pipeline::refs::RefUpdate;
+
+/// pre-receive: the gate. Runs before refs move, on the quarantined objects of the push.
+pub fn pre_receive(repo: Option<&Path>) -> Result<ExitCode> {
+    let session = Session::open(repo)?;
+    let updates = crate::pipeline::refs::read_stdin("pre-receive")?;
+    check(&session, &updates)
+}
 
 pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
     let mut problems: Vec<String> = Vec::new();

@@ -1,7 +1,6 @@
 //! The entry points that start a deploy: the git hooks (githooks(5)) and their hand-run
 //! counterparts. Each turns its input into deploy requests, one per (ref, environment).
 
-use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -10,43 +9,23 @@ use git2::Oid;
 
 use crate::backends::repo::Session;
 use crate::cli::RangeArgs;
+use crate::commands::{exit, run_jobs, sync_after};
 use crate::config::Environment;
 use crate::ops::queue;
 use crate::out::say;
 use crate::pipeline::deploy::{Deployer, Request};
 use crate::pipeline::environments;
-use crate::pipeline::fanout::{self, Job};
+use crate::pipeline::fanout::Job;
 use crate::pipeline::plan::{self, Step};
 use crate::pipeline::planner;
 use crate::pipeline::refs::{self, RefUpdate};
-use crate::record::payload::Action;
-
-/// Hook input is a handful of lines; anything near this size is not from git.
-const MAX_STDIN: u64 = 4 * 1024 * 1024;
-
-fn read_updates(hook: &str) -> Result<Vec<RefUpdate>> {
-    let mut input = String::new();
-    std::io::stdin()
-        .take(MAX_STDIN)
-        .read_to_string(&mut input)
-        .with_context(|| format!("{hook}: reading stdin"))?;
-    refs::parse_updates(&input, hook)
-}
-
-fn exit(failed: bool) -> ExitCode {
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
 
 /// post-receive: after refs are updated, git passes `<old> <new> <ref>` per updated ref. The
 /// exit status cannot undo the push; it is shown to the pusher.
 pub fn post_receive(repo: Option<&Path>) -> Result<ExitCode> {
     // The session first: it sets libgit2 up (see session.rs) before anything else touches it.
     let session = Session::open(repo)?;
-    let updates = read_updates("post-receive")?;
+    let updates = refs::read_stdin("post-receive")?;
     if queue::queue_if_async(&session, &updates)? {
         return Ok(ExitCode::SUCCESS);
     }
@@ -148,16 +127,6 @@ pub fn deploy_updates(
     Ok(exit(sync_after(session, failed)))
 }
 
-/// Runs the jobs, with the closing summary when several environments were involved; whether
-/// any failed.
-fn run_jobs(session: &Session, deployer: &mut Deployer, jobs: Vec<Job>) -> bool {
-    let done = fanout::run(session, deployer, jobs);
-    if done.len() > 1 {
-        fanout::print_summary(&done);
-    }
-    done.iter().any(|d| !d.ok)
-}
-
 /// Reports, once, every target the changes touch that no environment of `envs` deploys (when
 /// all of them have `paths`): never silently left out.
 fn report_unplaced(
@@ -173,23 +142,6 @@ fn report_unplaced(
             }
         }
         Err(e) => log::info!("targets under no environment's paths: {e:#}"),
-    }
-}
-
-/// `[sync] push`: shares the records and pointers a command just wrote (every command that
-/// deploys or records: hooks, `replay`, `rollback`, `drift`). Records are already written
-/// locally; a sync failure is reported and makes the exit status non-zero, but undoes nothing.
-/// Returns whether anything failed.
-fn sync_after(session: &Session, failed: bool) -> bool {
-    if !session.config.sync.push {
-        return failed;
-    }
-    match crate::backends::remote::sync(session) {
-        Ok(()) => failed,
-        Err(e) => {
-            say(&format!("sync: {}", crate::out::error_line(&e)));
-            true
-        }
     }
 }
 
@@ -414,54 +366,4 @@ fn print_plan(env: &str, p: &plan::Plan) {
     for w in &p.warnings {
         println!("  warning: {w}");
     }
-}
-
-/// pre-receive: the gate. Runs before refs move, on the quarantined objects of the push.
-pub fn pre_receive(repo: Option<&Path>) -> Result<ExitCode> {
-    let session = Session::open(repo)?;
-    let updates = read_updates("pre-receive")?;
-    crate::commands::gate::check(&session, &updates)
-}
-
-/// `rollback --env E [--to REV]`: a full deploy of an earlier commit that moves the pointer.
-pub fn rollback(repo: Option<&Path>, env_name: &str, to: Option<&str>) -> Result<ExitCode> {
-    let session = Session::open(repo)?;
-    let env = session.environment(env_name)?;
-    let Some(pointer) = session.pointer(&env.name) else {
-        bail!("environment {env_name} has never deployed; nothing to roll back");
-    };
-    let target = match to {
-        Some(rev) => session.resolve(rev)?,
-        None => crate::commands::audit::previous_good(&session, &env.name, pointer)?.with_context(
-            || format!("no earlier successful deploy of {env_name} to roll back to"),
-        )?,
-    };
-    let mut deployer = Deployer::new(&session, crate::ops::after_attempts)?;
-    let mut req = Request::deploy(env.clone(), &env.ref_name(), None, target);
-    req.from = Some(Some(pointer));
-    req.action = Action::Rollback;
-    let failed = run_jobs(&session, &mut deployer, vec![Job::Deploy(Box::new(req))]);
-    Ok(exit(sync_after(&session, failed)))
-}
-
-/// `drift [--env E] [--repair]`.
-pub fn drift(repo: Option<&Path>, env: Option<&str>, repair: bool) -> Result<ExitCode> {
-    let session = Session::open(repo)?;
-    let envs: Vec<Environment> = match env {
-        Some(e) => vec![session.environment(e)?],
-        None => session.environments(),
-    };
-    // An error before any comparison (config, lock, plan) is "could not check" too.
-    let code = match crate::commands::drift::run(&session, &envs, repair) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("hookops: error: {}", crate::out::error_line(&e));
-            ExitCode::from(2)
-        }
-    };
-    // Drift records are shared like deploy records; a failed sync fails the command.
-    if sync_after(&session, false) {
-        return Ok(ExitCode::from(2));
-    }
-    Ok(code)
 }

@@ -7,4 +7,50 @@ pub mod drift;
 pub mod gate;
 pub mod hooks;
 pub mod install;
+pub mod rollback;
 pub mod watch;
+
+use std::process::ExitCode;
+
+use crate::backends::repo::Session;
+use crate::out::say;
+use crate::pipeline::deploy::Deployer;
+use crate::pipeline::fanout::{self, Job};
+
+// What every command that deploys does with its jobs: run them, sum them up, share the records.
+
+/// Runs the jobs, with the closing summary when several environments were involved; whether
+/// any failed.
+pub(crate) fn run_jobs(session: &Session, deployer: &mut Deployer, jobs: Vec<Job>) -> bool {
+    let done = fanout::run(session, deployer, jobs);
+    if done.len() > 1 {
+        fanout::print_summary(&done);
+    }
+    done.iter().any(|d| !d.ok)
+}
+
+/// `[sync] push`: shares the records and pointers a command just wrote (every command that
+/// deploys or records: hooks, `replay`, `rollback`, `drift`). Records are already written
+/// locally; a sync failure is reported and makes the exit status non-zero, but undoes nothing.
+/// Returns whether anything failed.
+pub(crate) fn sync_after(session: &Session, failed: bool) -> bool {
+    if !session.config.sync.push {
+        return failed;
+    }
+    match crate::backends::remote::sync(session) {
+        Ok(()) => failed,
+        Err(e) => {
+            say(&format!("sync: {}", crate::out::error_line(&e)));
+            true
+        }
+    }
+}
+
+/// The exit status of a command that deploys.
+pub(crate) fn exit(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

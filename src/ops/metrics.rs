@@ -120,7 +120,7 @@ fn render(session: &Session, state: &MetricsState) -> String {
     }
     out.push_str("# HELP hookops_pending_commits Commits on the branch not yet deployed.\n# TYPE hookops_pending_commits gauge\n");
     for env in session.environments() {
-        if let Ok(Some(n)) = crate::commands::audit::pending_for(session, &env) {
+        if let Ok(Some(n)) = crate::pipeline::environments::pending_commits(session, &env) {
             out.push_str(&format!(
                 "hookops_pending_commits{{env=\"{}\"}} {n}\n",
                 escape(&env.name)

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
-use git2::{Oid, Repository, Tree};
+use git2::{Oid, Repository, Sort, Tree};
 use serde_json::Value;
 
 use crate::backends::repo::Session;
@@ -116,6 +116,30 @@ pub fn concerning_commits(
         }
     }
     Ok(n)
+}
+
+/// Commits on `tip` not yet deployed (not reachable from the pointer).
+fn all_pending(session: &Session, tip: Oid, pointer: Option<Oid>) -> Result<usize> {
+    let mut walk = session.repo.revwalk()?;
+    walk.set_sorting(Sort::TOPOLOGICAL)?;
+    walk.push(tip)?;
+    if let Some(p) = pointer {
+        walk.hide(p)?;
+    }
+    Ok(walk.count())
+}
+
+/// Commits on the environment's branch not yet deployed; for an environment with `paths`, only
+/// those whose change concerns it (the others never start it).
+pub fn pending_commits(session: &Session, env: &Environment) -> Result<Option<usize>> {
+    let Ok(tip) = session.repo.refname_to_id(&env.ref_name()) else {
+        return Ok(None);
+    };
+    let pointer = session.pointer(&env.name);
+    if env.paths.is_some() {
+        return concerning_commits(&session.repo, env, tip, pointer).map(Some);
+    }
+    all_pending(session, tip, pointer).map(Some)
 }
 
 /// The environment's `paths`, for messages: `clusters/staging, shared`.

@@ -108,7 +108,7 @@ fn finished(req: &Request, result: anyhow::Result<Option<Report>>) -> Done {
         Ok(None) => (true, format!("{} already deployed", short_id(req.to))),
         Ok(Some(rep)) => summary(&rep),
         Err(e) => {
-            let why = crate::one_line(&format!("{e:#}"));
+            let why = crate::out::error_line(&e);
             say(&format!("{env}: error: {why}"));
             (false, format!("error: {why}"))
         }

@@ -30,9 +30,7 @@ use sha2::{Digest, Sha256};
 use crate::pipeline::identity::{self, Scope};
 use crate::pipeline::manifest::{Object, ObjectId};
 
-pub fn inventory_ref(env: &str) -> String {
-    format!("refs/hookops/inventory/{env}")
-}
+pub use crate::config::inventory_ref;
 
 /// What the inventory knows about one object.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -11,6 +11,9 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// The API group of an `apiVersion` (`apps` for `apps/v1`), from the kinds table.
+pub use crate::pipeline::kinds::group_of;
+
 /// Identity used to compare old and new trees. The API *group* (not the version) is part of it,
 /// so moving `apps/v1beta2` to `apps/v1` updates an object instead of pruning it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -58,13 +61,6 @@ pub fn is_foundation_kind(group: &str, kind: &str) -> bool {
         (group, kind),
         ("", "Namespace") | ("apiextensions.k8s.io", "CustomResourceDefinition")
     )
-}
-
-pub fn group_of(api_version: &str) -> &str {
-    match api_version.rsplit_once('/') {
-        Some((group, _)) => group,
-        None => "",
-    }
 }
 
 /// One YAML document of a stream: the line it starts on, how many columns of that line the
@@ -438,8 +434,8 @@ fn push_object(
     let group = group_of(api_version).to_string();
     // The built-in table of identity.rs; the identity stage resolves the rest (CRDs of the tree,
     // the cluster's discovery) before anything is compared or applied.
-    let cluster = crate::pipeline::identity::builtin_scope(&group, kind)
-        == Some(crate::pipeline::identity::Scope::Cluster)
+    let cluster = crate::pipeline::kinds::builtin_scope(&group, kind)
+        == Some(crate::pipeline::kinds::Scope::Cluster)
         || cluster_custom.contains(&(group.clone(), kind.to_string()));
     let namespace = if cluster {
         None

@@ -13,6 +13,7 @@ pub mod health;
 pub mod identity;
 pub mod inventory;
 pub mod journal;
+pub mod kinds;
 pub mod manifest;
 pub mod plan;
 pub mod planner;

@@ -1,7 +1,9 @@
 //! The first stage: which refs moved. Parses `post-receive`/`pre-receive` standard input
 //! (githooks(5): one `<old-value> SP <new-value> SP <ref-name> LF` per updated ref).
 
-use anyhow::{bail, Result};
+use std::io::Read;
+
+use anyhow::{bail, Context, Result};
 use git2::Oid;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +24,19 @@ fn parse_id(word: &str) -> Option<Option<Oid>> {
         return Some(None);
     }
     Oid::from_str(word).ok().map(Some)
+}
+
+/// Hook input is a handful of lines; anything near this size is not from git.
+const MAX_STDIN: u64 = 4 * 1024 * 1024;
+
+/// The ref updates git passes a hook on stdin (at most `MAX_STDIN` bytes).
+pub fn read_stdin(hook: &str) -> Result<Vec<RefUpdate>> {
+    let mut input = String::new();
+    std::io::stdin()
+        .take(MAX_STDIN)
+        .read_to_string(&mut input)
+        .with_context(|| format!("{hook}: reading stdin"))?;
+    parse_updates(&input, hook)
 }
 
 /// Parses the whole of a hook's standard input. `hook` names the hook in errors.

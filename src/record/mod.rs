@@ -18,6 +18,7 @@
 //! Records in one note are separated by one blank line.
 
 pub mod allowed_signers;
+pub mod history;
 pub mod note;
 pub mod notes;
 pub mod payload;

@@ -31,6 +31,17 @@ pub enum Action {
     Drift,
 }
 
+impl Action {
+    /// As in the record: `deploy`, `rollback`, `drift`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Deploy => "deploy",
+            Action::Rollback => "rollback",
+            Action::Drift => "drift",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TargetReport {
     pub name: String,

@@ -225,7 +225,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 }
 
 fn action(a: Action) -> &'static str {
-    crate::commands::audit::action_str(a)
+    a.as_str()
 }
 
 fn badge(result: Outcome) -> String {

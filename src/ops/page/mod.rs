@@ -227,7 +227,7 @@ pub fn collect(session: &Session) -> Result<Page> {
             branch: env.ref_name(),
             tip: session.repo.refname_to_id(&env.ref_name()).ok(),
             deployed: pointer.map(|p| commits.info(p).unwrap_or_else(|| missing(p))),
-            pending: crate::commands::audit::pending_for(session, &env).unwrap_or(None),
+            pending: crate::pipeline::environments::pending_commits(session, &env).unwrap_or(None),
             queued: crate::ops::queue::queued(session, &env.name),
             objects: object_count(&session.repo, &env.name),
             last,
@@ -390,7 +390,7 @@ fn missing(id: Oid) -> CommitInfo {
 /// without building them (serde skips the values).
 fn object_count(repo: &Repository, env: &str) -> Option<usize> {
     let head = repo
-        .refname_to_id(&crate::pipeline::inventory::inventory_ref(env))
+        .refname_to_id(&crate::config::inventory_ref(env))
         .ok()?;
     let tree = repo.find_commit(head).ok()?.tree().ok()?;
     let Ok(objects) = tree.get_path(Path::new("objects")) else {
@@ -480,7 +480,7 @@ pub fn refresh(session: &Session) {
         Err(e) => log::warn!(
             "status page {}: {}",
             path.display(),
-            crate::one_line(&format!("{e:#}"))
+            crate::out::error_line(&e)
         ),
     }
 }

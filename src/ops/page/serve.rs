@@ -27,7 +27,7 @@ pub fn get(stream: &mut TcpStream, git_dir: &Path, path: &str) {
     match page(git_dir) {
         Ok(html) => answer(stream, 200, "text/html; charset=utf-8", html.as_bytes()),
         Err(e) => {
-            log::warn!("status page: {}", crate::one_line(&format!("{e:#}")));
+            log::warn!("status page: {}", crate::out::error_line(&e));
             answer(
                 stream,
                 500,
