@@ -99,3 +99,59 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker { entry } => commands::hooks::worker(repo, &entry),
     }
 }
+
+/// The layers only look down (docs/architecture.md): commands → ops → pipeline → backends →
+/// record → config and out. A file that imports from a layer above its own fails this test.
+#[cfg(test)]
+mod layers {
+    use std::path::Path;
+
+    /// Each layer, top first, with the folders (or files) under `src/` that make it.
+    const LAYERS: &[(&str, &[&str])] = &[
+        ("commands", &["commands"]),
+        ("ops", &["ops"]),
+        ("pipeline", &["pipeline"]),
+        ("backends", &["backends"]),
+        ("record", &["record"]),
+        ("config", &["config", "config.rs", "out.rs", "cli.rs"]),
+    ];
+
+    fn sources(path: &Path, out: &mut Vec<std::path::PathBuf>) {
+        if path.is_dir() {
+            for e in std::fs::read_dir(path).expect("reading src").flatten() {
+                sources(&e.path(), out);
+            }
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            out.push(path.to_path_buf());
+        }
+    }
+
+    #[test]
+    fn no_layer_imports_from_a_layer_above_it() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut wrong = Vec::new();
+        for (i, (name, places)) in LAYERS.iter().enumerate() {
+            let mut files = Vec::new();
+            for p in *places {
+                sources(&src.join(p), &mut files);
+            }
+            assert!(!files.is_empty(), "layer {name}: no files");
+            for file in files {
+                let text = std::fs::read_to_string(&file).expect("reading a source file");
+                for (above, _) in &LAYERS[..i] {
+                    for (n, line) in text.lines().enumerate() {
+                        if line.contains(&format!("crate::{above}::")) {
+                            wrong.push(format!(
+                                "{}:{}: {name} uses {above}: {}",
+                                file.display(),
+                                n + 1,
+                                line.trim()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+}

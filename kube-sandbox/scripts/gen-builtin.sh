@@ -85,7 +85,7 @@ HEAD
 //!
 //! Do not edit by hand; regenerate with \`kube-sandbox/scripts/gen-builtin.sh\`.
 
-use crate::resources::{Builtin, Sub, ALL_VERBS, GET_PATCH_UPDATE};
+use crate::discovery::{Builtin, Sub, ALL_VERBS, GET_PATCH_UPDATE};
 
 pub const BUILTIN: &[Builtin] = &[
 HEAD

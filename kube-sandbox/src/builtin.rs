@@ -14,7 +14,7 @@
 //!
 //! Do not edit by hand; regenerate with `kube-sandbox/scripts/gen-builtin.sh`.
 
-use crate::resources::{Builtin, Sub, ALL_VERBS, GET_PATCH_UPDATE};
+use crate::discovery::{Builtin, Sub, ALL_VERBS, GET_PATCH_UPDATE};
 
 pub const BUILTIN: &[Builtin] = &[
     Builtin {

@@ -7,6 +7,7 @@
 mod api;
 mod builtin;
 mod controllers;
+mod discovery;
 mod http;
 mod patch;
 mod resources;

@@ -376,7 +376,7 @@ fn example_configs_parse() {
 #[test]
 fn packaged_hook_shims_match_install() {
     for hook in ["post-receive", "post-merge", "pre-receive"] {
-        let shipped = fs::read_to_string(repo_root().join("packaging/hooks").join(hook)).unwrap();
+        let shipped = fs::read_to_string(repo_root().join("hooks").join(hook)).unwrap();
         let written = hookops::commands::install::shim(hook, "/usr/bin/hookops", false);
         let code = |s: &str| {
             s.lines()
@@ -384,10 +384,10 @@ fn packaged_hook_shims_match_install() {
                 .map(str::to_owned)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(code(&shipped), code(&written), "packaging/hooks/{hook}");
+        assert_eq!(code(&shipped), code(&written), "hooks/{hook}");
         assert!(
             shipped.starts_with("#!/bin/sh\n# hookops-shim "),
-            "packaging/hooks/{hook}"
+            "hooks/{hook}"
         );
     }
 }
