@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::util::World;
+use crate::util::{which, World};
 
 pub struct Cluster {
     dir: PathBuf,
@@ -46,25 +46,17 @@ fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// `scripts/test-cluster.sh build` (a no-op when up to date), or the binary an earlier build
 /// left when Go is not installed.
 fn binary() -> Result<PathBuf, String> {
     let cached = repo_root().join("target/testenv/hookops-testenv");
-    if !have("go") {
+    if !which("go").is_some() {
         if cached.is_file() {
             return Ok(cached);
         }
         return Err("go is not installed (it builds testenv/)".into());
     }
-    if !have("kubectl") {
+    if !which("kubectl").is_some() {
         return Err("kubectl is not installed".into());
     }
     let out = Command::new(repo_root().join("scripts/test-cluster.sh"))

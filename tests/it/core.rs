@@ -1,7 +1,7 @@
 //! The core pipeline through real pushes: a bare server repository with the hook installed,
 //! the real kubectl against the kube sandbox, the real terraform offline.
 
-use crate::util::{configmap, namespace, sandboxed, terraform_root, World};
+use crate::util::{configmap, namespace, sandboxed, terraform_root, write_script, World};
 
 fn world() -> Option<World> {
     sandboxed("")
@@ -118,39 +118,8 @@ fn first_deploy_applies_everything_and_signs_a_record() {
         .take_while(|l| !l.is_empty())
         .map(|l| format!("{l}\n"))
         .collect();
-    let sig_path = w.tmp.path().join("record.sig");
-    std::fs::write(&sig_path, &sig).unwrap();
-    let mut child = std::process::Command::new("ssh-keygen")
-        .args([
-            "-Y",
-            "verify",
-            "-f",
-            w.allowed_signers.to_str().unwrap(),
-            "-I",
-            "deployer@test",
-            "-n",
-            "hookops",
-            "-s",
-            sig_path.to_str().unwrap(),
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(payload.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "ssh-keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    w.ssh_keygen_verify(&w.allowed_signers, "deployer@test", payload, &sig, None)
+        .assert_ok();
 }
 
 #[test]
@@ -477,19 +446,13 @@ fn targets_starting_together_share_one_kubectl_and_failures_stay_with_their_targ
     let Some(w) = world() else { return };
     let calls = w.tmp.path().join("kubectl-calls");
     let wrapper = w.tmp.path().join("kubectl-logged");
-    std::fs::write(
+    write_script(
         &wrapper,
         format!(
             "#!/bin/sh\necho \"$*\" >> '{}'\nexec kubectl \"$@\"\n",
             calls.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    );
     let tools = format!("[tools]\nkubectl = \"{}\"\n", wrapper.display());
     w.configure("on_failure = \"stop\"", &tools);
     let applies = || {

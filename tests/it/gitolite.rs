@@ -8,10 +8,12 @@
 //! pushing `gitolite-admin` over ssh.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use crate::sshd::{keygen, SshServer};
-use crate::util::{configmap, hookops_bin, require, Run, World};
+use crate::sshd::SshServer;
+use crate::util::{
+    configmap, hookops_bin, keygen, require, require_root, run, which, write_script, Run, World,
+};
 
 /// The Gitolite hosting user's home, its sshd, and the users' keys.
 struct Gitolite {
@@ -25,26 +27,6 @@ struct Gitolite {
 /// The tools these tests need besides sshd (`SshServer::start` checks that one).
 fn tools_present() -> bool {
     require("gitolite") && require("kubectl") && require("ssh-keygen") && require_root()
-}
-
-fn require_root() -> bool {
-    // The test's sshd runs as root and logs the keys in as root: a non-root sshd can only log
-    // in as its own user, and the URLs name root.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        if std::env::var_os("CI").is_some() {
-            panic!("root (for sshd) is required by this test (CI is set, so it fails instead of skipping)");
-        }
-        eprintln!("SKIPPED: root (for sshd) is not available");
-    }
-    root
-}
-
-fn write_exec(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// Uncomments the one rc line that, commented out, reads `# <line>`.
@@ -84,7 +66,7 @@ impl Gitolite {
         )
         .unwrap();
         for user in ["admin", "bob", "carol"] {
-            keygen(&keys.join(user), user);
+            keygen(&keys.join(user), "ed25519", "");
         }
         let sshd = SshServer::start(w.tmp.path())?;
         let gl = Gitolite { home, keys, sshd };
@@ -106,18 +88,14 @@ impl Gitolite {
 
     /// A server-side `gitolite` command as the hosting user.
     fn gitolite(&self, args: &[&str]) -> Run {
-        Command::new("gitolite")
+        run(Command::new("gitolite")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &self.home)
             .env("USER", "git")
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .current_dir(&self.home)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("gitolite")
-            .into()
+            .args(args))
     }
 
     /// Gives sshd the keys Gitolite wrote to the hosting user's `~/.ssh/authorized_keys`
@@ -152,9 +130,8 @@ impl Gitolite {
     /// `-c core.sshCommand=…` for git, logging in with `user`'s key and checking the host key.
     fn ssh_as(&self, user: &str) -> String {
         format!(
-            "core.sshCommand=ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes",
-            self.keys.join(user).display(),
-            self.sshd.known_hosts.display()
+            "core.sshCommand={}",
+            self.sshd.ssh_command(&self.keys.join(user))
         )
     }
 
@@ -258,11 +235,7 @@ fn tip(w: &World) -> Option<String> {
 fn configure(w: &mut World, repo: PathBuf) {
     assert!(repo.is_dir(), "Gitolite did not create {}", repo.display());
     w.server = repo;
-    let which = Command::new("sh")
-        .args(["-c", "command -v kubectl"])
-        .output()
-        .expect("sh");
-    let kubectl = String::from_utf8_lossy(&which.stdout).trim().to_string();
+    let kubectl = which("kubectl").unwrap_or_default();
     assert!(kubectl.starts_with('/'), "kubectl: {kubectl:?}");
     w.configure("", &format!("[tools]\nkubectl = \"{kubectl}\"\n"));
 }
@@ -449,10 +422,7 @@ fn repo_specific_hooks_deploy_pushes_through_gitolite_over_ssh() {
 /// under test.
 fn packaged_shim(w: &World, hook: &str) -> PathBuf {
     let path = w.tmp.path().join("share/hookops/hooks").join(hook);
-    write_exec(
-        &path,
-        &hookops::commands::install::shim(hook, hookops_bin(), false),
-    );
+    write_script(&path, &hookops::commands::install::shim(hook, hookops_bin(), false));
     path
 }
 
@@ -535,7 +505,7 @@ fn post_git_trigger_replays_after_a_push_through_gitolite() {
         )
     });
     let bin = format!("'{}'", hookops_bin());
-    write_exec(
+    write_script(
         &gl.home.join("local/triggers/hookops-replay"),
         &REPLAY_TRIGGER.replace("hookops replay", &format!("{bin} replay")),
     );

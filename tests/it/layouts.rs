@@ -5,7 +5,7 @@
 //! repository (or reaches the network) is refused naming its file and line, and no message
 //! shows a server path.
 
-use crate::util::{configmap, namespace, sandboxed, World};
+use crate::util::{configmap, namespace, sandboxed, write_script, World};
 
 /// Target names of the newest record on `rev`, sorted.
 fn deployed(w: &World, rev: &str) -> Vec<String> {
@@ -224,19 +224,13 @@ fn a_dependency_lock_file_in_git_is_enforced() {
     let Some(w) = tf_world() else { return };
     let calls = w.tmp.path().join("terraform-calls");
     let wrapper = w.tmp.path().join("terraform-logged");
-    std::fs::write(
+    write_script(
         &wrapper,
         format!(
             "#!/bin/sh\necho \"$PWD $*\" >> '{}'\nexec terraform \"$@\"\n",
             calls.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    );
     w.configure(
         "on_failure = \"stop\"",
         &format!("[tools]\nterraform = \"{}\"\n", wrapper.display()),

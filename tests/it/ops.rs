@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::util::{configmap, hookops_bin, sandboxed, Run, World};
+use crate::util::{configmap, free_port, hookops_bin, sandboxed, Run, World};
 
 fn world() -> Option<World> {
     sandboxed("")
@@ -439,11 +439,11 @@ fn metrics_and_alerts() {
     assert_eq!(alert["event"], "recovery");
 
     // A dead receiver does not fail the deploy.
-    let dead = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    w.configure("", &format!("[alerts]\nwebhook = \"http://{dead}/x\"\n"));
+    let dead = free_port();
+    w.configure(
+        "",
+        &format!("[alerts]\nwebhook = \"http://127.0.0.1:{dead}/x\"\n"),
+    );
     w.sandbox()
         .fail_path("/api/v1/namespaces/default/configmaps/a", 500);
     let c = w.commit(

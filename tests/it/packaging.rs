@@ -11,7 +11,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::util::{hookops_bin, require, Run, World};
+use crate::sshd::SshServer;
+use crate::util::{
+    hookops_bin, public_key, require, require_root, require_that, run, write_script, Run, World,
+};
 
 fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -23,21 +26,6 @@ fn assets() -> PathBuf {
         .parent()
         .expect("binary has a directory")
         .join("assets")
-}
-
-fn run(cmd: &mut Command) -> Run {
-    cmd.stdin(Stdio::null()).output().expect("spawn").into()
-}
-
-/// Like `util::require`, for a check that is not a plain command name.
-fn require_that(what: &str, present: bool) -> bool {
-    if !present {
-        if std::env::var_os("CI").is_some() {
-            panic!("{what} is required by this test (CI is set, so it fails instead of skipping)");
-        }
-        eprintln!("SKIPPED: {what} is not available");
-    }
-    present
 }
 
 // ---- version and help ---------------------------------------------------------------------
@@ -394,13 +382,6 @@ fn packaged_hook_shims_match_install() {
 
 // ---- server integrations --------------------------------------------------------------------
 
-fn write_exec(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, text).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 /// A dispatcher that runs every executable in `<dir>/<hook>.d/` with the same stdin and fails
 /// if any of them failed: Gitea's generated `hooks/post-receive`, and what Gitaly does with
 /// `custom_hooks/<hook>.d/` and the server-wide `custom_hooks_dir`.
@@ -458,13 +439,13 @@ fn gitea_dot_d_layout_deploys_on_push() {
     }
     let w = bare_world();
     let hooks = w.server.join("hooks");
-    write_exec(
+    write_script(
         &hooks.join("post-receive"),
         &dispatcher("${GIT_DIR:-$(dirname \"$0\")/..}/hooks"),
     );
     // Gitea's own hook sits beside ours and must see the same ref lines.
     let seen = w.tmp.path().join("gitea-saw");
-    write_exec(
+    write_script(
         &hooks.join("post-receive.d/gitea"),
         &format!("#!/bin/sh\ncat > '{}'\n", seen.display()),
     );
@@ -541,7 +522,7 @@ fn gitlab_server_wide_custom_hooks_dir_deploys_on_push() {
     assert!(!global.join("post-receive").exists());
     // Gitaly's part, emulated: its hook runs every file of `<custom_hooks_dir>/post-receive.d`.
     let gitaly = w.tmp.path().join("gitaly-hooks");
-    write_exec(
+    write_script(
         &gitaly.join("post-receive"),
         &dispatcher(global.to_str().unwrap()),
     );
@@ -555,98 +536,27 @@ fn gitlab_server_wide_custom_hooks_dir_deploys_on_push() {
     assert_deployed(&w, &rev, &record);
 }
 
-/// Stops the test's sshd however the test ends.
-struct Sshd(std::process::Child);
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn plain_ssh_push_through_git_shell_deploys() {
-    if !(require("ssh-keygen") && require("/usr/sbin/sshd") && require("git-shell")) {
-        return;
-    }
-    // sshd can only log a key in as the user it runs as when it is not root; the CI runs as
-    // root, where this is the real multi-user setup's code path.
-    if !require_that("root (for sshd)", unsafe { libc::geteuid() } == 0) {
+    if !(require("ssh-keygen") && require("git-shell") && require_root()) {
         return;
     }
     let w = World::new(); // `hookops install` already ran on the bare repository
     w.configure("", "");
-    let dir = w.tmp.path().join("ssh");
-    fs::create_dir_all(&dir).unwrap();
-    fs::create_dir_all("/run/sshd").unwrap();
-    let keygen = |path: &Path| {
-        let out = run(Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(path));
-        out.assert_ok();
+    let Some(sshd) = SshServer::start(w.tmp.path()) else {
+        return;
     };
-    keygen(&dir.join("host_ed25519"));
-    keygen(&dir.join("client_ed25519"));
-    let client_pub = fs::read_to_string(dir.join("client_ed25519.pub")).unwrap();
     // The documented restriction: this key can run git's transport commands and nothing else.
-    fs::write(
-        dir.join("authorized_keys"),
-        format!("command=\"git-shell -c \\\"$SSH_ORIGINAL_COMMAND\\\"\",restrict {client_pub}"),
-    )
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("sshd_config");
-    fs::write(
-        &config,
-        format!(
-            "ListenAddress 127.0.0.1\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
-             UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             PermitRootLogin prohibit-password\nLogLevel ERROR\n",
-            dir.join("host_ed25519").display(),
-            dir.join("authorized_keys").display(),
-            dir.join("sshd.pid").display(),
-        ),
-    )
-    .unwrap();
-    let child = Command::new("/usr/sbin/sshd")
-        .arg("-D")
-        .arg("-e")
-        .arg("-f")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sshd");
-    let _sshd = Sshd(child);
-    let known_hosts = dir.join("known_hosts");
-    let mut scanned = String::new();
-    for _ in 0..100 {
-        let scan = run(Command::new("ssh-keyscan").args(["-p", &port.to_string(), "127.0.0.1"]));
-        if scan.ok() && !scan.stdout.trim().is_empty() {
-            scanned = scan.stdout;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(!scanned.is_empty(), "sshd did not come up on port {port}");
-    fs::write(&known_hosts, scanned).unwrap();
-    let ssh = format!(
-        "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes",
-        dir.join("client_ed25519").display(),
-        known_hosts.display()
-    );
-    let user = "root";
+    sshd.set_authorized_keys(&format!(
+        "command=\"git-shell -c \\\"$SSH_ORIGINAL_COMMAND\\\"\",restrict {}\n",
+        public_key(&sshd.client_key)
+    ));
+    let ssh = sshd.ssh_command(&sshd.client_key);
 
     // No shell for this key: anything but git's own commands is refused.
     let shell = run(Command::new("sh")
         .arg("-c")
-        .arg(format!("{ssh} -p {port} {user}@127.0.0.1 id")));
+        .arg(format!("{ssh} -p {} root@127.0.0.1 id", sshd.port)));
     assert!(
         !shell.ok() && !shell.stdout.contains("uid="),
         "the key got a shell:\n{}",
@@ -654,12 +564,11 @@ fn plain_ssh_push_through_git_shell_deploys() {
     );
 
     let rev = w.commit(&[("README.md", "pushed over ssh\n")], "over ssh");
-    let url = format!("ssh://{user}@127.0.0.1:{port}{}", w.server.display());
     let push = run(w
         .base_command("git")
         .current_dir(&w.clone)
         .env("GIT_SSH_COMMAND", &ssh)
-        .args(["push", &url, "HEAD:main"]));
+        .args(["push", &sshd.url(&w.server), "HEAD:main"]));
     push.assert_ok();
     assert!(
         push.stderr.contains("remote: hookops"),

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::cluster::{world, world_with};
-use crate::util::{configmap, namespace};
+use crate::util::{configmap, namespace, which, write_script};
 
 fn deployment(
     name: &str,
@@ -322,25 +322,18 @@ fn unknown_field_fails_under_strict_validation() {
     let bad = w.commit(&[("k8s/app/web.yaml", &typo)], "typo");
     // The push runs hookops (in the hook) with a kubectl first in PATH that records the real
     // kubectl's requests (`-v=6`) and passes everything else through unchanged.
-    let real = std::process::Command::new("sh")
-        .args(["-c", "command -v kubectl"])
-        .output()
-        .unwrap();
-    let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+    let real = which("kubectl").expect("kubectl on PATH");
     let bin = w.tmp.path().join("logging-bin");
     std::fs::create_dir_all(&bin).unwrap();
     let log = w.tmp.path().join("kubectl-requests.log");
     let wrapper = bin.join("kubectl");
-    std::fs::write(
+    write_script(
         &wrapper,
         format!(
             "#!/bin/bash\nerr=$(mktemp)\n'{real}' -v=6 \"$@\" 2>\"$err\"\nrc=$?\ncat \"$err\" >> '{}'\ngrep -Ev '^I[0-9]{{4}} ' \"$err\" >&2\nrm -f \"$err\"\nexit $rc\n",
             log.display()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let path = format!(
         "{}:{}",
         bin.display(),

@@ -3,7 +3,7 @@
 //! the inventory remembers what a failed attempt applied; one failure stays one failure.
 //! Discovered targets (no `hookops.toml`) against the kube sandbox.
 
-use crate::util::{configmap, namespace, sandboxed, target, World};
+use crate::util::{configmap, namespace, sandboxed, target, write_script, World};
 
 fn world() -> Option<World> {
     sandboxed("")
@@ -181,11 +181,7 @@ fn the_first_deploy_applies_the_whole_tree_whatever_the_pushed_old_value() {
         "before",
     );
     w.push().assert_ok();
-    std::fs::write(&hook, saved).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    write_script(&hook, saved);
     w.commit(
         &[("new/cm.yaml", &configmap("new", Some("default"), "1"))],
         "after",

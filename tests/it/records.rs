@@ -2,94 +2,41 @@
 //! that operators will use by hand: `ssh-keygen -Y verify` for signatures and `git notes` /
 //! `git log --notes` for the notes ref. Also covers lossless concurrent appends (threads and
 //! separate processes) and the union merge of diverged notes refs.
-//!
-//! Helpers are local to this file on purpose (the shared harness belongs to another module).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use git2::{Oid, Repository};
 use hookops::record::notes::{self, NOTES_REF};
 use hookops::record::{self, AllowedSigners, Signer, Verdict};
-use tempfile::TempDir;
 
-/// Runs a tool with git's global/system config and the clock-dependent identity pinned, so the
-/// machine's own setup cannot leak into the test.
-fn tool(dir: &Path, program: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", dir.join(".test-gitconfig"))
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "Test Author")
-        .env("GIT_AUTHOR_EMAIL", "author@example.com")
-        .env("GIT_COMMITTER_NAME", "Test Committer")
-        .env("GIT_COMMITTER_EMAIL", "committer@example.com")
-        .env("GIT_AUTHOR_DATE", "2025-06-01T12:00:00Z")
-        .env("GIT_COMMITTER_DATE", "2025-06-01T12:00:00Z")
-        .env("TZ", "UTC")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_NOTES_REF");
-    cmd
+use crate::util::{keygen, public_key, World};
+
+/// A world whose clone has one commit per name in `commits`, opened with libgit2; their ids.
+fn repo_with_commits(commits: &[&str]) -> (World, Repository, Vec<Oid>) {
+    let w = World::new();
+    // Repo-local identity: libgit2 (in-process) does not read the world's HOME.
+    git(&w, &["config", "user.name", "hookops test"]);
+    git(&w, &["config", "user.email", "test@example.com"]);
+    let ids = commits
+        .iter()
+        .map(|name| Oid::from_str(&w.commit(&[], name)).expect("commit id"))
+        .collect();
+    let repo = Repository::open(&w.clone).expect("open repo");
+    (w, repo, ids)
 }
 
-fn run(dir: &Path, program: &str, args: &[&str]) -> Output {
-    let out = tool(dir, program, args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+/// `git ARGS` in the world's clone, which must succeed; its stdout.
+fn git(w: &World, args: &[&str]) -> String {
+    w.in_clone(args).assert_ok().stdout.clone()
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    String::from_utf8_lossy(&run(dir, "git", args).stdout).into_owned()
-}
-
-/// A fresh repository with one commit per name in `commits`; returns their ids.
-fn repo_with_commits(commits: &[&str]) -> (TempDir, Repository, Vec<Oid>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join(".test-gitconfig"), "").expect("gitconfig");
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    // Repo-local identity: libgit2 (in-process) does not honour GIT_CONFIG_GLOBAL.
-    git(dir.path(), &["config", "user.name", "hookops test"]);
-    git(dir.path(), &["config", "user.email", "test@example.com"]);
-    let mut ids = Vec::new();
-    for name in commits {
-        git(dir.path(), &["commit", "-q", "--allow-empty", "-m", name]);
-        let id = git(dir.path(), &["rev-parse", "HEAD"]);
-        ids.push(Oid::from_str(id.trim()).expect("commit id"));
-    }
-    let repo = Repository::open(dir.path()).expect("open repo");
-    (dir, repo, ids)
-}
-
-/// `ssh-keygen -t KIND -N ''` into `dir`; returns the private key path (`.pub` beside it).
-fn keygen(dir: &Path, name: &str, kind: &str) -> PathBuf {
-    let path = dir.join(name);
-    let path_s = path.to_string_lossy().into_owned();
-    run(
-        dir,
-        "ssh-keygen",
-        &["-q", "-t", kind, "-N", "", "-C", name, "-f", &path_s],
-    );
+/// A passphrase-less key pair of `kind` in the world's directory; the private key's path.
+fn key(w: &World, name: &str, kind: &str) -> std::path::PathBuf {
+    let path = w.tmp.path().join(name);
+    keygen(&path, kind, "");
     path
-}
-
-fn public_line(key: &Path) -> String {
-    let mut pub_path = key.as_os_str().to_owned();
-    pub_path.push(".pub");
-    std::fs::read_to_string(PathBuf::from(pub_path))
-        .expect("public key")
-        .trim()
-        .to_string()
 }
 
 fn payload(commit: Oid, finished_at: &str, signer: &str, tag: &str) -> String {
@@ -108,35 +55,17 @@ fn unsigned_record(commit: Oid, tag: &str) -> String {
     record::encode(&payload(commit, "2025-06-01T12:00:00Z", "", tag), None)
 }
 
-/// Stock `ssh-keygen -Y verify`, payload fed on stdin without a trailing newline.
+/// Stock `ssh-keygen -Y verify` of a signed record.
 fn ssh_keygen_verifies(
-    dir: &Path,
+    w: &World,
     allowed: &Path,
     principal: &str,
     rec: &record::ParsedRecord,
     verify_time: Option<&str>,
 ) -> bool {
-    let payload_path = dir.join("payload");
-    let sig_path = dir.join("record.sig");
-    std::fs::write(&payload_path, rec.payload.as_bytes()).expect("payload file");
     let sig = rec.signature.as_deref().expect("signed record");
-    std::fs::write(&sig_path, format!("{sig}\n")).expect("sig file");
-    let allowed_s = allowed.to_string_lossy().into_owned();
-    let sig_s = sig_path.to_string_lossy().into_owned();
-    let time_opt = verify_time.map(|t| format!("-Overify-time={t}"));
-    let mut args = vec![
-        "-Y", "verify", "-f", &allowed_s, "-I", principal, "-n", "hookops", "-s", &sig_s,
-    ];
-    if let Some(t) = &time_opt {
-        args.push(t);
-    }
-    let status = tool(dir, "ssh-keygen", &args)
-        .stdin(std::fs::File::open(&payload_path).expect("payload"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("spawning ssh-keygen");
-    status.success()
+    w.ssh_keygen_verify(allowed, principal, &rec.payload, sig, verify_time)
+        .ok()
 }
 
 fn note_records(repo: &Repository, commit: Oid) -> Vec<record::ParsedRecord> {
@@ -157,29 +86,26 @@ fn hosts(recs: &[record::ParsedRecord]) -> Vec<String> {
 
 #[test]
 fn signed_records_verify_with_stock_ssh_keygen_and_show_in_git() {
-    let (dir, repo, ids) = repo_with_commits(&["deploy me"]);
+    let (w, repo, ids) = repo_with_commits(&["deploy me"]);
     let commit = ids[0];
     let mut allowed = String::new();
     let mut records = Vec::new();
     for kind in ["ed25519", "ecdsa", "rsa"] {
-        let key = keygen(dir.path(), &format!("id_{kind}"), kind);
+        let key = key(&w, &format!("id_{kind}"), kind);
         let signer = Signer::load(&key).unwrap_or_else(|e| panic!("{kind}: {e:#}"));
-        allowed.push_str(&format!("{kind}@example.com {}\n", public_line(&key)));
+        allowed.push_str(&format!("{kind}@example.com {}\n", public_key(&key)));
         let rec = signed_record(&signer, commit, "2025-06-01T12:00:00Z", kind);
         notes::append(&repo, commit, &rec).expect("append");
         records.push(rec);
     }
-    let allowed_path = dir.path().join("allowed_signers");
+    let allowed_path = w.tmp.path().join("allowed_signers");
     std::fs::write(&allowed_path, &allowed).expect("allowed_signers");
     let signers = AllowedSigners::load(&allowed_path).expect("parse allowed_signers");
 
     // Stock git reads the note byte for byte as written.
-    let shown = git(
-        dir.path(),
-        &["notes", "--ref=hookops", "show", &commit.to_string()],
-    );
+    let shown = git(&w, &["notes", "--ref=hookops", "show", &commit.to_string()]);
     assert_eq!(shown, format!("{}\n", records.join("\n\n")));
-    let log = git(dir.path(), &["log", "--notes=hookops", "-1", "--format=%N"]);
+    let log = git(&w, &["log", "--notes=hookops", "-1", "--format=%N"]);
     assert!(log.starts_with(record::HEADER), "{log}");
 
     let parsed = record::parse_note(&shown).expect("parse git's output");
@@ -193,14 +119,14 @@ fn signed_records_verify_with_stock_ssh_keygen_and_show_in_git() {
             }
         );
         assert!(
-            ssh_keygen_verifies(dir.path(), &allowed_path, &principal, rec, None),
+            ssh_keygen_verifies(&w, &allowed_path, &principal, rec, None),
             "{kind}: ssh-keygen rejected a hookops signature"
         );
         let mut tampered = rec.clone();
         tampered.payload = tampered.payload.replace("\"applied\":3", "\"applied\":4");
         assert_ne!(tampered.payload, rec.payload);
         assert!(
-            !ssh_keygen_verifies(dir.path(), &allowed_path, &principal, &tampered, None),
+            !ssh_keygen_verifies(&w, &allowed_path, &principal, &tampered, None),
             "{kind}: ssh-keygen accepted a tampered payload"
         );
         assert_eq!(record::verify(&tampered, &signers), Verdict::BadSignature);
@@ -211,12 +137,7 @@ fn signed_records_verify_with_stock_ssh_keygen_and_show_in_git() {
 fn encrypted_and_missing_keys_are_refused_clearly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = dir.path().join("id_locked");
-    let key_s = key.to_string_lossy().into_owned();
-    run(
-        dir.path(),
-        "ssh-keygen",
-        &["-q", "-t", "ed25519", "-N", "s3cret", "-f", &key_s],
-    );
+    keygen(&key, "ed25519", "s3cret");
     let err = format!("{:#}", Signer::load(&key).expect_err("encrypted key"));
     assert!(err.contains("passphrase-protected"), "{err}");
     assert!(err.contains("id_locked"), "{err}");
@@ -231,9 +152,9 @@ fn encrypted_and_missing_keys_are_refused_clearly() {
 
 #[test]
 fn eight_threads_times_ten_appends_keep_all_eighty_records() {
-    let (dir, _repo, ids) = repo_with_commits(&["busy"]);
+    let (w, _repo, ids) = repo_with_commits(&["busy"]);
     let commit = ids[0];
-    let path = dir.path().to_path_buf();
+    let path = w.clone.clone();
     std::thread::scope(|s| {
         for t in 0..8 {
             let path = &path;
@@ -254,7 +175,7 @@ fn eight_threads_times_ten_appends_keep_all_eighty_records() {
     assert_eq!(got, want);
     assert_eq!(note_records(&repo, commit).len(), 80);
     // Every append is its own notes commit on one linear history.
-    let count = git(&path, &["rev-list", "--count", NOTES_REF]);
+    let count = git(&w, &["rev-list", "--count", NOTES_REF]);
     assert_eq!(count.trim(), "80");
 }
 
@@ -285,12 +206,12 @@ fn append_worker_process() {
 
 #[test]
 fn separate_processes_and_stock_git_appends_are_preserved() {
-    let (dir, repo, ids) = repo_with_commits(&["shared"]);
+    let (w, repo, ids) = repo_with_commits(&["shared"]);
     let commit = ids[0];
     notes::append(&repo, commit, &unsigned_record(commit, "first")).expect("append");
     // A record added by stock git in between must survive later hookops appends.
     git(
-        dir.path(),
+        &w,
         &[
             "notes",
             "--ref=hookops",
@@ -313,7 +234,7 @@ fn separate_processes_and_stock_git_appends_are_preserved() {
                     "--test-threads=1",
                     "--quiet",
                 ])
-                .env(WORKER_REPO, dir.path())
+                .env(WORKER_REPO, &w.clone)
                 .env(WORKER_COMMIT, commit.to_string())
                 .env(WORKER_TAG, tag)
                 .stdout(Stdio::piped())
@@ -325,7 +246,7 @@ fn separate_processes_and_stock_git_appends_are_preserved() {
     // Threads in this process race the two children.
     std::thread::scope(|s| {
         for t in 0..2 {
-            let path = dir.path();
+            let path = &w.clone;
             s.spawn(move || {
                 let repo = Repository::open(path).expect("open");
                 for i in 0..WORKER_COUNT {
@@ -366,16 +287,13 @@ fn separate_processes_and_stock_git_appends_are_preserved() {
     assert_eq!(got[1], "by-git");
     assert_eq!(got[got.len() - 1], "last");
     // Stock git still reads the result.
-    let shown = git(
-        dir.path(),
-        &["notes", "--ref=hookops", "show", &commit.to_string()],
-    );
+    let shown = git(&w, &["notes", "--ref=hookops", "show", &commit.to_string()]);
     assert_eq!(record::parse_note(&shown).expect("parse").len(), want.len());
 }
 
 #[test]
 fn merge_union_of_diverged_notes_refs() {
-    let (dir, repo, ids) = repo_with_commits(&["c1", "c2", "c3"]);
+    let (w, repo, ids) = repo_with_commits(&["c1", "c2", "c3"]);
     let (c1, c2, c3) = (ids[0], ids[1], ids[2]);
     let tip = |repo: &Repository| repo.refname_to_id(NOTES_REF).expect("notes tip");
 
@@ -419,17 +337,14 @@ fn merge_union_of_diverged_notes_refs() {
     assert_eq!(tip(&repo), merged);
 
     // Stock git agrees with what we read.
-    let shown = git(
-        dir.path(),
-        &["notes", "--ref=hookops", "show", &c1.to_string()],
-    );
+    let shown = git(&w, &["notes", "--ref=hookops", "show", &c1.to_string()]);
     assert_eq!(shown, notes::read(&repo, c1).expect("read").expect("note"));
-    git(dir.path(), &["fsck", "--no-progress"]);
+    w.in_clone(&["fsck", "--no-progress"]).assert_ok();
 }
 
 #[test]
 fn merge_union_into_empty_ref_fast_forwards() {
-    let (_dir, repo, ids) = repo_with_commits(&["c1"]);
+    let (_w, repo, ids) = repo_with_commits(&["c1"]);
     let c1 = ids[0];
     notes::append(&repo, c1, &unsigned_record(c1, "remote")).expect("append");
     let theirs = repo.refname_to_id(NOTES_REF).expect("tip");
@@ -443,7 +358,7 @@ fn merge_union_into_empty_ref_fast_forwards() {
 
 #[test]
 fn fanout_notes_trees_are_read_and_kept() {
-    let (dir, repo, ids) = repo_with_commits(&["c1", "c2"]);
+    let (w, repo, ids) = repo_with_commits(&["c1", "c2"]);
     let (c1, c2) = (ids[0], ids[1]);
     // Build a notes tree in git's fanout layout (`ab/cdef…`) by hand, as git does for big
     // notes trees.
@@ -468,23 +383,20 @@ fn fanout_notes_trees_are_read_and_kept() {
     notes::append(&repo, c2, &unsigned_record(c2, "new")).expect("append");
     assert_eq!(hosts(&note_records(&repo, c1)), ["fanout", "appended"]);
     // The layout is kept: both notes live under two-character directories.
-    let files = git(dir.path(), &["ls-tree", "-r", "--name-only", NOTES_REF]);
+    let files = git(&w, &["ls-tree", "-r", "--name-only", NOTES_REF]);
     let mut want = vec![
         format!("{}/{}", &hex[..2], &hex[2..]),
         format!("{}/{}", &c2.to_string()[..2], &c2.to_string()[2..]),
     ];
     want.sort();
     assert_eq!(files.lines().collect::<Vec<_>>(), want);
-    let shown = git(
-        dir.path(),
-        &["notes", "--ref=hookops", "show", &c2.to_string()],
-    );
+    let shown = git(&w, &["notes", "--ref=hookops", "show", &c2.to_string()]);
     assert!(shown.contains("\"host\":\"new\""), "{shown}");
 }
 
 #[test]
 fn malformed_records_are_refused_before_touching_the_ref() {
-    let (_dir, repo, ids) = repo_with_commits(&["c1"]);
+    let (_w, repo, ids) = repo_with_commits(&["c1"]);
     let c1 = ids[0];
     for bad in [
         "just text".to_string(),
@@ -508,19 +420,19 @@ fn malformed_records_are_refused_before_touching_the_ref() {
 
 #[test]
 fn rotated_key_verdicts_follow_the_records_own_time() {
-    let (dir, repo, ids) = repo_with_commits(&["rotated"]);
+    let (w, repo, ids) = repo_with_commits(&["rotated"]);
     let commit = ids[0];
-    let key_a = keygen(dir.path(), "id_a", "ed25519");
-    let key_b = keygen(dir.path(), "id_b", "ed25519");
-    let allowed_path = dir.path().join("allowed_signers");
+    let key_a = key(&w, "id_a", "ed25519");
+    let key_b = key(&w, "id_b", "ed25519");
+    let allowed_path = w.tmp.path().join("allowed_signers");
     std::fs::write(
         &allowed_path,
         format!(
             "# A retired at the turn of the year, B took over\n\
              ops@example.com namespaces=\"hookops\",valid-before=\"20260101\" {}\n\
              ops@example.com namespaces=\"hookops\",valid-after=\"20260101\" {}\n",
-            public_line(&key_a),
-            public_line(&key_b)
+            public_key(&key_a),
+            public_key(&key_b)
         ),
     )
     .expect("allowed_signers");
@@ -556,7 +468,7 @@ fn rotated_key_verdicts_follow_the_records_own_time() {
     // ssh-keygen agrees when told the record's time (TZ=UTC, so its local time is UTC too).
     for (rec, (_, _, at, good)) in recs.iter().zip(&cases) {
         assert_eq!(
-            ssh_keygen_verifies(dir.path(), &allowed_path, &principal, rec, Some(at)),
+            ssh_keygen_verifies(&w, &allowed_path, &principal, rec, Some(at)),
             *good,
             "ssh-keygen verdict at {at}"
         );

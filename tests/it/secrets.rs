@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::util::{configmap, namespace, tools_present, World};
+use crate::util::{configmap, free_port, keygen, namespace, public_key, tools_present, World};
 use crate::vault::BaoServer;
 
 const SECRET: &str = "s3cr3t-Pa55w0rd-do-not-leak";
@@ -199,11 +199,7 @@ fn vault_errors_name_the_reference() {
         "key \"missing\" not found in secret/data/app/db",
     );
     // Unreachable: the same config with an address nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = std::fs::read_to_string(w.server.join("hookops/config.toml")).unwrap();
     let address = config
         .lines()
@@ -293,15 +289,13 @@ fn gate_requires_signed_commits() {
     w.hookops(&["install", "--pre-receive"]).assert_ok();
     // The pusher's SSH signing key, allowed for the "git" namespace.
     let key = w.tmp.path().join("pusher_ed25519");
-    let made = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    keygen(&key, "ed25519", "");
     std::fs::write(
         &signers,
-        format!("pusher@example.test namespaces=\"git\" {public}"),
+        format!(
+            "pusher@example.test namespaces=\"git\" {}\n",
+            public_key(&key)
+        ),
     )
     .unwrap();
 
@@ -317,18 +311,7 @@ fn gate_requires_signed_commits() {
 
     // A commit signed by a key that is not allowed.
     let other = w.tmp.path().join("other_ed25519");
-    std::process::Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-f",
-            other.to_str().unwrap(),
-        ])
-        .status()
-        .unwrap();
+    keygen(&other, "ed25519", "");
     w.in_clone(&["config", "gpg.format", "ssh"]).assert_ok();
     w.in_clone(&["config", "user.signingkey", other.to_str().unwrap()])
         .assert_ok();

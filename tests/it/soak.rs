@@ -493,35 +493,12 @@ fn all_records(w: &World) -> Vec<(String, hookops::record::ParsedRecord)> {
     out
 }
 
-/// Stock `ssh-keygen -Y verify` of one record (payload on stdin without its newline).
+/// Stock `ssh-keygen -Y verify` of one record, with the world's signing key.
 fn ssh_keygen_verifies(w: &World, rec: &hookops::record::ParsedRecord) -> bool {
-    let Some(sig) = &rec.signature else {
-        return false;
-    };
-    let dir = w.tmp.path();
-    let sig_path = dir.join("record.sig");
-    std::fs::write(&sig_path, format!("{sig}\n")).unwrap();
-    let mut child = w
-        .base_command("ssh-keygen")
-        .args(["-Y", "verify", "-f"])
-        .arg(&w.allowed_signers)
-        .args(["-I", "deployer@test", "-n", "hookops", "-s"])
-        .arg(&sig_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ssh-keygen");
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(rec.payload.as_bytes())
-            .unwrap();
-    }
-    child.wait().unwrap().success()
+    rec.signature.as_deref().is_some_and(|sig| {
+        w.ssh_keygen_verify(&w.allowed_signers, "deployer@test", &rec.payload, sig, None)
+            .ok()
+    })
 }
 
 /// What the tip of `branch` declares for its namespace: ConfigMap name → value.

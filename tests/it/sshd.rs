@@ -3,10 +3,12 @@
 //! client key (or the lines a test sets, such as Gitolite's forced commands), a free port, and
 //! a known_hosts line from `ssh-keyscan`. Dropping the server stops it.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::util::{free_port, keygen, require, require_that, run};
 
 pub struct SshServer {
     pub port: u16,
@@ -24,35 +26,10 @@ pub struct SshServer {
 
 const SSHD: &str = "/usr/sbin/sshd";
 
-/// A passphrase-less ed25519 key pair at `path` (and `path.pub`).
-pub fn keygen(path: &Path, comment: &str) {
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-        .arg(path)
-        .output()
-        .expect("ssh-keygen");
-    assert!(
-        out.status.success(),
-        "ssh-keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
-
 impl SshServer {
     /// Starts sshd under `dir`. Without sshd: panics when CI is set, else skips (None).
     pub fn start(dir: &Path) -> Option<SshServer> {
-        if !Path::new(SSHD).exists() || !crate::util::require("ssh-keyscan") {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "{SSHD} is required by this test (CI is set, so it fails instead of skipping)"
-                );
-            }
-            eprintln!("SKIPPED: {SSHD} is not installed");
+        if !(require_that(SSHD, Path::new(SSHD).exists()) && require("ssh-keyscan")) {
             return None;
         }
         // sshd's privilege-separation directory; Debian creates it only from its service unit.
@@ -62,21 +39,15 @@ impl SshServer {
         let host_key = dir.join("host_ed25519");
         let client_key = dir.join("client_ed25519");
         let host_ca = dir.join("host_ca");
-        keygen(&host_key, "hookops-test");
-        keygen(&client_key, "hookops-test");
-        keygen(&host_ca, "hookops-test");
-        let signed = Command::new("ssh-keygen")
+        for key in [&host_key, &client_key, &host_ca] {
+            keygen(key, "ed25519", "");
+        }
+        let signed = run(Command::new("ssh-keygen")
             .args(["-q", "-s"])
             .arg(&host_ca)
             .args(["-I", "hookops-test-host", "-h", "-n", "127.0.0.1"])
-            .arg(host_key.with_extension("pub"))
-            .output()
-            .expect("ssh-keygen -s");
-        assert!(
-            signed.status.success(),
-            "ssh-keygen -s: {}",
-            String::from_utf8_lossy(&signed.stderr)
-        );
+            .arg(host_key.with_extension("pub")));
+        assert!(signed.ok(), "ssh-keygen -s: {}", signed.all());
         let authorized = dir.join("authorized_keys");
         std::fs::copy(client_key.with_extension("pub"), &authorized).unwrap();
         // Another process may take the port between release and sshd's bind; retry a few.
@@ -154,6 +125,16 @@ impl SshServer {
     /// `ssh://root@127.0.0.1:PORT/abs/path`.
     pub fn url(&self, repo: &Path) -> String {
         format!("ssh://root@127.0.0.1:{}{}", self.port, repo.display())
+    }
+
+    /// An `ssh` command line (for `GIT_SSH_COMMAND` or `core.sshCommand`) that logs in with
+    /// `key` alone, no user config, and checks the host key against `known_hosts`.
+    pub fn ssh_command(&self, key: &Path) -> String {
+        format!(
+            "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes",
+            key.display(),
+            self.known_hosts.display()
+        )
     }
 
     /// The `[sync]` table for a deployer that reaches this server.

@@ -1,9 +1,11 @@
 //! The shared harness: a scratch server (bare repository with the real hook installed), a clone
 //! to push from, the kube sandbox on loopback, and the real `git`, `kubectl`, `terraform` and
-//! `ssh-keygen`, isolated from the user's configuration.
+//! `ssh-keygen`, isolated from the user's configuration. Also the one way every module makes
+//! an SSH key, picks a free port and writes an executable script (the one sshd is `crate::sshd`).
 
 #![allow(dead_code)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -14,21 +16,75 @@ pub fn hookops_bin() -> &'static str {
     env!("CARGO_BIN_EXE_hookops")
 }
 
+/// Where `tool` is on PATH (what `command -v` says), if it is.
+pub fn which(tool: &str) -> Option<String> {
+    let out = run(Command::new("sh").args(["-c", &format!("command -v {tool}")]));
+    out.ok().then(|| out.stdout.trim().to_string())
+}
+
 /// A tool the test needs: CI fails without it, a local run skips with a reason.
 pub fn require(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !found {
+    require_that(tool, which(tool).is_some())
+}
+
+/// Like [`require`], for a need that is not a plain command name.
+pub fn require_that(what: &str, present: bool) -> bool {
+    if !present {
         if std::env::var_os("CI").is_some() {
-            panic!("{tool} is required by this test (CI is set, so it fails instead of skipping)");
+            panic!("{what} is required by this test (CI is set, so it fails instead of skipping)");
         }
-        eprintln!("SKIPPED: {tool} is not installed");
+        eprintln!("SKIPPED: {what} is not available");
     }
-    found
+    present
+}
+
+/// Root, for the tests whose sshd logs keys in as root: a non-root sshd can only log in as its
+/// own user, and their URLs name root.
+pub fn require_root() -> bool {
+    require_that("root (for sshd)", unsafe { libc::geteuid() } == 0)
+}
+
+/// Runs `cmd` with stdin from /dev/null and collects its exit status and output.
+pub fn run(cmd: &mut Command) -> Run {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {:?}: {e}", cmd.get_program()))
+        .into()
+}
+
+/// `ssh-keygen -t KIND` with `passphrase` ("" for none): the private key at `path`, the public
+/// key at `path.pub`, commented with the file name.
+pub fn keygen(path: &Path, kind: &str, passphrase: &str) {
+    let comment = path.file_name().unwrap().to_string_lossy().into_owned();
+    let out = run(Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-N", passphrase, "-C", &comment, "-f"])
+        .arg(path));
+    assert!(out.ok(), "ssh-keygen -t {kind}: {}", out.all());
+}
+
+/// The public key line (`path.pub`, without its newline) of the key pair `keygen` made at `key`.
+pub fn public_key(key: &Path) -> String {
+    let mut path = key.as_os_str().to_owned();
+    path.push(".pub");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", Path::new(&path).display()));
+    text.trim_end().to_string()
+}
+
+/// A port on 127.0.0.1 that was free when asked. Someone else may take it before the caller
+/// binds it: a caller that starts a server on it retries with a fresh one.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// Writes an executable (mode 0755) file, creating its directory.
+pub fn write_script(path: &Path, text: impl AsRef<[u8]>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 pub struct Run {
@@ -76,6 +132,25 @@ impl From<Output> for Run {
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
         }
     }
+}
+
+/// Runs `cmd` with `input` on its stdin and collects its exit status and output.
+pub fn run_with_stdin(cmd: &mut Command, input: &str) -> Run {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {:?}: {e}", cmd.get_program()));
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    child
+        .wait_with_output()
+        .expect("waiting for the child")
+        .into()
 }
 
 /// One test's world.
@@ -141,16 +216,13 @@ impl World {
     }
 
     fn sign_key(&mut self) {
-        let out = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "hookops@test", "-f"])
-            .arg(&self.key)
-            .output()
-            .expect("ssh-keygen");
-        assert!(out.status.success());
-        let public = std::fs::read_to_string(self.key.with_extension("pub")).unwrap();
+        keygen(&self.key, "ed25519", "");
         std::fs::write(
             &self.allowed_signers,
-            format!("deployer@test namespaces=\"hookops\" {public}"),
+            format!(
+                "deployer@test namespaces=\"hookops\" {}\n",
+                public_key(&self.key)
+            ),
         )
         .unwrap();
     }
@@ -195,12 +267,8 @@ impl World {
 
     pub fn git(&self, dir: Option<&Path>, args: &[&str]) -> Run {
         let mut c = self.base_command("git");
-        if let Some(d) = dir {
-            c.current_dir(d);
-        } else {
-            c.current_dir(self.tmp.path());
-        }
-        c.args(args).output().expect("git").into()
+        c.current_dir(dir.unwrap_or(self.tmp.path()));
+        run(c.args(args))
     }
 
     pub fn in_clone(&self, args: &[&str]) -> Run {
@@ -214,7 +282,7 @@ impl World {
             .arg("--repo")
             .arg(&self.server)
             .args(args);
-        c.output().expect("hookops").into()
+        run(&mut c)
     }
 
     pub fn hookops_stdin(&self, args: &[&str], input: &str) -> Run {
@@ -223,16 +291,32 @@ impl World {
             .arg("--repo")
             .arg(&self.server)
             .args(args);
-        c.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("hookops");
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().unwrap();
-            stdin.write_all(input.as_bytes()).unwrap();
+        run_with_stdin(&mut c, input)
+    }
+
+    /// Stock `ssh-keygen -Y verify` (namespace `hookops`, TZ=UTC) of `payload`, fed on stdin
+    /// as it was signed (no trailing newline), against the armored `signature`, for
+    /// `principal` in `allowed_signers`; `at` is a `-Overify-time` (`YYYYMMDDhhmmssZ`).
+    pub fn ssh_keygen_verify(
+        &self,
+        allowed_signers: &Path,
+        principal: &str,
+        payload: &str,
+        signature: &str,
+        at: Option<&str>,
+    ) -> Run {
+        let sig_path = self.tmp.path().join("record.sig");
+        std::fs::write(&sig_path, format!("{}\n", signature.trim_end())).unwrap();
+        let mut c = self.base_command("ssh-keygen");
+        c.current_dir(self.tmp.path())
+            .args(["-Y", "verify", "-f"])
+            .arg(allowed_signers)
+            .args(["-I", principal, "-n", "hookops", "-s"])
+            .arg(&sig_path);
+        if let Some(at) = at {
+            c.arg(format!("-Overify-time={at}"));
         }
-        child.wait_with_output().expect("hookops").into()
+        run_with_stdin(&mut c, payload)
     }
 
     /// Writes files in the clone (creating directories) and commits them.
@@ -323,11 +407,7 @@ impl World {
 
     /// A kubeconfig like the sandbox's, pointing at a loopback port nobody listens on.
     pub fn dead_kubeconfig(&self) -> PathBuf {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dead = self.tmp.path().join("dead-kubeconfig");
         let live = std::fs::read_to_string(&self.kubeconfig).unwrap();
         std::fs::write(

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use hookops::backends::vault::{Client, SecretRef, VaultConfig};
 use serde_json::{json, Value};
 
+use crate::util::free_port;
+
 const ROOT_TOKEN: &str = "hookops-test-root";
 
 /// A running `bao server -dev`, killed on drop. Each test starts its own, so tests can run
@@ -312,8 +314,7 @@ fn agent(ca: Option<&Path>) -> ureq::Agent {
 /// A port that is free, and whose successor is free too, at the time of asking.
 fn free_port_pair() -> u16 {
     for _ in 0..50 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = l.local_addr().expect("local addr").port();
+        let port = free_port();
         if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
             return port;
         }
@@ -615,10 +616,7 @@ fn vault_revoked_token_gets_403_then_relogin() {
 #[test]
 fn vault_unreachable_server_is_its_own_error() {
     // Nothing listens on a port we just released.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind")
-        .port();
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let token = "s.unreachable-test-token";
     let cfg = VaultConfig {

@@ -15,7 +15,7 @@ use sha2::Sha256;
 
 use crate::https_git::HttpsGitServer;
 use crate::sshd::SshServer;
-use crate::util::{configmap, hookops_bin, tools_present, Run, World};
+use crate::util::{configmap, hookops_bin, keygen, public_key, tools_present, Run, World};
 
 /// A World whose server is a plain upstream: its own post-receive hook removed, so only the
 /// watcher deploys.
@@ -397,15 +397,9 @@ fn ssh_host_keys_are_checked() {
     let real_fp = listed.split_whitespace().nth(1).expect("a fingerprint");
     assert!(real_fp.starts_with("SHA256:"), "{listed}");
     let other = w.tmp.path().join("other_host_key");
-    let made = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&other)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    keygen(&other, "ed25519", "");
     let impostor = w.tmp.path().join("known_hosts.impostor");
-    let public = std::fs::read_to_string(other.with_extension("pub")).unwrap();
-    std::fs::write(&impostor, format!("{host} {public}")).unwrap();
+    std::fs::write(&impostor, format!("{host} {}\n", public_key(&other))).unwrap();
     let error = refused(
         "mismatch.git",
         &impostor,
