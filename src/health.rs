@@ -77,21 +77,12 @@ fn wait_job(
         let out = kubectl.get_json(&resource_arg(o), o.id.namespace.as_deref())?;
         if out.success() {
             let job: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
-            let conditions = job.pointer("/status/conditions").and_then(Value::as_array);
-            for c in conditions.into_iter().flatten() {
-                let is_true = c.get("status").and_then(Value::as_str) == Some("True");
-                match c.get("type").and_then(Value::as_str) {
-                    Some("Complete") if is_true => return Ok(Ok(())),
-                    Some("Failed") if is_true => {
-                        let why = c.get("message").or(c.get("reason")).and_then(Value::as_str);
-                        return Ok(Err(format!(
-                            "{}: job failed: {}",
-                            o.id,
-                            why.unwrap_or("Failed")
-                        )));
-                    }
-                    _ => {}
+            match job_state(&job) {
+                JobState::Complete => return Ok(Ok(())),
+                JobState::Failed(why) => {
+                    return Ok(Err(format!("{}: job failed: {why}", o.id)));
                 }
+                JobState::Running => {}
             }
         }
         if Instant::now() >= deadline {
@@ -99,5 +90,183 @@ fn wait_job(
         }
         std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
         pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Where a Job stands, from its JSON (`kubectl get -o json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    Complete,
+    /// With the condition's message (else its reason).
+    Failed(String),
+    /// Neither yet, or the JSON says nothing readable: asked again until the deadline.
+    Running,
+}
+
+/// The first of the Job's `Complete` or `Failed` conditions that is true decides.
+pub fn job_state(job: &Value) -> JobState {
+    let conditions = job.pointer("/status/conditions").and_then(Value::as_array);
+    for c in conditions.into_iter().flatten() {
+        let is_true = c.get("status").and_then(Value::as_str) == Some("True");
+        match c.get("type").and_then(Value::as_str) {
+            Some("Complete") if is_true => return JobState::Complete,
+            Some("Failed") if is_true => {
+                let why = c.get("message").or(c.get("reason")).and_then(Value::as_str);
+                return JobState::Failed(why.unwrap_or("Failed").to_string());
+            }
+            _ => {}
+        }
+    }
+    JobState::Running
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Environment;
+    use crate::manifest::parse;
+    use crate::mask::Masker;
+    use serde_json::json;
+
+    fn object(text: &str) -> Object {
+        parse(text, "x.yaml", Some("apps")).unwrap().remove(0)
+    }
+
+    fn of_kind(api_version: &str, kind: &str) -> Object {
+        object(&format!(
+            "apiVersion: {api_version}\nkind: {kind}\nmetadata:\n  name: web\n"
+        ))
+    }
+
+    fn job(conditions: Value) -> Value {
+        json!({"kind": "Job", "status": {"conditions": conditions}})
+    }
+
+    #[test]
+    fn a_jobs_conditions_decide_its_state() {
+        let complete = json!([{"type": "Complete", "status": "True"}]);
+        assert_eq!(job_state(&job(complete)), JobState::Complete);
+        let failed = json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                             "message": "Job has reached the specified backoff limit"}]);
+        assert_eq!(
+            job_state(&job(failed)),
+            JobState::Failed("Job has reached the specified backoff limit".into())
+        );
+        let reason_only =
+            json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]);
+        assert_eq!(
+            job_state(&job(reason_only)),
+            JobState::Failed("DeadlineExceeded".into())
+        );
+        let bare = json!([{"type": "Failed", "status": "True"}]);
+        assert_eq!(job_state(&job(bare)), JobState::Failed("Failed".into()));
+        // Conditions that are not true yet, or that say something else, decide nothing.
+        let pending = json!([
+            {"type": "Failed", "status": "False", "message": "not yet"},
+            {"type": "Suspended", "status": "True"},
+            {"type": "Complete", "status": "Unknown"},
+        ]);
+        assert_eq!(job_state(&job(pending)), JobState::Running);
+        let later = json!([
+            {"type": "Failed", "status": "False"},
+            {"type": "Complete", "status": "True"},
+        ]);
+        assert_eq!(job_state(&job(later)), JobState::Complete);
+        assert_eq!(
+            job_state(&json!({"kind": "Job", "status": {}})),
+            JobState::Running
+        );
+        assert_eq!(job_state(&Value::Null), JobState::Running);
+        assert_eq!(job_state(&job(json!("garbage"))), JobState::Running);
+    }
+
+    #[test]
+    fn workloads_and_their_resource_arguments() {
+        for kind in ["Deployment", "StatefulSet", "DaemonSet"] {
+            assert!(is_workload(&of_kind("apps/v1", kind)), "{kind}");
+        }
+        assert!(!is_workload(&of_kind("apps/v1", "ReplicaSet")));
+        assert!(!is_workload(&of_kind("example.com/v1", "Deployment")));
+        assert!(!is_workload(&of_kind("batch/v1", "Job")));
+        assert!(is_job(&of_kind("batch/v1", "Job")));
+        assert!(!is_job(&of_kind("example.com/v1", "Job")));
+
+        assert_eq!(
+            resource_arg(&of_kind("apps/v1", "StatefulSet")),
+            "statefulset.apps/web"
+        );
+        assert_eq!(resource_arg(&of_kind("v1", "ConfigMap")), "configmap/web");
+        assert_eq!(
+            resource_arg(&of_kind("example.com/v1", "Widget")),
+            "widget.example.com/web"
+        );
+    }
+
+    /// A stand-in for kubectl: prints `job` for `get`, fails `rollout status` with `rollout`.
+    fn fake_kubectl(dir: &std::path::Path, job: &Value, rollout: &str) -> Kubectl {
+        use std::os::unix::fs::PermissionsExt;
+        let script = dir.join("kubectl");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nfor a in \"$@\"; do\n  case \"$a\" in\n    get) printf '%s' '{job}'; exit 0;;\n    rollout) echo '{rollout}' >&2; exit 1;;\n  esac\ndone\nexit 2\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Kubectl::new(
+            script.to_str().unwrap(),
+            &Environment::default_for("main"),
+            dir,
+            Masker::default(),
+        )
+    }
+
+    fn quiet(_: &str) -> crate::out::SlowGuard {
+        crate::out::say_if_slow(String::new(), Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn wait_reports_the_first_unhealthy_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let failed = job(json!([{"type": "Failed", "status": "True", "message": "backoff limit"}]));
+        let kubectl = fake_kubectl(
+            dir.path(),
+            &failed,
+            "error: deployment \"web\" exceeded its progress deadline",
+        );
+        let cm = of_kind("v1", "ConfigMap");
+        let migrate = of_kind("batch/v1", "Job");
+        let web = of_kind("apps/v1", "Deployment");
+        let minute = Duration::from_secs(60);
+        // Nothing to wait for: kubectl is not even asked.
+        assert_eq!(wait(&kubectl, &[&cm], minute, &mut quiet).unwrap(), Ok(()));
+        assert_eq!(
+            wait(&kubectl, &[&cm, &migrate, &web], minute, &mut quiet).unwrap(),
+            Err("Job.batch apps/web: job failed: backoff limit".to_string())
+        );
+        assert_eq!(
+            wait(&kubectl, &[&web], minute, &mut quiet).unwrap(),
+            Err(
+                "Deployment.apps apps/web: deployment \"web\" exceeded its progress deadline"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            wait(&kubectl, &[&web], Duration::ZERO, &mut quiet).unwrap(),
+            Err("Deployment.apps apps/web: not healthy within 0s".to_string())
+        );
+        // A Job still running when the deadline passes.
+        let running = fake_kubectl(dir.path(), &job(json!([])), "");
+        assert_eq!(
+            wait(
+                &running,
+                &[&migrate],
+                Duration::from_millis(300),
+                &mut quiet
+            )
+            .unwrap(),
+            Err("Job.batch apps/web: job did not complete in time".to_string())
+        );
     }
 }
