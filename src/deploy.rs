@@ -1116,6 +1116,7 @@ fn run_kube(
         applied,
     }
     .run(r)
+    .map_err(|failure| failure.to_string())
 }
 
 fn run_terraform(

@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde_json::Value;
 
 use crate::kube::Kubectl;
-use crate::manifest::Object;
+use crate::manifest::{Object, ObjectId};
 
 /// `kind.group/name` as kubectl resource argument.
 pub fn resource_arg(o: &Object) -> String {
@@ -32,22 +32,22 @@ fn is_job(o: &Object) -> bool {
     o.id.group == "batch" && o.id.kind == "Job"
 }
 
-/// Waits for every workload and Job in `objects`; `Err` holds the one-line reason.
+/// Waits for every workload and Job in `objects`; the inner `Err` names the first one that is
+/// not healthy, and why.
 pub fn wait(
     kubectl: &Kubectl,
     objects: &[&Object],
     timeout: Duration,
     progress: &mut dyn FnMut(&str) -> crate::out::SlowGuard,
-) -> Result<std::result::Result<(), String>> {
+) -> Result<std::result::Result<(), Unhealthy>> {
     let deadline = Instant::now() + timeout;
     for o in objects.iter().filter(|o| is_workload(o) || is_job(o)) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Ok(Err(format!(
-                "{}: not healthy within {}s",
-                o.id,
-                timeout.as_secs()
-            )));
+            return Ok(Err(Unhealthy::NotInTime {
+                object: o.id.clone(),
+                secs: timeout.as_secs(),
+            }));
         }
         let ns = o.id.namespace.as_deref();
         let _slow = progress(&format!("waiting for {}", o.id));
@@ -61,7 +61,10 @@ pub fn wait(
         if !out.success() {
             let reason = out.reason();
             let reason = reason.strip_prefix("error: ").unwrap_or(&reason);
-            return Ok(Err(format!("{}: {reason}", o.id)));
+            return Ok(Err(Unhealthy::Rollout {
+                object: o.id.clone(),
+                why: reason.to_string(),
+            }));
         }
     }
     Ok(Ok(()))
@@ -71,7 +74,7 @@ fn wait_job(
     kubectl: &Kubectl,
     o: &Object,
     deadline: Instant,
-) -> Result<std::result::Result<(), String>> {
+) -> Result<std::result::Result<(), Unhealthy>> {
     let mut pause = Duration::from_millis(200);
     loop {
         let out = kubectl.get_json(&resource_arg(o), o.id.namespace.as_deref())?;
@@ -80,13 +83,18 @@ fn wait_job(
             match job_state(&job) {
                 JobState::Complete => return Ok(Ok(())),
                 JobState::Failed(why) => {
-                    return Ok(Err(format!("{}: job failed: {why}", o.id)));
+                    return Ok(Err(Unhealthy::JobFailed {
+                        object: o.id.clone(),
+                        why,
+                    }));
                 }
                 JobState::Running => {}
             }
         }
         if Instant::now() >= deadline {
-            return Ok(Err(format!("{}: job did not complete in time", o.id)));
+            return Ok(Err(Unhealthy::JobNotInTime {
+                object: o.id.clone(),
+            }));
         }
         std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
         pause = (pause * 2).min(Duration::from_secs(2));
@@ -119,6 +127,47 @@ pub fn job_state(job: &Value) -> JobState {
     }
     JobState::Running
 }
+
+/// Why an object is not healthy. Its text is the one-line reason that is printed and recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unhealthy {
+    /// The target's deadline passed before this object's turn came.
+    NotInTime { object: ObjectId, secs: u64 },
+    /// `kubectl rollout status` gave up on a workload, saying why.
+    Rollout { object: ObjectId, why: String },
+    /// A Job reported Failed.
+    JobFailed { object: ObjectId, why: String },
+    /// A Job neither completed nor failed before the deadline.
+    JobNotInTime { object: ObjectId },
+}
+
+impl Unhealthy {
+    pub fn object(&self) -> &ObjectId {
+        match self {
+            Unhealthy::NotInTime { object, .. }
+            | Unhealthy::Rollout { object, .. }
+            | Unhealthy::JobFailed { object, .. }
+            | Unhealthy::JobNotInTime { object } => object,
+        }
+    }
+}
+
+impl std::fmt::Display for Unhealthy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unhealthy::NotInTime { object, secs } => {
+                write!(f, "{object}: not healthy within {secs}s")
+            }
+            Unhealthy::Rollout { object, why } => write!(f, "{object}: {why}"),
+            Unhealthy::JobFailed { object, why } => write!(f, "{object}: job failed: {why}"),
+            Unhealthy::JobNotInTime { object } => {
+                write!(f, "{object}: job did not complete in time")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Unhealthy {}
 
 #[cfg(test)]
 mod tests {
@@ -239,34 +288,55 @@ mod tests {
         let migrate = of_kind("batch/v1", "Job");
         let web = of_kind("apps/v1", "Deployment");
         let minute = Duration::from_secs(60);
+        let why = |r: std::result::Result<(), Unhealthy>| r.unwrap_err();
         // Nothing to wait for: kubectl is not even asked.
         assert_eq!(wait(&kubectl, &[&cm], minute, &mut quiet).unwrap(), Ok(()));
+
+        let u = why(wait(&kubectl, &[&cm, &migrate, &web], minute, &mut quiet).unwrap());
         assert_eq!(
-            wait(&kubectl, &[&cm, &migrate, &web], minute, &mut quiet).unwrap(),
-            Err("Job.batch apps/web: job failed: backoff limit".to_string())
+            u,
+            Unhealthy::JobFailed {
+                object: migrate.id.clone(),
+                why: "backoff limit".into()
+            }
         );
         assert_eq!(
-            wait(&kubectl, &[&web], minute, &mut quiet).unwrap(),
-            Err(
-                "Deployment.apps apps/web: deployment \"web\" exceeded its progress deadline"
-                    .to_string()
-            )
+            u.to_string(),
+            "Job.batch apps/web: job failed: backoff limit"
         );
+
+        let u = why(wait(&kubectl, &[&web], minute, &mut quiet).unwrap());
+        assert!(matches!(u, Unhealthy::Rollout { .. }), "{u:?}");
         assert_eq!(
-            wait(&kubectl, &[&web], Duration::ZERO, &mut quiet).unwrap(),
-            Err("Deployment.apps apps/web: not healthy within 0s".to_string())
+            u.to_string(),
+            "Deployment.apps apps/web: deployment \"web\" exceeded its progress deadline"
         );
+
+        let u = why(wait(&kubectl, &[&web], Duration::ZERO, &mut quiet).unwrap());
+        assert_eq!(u.object(), &web.id);
+        assert_eq!(
+            u.to_string(),
+            "Deployment.apps apps/web: not healthy within 0s"
+        );
+
         // A Job still running when the deadline passes.
         let running = fake_kubectl(dir.path(), &job(json!([])), "");
+        let u = why(wait(
+            &running,
+            &[&migrate],
+            Duration::from_millis(300),
+            &mut quiet,
+        )
+        .unwrap());
         assert_eq!(
-            wait(
-                &running,
-                &[&migrate],
-                Duration::from_millis(300),
-                &mut quiet
-            )
-            .unwrap(),
-            Err("Job.batch apps/web: job did not complete in time".to_string())
+            u,
+            Unhealthy::JobNotInTime {
+                object: migrate.id.clone()
+            }
+        );
+        assert_eq!(
+            u.to_string(),
+            "Job.batch apps/web: job did not complete in time"
         );
     }
 }
