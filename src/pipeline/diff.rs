@@ -224,4 +224,113 @@ mod tests {
         let back = changed_paths(&repo, Some(&new), &old).unwrap().paths;
         assert_eq!(back, libgit2_paths(&repo, Some(&new), &old));
     }
+
+    fn tree_of(repo: &Repository, files: &[(&str, &str)]) -> Oid {
+        let files: Vec<(&str, &str, FileMode)> = files
+            .iter()
+            .map(|(p, t)| (*p, *t, FileMode::Blob))
+            .collect();
+        build(repo, &files)
+    }
+
+    fn changed(repo: &Repository, old: Option<Oid>, new: Oid) -> Vec<String> {
+        let old = old.map(|id| repo.find_tree(id).unwrap());
+        let new = repo.find_tree(new).unwrap();
+        changed_paths(repo, old.as_ref(), &new)
+            .unwrap()
+            .paths
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn renames_and_deletions_name_both_sides() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let old = tree_of(
+            &repo,
+            &[
+                ("cluster/namespaces.yaml", "kind: Namespace"),
+                ("apps/web.yaml", "kind: Deployment"),
+                ("apps/db.yaml", "kind: StatefulSet"),
+                ("widgets/one.yaml", "kind: Widget"),
+                ("widgets/two.yaml", "kind: Widget"),
+            ],
+        );
+        let new = tree_of(
+            &repo,
+            &[
+                // Renamed with the same content: the old path (to prune) and the new (to apply).
+                ("platform/namespaces.yaml", "kind: Namespace"),
+                ("apps/web.yaml", "kind: Deployment"),
+                // Moved within a directory.
+                ("apps/database.yaml", "kind: StatefulSet"),
+            ],
+        );
+        assert_eq!(
+            changed(&repo, Some(old), new),
+            [
+                "apps/database.yaml",
+                "apps/db.yaml",
+                "cluster/namespaces.yaml",
+                "platform/namespaces.yaml",
+                "widgets/one.yaml",
+                "widgets/two.yaml",
+            ]
+        );
+    }
+
+    #[test]
+    fn identical_trees_change_nothing_and_a_first_deploy_changes_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let t = tree_of(
+            &repo,
+            &[("a/x.yaml", "1"), ("b/c/y.yaml", "2"), ("z.yaml", "3")],
+        );
+        let same = repo.find_tree(t).unwrap();
+        assert!(changed_paths(&repo, Some(&same), &same).unwrap().is_empty());
+        assert_eq!(
+            changed(&repo, None, t),
+            ["a/x.yaml", "b/c/y.yaml", "z.yaml"]
+        );
+    }
+
+    #[test]
+    fn unchanged_subtrees_are_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let old = tree_of(&repo, &[("big/a.yaml", "1"), ("small/b.yaml", "1")]);
+        let new = tree_of(&repo, &[("big/a.yaml", "1"), ("small/b.yaml", "2")]);
+        // Deleting the shared subtree's object proves the walk never opens it: reading it
+        // would fail.
+        let big = repo.find_tree(old).unwrap().get_name("big").unwrap().id();
+        let path = dir
+            .path()
+            .join("objects")
+            .join(&big.to_string()[..2])
+            .join(&big.to_string()[2..]);
+        std::fs::remove_file(path).unwrap();
+        // Reopened, so that no cached copy of the deleted tree is at hand.
+        let repo = Repository::open_bare(dir.path()).unwrap();
+        assert!(repo.find_tree(big).is_err());
+        assert_eq!(changed(&repo, Some(old), new), ["small/b.yaml"]);
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let old = tree_of(&repo, &[("k8s/a.yaml", "1")]);
+        let blob = repo.blob(b"kind: ConfigMap").unwrap();
+        let mut b = repo
+            .treebuilder(Some(&repo.find_tree(old).unwrap()))
+            .unwrap();
+        b.insert(&b"bad-\xff.yaml"[..], blob, FileMode::Blob.into())
+            .unwrap();
+        let new = b.write().unwrap();
+        assert!(changed(&repo, Some(old), new).is_empty());
+        let with_good = tree_of(&repo, &[("k8s/a.yaml", "2")]);
+        assert_eq!(changed(&repo, Some(new), with_good), ["k8s/a.yaml"]);
+    }
 }

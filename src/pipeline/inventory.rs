@@ -600,4 +600,153 @@ mod tests {
         let o = objs(&cm("x"));
         assert_eq!(parse_key(&key(&o[0].id)).unwrap(), o[0].id);
     }
+
+    const CRD: &str = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  scope: Cluster\n  names: {kind: Widget, plural: widgets}\n";
+
+    #[test]
+    fn declarations_and_base_survive_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let base = Oid::from_str("0123456789abcdef0123456789abcdef01234567").unwrap();
+        let (web, db) = (objs(&cm("web")), objs(&cm("db")));
+        let mut inv = Inventory::load(&repo, "e").unwrap();
+        assert!(!inv.exists());
+        inv.declare(&file_unit("apps/web.yaml"), "apps", &[&web[0]])
+            .unwrap();
+        inv.declare(&file_unit("apps/deep/db.yaml"), "apps", &[&db[0]])
+            .unwrap();
+        inv.declare(&file_unit("apps/other.yaml"), "other", &[&db[0]])
+            .unwrap();
+        inv.set_base(base);
+        inv.save("t").unwrap();
+
+        let mut inv = Inventory::load(&repo, "e").unwrap();
+        assert!(inv.exists());
+        assert_eq!(inv.base, Some(base));
+        let mut units = inv.file_units_of("apps", "apps").unwrap();
+        units.sort();
+        assert_eq!(units, ["f:apps/deep/db.yaml", "f:apps/web.yaml"]);
+        assert_eq!(
+            inv.file_units_of("apps", "other").unwrap(),
+            ["f:apps/other.yaml"]
+        );
+        assert!(inv.file_units_of("nowhere", "apps").unwrap().is_empty());
+        let e = inv.entry(&db[0].id).unwrap().unwrap();
+        assert_eq!(e.declared_by, ["f:apps/deep/db.yaml", "f:apps/other.yaml"]);
+        assert_eq!((e.target.as_str(), e.applied), ("other", false));
+        // Another environment's inventory is another ref.
+        assert!(!Inventory::load(&repo, "other-env").unwrap().exists());
+        // Units declared in this run and not yet saved count too.
+        inv.declare(&file_unit("apps/new.yaml"), "apps", &[&web[0]])
+            .unwrap();
+        assert!(inv
+            .file_units_of("apps", "apps")
+            .unwrap()
+            .contains(&"f:apps/new.yaml".to_string()));
+    }
+
+    #[test]
+    fn a_save_over_a_moved_ref_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let o = objs(&cm("x"));
+        let mut first = Inventory::load(&repo, "e").unwrap();
+        first.declare(&file_unit("a.yaml"), "t", &[&o[0]]).unwrap();
+        first.save("first").unwrap();
+        let mut a = Inventory::load(&repo, "e").unwrap();
+        let mut b = Inventory::load(&repo, "e").unwrap();
+        a.drop_unit(&file_unit("a.yaml")).unwrap();
+        a.save("a").unwrap();
+        b.declare(&file_unit("b.yaml"), "t", &[&o[0]]).unwrap();
+        let e = b.save("b").unwrap_err();
+        assert!(format!("{e:#}").contains("it moved meanwhile"), "{e:#}");
+    }
+
+    #[test]
+    fn a_crd_tells_its_kinds_scope_while_it_is_declared() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let crd = objs(CRD);
+        let mut inv = Inventory::load(&repo, "e").unwrap();
+        inv.declare(&file_unit("crds/w.yaml"), "crds", &[&crd[0]])
+            .unwrap();
+        inv.mark_applied([&crd[0].id]).unwrap();
+        inv.save("t").unwrap();
+        let mut inv = Inventory::load(&repo, "e").unwrap();
+        assert_eq!(inv.kinds().get("example.com/Widget"), Some(&Scope::Cluster));
+        inv.drop_unit(&file_unit("crds/w.yaml")).unwrap();
+        assert!(inv.kinds().is_empty());
+        // Undeclared, the CRD itself is an orphan (kept or pruned by the plan).
+        assert_eq!(inv.orphans().unwrap()[0].0, crd[0].id);
+    }
+
+    #[test]
+    fn objects_asking_to_be_kept_are_marked() {
+        let annotated = |a: &str| {
+            objs(&format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: k\n  annotations:\n    {a}\n"
+            ))
+            .remove(0)
+        };
+        assert!(keeps(&annotated("hookops.io/prune: disabled")));
+        assert!(keeps(&annotated("hookops.io/apply: disabled")));
+        assert!(!keeps(&annotated("hookops.io/prune: enabled")));
+        assert!(!keeps(&annotated("hookops.io/apply: create-only")));
+
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let kept = annotated("hookops.io/prune: disabled");
+        let mut inv = Inventory::load(&repo, "e").unwrap();
+        inv.declare(&file_unit("k.yaml"), "t", &[&kept]).unwrap();
+        inv.mark_applied([&kept.id]).unwrap();
+        assert!(inv.entry(&kept.id).unwrap().unwrap().keep);
+        inv.drop_unit(&file_unit("k.yaml")).unwrap();
+        // Still an orphan: the plan decides to keep it, with its reason.
+        let orphans = inv.orphans().unwrap();
+        assert_eq!(orphans.len(), 1);
+        assert!(orphans[0].1.keep);
+    }
+
+    #[test]
+    fn namespace_variants_of_a_name_are_found_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let mut o = objs(&cm("x")).remove(0);
+        o.id.namespace = Some("apps".into());
+        let mut inv = Inventory::load(&repo, "e").unwrap();
+        inv.declare(&file_unit("x.yaml"), "t", &[&o]).unwrap();
+        let other_ns = ObjectId {
+            namespace: Some(identity::UNKNOWN_NS.into()),
+            ..o.id.clone()
+        };
+        assert!(inv.declared_in_any_namespace(&other_ns).unwrap());
+        assert!(!inv.declared(&other_ns).unwrap());
+        assert!(inv.declared(&o.id).unwrap());
+        let other_name = ObjectId {
+            name: "y".into(),
+            ..other_ns
+        };
+        assert!(!inv.declared_in_any_namespace(&other_name).unwrap());
+    }
+
+    #[test]
+    fn unit_keys_map_to_paths() {
+        assert_eq!(
+            unit_path(&file_unit("a/b.yaml")).unwrap(),
+            "units/f/a/b.yaml"
+        );
+        let k = unit_path(&kustomize_unit("overlays/prod")).unwrap();
+        assert!(
+            k.starts_with("units/k/") && k.len() == "units/k/".len() + 64,
+            "{k}"
+        );
+        assert_ne!(k, unit_path(&kustomize_unit("overlays/staging")).unwrap());
+        assert!(unit_path(&secrets_unit("t"))
+            .unwrap()
+            .starts_with("units/s/"));
+        assert!(unit_path("x").is_err());
+        let id = parse_key("|Namespace||apps").unwrap();
+        assert_eq!((id.namespace, id.kind.as_str()), (None, "Namespace"));
+        assert!(parse_key("only|two").is_none());
+    }
 }

@@ -9,6 +9,8 @@ pub mod deploy;
 pub mod diff;
 pub mod environments;
 pub mod fanout;
+#[cfg(test)]
+mod fixtures;
 pub mod health;
 pub mod identity;
 pub mod inventory;

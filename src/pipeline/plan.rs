@@ -841,3 +841,517 @@ pub fn to_json(plan: &Plan, env: &str) -> serde_json::Value {
         "warnings": plan.warnings,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::mask::Masker;
+    use crate::pipeline::fixtures::{commit, repo};
+
+    fn env(name: &str) -> Environment {
+        Environment {
+            name: name.into(),
+            ..Environment::default_for("main")
+        }
+    }
+
+    /// Plans `from` → `to`. With `record`, the inventory is then saved as a deploy that
+    /// succeeded leaves it (everything it may apply sent, every prune done), so that the next
+    /// plan starts from there; without, the plan's declarations are dropped.
+    fn plan_as(
+        repo: &Repository,
+        env: &Environment,
+        from: Option<Oid>,
+        to: Oid,
+        record: bool,
+    ) -> Result<Plan> {
+        let scratch = tempfile::tempdir().unwrap();
+        let kubectl = Kubectl::new("kubectl", env, scratch.path(), Masker::default());
+        let renderer = Renderer {
+            kubectl: &kubectl,
+            scratch: scratch.path(),
+            allow_remote: false,
+        };
+        let mut inv = Inventory::load(repo, &env.name)?;
+        let mut resolver = Resolver::new("default".into());
+        let plan = build(
+            repo,
+            env,
+            from,
+            to,
+            &renderer,
+            PlanContext {
+                inventory: &mut inv,
+                resolver: &mut resolver,
+                only: None,
+                prune_namespaces: env.prune_namespaces,
+                prune_crds: env.prune_crds,
+            },
+        )?;
+        if record {
+            inv.mark_applied(plan.may_apply())?;
+            for k in plan.kept.iter().filter(|k| k.forget) {
+                inv.forget(&k.id)?;
+            }
+            for (id, _) in plan.targets.iter().flat_map(|t| &t.prune) {
+                inv.forget(id)?;
+            }
+            inv.set_base(to);
+            inv.save("test")?;
+        }
+        Ok(plan)
+    }
+
+    fn deploy(repo: &Repository, env: &Environment, from: Option<Oid>, to: Oid) -> Plan {
+        plan_as(repo, env, from, to, true).unwrap()
+    }
+
+    fn target<'p>(plan: &'p Plan, name: &str) -> &'p TargetPlan {
+        plan.targets
+            .iter()
+            .find(|t| t.target.name == name)
+            .unwrap_or_else(|| panic!("no target {name} in {:?}", sequence(plan)))
+    }
+
+    fn sequence(plan: &Plan) -> Vec<&str> {
+        plan.targets
+            .iter()
+            .map(|t| t.target.name.as_str())
+            .collect()
+    }
+
+    fn applied(tp: &TargetPlan) -> Vec<String> {
+        let mut v: Vec<String> = tp.apply.iter().map(|o| o.id.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    fn pruned(tp: &TargetPlan) -> Vec<String> {
+        let mut v: Vec<String> = tp.prune.iter().map(|(id, _)| id.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    fn all_pruned(plan: &Plan) -> Vec<String> {
+        let mut v: Vec<String> = plan.targets.iter().flat_map(pruned).collect();
+        v.sort();
+        v
+    }
+
+    fn cm(name: &str, extra: &str) -> String {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n{extra}data:\n  v: \"1\"\n")
+    }
+
+    const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: nginx\n";
+    const CRD: &str = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  scope: Namespaced\n  names: {kind: Widget, plural: widgets}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n";
+    /// A custom resource with no namespace: the CRD (in another directory) says it has one.
+    const WIDGET: &str = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: one\n";
+    const NAMESPACES: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: apps\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: prod\n";
+    const MODULE: &str =
+        "variable \"cidr\" {}\nresource \"terraform_data\" \"net\" {\n  input = var.cidr\n}\n";
+    const ROOT: &str =
+        "module \"net\" {\n  source = \"../../modules/net\"\n  cidr   = \"10.0.0.0/16\"\n}\n";
+
+    fn first(repo: &Repository) -> Oid {
+        let settings = cm("settings", "");
+        commit(
+            repo,
+            None,
+            &[
+                ("cluster/namespaces.yaml", Some(NAMESPACES)),
+                ("crds/widgets.yaml", Some(CRD)),
+                ("widgets/one.yaml", Some(WIDGET)),
+                ("apps/web.yaml", Some(DEPLOYMENT)),
+                ("apps/settings.yaml", Some(&settings)),
+                ("modules/net/main.tf", Some(MODULE)),
+                ("envs/prod/main.tf", Some(ROOT)),
+                ("README.md", Some("# infra\n")),
+            ],
+        )
+    }
+
+    #[test]
+    fn a_first_deploy_applies_everything_foundations_first() {
+        let (_d, repo) = repo();
+        let c1 = first(&repo);
+        let p = deploy(&repo, &env("e"), None, c1);
+        assert_eq!(p.from, None);
+        assert_eq!(p.changed_paths, 8);
+        // Namespaces and CRDs first; otherwise the order the tree lists them.
+        assert_eq!(
+            sequence(&p),
+            ["cluster", "crds", "apps", "envs/prod", "widgets"]
+        );
+        assert!(p.targets.iter().all(|t| t.step == Step::Deploy));
+        assert_eq!(
+            applied(target(&p, "cluster")),
+            ["Namespace apps", "Namespace prod"]
+        );
+        assert_eq!(
+            applied(target(&p, "apps")),
+            ["ConfigMap default/settings", "Deployment.apps default/web"]
+        );
+        // Namespaced by the CRD of another target, so given the environment's namespace.
+        assert_eq!(
+            applied(target(&p, "widgets")),
+            ["Widget.example.com default/one"]
+        );
+        let tf = target(&p, "envs/prod");
+        assert!(tf.apply.is_empty());
+        assert_eq!(tf.closure, ["envs/prod", "modules/net"]);
+        assert_eq!(
+            target(&p, "apps").files,
+            ["apps/settings.yaml", "apps/web.yaml"]
+        );
+        assert!(all_pruned(&p).is_empty() && p.kept.is_empty());
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert!(!p.unknown_kinds());
+    }
+
+    #[test]
+    fn prune_is_inventory_minus_declared() {
+        let (_d, repo) = repo();
+        let e = env("e");
+        let c1 = first(&repo);
+        deploy(&repo, &e, None, c1);
+        // A file deleted, a directory renamed, a custom resource moved to another target.
+        let c2 = commit(
+            &repo,
+            Some(c1),
+            &[
+                ("apps/settings.yaml", None),
+                ("cluster/namespaces.yaml", None),
+                ("platform/namespaces.yaml", Some(NAMESPACES)),
+                ("widgets/one.yaml", None),
+                ("apps/widget.yaml", Some(WIDGET)),
+            ],
+        );
+        let p = deploy(&repo, &e, Some(c1), c2);
+        let apps = target(&p, "apps");
+        assert_eq!(apps.step, Step::Deploy);
+        // Only the changed file of an unchanged target is read and applied.
+        assert_eq!(applied(apps), ["Widget.example.com default/one"]);
+        assert_eq!(pruned(apps), ["ConfigMap default/settings"]);
+        assert_eq!(
+            applied(target(&p, "platform")),
+            ["Namespace apps", "Namespace prod"]
+        );
+        for gone in ["cluster", "widgets"] {
+            assert_eq!(target(&p, gone).step, Step::Remove);
+        }
+        // Declared elsewhere now: never pruned.
+        assert_eq!(all_pruned(&p), ["ConfigMap default/settings"]);
+        assert!(p.kept.is_empty());
+        let json = to_json(&p, "e");
+        let cluster = json["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "cluster")
+            .unwrap();
+        assert_eq!(cluster["step"], "remove");
+        assert_eq!(json["from"], c1.to_string());
+
+        // Once pruned, it is gone from the inventory: the next change prunes nothing more.
+        let c3 = commit(&repo, Some(c2), &[("README.md", Some("# infra, again\n"))]);
+        let p = deploy(&repo, &e, Some(c2), c3);
+        assert!(p.targets.is_empty(), "{:?}", sequence(&p));
+    }
+
+    #[test]
+    fn namespaces_and_crds_are_kept_unless_the_environment_allows_pruning_them() {
+        let (_d, repo) = repo();
+        let c1 = first(&repo);
+        let c2 = commit(
+            &repo,
+            Some(c1),
+            &[
+                ("cluster/namespaces.yaml", None),
+                ("crds/widgets.yaml", None),
+                ("widgets/one.yaml", None),
+            ],
+        );
+        let careful = env("careful");
+        deploy(&repo, &careful, None, c1);
+        let p = plan_as(&repo, &careful, Some(c1), c2, false).unwrap();
+        // The custom resource goes; the Namespaces and the CRD stay, each with its reason.
+        assert_eq!(all_pruned(&p), ["Widget.example.com default/one"]);
+        let mut kept: Vec<(String, &str)> = p
+            .kept
+            .iter()
+            .map(|k| (k.id.to_string(), &k.reason[..20]))
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            [
+                (
+                    "CustomResourceDefinition.apiextensions.k8s.io widgets.example.com".into(),
+                    "CRDs are never prune"
+                ),
+                ("Namespace apps".into(), "Namespaces are never"),
+                ("Namespace prod".into(), "Namespaces are never"),
+            ]
+        );
+        assert!(p.kept.iter().all(|k| !k.forget));
+
+        let bold = Environment {
+            prune_namespaces: true,
+            prune_crds: true,
+            ..env("bold")
+        };
+        deploy(&repo, &bold, None, c1);
+        let p = plan_as(&repo, &bold, Some(c1), c2, false).unwrap();
+        assert!(p.kept.is_empty());
+        assert_eq!(
+            pruned(target(&p, "cluster")),
+            ["Namespace apps", "Namespace prod"]
+        );
+        assert_eq!(
+            pruned(target(&p, "crds")),
+            ["CustomResourceDefinition.apiextensions.k8s.io widgets.example.com"]
+        );
+    }
+
+    #[test]
+    fn an_object_declared_twice_is_applied_once_and_pruned_when_both_are_gone() {
+        let (_d, repo) = repo();
+        let e = env("e");
+        let dup = cm("shared", "  namespace: apps\n");
+        // Twice in one target (two files of one directory), and once more in another.
+        let c1 = commit(
+            &repo,
+            None,
+            &[
+                ("a/one.yaml", Some(&dup)),
+                ("a/two.yaml", Some(&dup)),
+                ("b/shared.yaml", Some(&dup)),
+            ],
+        );
+        let p = deploy(&repo, &e, None, c1);
+        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+        assert!(
+            p.warnings[0].starts_with(
+                "ConfigMap apps/shared is declared twice (a/one.yaml:1 and a/two.yaml:1)"
+            ),
+            "{:?}",
+            p.warnings
+        );
+        assert_eq!(applied(target(&p, "a")), ["ConfigMap apps/shared"]);
+
+        let c2 = commit(
+            &repo,
+            Some(c1),
+            &[("a/one.yaml", None), ("a/two.yaml", None)],
+        );
+        let p = deploy(&repo, &e, Some(c1), c2);
+        assert_eq!(target(&p, "a").step, Step::Remove);
+        assert!(all_pruned(&p).is_empty());
+
+        let c3 = commit(&repo, Some(c2), &[("b/shared.yaml", None)]);
+        let p = deploy(&repo, &e, Some(c2), c3);
+        assert_eq!(pruned(target(&p, "b")), ["ConfigMap apps/shared"]);
+    }
+
+    #[test]
+    fn annotations_keep_objects_and_make_hooks() {
+        let (_d, repo) = repo();
+        let e = env("e");
+        let keep = cm("keep", "  annotations:\n    hookops.io/prune: disabled\n");
+        let job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\n  annotations:\n    hookops.io/hook: pre-deploy\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: m\n        image: busybox\n";
+        let c1 = commit(
+            &repo,
+            None,
+            &[
+                ("apps/keep.yaml", Some(&keep)),
+                ("apps/migrate.yaml", Some(job)),
+                ("apps/web.yaml", Some(DEPLOYMENT)),
+            ],
+        );
+        let p = deploy(&repo, &e, None, c1);
+        let apps = target(&p, "apps");
+        assert_eq!(
+            applied(apps),
+            ["ConfigMap default/keep", "Deployment.apps default/web"]
+        );
+        let hooks: Vec<String> = apps.hooks.iter().map(|o| o.id.to_string()).collect();
+        assert_eq!(hooks, ["Job.batch default/migrate"]);
+
+        // A change elsewhere in the target still runs its hook.
+        let c2 = commit(
+            &repo,
+            Some(c1),
+            &[(
+                "apps/web.yaml",
+                Some(&DEPLOYMENT.replace("nginx", "nginx:2")),
+            )],
+        );
+        let p = deploy(&repo, &e, Some(c1), c2);
+        assert_eq!(target(&p, "apps").hooks.len(), 1);
+
+        // Deleted: the kept object is forgotten, not pruned; the hook Job was never recorded.
+        let c3 = commit(
+            &repo,
+            Some(c2),
+            &[("apps/keep.yaml", None), ("apps/migrate.yaml", None)],
+        );
+        let p = deploy(&repo, &e, Some(c2), c3);
+        assert!(all_pruned(&p).is_empty(), "{:?}", all_pruned(&p));
+        assert_eq!(p.kept.len(), 1);
+        assert_eq!(p.kept[0].id.to_string(), "ConfigMap default/keep");
+        assert_eq!(p.kept[0].reason, "hookops.io/prune: disabled");
+        assert!(p.kept[0].forget);
+    }
+
+    #[test]
+    fn policy_refuses_a_target_whole() {
+        let (_d, repo) = repo();
+        let c1 = commit(
+            &repo,
+            Some(first(&repo)),
+            &[("prod/cm.yaml", Some(&cm("p", "  namespace: prod\n")))],
+        );
+        let e = Environment {
+            allowed_namespaces: Some(vec!["default".into()]),
+            ..env("e")
+        };
+        let p = plan_as(&repo, &e, None, c1, false).unwrap();
+        let why = |n: &str| target(&p, n).blocked();
+        assert!(why("apps").is_none() && why("widgets").is_none());
+        assert_eq!(
+            why("cluster").as_deref(),
+            Some("refused by policy: Namespace apps is cluster-scoped, and cluster-scoped objects are not allowed in environment e")
+        );
+        assert!(why("crds").unwrap().contains("is cluster-scoped"));
+        assert_eq!(
+            why("prod").as_deref(),
+            Some("refused by policy: ConfigMap prod/p: namespace \"prod\" is not allowed in environment e")
+        );
+        // A refused target is never applied, so nothing of it may reach the server.
+        let may: Vec<String> = p.may_apply().map(|id| id.to_string()).collect();
+        assert!(may
+            .iter()
+            .all(|id| !id.starts_with("Namespace ") && id != "ConfigMap prod/p"));
+        assert!(may.contains(&"Deployment.apps default/web".to_string()));
+    }
+
+    #[test]
+    fn a_broken_manifest_fails_its_target_alone_and_prunes_nothing_of_it() {
+        let (_d, repo) = repo();
+        let e = env("e");
+        let c1 = first(&repo);
+        deploy(&repo, &e, None, c1);
+        let c2 = commit(
+            &repo,
+            Some(c1),
+            &[
+                ("apps/settings.yaml", None),
+                ("apps/web.yaml", Some("kind: Deployment\nmetadata: [\n")),
+                ("widgets/one.yaml", Some(&WIDGET.replace("one", "two"))),
+            ],
+        );
+        let p = plan_as(&repo, &e, Some(c1), c2, false).unwrap();
+        let apps = target(&p, "apps");
+        let error = apps.error.as_deref().expect("apps fails");
+        assert!(error.contains("apps/web.yaml"), "{error}");
+        assert_eq!(apps.blocked().as_deref(), Some(error));
+        assert!(apps.apply.is_empty() && apps.prune.is_empty());
+        // The other target goes ahead: the renamed widget replaces the old one.
+        let widgets = target(&p, "widgets");
+        assert!(widgets.error.is_none());
+        assert_eq!(applied(widgets), ["Widget.example.com default/two"]);
+        assert_eq!(all_pruned(&p), ["Widget.example.com default/one"]);
+    }
+
+    #[test]
+    fn declared_dependencies_order_the_plan() {
+        let (_d, repo) = repo();
+        let config = "[[target]]\nname = \"app\"\npath = \"apps\"\ntype = \"kubectl\"\ndepends_on = [\"db\"]\n\n\
+                      [[target]]\nname = \"db\"\npath = \"db\"\ntype = \"kubectl\"\n\n\
+                      [[target]]\nname = \"ns\"\npath = \"cluster\"\ntype = \"kubectl\"\n";
+        let c1 = commit(
+            &repo,
+            Some(first(&repo)),
+            &[
+                ("hookops.toml", Some(config)),
+                ("db/db.yaml", Some(&cm("db", "  namespace: apps\n"))),
+            ],
+        );
+        let p = plan_as(&repo, &env("e"), None, c1, false).unwrap();
+        assert_eq!(sequence(&p), ["ns", "db", "app"]);
+    }
+
+    #[test]
+    fn an_environment_with_paths_plans_only_its_targets() {
+        let (_d, repo) = repo();
+        let c1 = first(&repo);
+        let e = Environment {
+            paths: Some(vec!["apps".into(), "envs".into()]),
+            ..env("e")
+        };
+        let p = plan_as(&repo, &e, None, c1, false).unwrap();
+        assert_eq!(sequence(&p), ["apps", "envs/prod"]);
+    }
+
+    /// kustomize targets render with `kubectl kustomize` (local: no cluster); skipped where
+    /// kubectl is missing.
+    #[test]
+    fn overlays_render_and_prune_what_their_base_stopped_declaring() {
+        if std::process::Command::new("kubectl")
+            .args(["version", "--client"])
+            .output()
+            .is_err()
+        {
+            return;
+        }
+        let (_d, repo) = repo();
+        let e = env("e");
+        let settings = cm("settings", "");
+        let c1 = commit(
+            &repo,
+            None,
+            &[
+                (
+                    "base/kustomization.yaml",
+                    Some("resources:\n- web.yaml\n- settings.yaml\n"),
+                ),
+                ("base/web.yaml", Some(DEPLOYMENT)),
+                ("base/settings.yaml", Some(&settings)),
+                (
+                    "overlays/prod/kustomization.yaml",
+                    Some("namespace: prod\nresources:\n- ../../base\n"),
+                ),
+                (
+                    "overlays/staging/kustomization.yaml",
+                    Some("namespace: staging\nresources:\n- ../../base\n"),
+                ),
+            ],
+        );
+        let p = deploy(&repo, &e, None, c1);
+        assert_eq!(sequence(&p), ["overlays/prod", "overlays/staging"]);
+        assert_eq!(
+            applied(target(&p, "overlays/prod")),
+            ["ConfigMap prod/settings", "Deployment.apps prod/web"]
+        );
+        assert_eq!(
+            target(&p, "overlays/staging").closure,
+            ["overlays/staging", "base"]
+        );
+
+        let c2 = commit(
+            &repo,
+            Some(c1),
+            &[
+                ("base/kustomization.yaml", Some("resources:\n- web.yaml\n")),
+                ("base/settings.yaml", None),
+            ],
+        );
+        let p = deploy(&repo, &e, Some(c1), c2);
+        for (name, ns) in [("overlays/prod", "prod"), ("overlays/staging", "staging")] {
+            let tp = target(&p, name);
+            assert_eq!(tp.uses, ["base"], "{name}");
+            assert_eq!(applied(tp), [format!("Deployment.apps {ns}/web")]);
+            assert_eq!(pruned(tp), [format!("ConfigMap {ns}/settings")]);
+        }
+    }
+}

@@ -820,40 +820,7 @@ impl<'r> Store<'r> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use git2::FileMode;
-
-    fn repo() -> (tempfile::TempDir, Repository) {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = Repository::init_bare(dir.path()).unwrap();
-        (dir, repo)
-    }
-
-    /// A tree of `files` on top of `base` (None: the empty tree); `None` text deletes.
-    fn tree<'r>(
-        repo: &'r Repository,
-        base: Option<&Tree>,
-        files: &[(&str, Option<&str>)],
-    ) -> Tree<'r> {
-        let empty = repo.treebuilder(None).unwrap().write().unwrap();
-        let start = match base {
-            Some(t) => t.clone(),
-            None => repo.find_tree(empty).unwrap(),
-        };
-        let mut b = git2::build::TreeUpdateBuilder::new();
-        for (path, text) in files {
-            match text {
-                Some(text) => {
-                    let blob = repo.blob(text.as_bytes()).unwrap();
-                    b.upsert(*path, blob, FileMode::Blob);
-                }
-                None => {
-                    b.remove(*path);
-                }
-            }
-        }
-        let id = b.create_updated(repo, &start).unwrap();
-        repo.find_tree(id).unwrap()
-    }
+    use crate::pipeline::fixtures::{repo, tree};
 
     const THING: &str =
         "variable \"v\" {}\nresource \"terraform_data\" \"t\" {\n  input = var.v\n}\n";

@@ -427,3 +427,347 @@ pub fn commit_tree<'r>(repo: &'r Repository, id: Oid) -> Result<Tree<'r>> {
         .with_context(|| format!("unknown commit {id}"))?;
     Ok(commit.tree()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::diff;
+    use crate::pipeline::fixtures::{repo, tree};
+
+    /// What the change from `old` to `new` touches, as `affected` says after the diff and the
+    /// reference index (the way `plan::build` calls it).
+    fn affected_by(repo: &Repository, old: Option<&Tree>, new: &Tree) -> Result<Affected> {
+        let changes = diff::changed_paths(repo, old, new)?;
+        let refs =
+            References::for_change(repo, old.map(|t| (t.id(), t)), (new.id(), new), &changes)?;
+        affected(repo, old, new, &changes, "new", &refs)
+    }
+
+    fn names(targets: &[Target]) -> Vec<&str> {
+        let mut v: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        v.sort();
+        v
+    }
+
+    fn cm(name: &str, value: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  v: \"{value}\"\n"
+        )
+    }
+
+    const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: nginx\n";
+    const CRD: &str = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  scope: Namespaced\n  names: {kind: Widget, plural: widgets}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n";
+    const WIDGET: &str =
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: one\n  namespace: apps\n";
+    const NAMESPACES: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: apps\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: prod\n";
+    const MODULE: &str =
+        "variable \"cidr\" {}\nresource \"terraform_data\" \"net\" {\n  input = var.cidr\n}\n";
+
+    fn root(module: &str) -> String {
+        format!("module \"net\" {{\n  source = \"{module}\"\n  cidr   = \"10.0.0.0/16\"\n}}\n")
+    }
+
+    /// A repository laid out the way discovery is meant for: kustomize overlays over one base,
+    /// a CRD in one directory and its custom resources in another, cluster-scoped objects,
+    /// Terraform roots under envs/ sharing a module, and YAML that is not Kubernetes.
+    fn layout(repo: &Repository) -> Tree<'_> {
+        let prod_root = root("../../modules/net");
+        tree(
+            repo,
+            None,
+            &[
+                (
+                    "base/kustomization.yaml",
+                    Some("resources:\n- deployment.yaml\n"),
+                ),
+                ("base/deployment.yaml", Some(DEPLOYMENT)),
+                (
+                    "overlays/prod/kustomization.yaml",
+                    Some("namespace: prod\nresources:\n- ../../base\n"),
+                ),
+                (
+                    "overlays/staging/kustomization.yaml",
+                    Some("namespace: staging\nresources:\n- ../../base\n"),
+                ),
+                ("crds/widgets.yaml", Some(CRD)),
+                ("widgets/one.yaml", Some(WIDGET)),
+                ("cluster/namespaces.yaml", Some(NAMESPACES)),
+                ("apps/settings.yaml", Some(&cm("settings", "1"))),
+                ("modules/net/main.tf", Some(MODULE)),
+                ("envs/prod/main.tf", Some(&prod_root)),
+                ("envs/prod/terraform.tfvars", Some("region = \"eu\"\n")),
+                ("envs/staging/main.tf", Some(&prod_root)),
+                (
+                    "charts/web/values.yaml",
+                    Some("replicas: 2\nimage: nginx\n"),
+                ),
+                (".github/workflows/ci.yaml", Some(&cm("not-deployed", "1"))),
+                ("README.md", Some("# infra\n")),
+            ],
+        )
+    }
+
+    #[test]
+    fn a_first_deploy_finds_every_target_and_no_base_or_module() {
+        let (_d, repo) = repo();
+        let t = layout(&repo);
+        let a = affected_by(&repo, None, &t).unwrap();
+        assert!(!a.declared);
+        assert!(a.removed.is_empty());
+        assert_eq!(
+            names(&a.deploy),
+            [
+                "apps",
+                "cluster",
+                "crds",
+                "envs/prod",
+                "envs/staging",
+                "overlays/prod",
+                "overlays/staging",
+                "widgets"
+            ]
+        );
+        let kind = |n: &str| a.deploy.iter().find(|t| t.name == n).unwrap().kind;
+        assert_eq!(kind("overlays/prod"), TargetType::Kustomize);
+        assert_eq!(kind("envs/staging"), TargetType::Terraform);
+        assert_eq!(kind("widgets"), TargetType::Kubectl);
+        // Discovered kubectl targets own their directory only, not its subdirectories.
+        let apps = a.deploy.iter().find(|t| t.name == "apps").unwrap();
+        assert!(apps.flat && apps.owns("apps/settings.yaml") && !apps.owns("apps/x/y.yaml"));
+    }
+
+    #[test]
+    fn a_change_in_a_base_redeploys_every_overlay_and_nothing_else() {
+        let (_d, repo) = repo();
+        let old = layout(&repo);
+        let new = tree(
+            &repo,
+            Some(&old),
+            &[(
+                "base/deployment.yaml",
+                Some(&DEPLOYMENT.replace("nginx", "nginx:2")),
+            )],
+        );
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["overlays/prod", "overlays/staging"]);
+        assert!(a.removed.is_empty());
+
+        // One overlay's own file: that overlay alone.
+        let new = tree(
+            &repo,
+            Some(&old),
+            &[(
+                "overlays/staging/kustomization.yaml",
+                Some("namespace: staging2\nresources:\n- ../../base\n"),
+            )],
+        );
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["overlays/staging"]);
+    }
+
+    #[test]
+    fn a_shared_module_redeploys_every_root_using_it() {
+        let (_d, repo) = repo();
+        let old = layout(&repo);
+        let new = tree(
+            &repo,
+            Some(&old),
+            &[(
+                "modules/net/main.tf",
+                Some(&MODULE.replace("net", "network")),
+            )],
+        );
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["envs/prod", "envs/staging"]);
+
+        // A file of one root that is not itself a .tf file still belongs to that root.
+        let new = tree(
+            &repo,
+            Some(&old),
+            &[("envs/prod/terraform.tfvars", Some("region = \"us\"\n"))],
+        );
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["envs/prod"]);
+    }
+
+    #[test]
+    fn kubectl_directories_deploy_alone_and_non_kubernetes_yaml_is_no_target() {
+        let (_d, repo) = repo();
+        let old = layout(&repo);
+        let new = tree(
+            &repo,
+            Some(&old),
+            &[
+                ("widgets/one.yaml", Some(&WIDGET.replace("one", "uno"))),
+                ("charts/web/values.yaml", Some("replicas: 3\n")),
+                (".github/workflows/ci.yaml", Some(&cm("not-deployed", "2"))),
+                ("README.md", Some("# infra, again\n")),
+            ],
+        );
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["widgets"]);
+
+        // A new subdirectory of a kubectl directory is a target of its own.
+        let new = tree(
+            &repo,
+            Some(&old),
+            &[(
+                "widgets/extra/two.yaml",
+                Some(&WIDGET.replace("one", "two")),
+            )],
+        );
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["widgets/extra"]);
+    }
+
+    #[test]
+    fn deleted_and_renamed_directories_are_removed_targets() {
+        let (_d, repo) = repo();
+        let old = layout(&repo);
+        // cluster/ moves to platform/; the staging overlay and widgets/ are deleted.
+        let new = tree(
+            &repo,
+            Some(&old),
+            &[
+                ("cluster/namespaces.yaml", None),
+                ("platform/namespaces.yaml", Some(NAMESPACES)),
+                ("overlays/staging/kustomization.yaml", None),
+                ("widgets/one.yaml", None),
+            ],
+        );
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["platform"]);
+        assert_eq!(
+            names(&a.removed),
+            ["cluster", "overlays/staging", "widgets"]
+        );
+        let staging = a.removed.iter().find(|t| t.name == "overlays/staging");
+        assert_eq!(staging.unwrap().kind, TargetType::Kustomize);
+
+        // One file of a directory that keeps others: the target stays, nothing is removed.
+        let new = tree(
+            &repo,
+            Some(&old),
+            &[
+                ("apps/more.yaml", Some(&cm("more", "1"))),
+                ("apps/settings.yaml", None),
+            ],
+        );
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["apps"]);
+        assert!(a.removed.is_empty(), "{:?}", names(&a.removed));
+    }
+
+    #[test]
+    fn a_directory_that_becomes_a_base_stops_being_a_target() {
+        let (_d, repo) = repo();
+        let old = tree(
+            &repo,
+            Some(&layout(&repo)),
+            &[
+                ("extra/kustomization.yaml", Some("resources:\n- cm.yaml\n")),
+                ("extra/cm.yaml", Some(&cm("extra", "1"))),
+            ],
+        );
+        assert!(names(&affected_by(&repo, None, &old).unwrap().deploy).contains(&"extra"));
+        let new = tree(
+            &repo,
+            Some(&old),
+            &[(
+                "overlays/prod/kustomization.yaml",
+                Some("namespace: prod\nresources:\n- ../../base\n- ../../extra\n"),
+            )],
+        );
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["overlays/prod"]);
+        assert_eq!(names(&a.removed), ["extra"]);
+    }
+
+    #[test]
+    fn a_directory_whose_only_manifest_stopped_parsing_is_not_removed() {
+        let (_d, repo) = repo();
+        let old = layout(&repo);
+        let new = tree(
+            &repo,
+            Some(&old),
+            &[("widgets/one.yaml", Some("metadata: [unclosed\n"))],
+        );
+        let e = affected_by(&repo, Some(&old), &new).err().expect("refused");
+        let text = format!("{e:#}");
+        assert!(text.contains("widgets/one.yaml"), "{text}");
+        assert!(text.contains("target widgets"), "{text}");
+    }
+
+    #[test]
+    fn declared_targets_replace_discovery() {
+        let (_d, repo) = repo();
+        let config =
+            "[[target]]\nname = \"web\"\npath = \"overlays/prod\"\ntype = \"kustomize\"\n\n\
+                      [[target]]\nname = \"platform\"\npath = \"cluster\"\ntype = \"kubectl\"\n";
+        let old = tree(&repo, Some(&layout(&repo)), &[(TREE_CONFIG, Some(config))]);
+        let a = affected_by(&repo, None, &old).unwrap();
+        assert!(a.declared);
+        assert_eq!(names(&a.deploy), ["platform", "web"]);
+
+        // Files no declared target owns deploy nothing, even where discovery would.
+        let new = tree(
+            &repo,
+            Some(&old),
+            &[("widgets/one.yaml", Some(&WIDGET.replace("one", "uno")))],
+        );
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert!(a.deploy.is_empty() && a.removed.is_empty());
+
+        // A target whose definition changed redeploys though none of its files did; one that
+        // is no longer declared is removed.
+        let changed = "[[target]]\nname = \"web\"\npath = \"overlays/prod\"\ntype = \"kustomize\"\nnamespace = \"web\"\n";
+        let new = tree(&repo, Some(&old), &[(TREE_CONFIG, Some(changed))]);
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["web"]);
+        assert_eq!(names(&a.removed), ["platform"]);
+
+        // A declared kubectl target reads its subdirectories too.
+        let new = tree(
+            &repo,
+            Some(&old),
+            &[(
+                "cluster/more/ns.yaml",
+                Some(&NAMESPACES.replace("prod", "qa")),
+            )],
+        );
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["platform"]);
+    }
+
+    #[test]
+    fn target_for_names_the_topmost_root_and_skips_hidden_paths() {
+        let (_d, repo) = repo();
+        let t = tree(
+            &repo,
+            Some(&layout(&repo)),
+            &[
+                ("envs/prod/files/policy.json", Some("{}")),
+                ("envs/prod/nested/main.tf", Some(MODULE)),
+            ],
+        );
+        let index = RefIndex::build(&repo, &t).unwrap();
+        let mut d = Discovery::new(&repo, &index);
+        let owner = |d: &mut Discovery, p: &str| d.target_for(&t, p).unwrap().map(|t| t.name);
+        assert_eq!(
+            owner(&mut d, "envs/prod/files/policy.json").as_deref(),
+            Some("envs/prod")
+        );
+        assert_eq!(
+            owner(&mut d, "envs/prod/nested/main.tf").as_deref(),
+            Some("envs/prod")
+        );
+        assert_eq!(owner(&mut d, "base/deployment.yaml"), None);
+        assert_eq!(owner(&mut d, "modules/net/main.tf"), None);
+        assert_eq!(owner(&mut d, ".github/workflows/ci.yaml"), None);
+        assert_eq!(owner(&mut d, "charts/web/values.yaml"), None);
+        assert_eq!(owner(&mut d, "README.md"), None);
+        assert_eq!(owner(&mut d, "crds/widgets.yaml").as_deref(), Some("crds"));
+        assert_eq!(placeholder("gone").name, "gone");
+        assert_eq!(discovered_name(""), ".");
+    }
+}

@@ -422,7 +422,10 @@ fn repo_specific_hooks_deploy_pushes_through_gitolite_over_ssh() {
 /// under test.
 fn packaged_shim(w: &World, hook: &str) -> PathBuf {
     let path = w.tmp.path().join("share/hookops/hooks").join(hook);
-    write_script(&path, &hookops::commands::install::shim(hook, hookops_bin(), false));
+    write_script(
+        &path,
+        &hookops::commands::install::shim(hook, hookops_bin(), false),
+    );
     path
 }
 

@@ -16,7 +16,7 @@ use crate::pipeline::manifest::{self, Object, ObjectId};
 use crate::pipeline::plan::TargetPlan;
 use crate::record::payload::TargetReport;
 
-type Outcome = std::result::Result<(), String>;
+type Outcome = std::result::Result<(), Failure>;
 
 /// Whether a target needs the wave-by-wave path (and so cannot share a kubectl call).
 pub fn needs_steps(tp: &TargetPlan) -> bool {
@@ -101,9 +101,12 @@ impl Run<'_> {
             let out = self
                 .kubectl
                 .delete(manifest::stubs_stream(&self.tp.prune), self.ns())
-                .map_err(|e| format!("{e:#}"))?;
+                .map_err(Failure::Tool)?;
             if !out.success() {
-                return Err(format!("kubectl delete: {}", out.reason()));
+                return Err(Failure::Refused {
+                    call: "kubectl delete",
+                    why: out.reason(),
+                });
             }
             r.pruned = self.tp.prune.len();
         }
@@ -118,8 +121,8 @@ impl Run<'_> {
         let mut progress = self.progress();
         match health::wait(self.kubectl, objects, self.timeout(), &mut progress) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(format!("unhealthy: {reason}")),
-            Err(e) => Err(format!("{e:#}")),
+            Ok(Err(u)) => Err(Failure::Unhealthy(Box::new(u))),
+            Err(e) => Err(Failure::Tool(e)),
         }
     }
 
@@ -173,14 +176,17 @@ impl Run<'_> {
             let out = self
                 .kubectl
                 .create(manifest::to_stream(create_only.iter().copied()), self.ns())
-                .map_err(|e| format!("{e:#}"))?;
+                .map_err(Failure::Tool)?;
             let refused: Vec<&str> = out
                 .stderr
                 .lines()
                 .filter(|l| l.contains("Error") && !l.contains("AlreadyExists"))
                 .collect();
             if !refused.is_empty() {
-                return Err(format!("kubectl create (create-only): {}", refused[0]));
+                return Err(Failure::Refused {
+                    call: "kubectl create (create-only)",
+                    why: refused[0].to_string(),
+                });
             }
             r.applied += out.stdout.lines().filter(|l| l.contains('/')).count();
         }
@@ -195,7 +201,7 @@ impl Run<'_> {
         let out = self
             .kubectl
             .apply(manifest::to_stream(objs.iter().copied()), self.ns(), None)
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(Failure::Tool)?;
         if out.success() {
             r.applied += objs.len();
             return Ok(());
@@ -208,7 +214,10 @@ impl Run<'_> {
             .collect();
         if immutable.is_empty() {
             r.applied += applied_lines(&out.stdout);
-            return Err(format!("kubectl apply: {}", out.reason()));
+            return Err(Failure::Refused {
+                call: "kubectl apply",
+                why: out.reason(),
+            });
         }
         let forced: Vec<&Object> = immutable
             .iter()
@@ -221,11 +230,10 @@ impl Run<'_> {
                 .iter()
                 .find(|o| !forced.iter().any(|f| f.id == o.id))
                 .unwrap_or(&immutable[0]);
-            return Err(format!(
-                "kubectl apply: {} (an immutable field of {} changed: annotate it hookops.io/force: enabled, or set force = true on the target, to delete and re-create it)",
-                immutable_line(&text).unwrap_or_else(|| out.reason()),
-                o.id
-            ));
+            return Err(Failure::Immutable {
+                object: Box::new(o.id.clone()),
+                why: immutable_line(&text).unwrap_or_else(|| out.reason()),
+            });
         }
         let stubs: Vec<(ObjectId, String)> = forced
             .iter()
@@ -244,21 +252,24 @@ impl Run<'_> {
         let del = self
             .kubectl
             .delete_and_wait(manifest::stubs_stream(&stubs), self.ns())
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(Failure::Tool)?;
         if !del.success() {
-            return Err(format!("kubectl delete (force): {}", del.reason()));
+            return Err(Failure::Refused {
+                call: "kubectl delete (force)",
+                why: del.reason(),
+            });
         }
         r.recreated.extend(forced.iter().map(|o| o.id.to_string()));
         let again = self
             .kubectl
             .apply(manifest::to_stream(objs.iter().copied()), self.ns(), None)
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(Failure::Tool)?;
         if !again.success() {
             r.applied += applied_lines(&again.stdout);
-            return Err(format!(
-                "kubectl apply (after re-creating): {}",
-                again.reason()
-            ));
+            return Err(Failure::Refused {
+                call: "kubectl apply (after re-creating)",
+                why: again.reason(),
+            });
         }
         r.applied += objs.len();
         Ok(())
@@ -286,14 +297,13 @@ impl Run<'_> {
         let out = self
             .kubectl
             .create(format!("---\n{body}\n"), Some(&ns))
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(Failure::Tool)?;
         if !out.success() {
-            let why = format!(
-                "{} hook {}: kubectl create: {}",
-                which.as_str(),
-                job.id,
-                out.reason()
-            );
+            let why = Failure::HookNotStarted {
+                hook: which,
+                job: Box::new(job.id.clone()),
+                why: out.reason(),
+            };
             r.hooks
                 .push(format!("{} {}: failed to start", which.as_str(), job.id));
             return Err(why);
@@ -321,7 +331,11 @@ impl Run<'_> {
                 self.kubectl
                     .delete_selected("jobs", &format!("hookops.io/hook-id={label}"), &ns);
         }
-        result.map_err(|e| format!("{shown}: {e}"))
+        result.map_err(|e| Failure::Hook {
+            hook: which,
+            job: format!("{ns}/{created}"),
+            cause: Box::new(e),
+        })
     }
 }
 
@@ -359,6 +373,54 @@ fn immutable_line(text: &str) -> Option<String> {
     Some(format!("{head} … {tail}"))
 }
 
+/// Why a Kubernetes target failed. Its text is the reason that is printed and recorded.
+#[derive(Debug)]
+pub enum Failure {
+    /// kubectl could not be run, or its answer not read.
+    Tool(anyhow::Error),
+    /// kubectl (or the server through it) refused a call: which one, and its reason.
+    Refused { call: &'static str, why: String },
+    /// The server refused an update because a field is immutable, and the object may not be
+    /// deleted and re-created.
+    Immutable { object: Box<ObjectId>, why: String },
+    /// An object did not become healthy.
+    Unhealthy(Box<health::Unhealthy>),
+    /// A hook Job could not be created.
+    HookNotStarted {
+        hook: Hook,
+        job: Box<ObjectId>,
+        why: String,
+    },
+    /// A hook Job (`namespace/name`) ran and failed.
+    Hook {
+        hook: Hook,
+        job: String,
+        cause: Box<Failure>,
+    },
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Tool(e) => write!(f, "{e:#}"),
+            Failure::Refused { call, why } => write!(f, "{call}: {why}"),
+            Failure::Immutable { object, why } => write!(
+                f,
+                "kubectl apply: {why} (an immutable field of {object} changed: annotate it hookops.io/force: enabled, or set force = true on the target, to delete and re-create it)"
+            ),
+            Failure::Unhealthy(u) => write!(f, "unhealthy: {u}"),
+            Failure::HookNotStarted { hook, job, why } => {
+                write!(f, "{} hook {job}: kubectl create: {why}", hook.as_str())
+            }
+            Failure::Hook { hook, job, cause } => {
+                write!(f, "{} Job {job}: {cause}", hook.as_str())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,5 +446,66 @@ mod tests {
         let l = hook_label("prod", "apps/web", "migrate-");
         assert_eq!(l.len(), 24);
         assert_ne!(l, hook_label("prod", "apps/web", "seed-"));
+    }
+
+    #[test]
+    fn failures_read_as_the_record_has_always_said() {
+        let job = ObjectId {
+            group: "batch".into(),
+            kind: "Job".into(),
+            namespace: Some("apps".into()),
+            name: "migrate".into(),
+        };
+        let cases: Vec<(Failure, &str)> = vec![
+            (
+                Failure::Tool(anyhow::anyhow!("no such file").context("running kubectl")),
+                "running kubectl: no such file",
+            ),
+            (
+                Failure::Refused {
+                    call: "kubectl delete",
+                    why: "Error from server (Forbidden)".into(),
+                },
+                "kubectl delete: Error from server (Forbidden)",
+            ),
+            (
+                Failure::Immutable {
+                    object: Box::new(job.clone()),
+                    why: "field is immutable".into(),
+                },
+                "kubectl apply: field is immutable (an immutable field of Job.batch apps/migrate changed: annotate it hookops.io/force: enabled, or set force = true on the target, to delete and re-create it)",
+            ),
+            (
+                Failure::Unhealthy(Box::new(health::Unhealthy::NotInTime {
+                    object: job.clone(),
+                    secs: 30,
+                })),
+                "unhealthy: Job.batch apps/migrate: not healthy within 30s",
+            ),
+            (
+                Failure::HookNotStarted {
+                    hook: Hook::PreDeploy,
+                    job: Box::new(job.clone()),
+                    why: "forbidden".into(),
+                },
+                "pre-deploy hook Job.batch apps/migrate: kubectl create: forbidden",
+            ),
+            (
+                Failure::Hook {
+                    hook: Hook::PostDeploy,
+                    job: "apps/migrate-x7k2p".into(),
+                    cause: Box::new(Failure::Unhealthy(Box::new(
+                        health::Unhealthy::JobFailed {
+                            object: job,
+                            why: "BackoffLimitExceeded".into(),
+                        },
+                    ))),
+                },
+                "post-deploy Job apps/migrate-x7k2p: unhealthy: Job.batch apps/migrate: job failed: BackoffLimitExceeded",
+            ),
+        ];
+        for (failure, text) in cases {
+            assert_eq!(failure.to_string(), text, "{failure:?}");
+        }
     }
 }

@@ -377,4 +377,5 @@ fn run_kube(
         applied,
     }
     .run(r)
+    .map_err(|failure| failure.to_string())
 }
