@@ -25,8 +25,10 @@ namespace = "web"
 depends_on = ["base"]
 "#;
 
-fn first_deploy(w: &World) -> String {
-    let c = w.commit(
+/// Commits the first tree: `TREE`'s Terraform root, namespace and three ConfigMaps in two
+/// files, and a README no target reads.
+pub(crate) fn commit_first_tree(w: &World) -> String {
+    w.commit(
         &[
             ("hookops.toml", TREE),
             ("infra/main.tf", &terraform_root("v1")),
@@ -43,7 +45,11 @@ fn first_deploy(w: &World) -> String {
             ("README.md", "demo\n"),
         ],
         "first",
-    );
+    )
+}
+
+fn first_deploy(w: &World) -> String {
+    let c = commit_first_tree(w);
     let out = w.push();
     out.assert_ok();
     assert!(out.all().contains("deployed"), "{}", out.all());

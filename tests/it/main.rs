@@ -20,6 +20,7 @@ mod records;
 mod safety;
 mod secrets;
 mod soak;
+mod snapshots;
 mod sshd;
 mod util;
 mod vault;

@@ -4,13 +4,16 @@
 
 use crate::util::{configmap, deployment, namespace, sandboxed, terraform_root, World};
 
-const FAIL: &str = "        kube-sandbox.io/fail-rollout: \"true\"\n";
+/// The sandbox fails the rollout of a Deployment whose pod template has this annotation.
+pub(crate) const FAIL: &str = "        kube-sandbox.io/fail-rollout: \"true\"\n";
 
 fn world(env_extra: &str) -> Option<World> {
     sandboxed(env_extra)
 }
 
-fn app(w: &World, image: &str, annotations: &str, cm: &str) -> String {
+/// Commits namespace `app` with Deployment `web` (`image`, pod `annotations`) and ConfigMap
+/// `settings` (`cm`); the commit's id.
+pub(crate) fn app(w: &World, image: &str, annotations: &str, cm: &str) -> String {
     w.commit(
         &[
             ("k8s/ns/ns.yaml", &namespace("app")),
