@@ -40,6 +40,7 @@ pub mod tree;
 pub mod vault;
 pub mod verify;
 pub mod watch;
+pub mod webhook;
 
 use std::io::Write;
 use std::process::ExitCode;
