@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod install;
 pub mod rollback;
 pub mod watch;
+pub mod webhook;
 
 use std::process::ExitCode;
 

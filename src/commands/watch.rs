@@ -10,18 +10,14 @@
 
 use std::fs::{File, TryLockError};
 use std::hash::{BuildHasher, Hasher};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use git2::{ErrorCode, Oid, Repository};
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
 
 use crate::backends::remote::{self, display_url, Creds};
 use crate::backends::repo::Session;
@@ -36,13 +32,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Sleeps are cut into slices this long so that signals and webhooks are noticed promptly.
 const SLICE: Duration = Duration::from_millis(50);
-
-/// Webhook payloads (GitHub caps them at 25 MB, but a push event with its commit list is far
-/// smaller; the body is only authenticated, never parsed).
-const MAX_BODY: usize = 1024 * 1024;
-const MAX_HEADER: usize = 16 * 1024;
-const MAX_CONNECTIONS: usize = 16;
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(repo: Option<&Path>, args: &WatchArgs) -> Result<ExitCode> {
     let mirror = match repo {
@@ -77,7 +66,7 @@ pub fn run(repo: Option<&Path>, args: &WatchArgs) -> Result<ExitCode> {
     if let (Some(addr), Some(secret)) = (&args.listen, secret) {
         // `[web] serve`: GET / answers with the status page.
         let page = session.config.web.serve.then(|| session.git_dir.clone());
-        let bound = serve(addr, secret, Arc::clone(&wake), page)?;
+        let bound = crate::commands::webhook::serve(addr, secret, Arc::clone(&wake), page)?;
         say(&format!("watch: listening on {bound}"));
     }
     let mut w = Watcher {
@@ -412,240 +401,6 @@ fn sleep(d: Duration, stop: &AtomicBool, wake: &AtomicBool) {
     }
 }
 
-// ---- webhooks ----------------------------------------------------------------------------
-
-/// Binds `addr` and serves push webhooks on background threads; a verified one sets `wake`.
-/// Answers come before any fetch: forges time out slow receivers and retry.
-fn serve(
-    addr: &str,
-    secret: Vec<u8>,
-    wake: Arc<AtomicBool>,
-    page: Option<PathBuf>,
-) -> Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).with_context(|| format!("--listen {addr}"))?;
-    let bound = listener
-        .local_addr()
-        .with_context(|| format!("--listen {addr}"))?;
-    let secret = Arc::new(secret);
-    let active = Arc::new(AtomicUsize::new(0));
-    std::thread::Builder::new()
-        .name("webhook".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut stream) = conn else { continue };
-                if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-                    active.fetch_sub(1, Ordering::SeqCst);
-                    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-                    respond(&mut stream, 503, "busy");
-                    continue;
-                }
-                let (secret, wake, done) =
-                    (Arc::clone(&secret), Arc::clone(&wake), Arc::clone(&active));
-                let page = page.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("webhook-conn".into())
-                    .spawn(move || {
-                        handle(stream, &secret, &wake, page.as_deref());
-                        done.fetch_sub(1, Ordering::SeqCst);
-                    });
-                if spawned.is_err() {
-                    active.fetch_sub(1, Ordering::SeqCst);
-                }
-            }
-        })
-        .context("starting the webhook listener")?;
-    Ok(bound)
-}
-
-struct Request {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn handle(mut stream: TcpStream, secret: &[u8], wake: &AtomicBool, page: Option<&Path>) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
-    let (status, why) = match read_request(&mut stream) {
-        Ok(req) if req.method == "GET" => match page {
-            Some(git_dir) => return crate::ops::page::serve::get(&mut stream, git_dir, &req.path),
-            None => (405, "webhooks are POST requests"),
-        },
-        Ok(req) => match verify(&req, secret) {
-            Ok(forge) => {
-                wake.store(true, Ordering::SeqCst);
-                say(&format!("watch: {forge} webhook from {peer}: fetching now"));
-                (202, "accepted")
-            }
-            Err(why) => (401, why),
-        },
-        Err((status, why)) => (status, why),
-    };
-    if status != 202 {
-        log::warn!("webhook from {peer}: {status} {why}");
-    }
-    respond(&mut stream, status, why);
-}
-
-fn respond(stream: &mut TcpStream, status: u16, body: &str) {
-    let reason = match status {
-        202 => "Accepted",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        405 => "Method Not Allowed",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Error",
-    };
-    let allow = if status == 405 { "Allow: POST\r\n" } else { "" };
-    let text = format!(
-        "HTTP/1.1 {status} {reason}\r\n{allow}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}\n",
-        body.len() + 1
-    );
-    let _ = stream.write_all(text.as_bytes());
-    let _ = stream.flush();
-}
-
-/// Reads one request with bounded headers and body; errors carry the status to answer.
-fn read_request(stream: &mut TcpStream) -> std::result::Result<Request, (u16, &'static str)> {
-    let mut buf = Vec::with_capacity(4096);
-    let header_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        if buf.len() > MAX_HEADER {
-            return Err((431, "headers too large"));
-        }
-        let mut chunk = [0u8; 4096];
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return Err((400, "incomplete request")),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head =
-        std::str::from_utf8(&buf[..header_end]).map_err(|_| (400, "headers are not UTF-8"))?;
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next().unwrap_or("").split(' ');
-    let method = request_line.next().unwrap_or("").to_string();
-    let path = request_line.next().unwrap_or("").to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut req = Request {
-        method,
-        path,
-        headers,
-        body: Vec::new(),
-    };
-    if req.method == "GET" {
-        return Ok(req); // no body; `handle` answers it
-    }
-    if req.method != "POST" {
-        return Err((405, "webhooks are POST requests"));
-    }
-    if req.header("transfer-encoding").is_some() {
-        return Err((411, "chunked bodies are not accepted; send Content-Length"));
-    }
-    let length: usize = req
-        .header("content-length")
-        .ok_or((411, "Content-Length is required"))?
-        .parse()
-        .map_err(|_| (400, "invalid Content-Length"))?;
-    if length > MAX_BODY {
-        return Err((413, "body larger than 1 MiB"));
-    }
-    if req
-        .header("expect")
-        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
-    {
-        let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
-    }
-    let mut body = buf.split_off(header_end + 4);
-    if body.len() > length {
-        body.truncate(length);
-    }
-    let have = body.len();
-    body.resize(length, 0);
-    stream
-        .read_exact(&mut body[have..])
-        .map_err(|_| (400, "body shorter than Content-Length"))?;
-    req.body = body;
-    Ok(req)
-}
-
-/// Authenticates a webhook: GitHub (and newer Gitea) sign the body with HMAC-SHA256 in
-/// `X-Hub-Signature-256: sha256=<hex>`, Gitea/Forgejo/Gogs in `X-Gitea-Signature: <hex>` (and
-/// their own names), GitLab sends the secret itself in `X-Gitlab-Token`. Returns the forge.
-fn verify(req: &Request, secret: &[u8]) -> std::result::Result<&'static str, &'static str> {
-    if let Some(v) = req.header("x-hub-signature-256") {
-        let hex = v
-            .strip_prefix("sha256=")
-            .ok_or("malformed X-Hub-Signature-256")?;
-        return check_hmac(hex, &req.body, secret).map(|()| "github");
-    }
-    for name in [
-        "x-gitea-signature",
-        "x-forgejo-signature",
-        "x-gogs-signature",
-    ] {
-        if let Some(v) = req.header(name) {
-            return check_hmac(v, &req.body, secret).map(|()| "gitea");
-        }
-    }
-    if let Some(token) = req.header("x-gitlab-token") {
-        return if constant_time_eq(token.as_bytes(), secret) {
-            Ok("gitlab")
-        } else {
-            Err("bad X-Gitlab-Token")
-        };
-    }
-    Err("no X-Hub-Signature-256, X-Gitea-Signature or X-Gitlab-Token header")
-}
-
-fn check_hmac(hex: &str, body: &[u8], secret: &[u8]) -> std::result::Result<(), &'static str> {
-    let expected = decode_hex(hex.trim()).ok_or("signature is not hex")?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| "unusable secret")?;
-    mac.update(body);
-    mac.verify_slice(&expected).map_err(|_| "bad signature")
-}
-
-/// Compares digests, so neither the length nor the content of the secret leaks through timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
-    x.iter()
-        .zip(y.iter())
-        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
-        == 0
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,44 +434,6 @@ mod tests {
                 "{j:?}"
             );
         }
-    }
-
-    fn req(headers: &[(&str, &str)], body: &[u8]) -> Request {
-        Request {
-            method: "POST".into(),
-            path: "/".into(),
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-            body: body.to_vec(),
-        }
-    }
-
-    #[test]
-    fn webhook_signatures() {
-        let secret = b"It's a Secret to Everybody";
-        // The example from GitHub's documentation on validating webhook deliveries.
-        let body = b"Hello, World!";
-        let sig = "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-        let good = req(&[("X-Hub-Signature-256", &format!("sha256={sig}"))], body);
-        assert_eq!(verify(&good, secret), Ok("github"));
-        assert!(verify(&req(&[("X-Hub-Signature-256", sig)], body), secret).is_err());
-        assert_eq!(
-            verify(&req(&[("X-Gitea-Signature", sig)], body), secret),
-            Ok("gitea")
-        );
-        assert!(verify(&req(&[("X-Gitea-Signature", sig)], b"Hello"), secret).is_err());
-        assert_eq!(
-            verify(
-                &req(&[("X-Gitlab-Token", "It's a Secret to Everybody")], body),
-                secret
-            ),
-            Ok("gitlab")
-        );
-        assert!(verify(&req(&[("X-Gitlab-Token", "It's a Secret")], body), secret).is_err());
-        assert!(verify(&req(&[], body), secret).is_err());
-        assert!(verify(&req(&[("X-Hub-Signature-256", "sha256=zz")], body), secret).is_err());
     }
 
     #[test]

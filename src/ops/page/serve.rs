@@ -1,9 +1,8 @@
 //! `GET /` on `watch --listen` (with `[web] serve = true`): the status page of the mirror,
 //! rendered on request. Renders are serialised and reused for a short while, so a burst of
-//! requests (the listener serves at most 16 at once) costs one render, not sixteen.
+//! requests (the listener serves at most 16 at once) costs one render, not sixteen. The answer
+//! is plain data; `webhook.rs` sends it.
 
-use std::io::Write;
-use std::net::TcpStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,24 +17,29 @@ static CACHE: Mutex<Option<(Instant, Arc<String>)>> = Mutex::new(None);
 /// Answers one GET request for `path` (its query string ignored) with the page of the
 /// repository at `git_dir`: 200 for `/` and `/index.html`, 404 for anything else, 500 (with
 /// no detail: the port may face the internet; the log has it) when the page cannot be made.
-pub fn get(stream: &mut TcpStream, git_dir: &Path, path: &str) {
+pub fn get(git_dir: &Path, path: &str) -> Answer {
     let path = path.split(['?', '#']).next().unwrap_or("");
     if path != "/" && path != "/index.html" {
-        answer(stream, 404, "text/plain; charset=utf-8", b"not found\n");
-        return;
+        return answer(404, "text/plain; charset=utf-8", b"not found\n");
     }
     match page(git_dir) {
-        Ok(html) => answer(stream, 200, "text/html; charset=utf-8", html.as_bytes()),
+        Ok(html) => answer(200, "text/html; charset=utf-8", html.as_bytes()),
         Err(e) => {
             log::warn!("status page: {}", crate::out::error_line(&e));
             answer(
-                stream,
                 500,
                 "text/plain; charset=utf-8",
                 b"status page unavailable\n",
-            );
+            )
         }
     }
+}
+
+/// An HTTP answer: status, headers (lowercase names) and body.
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
 }
 
 fn page(git_dir: &Path) -> anyhow::Result<Arc<String>> {
@@ -52,20 +56,20 @@ fn page(git_dir: &Path) -> anyhow::Result<Arc<String>> {
     Ok(html)
 }
 
-fn answer(stream: &mut TcpStream, status: u16, content_type: &str, body: &[u8]) {
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        _ => "Internal Server Error",
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Content-Security-Policy: {}; frame-ancestors 'none'\r\nX-Content-Type-Options: nosniff\r\n\
-         Referrer-Policy: no-referrer\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len(),
+fn answer(status: u16, content_type: &str, body: &[u8]) -> Answer {
+    let csp = format!(
+        "{}; frame-ancestors 'none'",
         super::html::content_security_policy()
     );
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(body);
-    let _ = stream.flush();
+    Answer {
+        status,
+        headers: vec![
+            ("content-type", content_type.to_string()),
+            ("content-security-policy", csp),
+            ("x-content-type-options", "nosniff".into()),
+            ("referrer-policy", "no-referrer".into()),
+            ("cache-control", "no-store".into()),
+        ],
+        body: body.to_vec(),
+    }
 }
