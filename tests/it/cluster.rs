@@ -50,13 +50,13 @@ fn repo_root() -> &'static Path {
 /// left when Go is not installed.
 fn binary() -> Result<PathBuf, String> {
     let cached = repo_root().join("target/testenv/hookops-testenv");
-    if !which("go").is_some() {
+    if which("go").is_none() {
         if cached.is_file() {
             return Ok(cached);
         }
         return Err("go is not installed (it builds testenv/)".into());
     }
-    if !which("kubectl").is_some() {
+    if which("kubectl").is_none() {
         return Err("kubectl is not installed".into());
     }
     let out = Command::new(repo_root().join("scripts/test-cluster.sh"))
