@@ -1,6 +1,8 @@
-//! hookops: GitOps from a git hook. `main` parses the command line and dispatches; each stage of
-//! the pipeline (refs → environment → diff → targets → plan → apply → health → record) lives in
-//! the module named after it, and `deploy` runs them top to bottom.
+//! hookops: GitOps from a git hook. `main` parses the command line and dispatches to a command
+//! (`commands/`); the deploy pipeline (refs → environments → diff → targets → plan → secrets →
+//! apply → health → record → pointer) is `pipeline/`, one stage a file, run top to bottom by
+//! `pipeline/deploy.rs`. Layers only look down: commands → ops → pipeline → backends → record →
+//! config (docs/architecture.md; the `layers` test below keeps it so).
 
 pub mod backends;
 pub mod cli;

@@ -251,6 +251,44 @@ fn die_with_parent(cmd: &mut std::process::Command) {
     let _ = cmd;
 }
 
+/// Starts `hookops --repo GIT_DIR ARGS…` (this binary) in a session of its own, with `stdout`
+/// and `stderr` as given and no stdin, and does not wait for it: it outlives the hook that
+/// starts it, and git's wait for that hook does not include it (init reaps it). `what` names it
+/// in the error when it cannot start.
+pub fn spawn_detached(
+    git_dir: &std::path::Path,
+    args: &[&std::ffi::OsStr],
+    stdout: std::process::Stdio,
+    stderr: std::fs::File,
+    what: &str,
+) -> Result<()> {
+    use anyhow::Context;
+    let exe = std::env::current_exe().context("locating the hookops binary")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--repo")
+        .arg(git_dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_QUARANTINE_PATH");
+    // Its own session and no parent-death signal: it must outlive the hook.
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    }
+    cmd.spawn().with_context(|| format!("starting {what}"))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,11 +15,12 @@ use crate::backends::repo::Session;
 use crate::config::{Environment, ServerConfig, STATE_DIR};
 use crate::pipeline::environments;
 
-struct Report {
+/// The checks printed so far, one line each, and how many failed.
+struct Checks {
     failures: usize,
 }
 
-impl Report {
+impl Checks {
     fn ok(&self, check: &str, detail: &str) {
         println!("ok    {check}: {detail}");
     }
@@ -36,7 +37,7 @@ impl Report {
 }
 
 pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
-    let mut r = Report { failures: 0 };
+    let mut r = Checks { failures: 0 };
     let session = match Session::open(repo) {
         Ok(s) => s,
         Err(e) => {
@@ -124,7 +125,7 @@ pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn tools(r: &mut Report, config: &ServerConfig, masker: &Masker) {
+fn tools(r: &mut Checks, config: &ServerConfig, masker: &Masker) {
     // Hooks run under git anyway; `[sync]` and `watch` run it for every fetch and push.
     match crate::backends::remote::git_version() {
         Ok(v) => r.ok("git", &v),
@@ -204,7 +205,7 @@ fn sorted_entries(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
     paths
 }
 
-fn hooks(r: &mut Report, session: &Session) {
+fn hooks(r: &mut Checks, session: &Session) {
     let dir = match crate::commands::install::hooks_dir(&session.repo) {
         Ok(d) => d,
         Err(e) => return r.fail("hooks", &format!("{e:#}"), "check core.hooksPath"),
@@ -261,7 +262,7 @@ fn hooks(r: &mut Report, session: &Session) {
     }
 }
 
-fn state(r: &mut Report, session: &Session) {
+fn state(r: &mut Checks, session: &Session) {
     let dir = session.git_dir.join(STATE_DIR);
     let probe = dir.join(".doctor-probe");
     let writable = std::fs::create_dir_all(&dir)
@@ -279,7 +280,7 @@ fn state(r: &mut Report, session: &Session) {
     }
 }
 
-fn cluster(r: &mut Report, session: &Session, env: &Environment, masker: &Masker) {
+fn cluster(r: &mut Checks, session: &Session, env: &Environment, masker: &Masker) {
     let check = format!("env {}", env.name);
     let kubectl = match session.kubectl(env, masker.clone()) {
         Ok(k) => k,
@@ -368,7 +369,7 @@ fn cluster(r: &mut Report, session: &Session, env: &Environment, masker: &Masker
 /// Environments as directories: targets of a branch's tip that no environment deploys (when
 /// every environment of the branch has `paths`), and environments sharing an API server.
 /// Warnings, not failures: a directory may be left out on purpose.
-fn layout(r: &Report, session: &Session, envs: &[Environment]) {
+fn layout(r: &Checks, session: &Session, envs: &[Environment]) {
     let mut by_branch: BTreeMap<String, Vec<Environment>> = BTreeMap::new();
     for e in envs {
         by_branch.entry(e.ref_name()).or_default().push(e.clone());

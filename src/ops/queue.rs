@@ -111,31 +111,14 @@ pub fn queue_if_async(session: &Session, updates: &[RefUpdate]) -> Result<bool> 
     let log_path = logs.join(format!("{stamp}.log"));
     let log =
         fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let exe = std::env::current_exe().context("locating the hookops binary")?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--repo")
-        .arg(&session.git_dir)
-        .arg("worker")
-        .arg(&path)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_QUARANTINE_PATH");
-    // The worker must outlive the hook (and git's wait for it): its own session, no parent
-    // death signal.
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setsid is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-    }
-    cmd.spawn().context("starting the deploy worker")?;
+    let (worker, entry) = (std::ffi::OsStr::new("worker"), path.as_os_str());
+    crate::backends::process::spawn_detached(
+        &session.git_dir,
+        &[worker, entry],
+        log.try_clone()?.into(),
+        log,
+        "the deploy worker",
+    )?;
     say(&format!(
         "deploy queued: see `hookops status` (log: {})",
         log_path.display()

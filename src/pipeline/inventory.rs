@@ -523,11 +523,10 @@ impl<'r> Inventory<'r> {
         let parents: Vec<&git2::Commit> = parent.iter().collect();
         let commit = repo.commit(None, &who, &who, message, &tree, &parents)?;
         let name = inventory_ref(&self.env);
-        match self.head {
-            Some(old) => repo.reference_matching(&name, commit, true, old, message),
-            None => repo.reference(&name, commit, false, message),
-        }
-        .with_context(|| format!("updating {name} (it moved meanwhile?)"))?;
+        // A zero id expects no ref: checked under the ref's lock, unlike a non-forced create.
+        let expected = self.head.unwrap_or(Oid::zero());
+        repo.reference_matching(&name, commit, true, expected, message)
+            .with_context(|| format!("updating {name} (it moved meanwhile?)"))?;
         self.head = Some(commit);
         self.tree = Some(tree);
         self.dirty_shards.clear();

@@ -274,7 +274,11 @@ fn finish_pointer(session: &Session, entry: &Entry) {
             .reference_matching(&name, to, true, from, &msg)
             .is_ok(),
         Some(Err(_)) => false,
-        None => session.repo.reference(&name, to, false, &msg).is_ok(),
+        // A zero id expects no ref: checked under the ref's lock, unlike a non-forced create.
+        None => session
+            .repo
+            .reference_matching(&name, to, true, Oid::zero(), &msg)
+            .is_ok(),
     };
     if moved {
         say(&format!(

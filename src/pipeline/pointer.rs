@@ -18,11 +18,10 @@ pub fn move_pointer(
     let name = env.pointer_ref();
     let msg = format!("hookops: deployed {new}");
     let repo = &session.repo;
-    let res = match old {
-        Some(old) => repo.reference_matching(&name, new, true, old, &msg),
-        None => repo.reference(&name, new, false, &msg),
-    };
-    res.with_context(|| format!("moving {name} to {new} (it moved meanwhile?)"))?;
+    // A zero id expects no ref: checked under the ref's lock, unlike a non-forced create.
+    let expected = old.unwrap_or(Oid::zero());
+    repo.reference_matching(&name, new, true, expected, &msg)
+        .with_context(|| format!("moving {name} to {new} (it moved meanwhile?)"))?;
     Ok(())
 }
 

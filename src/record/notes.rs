@@ -221,10 +221,11 @@ fn update_ref(
         let Some(new) = build(tip.as_ref())? else {
             return Ok(());
         };
-        let result = match &tip {
-            Some(old) => repo.reference_matching(NOTES_REF, new, true, old.id(), log_message),
-            None => repo.reference(NOTES_REF, new, false, log_message),
-        };
+        // Compare-and-swap under the ref's lock. A zero id expects no ref: libgit2 checks a
+        // non-forced create before it takes the lock, so two first writers could both "create"
+        // the ref and the later one drop the other's records.
+        let expected = tip.as_ref().map_or(Oid::zero(), |t| t.id());
+        let result = repo.reference_matching(NOTES_REF, new, true, expected, log_message);
         match result {
             Ok(_) => return Ok(()),
             Err(e) if lost_race(&e) => {

@@ -424,7 +424,7 @@ fn packaged_shim(w: &World, hook: &str) -> PathBuf {
     let path = w.tmp.path().join("share/hookops/hooks").join(hook);
     write_script(
         &path,
-        &hookops::commands::install::shim(hook, hookops_bin(), false),
+        hookops::commands::install::shim(hook, hookops_bin(), false),
     );
     path
 }
@@ -510,7 +510,7 @@ fn post_git_trigger_replays_after_a_push_through_gitolite() {
     let bin = format!("'{}'", hookops_bin());
     write_script(
         &gl.home.join("local/triggers/hookops-replay"),
-        &REPLAY_TRIGGER.replace("hookops replay", &format!("{bin} replay")),
+        REPLAY_TRIGGER.replace("hookops replay", &format!("{bin} replay")),
     );
     gl.admin_push(
         &w,

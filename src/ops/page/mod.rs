@@ -26,6 +26,7 @@ use crate::backends::repo::Session;
 use crate::record::notes;
 use crate::record::payload::{Action, Report};
 use crate::record::{self, AllowedSigners, ParsedRecord, Verdict};
+use std::ffi::OsStr;
 
 /// Everything the page shows, read from the repository.
 #[derive(Debug, Clone)]
@@ -503,30 +504,14 @@ fn spawn_refresh(session: &Session, path: &Path) -> Result<()> {
     let state = session.state_dir();
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     let log = std::fs::File::create(state.join("page.log"))?;
-    let exe = std::env::current_exe().context("locating the hookops binary")?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--repo")
-        .arg(&session.git_dir)
-        .args(["status", "--html"])
-        .arg(path)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_QUARANTINE_PATH");
-    // Its own session: git waits for the hook, not for it, and it outlives the hook.
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setsid is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-    }
-    cmd.spawn().context("starting the page render")?;
+    let args = [OsStr::new("status"), OsStr::new("--html"), path.as_os_str()];
+    crate::backends::process::spawn_detached(
+        &session.git_dir,
+        &args,
+        std::process::Stdio::null(),
+        log,
+        "the page render",
+    )?;
     Ok(())
 }
 
