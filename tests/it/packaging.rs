@@ -441,13 +441,13 @@ fn gitea_dot_d_layout_deploys_on_push() {
     let hooks = w.server.join("hooks");
     write_script(
         &hooks.join("post-receive"),
-        &dispatcher("${GIT_DIR:-$(dirname \"$0\")/..}/hooks"),
+        dispatcher("${GIT_DIR:-$(dirname \"$0\")/..}/hooks"),
     );
     // Gitea's own hook sits beside ours and must see the same ref lines.
     let seen = w.tmp.path().join("gitea-saw");
     write_script(
         &hooks.join("post-receive.d/gitea"),
-        &format!("#!/bin/sh\ncat > '{}'\n", seen.display()),
+        format!("#!/bin/sh\ncat > '{}'\n", seen.display()),
     );
     let install = w.hookops(&["install"]);
     install.assert_ok();
@@ -524,7 +524,7 @@ fn gitlab_server_wide_custom_hooks_dir_deploys_on_push() {
     let gitaly = w.tmp.path().join("gitaly-hooks");
     write_script(
         &gitaly.join("post-receive"),
-        &dispatcher(global.to_str().unwrap()),
+        dispatcher(global.to_str().unwrap()),
     );
     w.git(
         Some(&w.server),
