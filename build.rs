@@ -17,11 +17,6 @@ use std::process::Command;
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-/// `src/cli.rs` names `crate::VERSION_LINE` for `--version`; the build script is its own crate,
-/// so it provides the same constant here (the binary replaces it with the long version at run
-/// time; the man page shows the package version).
-const VERSION_LINE: &str = env!("CARGO_PKG_VERSION");
-
 /// The real command line, compiled a second time for the build script. A `#[path]` module
 /// rather than `include!`: the file opens with inner doc comments, which `include!` rejects.
 #[allow(dead_code)]

@@ -5,10 +5,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The package version (`--version` replaces it with the long version at run time).
+pub const VERSION_LINE: &str = env!("CARGO_PKG_VERSION");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "hookops",
-    version = crate::VERSION_LINE,
+    version = VERSION_LINE,
     about = "GitOps from a git hook: deploy exactly what a push changed and sign a record of it",
     long_about = None,
 )]

@@ -20,7 +20,7 @@ use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{Cli, Command};
 
-pub const VERSION_LINE: &str = env!("CARGO_PKG_VERSION");
+pub use crate::cli::VERSION_LINE;
 
 /// `hookops --version`: the version, the commit it was built from and the libgit2 in use.
 pub fn version_long() -> String {
