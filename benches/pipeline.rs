@@ -897,11 +897,13 @@ fn figure3(b: &mut Bench, sb: &Sandbox) {
             if which {
                 let ns = format!("f3-hookops-{i}");
                 write_kubeconfig(&kc_hk, &sb.url(), &ns);
+                // A first deploy: no pointer, and no inventory (which would otherwise prune the
+                // previous run's objects, in another namespace).
                 b.git(&repo, &["update-ref", "-d", "refs/hookops/deployed/prod"]);
-                let _ = std::fs::remove_file(repo.join("hookops/work/prod/attempted"));
+                b.git(&repo, &["update-ref", "-d", "refs/hookops/inventory/prod"]);
                 let m = measure_ok(b.hookops(&repo).args(["replay", "main"]), None);
                 assert!(
-                    String::from_utf8_lossy(&m.stdout).contains("first deploy"),
+                    String::from_utf8_lossy(&m.stdout).contains("whole tree: nothing deployed yet"),
                     "not a first deploy"
                 );
                 assert_eq!(value_of(sb, &ns, "t09-cm099").as_deref(), Some("v1"));
