@@ -297,8 +297,10 @@ pub fn build(
     }
     let mut unknown: BTreeSet<String> = BTreeSet::new();
     let mut declared_units: BTreeSet<String> = BTreeSet::new();
-    let mut first_source: BTreeMap<ObjectId, String> = BTreeMap::new();
-    for (tp, units) in plan.targets.iter_mut().zip(read) {
+    // Where each object was first declared, and which target applies it: the last to declare
+    // it, so that an object declared twice is applied once, as the last one says.
+    let mut first_source: BTreeMap<ObjectId, (String, usize)> = BTreeMap::new();
+    for (i, (tp, units)) in plan.targets.iter_mut().zip(read).enumerate() {
         let Some(mut units) = units else { continue };
         let t = tp.target.clone();
         let full = old_targets.get(&t.name) != Some(&t);
@@ -360,18 +362,27 @@ pub fn build(
                 if controls.apply == annotations::ApplyMode::Disabled {
                     continue;
                 }
-                if let Some(first) = first_source.get(&o.id) {
-                    plan.warnings.push(format!(
-                        "{} is declared twice ({first} and {}); it is applied once, as the last one says",
-                        o.id, o.source
-                    ));
-                    tp.apply.retain(|x| x.id != o.id);
-                } else {
-                    first_source.insert(o.id.clone(), o.source.clone());
+                match first_source.get_mut(&o.id) {
+                    Some((first, owner)) => {
+                        plan.warnings.push(format!(
+                            "{} is declared twice ({first} and {}); it is applied once, as the last one says",
+                            o.id, o.source
+                        ));
+                        tp.apply.retain(|x| x.id != o.id);
+                        *owner = i;
+                    }
+                    None => {
+                        first_source.insert(o.id.clone(), (o.source.clone(), i));
+                    }
                 }
                 tp.apply.push(o);
             }
         }
+    }
+    // Declared by several targets: only the last one applies it (each still declares it).
+    for (i, tp) in plan.targets.iter_mut().enumerate() {
+        tp.apply
+            .retain(|o| first_source.get(&o.id).is_none_or(|(_, owner)| *owner == i));
     }
     for u in unknown {
         plan.warnings.push(format!(
@@ -1137,7 +1148,9 @@ mod tests {
             "{:?}",
             p.warnings
         );
-        assert_eq!(applied(target(&p, "a")), ["ConfigMap apps/shared"]);
+        // Applied once in all: by the last target that declares it.
+        assert!(applied(target(&p, "a")).is_empty(), "{:?}", applied(target(&p, "a")));
+        assert_eq!(applied(target(&p, "b")), ["ConfigMap apps/shared"]);
 
         let c2 = commit(
             &repo,
