@@ -1149,7 +1149,11 @@ mod tests {
             p.warnings
         );
         // Applied once in all: by the last target that declares it.
-        assert!(applied(target(&p, "a")).is_empty(), "{:?}", applied(target(&p, "a")));
+        assert!(
+            applied(target(&p, "a")).is_empty(),
+            "{:?}",
+            applied(target(&p, "a"))
+        );
         assert_eq!(applied(target(&p, "b")), ["ConfigMap apps/shared"]);
 
         let c2 = commit(
