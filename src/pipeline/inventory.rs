@@ -329,12 +329,15 @@ impl<'r> Inventory<'r> {
             if now.binary_search(k).is_err() {
                 if let Some(id) = parse_key(k) {
                     let u = unit.to_string();
+                    // Read before the update: a CRD never applied loses its entry with its
+                    // last declaration, and its kind must go with it.
+                    let crd = self.entry(&id)?.and_then(|e| e.crd);
                     self.update_entry(&id, |slot| {
                         if let Some(e) = slot {
                             e.declared_by.retain(|x| *x != u);
                         }
                     })?;
-                    if let Some((kk, _)) = self.entry(&id)?.and_then(|e| e.crd) {
+                    if let Some((kk, _)) = crd {
                         self.recheck_kind(&id, &kk)?;
                     }
                 }
@@ -630,6 +633,25 @@ mod tests {
     }
 
     const CRD: &str = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  scope: Cluster\n  names: {kind: Widget, plural: widgets}\n";
+
+    #[test]
+    fn an_undeclared_crd_takes_its_kind_along_applied_or_not() {
+        let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  scope: Namespaced\n  names:\n    kind: Widget\n    plural: widgets\n";
+        for applied in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = Repository::init_bare(dir.path()).unwrap();
+            let o = objs(crd);
+            let mut inv = Inventory::load(&repo, "e").unwrap();
+            inv.declare(&file_unit("crds/widget.yaml"), "crds", &[&o[0]])
+                .unwrap();
+            if applied {
+                inv.mark_applied([&o[0].id]).unwrap();
+            }
+            assert!(inv.kinds().contains_key("example.com/Widget"), "{applied}");
+            inv.drop_unit(&file_unit("crds/widget.yaml")).unwrap();
+            assert!(!inv.kinds().contains_key("example.com/Widget"), "{applied}");
+        }
+    }
 
     #[test]
     fn a_large_save_is_one_pack_and_reads_back_whole() {
