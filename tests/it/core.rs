@@ -374,25 +374,7 @@ fn tampered_record_fails_verify() {
     let note = w.note(&c);
     let tampered = note.replace("\"result\":\"succeeded\"", "\"result\":\"failed\"");
     assert_ne!(note, tampered);
-    // Replaces the note on c wholesale, as someone with push access to the notes ref could.
-    let put_note = |text: &str| {
-        let path = w.tmp.path().join("note.txt");
-        std::fs::write(&path, text).unwrap();
-        w.git(
-            Some(&w.server),
-            &[
-                "notes",
-                "--ref=hookops",
-                "add",
-                "-f",
-                "-F",
-                path.to_str().unwrap(),
-                &c,
-            ],
-        )
-        .assert_ok();
-    };
-    put_note(&tampered);
+    w.replace_note(&c, &tampered);
     let out = w.hookops(&[
         "verify",
         &c,
@@ -404,7 +386,7 @@ fn tampered_record_fails_verify() {
     // A key that is not in allowed_signers is named as unknown.
     let other = w.tmp.path().join("other_signers");
     std::fs::write(&other, "").unwrap();
-    put_note(&note);
+    w.replace_note(&c, &note);
     let out = w.hookops(&["verify", &c, "--allowed-signers", other.to_str().unwrap()]);
     out.assert_fail();
     assert!(out.all().contains("unknown key"), "{}", out.all());

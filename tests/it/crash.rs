@@ -6,9 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::util::{configmap, deployment, hookops_bin, namespace, sandboxed, World};
-
-const FAIL: &str = "        kube-sandbox.io/fail-rollout: \"true\"\n";
+use crate::util::{configmap, deployment, hookops_bin, namespace, sandboxed, World, FAIL_ROLLOUT};
 
 /// The journal entries (one file per attempt) in the server's state directory.
 pub fn journal_entries(w: &World) -> Vec<PathBuf> {
@@ -56,7 +54,7 @@ fn a_kill_during_the_automatic_rollback_keeps_the_failed_deploys_record() {
     let Some(w) = sandboxed("") else { return };
     let good = app(&w, "web:1", "");
     w.push().assert_ok();
-    let bad = app(&w, "web:2", FAIL);
+    let bad = app(&w, "web:2", FAIL_ROLLOUT);
     w.push_args(&["origin", "HEAD:refs/heads/pending"])
         .assert_ok();
     // A stalled API: every write to the Deployment takes 3 s, so the rollback is still

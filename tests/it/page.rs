@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{configmap, deployment, namespace, require, tools_present, Run, World};
-
-const FAIL: &str = "        kube-sandbox.io/fail-rollout: \"true\"\n";
+use crate::util::{
+    configmap, deployment, namespace, require, tools_present, Run, World, FAIL_ROLLOUT,
+};
 
 /// A commit subject and an author name a pusher might try (git strips `<` and `>` from names).
 const HOSTILE_SUBJECT: &str =
@@ -83,7 +83,7 @@ fn history(w: &World) -> (String, String, String) {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    app(w, "web:2", FAIL);
+    app(w, "web:2", FAIL_ROLLOUT);
     let author = format!("user.name={HOSTILE_AUTHOR}");
     w.in_clone(&["-c", &author, "commit", "-q", "-m", HOSTILE_SUBJECT])
         .assert_ok();
@@ -138,21 +138,7 @@ fn tamper(w: &World, commit: &str) {
     let note = w.note(commit);
     let tampered = note.replacen("\"host\":\"", "\"host\":\"tampered-", 1);
     assert_ne!(note, tampered);
-    let path = w.tmp.path().join("note.txt");
-    std::fs::write(&path, tampered).unwrap();
-    w.git(
-        Some(&w.server),
-        &[
-            "notes",
-            "--ref=hookops",
-            "add",
-            "-f",
-            "-F",
-            path.to_str().unwrap(),
-            commit,
-        ],
-    )
-    .assert_ok();
+    w.replace_note(commit, &tampered);
 }
 
 /// Headless Chromium, isolated (its own profile, no network services), with its console on

@@ -5,40 +5,7 @@
 use std::time::Duration;
 
 use crate::cluster::world;
-use crate::util::{namespace, World};
-
-fn deployment(
-    name: &str,
-    ns: &str,
-    image: &str,
-    replicas: u32,
-    extra_spec: &str,
-    annotations: &str,
-) -> String {
-    format!(
-        "apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  namespace: {ns}
-spec:
-  replicas: {replicas}
-{extra_spec}  selector:
-    matchLabels:
-      app: {name}
-  template:
-    metadata:
-      labels:
-        app: {name}
-      annotations:
-        x: \"y\"
-{annotations}    spec:
-      containers:
-      - name: app
-        image: {image}
-"
-    )
-}
+use crate::util::{deployment_with, namespace, reasons, str_at, World, FAIL_ROLLOUT};
 
 fn job(name: &str, ns: &str, image: &str, annotations: &str) -> String {
     format!(
@@ -63,23 +30,7 @@ spec:
     )
 }
 
-const FAIL_ROLLOUT: &str = "        kube-sandbox.io/fail-rollout: \"true\"\n";
 const FAIL_JOB: &str = "        kube-sandbox.io/fail-job: \"true\"\n";
-
-fn str_at<'a>(v: &'a serde_json::Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(|x| x.as_str()).unwrap_or("")
-}
-
-/// The record's reason and its targets' reasons, joined.
-fn reasons(rec: &serde_json::Value) -> String {
-    let mut all = vec![rec["reason"].as_str().unwrap_or("").to_string()];
-    if let Some(targets) = rec["targets"].as_array() {
-        for t in targets {
-            all.push(t["reason"].as_str().unwrap_or("").to_string());
-        }
-    }
-    all.join(" | ")
-}
 
 #[test]
 fn first_deploy_creates_kinds_the_sandbox_lacks() {
@@ -174,7 +125,7 @@ spec:
   podSelector: {{}}
   policyTypes: [Ingress]
 ",
-        deploy = deployment("web", &ns, "nginx:1.27", 1, "", ""),
+        deploy = deployment_with("web", &ns, "nginx:1.27", 1, "", ""),
     );
     let commit = w.commit(
         &[
@@ -253,7 +204,7 @@ fn deployment_rolls_out_through_the_real_controllers() {
             ("k8s/ns/ns.yaml", &namespace(&ns)),
             (
                 "k8s/app/web.yaml",
-                &deployment("web", &ns, "nginx:1.26", 2, "", ""),
+                &deployment_with("web", &ns, "nginx:1.26", 2, "", ""),
             ),
         ],
         "web 1.26",
@@ -282,7 +233,7 @@ fn deployment_rolls_out_through_the_real_controllers() {
     let second = w.commit(
         &[(
             "k8s/app/web.yaml",
-            &deployment("web", &ns, "nginx:1.27", 2, "", ""),
+            &deployment_with("web", &ns, "nginx:1.27", 2, "", ""),
         )],
         "web 1.27",
     );
@@ -328,7 +279,7 @@ fn failed_rollout_is_rolled_back() {
             ("k8s/ns/ns.yaml", &namespace(&ns)),
             (
                 "k8s/app/web.yaml",
-                &deployment("web", &ns, "web:1", 1, deadline, ""),
+                &deployment_with("web", &ns, "web:1", 1, deadline, ""),
             ),
             (
                 "k8s/app/cm.yaml",
@@ -343,7 +294,7 @@ fn failed_rollout_is_rolled_back() {
         &[
             (
                 "k8s/app/web.yaml",
-                &deployment("web", &ns, "web:2", 1, deadline, FAIL_ROLLOUT),
+                &deployment_with("web", &ns, "web:2", 1, deadline, FAIL_ROLLOUT),
             ),
             (
                 "k8s/app/cm.yaml",
@@ -506,7 +457,7 @@ fn deployer_service_account_deploys_with_the_documented_rules() {
         &[
             (
                 "k8s/app/web.yaml",
-                &deployment("web", &ns, "nginx:1.27", 1, "", ""),
+                &deployment_with("web", &ns, "nginx:1.27", 1, "", ""),
             ),
             (
                 "k8s/app/cm.yaml",
@@ -642,7 +593,7 @@ fn drift_sees_only_out_of_band_changes_not_server_defaults() {
             ("k8s/ns/ns.yaml", &namespace(&ns)),
             (
                 "k8s/app/web.yaml",
-                &deployment("web", &ns, "nginx:1.27", 2, "", ""),
+                &deployment_with("web", &ns, "nginx:1.27", 2, "", ""),
             ),
             ("k8s/app/svc.yaml", &service),
             (
@@ -690,7 +641,7 @@ fn removed_objects_are_pruned_and_their_pods_garbage_collected() {
             ("k8s/ns/ns.yaml", &namespace(&ns)),
             (
                 "k8s/app/web.yaml",
-                &deployment("web", &ns, "nginx:1.27", 2, "", ""),
+                &deployment_with("web", &ns, "nginx:1.27", 2, "", ""),
             ),
             (
                 "k8s/app/cm.yaml",
@@ -733,7 +684,7 @@ fn failed_rollout_with_rollout_undo_uses_the_real_revision_history() {
             ("k8s/ns/ns.yaml", &namespace(&ns)),
             (
                 "k8s/app/web.yaml",
-                &deployment("web", &ns, "web:1", 1, deadline, ""),
+                &deployment_with("web", &ns, "web:1", 1, deadline, ""),
             ),
         ],
         "good",
@@ -743,7 +694,7 @@ fn failed_rollout_with_rollout_undo_uses_the_real_revision_history() {
     let bad = w.commit(
         &[(
             "k8s/app/web.yaml",
-            &deployment("web", &ns, "web:2", 1, deadline, FAIL_ROLLOUT),
+            &deployment_with("web", &ns, "web:2", 1, deadline, FAIL_ROLLOUT),
         )],
         "bad",
     );

@@ -6,38 +6,11 @@
 use std::time::Duration;
 
 use crate::cluster::{world, world_with};
-use crate::util::{configmap, namespace, which, write_script};
+use crate::util::{
+    configmap, deployment_with, namespace, reasons, str_at, which, write_script, FAIL_ROLLOUT,
+};
 
-fn deployment(
-    name: &str,
-    ns: &str,
-    image: &str,
-    replicas: u32,
-    extra_spec: &str,
-    pod_annotations: &str,
-) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  replicas: {replicas}\n{extra_spec}  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n      annotations:\n        x: \"y\"\n{pod_annotations}    spec:\n      containers:\n      - name: app\n        image: {image}\n"
-    )
-}
-
-const FAIL_ROLLOUT: &str = "        kube-sandbox.io/fail-rollout: \"true\"\n";
 const DEADLINE: &str = "  progressDeadlineSeconds: 10\n";
-
-fn str_at<'a>(v: &'a serde_json::Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(|x| x.as_str()).unwrap_or("")
-}
-
-/// The record's reason and its targets' reasons, joined.
-fn reasons(rec: &serde_json::Value) -> String {
-    let mut all = vec![rec["reason"].as_str().unwrap_or("").to_string()];
-    if let Some(targets) = rec["targets"].as_array() {
-        for t in targets {
-            all.push(t["reason"].as_str().unwrap_or("").to_string());
-        }
-    }
-    all.join(" | ")
-}
 
 #[test]
 fn failed_rollout_with_stop_is_left_as_applied() {
@@ -50,7 +23,7 @@ fn failed_rollout_with_stop_is_left_as_applied() {
             ("k8s/ns/ns.yaml", &namespace(&ns)),
             (
                 "k8s/app/web.yaml",
-                &deployment("web", &ns, "web:1", 1, DEADLINE, ""),
+                &deployment_with("web", &ns, "web:1", 1, DEADLINE, ""),
             ),
         ],
         "good",
@@ -60,7 +33,7 @@ fn failed_rollout_with_stop_is_left_as_applied() {
     let bad = w.commit(
         &[(
             "k8s/app/web.yaml",
-            &deployment("web", &ns, "web:2", 1, DEADLINE, FAIL_ROLLOUT),
+            &deployment_with("web", &ns, "web:2", 1, DEADLINE, FAIL_ROLLOUT),
         )],
         "bad",
     );
@@ -106,7 +79,7 @@ fn server_gate_rejects_what_the_real_server_refuses() {
             .to_string()
     };
 
-    let mismatched = deployment("web", &ns, "web:1", 1, "", "").replacen(
+    let mismatched = deployment_with("web", &ns, "web:1", 1, "", "").replacen(
         "      app: web\n  template",
         "      app: other\n  template",
         1,
@@ -130,7 +103,7 @@ fn server_gate_rejects_what_the_real_server_refuses() {
     let good = w.commit(
         &[(
             "k8s/app/web.yaml",
-            &deployment("web", &ns, "web:1", 1, "", ""),
+            &deployment_with("web", &ns, "web:1", 1, "", ""),
         )],
         "valid",
     );
@@ -185,7 +158,7 @@ fn drift_under_another_field_manager_is_seen_and_repaired() {
             ("k8s/app/cm.yaml", &configmap("settings", Some(&ns), "git")),
             (
                 "k8s/app/web.yaml",
-                &deployment("web", &ns, "nginx:1.27", 1, "", ""),
+                &deployment_with("web", &ns, "nginx:1.27", 1, "", ""),
             ),
         ],
         "app",
@@ -318,7 +291,7 @@ fn unknown_field_fails_under_strict_validation() {
     let first = w.commit(&[("k8s/ns/ns.yaml", &namespace(&ns))], "namespace");
     w.push().assert_ok();
     assert_eq!(w.last_record(&first)["result"], "succeeded");
-    let typo = deployment("web", &ns, "nginx:1.27", 1, "  replicaz: 1\n", "");
+    let typo = deployment_with("web", &ns, "nginx:1.27", 1, "  replicaz: 1\n", "");
     let bad = w.commit(&[("k8s/app/web.yaml", &typo)], "typo");
     // The push runs hookops (in the hook) with a kubectl first in PATH that records the real
     // kubectl's requests (`-v=6`) and passes everything else through unchanged.

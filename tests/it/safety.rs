@@ -2,10 +2,9 @@
 //! history, status, manual rollback (also to a deploy tag), drift and its repair, the
 //! pre-receive gate, and removed Terraform roots.
 
-use crate::util::{configmap, deployment, namespace, sandboxed, terraform_root, World};
-
-/// The sandbox fails the rollout of a Deployment whose pod template has this annotation.
-pub(crate) const FAIL: &str = "        kube-sandbox.io/fail-rollout: \"true\"\n";
+use crate::util::{
+    configmap, deployment, namespace, sandboxed, terraform_root, World, FAIL_ROLLOUT,
+};
 
 fn world(env_extra: &str) -> Option<World> {
     sandboxed(env_extra)
@@ -53,7 +52,7 @@ fn failed_rollout_is_rolled_back_git_natively() {
     let Some(w) = world("") else { return };
     let good = app(&w, "web:1", "", "1");
     w.push().assert_ok();
-    let bad = app(&w, "web:2", FAIL, "2");
+    let bad = app(&w, "web:2", FAIL_ROLLOUT, "2");
     let out = w.push();
     let all = out.all();
     assert!(all.contains("unhealthy"), "{all}");
@@ -82,7 +81,7 @@ fn failed_rollout_with_rollout_undo() {
     };
     let good = app(&w, "web:1", "", "1");
     w.push().assert_ok();
-    let bad = app(&w, "web:2", FAIL, "2");
+    let bad = app(&w, "web:2", FAIL_ROLLOUT, "2");
     let out = w.push();
     assert!(out.all().contains("rollout undo"), "{}", out.all());
     // The cluster's own history restored the previous template; the ConfigMap is not a
@@ -112,7 +111,7 @@ fn stop_leaves_the_failure_in_place() {
     };
     app(&w, "web:1", "", "1");
     w.push().assert_ok();
-    let bad = app(&w, "web:2", FAIL, "2");
+    let bad = app(&w, "web:2", FAIL_ROLLOUT, "2");
     w.push();
     assert_eq!(template_image(&w), "web:2");
     assert_eq!(w.last_record(&bad)["result"], "failed");

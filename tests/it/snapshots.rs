@@ -8,8 +8,8 @@
 use insta::assert_snapshot;
 
 use crate::core::commit_first_tree;
-use crate::safety::{app, FAIL};
-use crate::util::{configmap, namespace, sandboxed, Run, World};
+use crate::safety::app;
+use crate::util::{configmap, namespace, sandboxed, Run, World, FAIL_ROLLOUT};
 
 /// `git push origin REFSPECS` as a pusher types it: not `-q`, so git's own report of each ref
 /// is part of what is seen.
@@ -100,7 +100,7 @@ fn failed_health_check_is_rolled_back() {
     let Some(w) = sandboxed("") else { return };
     let good = app(&w, "web:1", "", "1");
     w.push().assert_ok();
-    let bad = app(&w, "web:2", FAIL, "2");
+    let bad = app(&w, "web:2", FAIL_ROLLOUT, "2");
     let out = push(&w, &["HEAD:main"]);
     assert_pusher_sees(
         "failed_health_check_is_rolled_back",

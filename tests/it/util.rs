@@ -368,6 +368,26 @@ impl World {
         .stdout
     }
 
+    /// Replaces the note on `commit` in the server repository wholesale, as someone with push
+    /// access to the notes ref could.
+    pub fn replace_note(&self, commit: &str, text: &str) {
+        let path = self.tmp.path().join("note.txt");
+        std::fs::write(&path, text).unwrap();
+        self.git(
+            Some(&self.server),
+            &[
+                "notes",
+                "--ref=hookops",
+                "add",
+                "-f",
+                "-F",
+                path.to_str().unwrap(),
+                commit,
+            ],
+        )
+        .assert_ok();
+    }
+
     /// Parsed JSON payloads of the records on a commit, oldest first.
     pub fn records(&self, rev: &str) -> Vec<serde_json::Value> {
         self.note(rev)
@@ -444,10 +464,43 @@ pub fn namespace(name: &str) -> String {
     format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n")
 }
 
+/// A pod annotation that makes the kube sandbox and the test cluster's fake kubelet fail the
+/// rollout of the Deployment it is on.
+pub const FAIL_ROLLOUT: &str = "        kube-sandbox.io/fail-rollout: \"true\"\n";
+
 pub fn deployment(name: &str, ns: &str, image: &str, annotations: &str) -> String {
+    deployment_with(name, ns, image, 1, "", annotations)
+}
+
+/// A Deployment of `replicas`, with `extra_spec` lines in its spec and `annotations` lines on
+/// its pods.
+pub fn deployment_with(
+    name: &str,
+    ns: &str,
+    image: &str,
+    replicas: u32,
+    extra_spec: &str,
+    annotations: &str,
+) -> String {
     format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n      annotations:\n        x: \"y\"\n{annotations}    spec:\n      containers:\n      - name: app\n        image: {image}\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  replicas: {replicas}\n{extra_spec}  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n      annotations:\n        x: \"y\"\n{annotations}    spec:\n      containers:\n      - name: app\n        image: {image}\n"
     )
+}
+
+/// The string at `pointer` in `v`, or "".
+pub fn str_at<'a>(v: &'a serde_json::Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(|x| x.as_str()).unwrap_or("")
+}
+
+/// The record's reason and its targets' reasons, joined.
+pub fn reasons(rec: &serde_json::Value) -> String {
+    let mut all = vec![rec["reason"].as_str().unwrap_or("").to_string()];
+    if let Some(targets) = rec["targets"].as_array() {
+        for t in targets {
+            all.push(t["reason"].as_str().unwrap_or("").to_string());
+        }
+    }
+    all.join(" | ")
 }
 
 /// A Terraform root with only built-ins: a `terraform_data` whose input is `value`.
