@@ -8,6 +8,7 @@ pub mod backends;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod gitref;
 pub mod ops;
 pub mod out;
 pub mod pipeline;
@@ -115,7 +116,10 @@ mod layers {
         ("pipeline", &["pipeline"]),
         ("backends", &["backends"]),
         ("record", &["record"]),
-        ("config", &["config", "config.rs", "out.rs", "cli.rs"]),
+        (
+            "config",
+            &["config", "config.rs", "gitref.rs", "out.rs", "cli.rs"],
+        ),
     ];
 
     fn sources(path: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::backends::mask::Masker;
 
@@ -262,7 +262,6 @@ pub fn spawn_detached(
     stderr: std::fs::File,
     what: &str,
 ) -> Result<()> {
-    use anyhow::Context;
     let exe = std::env::current_exe().context("locating the hookops binary")?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--repo")

@@ -66,6 +66,18 @@ impl Request {
             move_pointer: true,
         }
     }
+
+    /// The journal entry of this request's attempt.
+    fn journal_entry(&self, from: Option<Oid>, started: &str) -> journal::Entry {
+        journal::Entry::new(
+            &self.env.name,
+            self.action,
+            self.to,
+            from,
+            &self.ref_name,
+            started,
+        )
+    }
 }
 
 /// What the command that deploys does with the records a run wrote, after it, outside the
@@ -594,18 +606,4 @@ fn kept_lines(plan: &Plan) -> Vec<String> {
         .iter()
         .map(|k| format!("{}: {}", k.id, k.reason))
         .collect()
-}
-
-impl Request {
-    /// The journal entry of this request's attempt.
-    fn journal_entry(&self, from: Option<Oid>, started: &str) -> journal::Entry {
-        journal::Entry::new(
-            &self.env.name,
-            self.action,
-            self.to,
-            from,
-            &self.ref_name,
-            started,
-        )
-    }
 }

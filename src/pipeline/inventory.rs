@@ -485,9 +485,7 @@ impl<'r> Inventory<'r> {
         let repo = self.repo;
         let tree = repo.find_commit(commit)?.tree()?;
         let name = inventory_ref(&self.env);
-        // A zero id expects no ref: checked under the ref's lock, unlike a non-forced create.
-        let expected = self.head.unwrap_or(Oid::zero());
-        repo.reference_matching(&name, commit, true, expected, message)
+        crate::gitref::swap(repo, &name, commit, self.head, message)
             .with_context(|| format!("updating {name} (it moved meanwhile?)"))?;
         self.head = Some(commit);
         self.tree = Some(tree);

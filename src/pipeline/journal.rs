@@ -268,17 +268,9 @@ fn finish_pointer(session: &Session, entry: &Entry) {
         return;
     }
     let msg = format!("hookops: deployed {to} (completed after an interruption)");
-    let moved = match from {
-        Some(Ok(from)) => session
-            .repo
-            .reference_matching(&name, to, true, from, &msg)
-            .is_ok(),
-        Some(Err(_)) => false,
-        // A zero id expects no ref: checked under the ref's lock, unlike a non-forced create.
-        None => session
-            .repo
-            .reference_matching(&name, to, true, Oid::zero(), &msg)
-            .is_ok(),
+    let moved = match from.transpose() {
+        Ok(from) => crate::gitref::swap(&session.repo, &name, to, from, &msg).is_ok(),
+        Err(_) => false,
     };
     if moved {
         say(&format!(

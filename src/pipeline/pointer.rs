@@ -18,9 +18,7 @@ pub fn move_pointer(
     let name = env.pointer_ref();
     let msg = format!("hookops: deployed {new}");
     let repo = &session.repo;
-    // A zero id expects no ref: checked under the ref's lock, unlike a non-forced create.
-    let expected = old.unwrap_or(Oid::zero());
-    repo.reference_matching(&name, new, true, expected, &msg)
+    crate::gitref::swap(repo, &name, new, old, &msg)
         .with_context(|| format!("moving {name} to {new} (it moved meanwhile?)"))?;
     Ok(())
 }

@@ -808,9 +808,8 @@ impl<'r> Store<'r> {
         // Compare-and-swap: a `plan` runs without the deploy lock, and must not drop what a
         // deploy stored meanwhile (nor the other way round); the loser's index is rebuilt later.
         let msg = "hookops: reference index";
-        // A zero id expects no ref: checked under the ref's lock, unlike a non-forced create.
-        let expected = self.head.as_ref().map_or(Oid::zero(), |h| h.id());
-        repo.reference_matching(INDEX_REF, commit, true, expected, msg)
+        let expected = self.head.as_ref().map(|h| h.id());
+        crate::gitref::swap(repo, INDEX_REF, commit, expected, msg)
             .with_context(|| format!("updating {INDEX_REF} (it moved meanwhile?)"))?;
         Ok(())
     }

@@ -221,11 +221,8 @@ fn update_ref(
         let Some(new) = build(tip.as_ref())? else {
             return Ok(());
         };
-        // Compare-and-swap under the ref's lock. A zero id expects no ref: libgit2 checks a
-        // non-forced create before it takes the lock, so two first writers could both "create"
-        // the ref and the later one drop the other's records.
-        let expected = tip.as_ref().map_or(Oid::zero(), |t| t.id());
-        let result = repo.reference_matching(NOTES_REF, new, true, expected, log_message);
+        let expected = tip.as_ref().map(|t| t.id());
+        let result = crate::gitref::swap(repo, NOTES_REF, new, expected, log_message);
         match result {
             Ok(_) => return Ok(()),
             Err(e) if lost_race(&e) => {
