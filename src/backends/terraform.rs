@@ -12,7 +12,7 @@ use git2::{Repository, Tree};
 use crate::backends::mask::Masker;
 use crate::backends::objects;
 use crate::backends::process::{Command, Output};
-use crate::config::Target;
+use crate::config::{ServerConfig, Target};
 
 const PLAN_FILE: &str = "hookops.tfplan";
 const LOCK_FILE: &str = ".terraform.lock.hcl";
@@ -71,7 +71,22 @@ fn dir_name(name: &str) -> String {
     out
 }
 
-impl Terraform<'_> {
+impl<'a> Terraform<'a> {
+    /// The server config's terraform (`[tools] terraform`, `[deploy] terraform_lock_timeout`),
+    /// with `env` for terraform alone.
+    pub fn new(
+        config: &'a ServerConfig,
+        masker: &'a Masker,
+        env: Vec<(String, String)>,
+    ) -> Terraform<'a> {
+        Terraform {
+            program: &config.tools.terraform,
+            masker,
+            lock_timeout_secs: config.deploy.terraform_lock_timeout,
+            env,
+        }
+    }
+
     fn command(&self, dir: &Path) -> Command {
         let mut c = Command::new(self.program, "terraform")
             .dir(dir)

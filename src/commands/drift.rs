@@ -76,12 +76,7 @@ pub fn check(session: &Session, envs: &[Environment], repair: bool) -> Result<Ex
                 let dir = terraform::work_dir(&env_dir, t);
                 Terraform::materialise(&session.repo, &tree, t, &tp.closure, &dir).and_then(
                     |root| {
-                        let tf = Terraform {
-                            program: &session.config.tools.terraform,
-                            masker: &deployer.masker,
-                            lock_timeout_secs: session.config.deploy.terraform_lock_timeout,
-                            env: Vec::new(),
-                        };
+                        let tf = Terraform::new(&session.config, &deployer.masker, Vec::new());
                         tf.drifted(&root, &mut |_| {}).map(usize::from)
                     },
                 )

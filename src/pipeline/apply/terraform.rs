@@ -31,12 +31,11 @@ pub fn run(
         return Err("nothing to run (no deployed revision of this root)".into());
     };
     let root = dir?;
-    let tf = Terraform {
-        program: &config.tools.terraform,
+    let tf = Terraform::new(
+        config,
         masker,
-        lock_timeout_secs: config.deploy.terraform_lock_timeout,
-        env: secrets.env.get(&t.name).cloned().unwrap_or_default(),
-    };
+        secrets.env.get(&t.name).cloned().unwrap_or_default(),
+    );
     let prefix = format!("{}: {}", env.name, t.name);
     let mut line = |l: &str| say(&format!("{prefix}: {l}"));
     let counts = match tp.step {
