@@ -86,6 +86,18 @@ pub struct Environment {
     /// Environments as directories: only targets whose path is under (or equal to) one of
     /// these tree paths belong to the environment (docs/environments.md). None: the whole tree.
     pub paths: Option<Vec<String>>,
+    /// An object declared more than once with different content: a warning (the last
+    /// declaration wins, architecture.md D7) or an error for the targets declaring it.
+    #[serde(default)]
+    pub duplicates: Duplicates,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Duplicates {
+    #[default]
+    Warn,
+    Error,
 }
 
 impl Environment {
@@ -106,6 +118,7 @@ impl Environment {
             tag_deploys: false,
             max_health_timeout: None,
             paths: None,
+            duplicates: Duplicates::Warn,
         }
     }
 

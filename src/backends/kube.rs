@@ -150,10 +150,17 @@ impl Kubectl {
     }
 
     /// Deletes exactly the named objects (stubs on stdin); already-gone objects are fine.
+    /// Prints `kind/name` for each object deleted, nothing for one that was gone.
     pub fn delete(&self, stubs: String, namespace: Option<&str>) -> Result<Output> {
-        let c =
-            self.short_command()
-                .args(["delete", "--ignore-not-found", "--wait=false", "-f", "-"]);
+        let c = self.short_command().args([
+            "delete",
+            "--ignore-not-found",
+            "--wait=false",
+            "-o",
+            "name",
+            "-f",
+            "-",
+        ]);
         Self::with_namespace(c, namespace)
             .stdin(stubs.into_bytes())
             .run(&self.masker)

@@ -63,7 +63,7 @@ pub fn check(session: &Session, envs: &[Environment], repair: bool) -> Result<Ex
         }
         let kubectl = session.kubectl(env, deployer.masker.clone())?;
         let env_dir = session.env_dir(&env.name)?;
-        let tree = crate::pipeline::targets::commit_tree(&session.repo, pointer)?;
+        let tree = crate::pipeline::declare::targets::commit_tree(&session.repo, pointer)?;
         let mut targets = Vec::new();
         for tp in plan.targets.iter().filter(|t| t.step == Step::Deploy) {
             let clock = Instant::now();

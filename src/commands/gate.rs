@@ -117,7 +117,7 @@ fn validate_terraform(
     let scratch = tempfile::Builder::new()
         .prefix("gate-")
         .tempdir_in(session.env_dir(env)?)?;
-    let tree = crate::pipeline::targets::commit_tree(&session.repo, commit)?;
+    let tree = crate::pipeline::declare::targets::commit_tree(&session.repo, commit)?;
     let dir = Terraform::materialise(
         &session.repo,
         &tree,

@@ -485,10 +485,15 @@ impl RefIndex {
             .is_some_and(|users| users.iter().any(|u| u != dir))
     }
 
-    /// Whether another directory reads files directly in `dir` (a kustomization's resources,
-    /// patches or generator files): those are its inputs, not a kubectl target.
-    pub fn is_read(&self, dir: &str) -> bool {
-        let direct = |path: &str| parent(path) == Some(dir);
+    /// Whether another directory reads *files* directly in `dir` (a kustomization's resources,
+    /// patches or generator files): those are its inputs, not a kubectl target (D3.2). A
+    /// referenced subdirectory does not count: a directory above or beside a base is judged on
+    /// its own files.
+    pub fn is_read(&self, dir: &str, tree: &Tree) -> bool {
+        let direct = |path: &str| {
+            parent(path) == Some(dir)
+                && objects::entry(tree, path).is_some_and(|(_, mode)| !objects::is_tree(mode))
+        };
         let by_other = |users: &BTreeSet<String>| users.iter().any(|u| u != dir);
         if dir.is_empty() {
             return self
@@ -501,6 +506,11 @@ impl RefIndex {
             .range(prefix.clone()..)
             .take_while(|(path, _)| path.starts_with(&prefix))
             .any(|(path, users)| direct(path) && by_other(users))
+    }
+
+    /// Whether some directory references exactly this path (a kustomization lists the file).
+    pub fn is_named(&self, path: &str) -> bool {
+        self.users.contains_key(path)
     }
 
     /// The directories that read `path`, directly or through other directories.
@@ -716,6 +726,24 @@ impl References {
             .filter_map(|d| new.dirs.get(d))
             .flat_map(|refs| refs.refs.iter().map(|r| r.path.clone()))
             .filter(|p| new.is_referenced(p) && !old.is_referenced(p))
+            .collect()
+    }
+
+    /// Directories referenced in the old tree and not in the new one, found from the
+    /// directories whose references changed: a base or module whose last user went (D3.1).
+    pub fn newly_unreferenced(&self, changes: &Changes) -> BTreeSet<String> {
+        let Some(old) = self.old_index() else {
+            return BTreeSet::new();
+        };
+        let new = &self.new.1;
+        changes
+            .paths
+            .iter()
+            .filter(|p| is_reference_file(p.rsplit('/').next().unwrap_or(p)))
+            .filter_map(|p| parent(p))
+            .filter_map(|d| old.dirs.get(d))
+            .flat_map(|refs| refs.refs.iter().map(|r| r.path.clone()))
+            .filter(|p| old.is_referenced(p) && !new.is_referenced(p))
             .collect()
     }
 
@@ -1007,7 +1035,11 @@ mod tests {
         ] {
             assert!(!index.is_referenced(dir), "{dir}");
         }
-        assert!(index.is_read("shared") && index.is_read("config") && !index.is_read("envs"));
+        assert!(
+            index.is_read("shared", &t)
+                && index.is_read("config", &t)
+                && !index.is_read("envs", &t)
+        );
         assert_eq!(
             index.users_of("modules/thing/main.tf"),
             set(&["envs/prod", "envs/staging"])

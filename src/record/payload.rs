@@ -62,6 +62,11 @@ pub struct TargetReport {
     /// Hook Jobs run: `pre-deploy Job ns/name: succeeded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<String>,
+    /// Identities (inventory keys) the prune step settled: deleted, found gone already, or of
+    /// a kind the server does not serve (so they cannot exist there). The inventory forgets
+    /// them; `pruned` counts only the deleted ones.
+    #[serde(skip)]
+    pub settled: Vec<String>,
 }
 
 impl TargetReport {
@@ -78,6 +83,7 @@ impl TargetReport {
             drifted: None,
             recreated: Vec::new(),
             hooks: Vec::new(),
+            settled: Vec::new(),
         }
     }
 }
@@ -164,6 +170,7 @@ mod tests {
                 drifted: None,
                 recreated: Vec::new(),
                 hooks: Vec::new(),
+                settled: Vec::new(),
             }],
             reason: None,
             rolled_back_to: Some("abc".into()),
