@@ -5,6 +5,7 @@ mod cluster;
 mod controls;
 mod core;
 mod crash;
+mod declares;
 mod environments;
 mod gitolite;
 mod https_git;

@@ -228,7 +228,9 @@ impl<'r, 'i> Discovery<'r, 'i> {
         for path in &changes.paths {
             if hidden(path)
                 || !manifest::is_manifest_path(path)
-                || targets.iter().any(|t| t.owns(path))
+                || targets
+                    .iter()
+                    .any(|t| t.kind == TargetType::Kubectl && t.owns(path))
                 || refs.new.1.is_named(path)
                 || crate::pipeline::references::is_reference_file(
                     path.rsplit('/').next().unwrap_or(path),
