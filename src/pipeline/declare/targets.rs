@@ -40,6 +40,7 @@ pub struct Discovery<'r, 'i> {
     index: &'i RefIndex,
     kinds: HashMap<Oid, Option<TargetType>>,
     kube_dirs: HashMap<Oid, bool>,
+    components: HashMap<Oid, bool>,
 }
 
 fn hidden(path: &str) -> bool {
@@ -93,6 +94,7 @@ impl<'r, 'i> Discovery<'r, 'i> {
             index,
             kinds: HashMap::new(),
             kube_dirs: HashMap::new(),
+            components: HashMap::new(),
         }
     }
 
@@ -127,6 +129,33 @@ impl<'r, 'i> Discovery<'r, 'i> {
         }
         self.kinds.insert(dir.id(), kind);
         kind
+    }
+
+    /// Whether the directory's kustomization is a `kind: Component` (never built alone, D3.1).
+    fn is_component(&mut self, dir: &Tree) -> bool {
+        if let Some(c) = self.components.get(&dir.id()) {
+            return *c;
+        }
+        let component = dir
+            .iter()
+            .find(|e| KUSTOMIZATION.iter().any(|k| k.as_bytes() == e.name_bytes()))
+            .and_then(|e| objects::read_blob(self.repo, e.id(), "kustomization").ok())
+            .and_then(|bytes| serde_yaml_ng::from_slice::<serde_json::Value>(&bytes).ok())
+            .is_some_and(|v| v.get("kind").and_then(|k| k.as_str()) == Some("Component"));
+        self.components.insert(dir.id(), component);
+        component
+    }
+
+    /// Whether root directory `dir` (of `kind`) is a target of its own (D3.1): not referenced
+    /// by another root, and not a kustomize Component.
+    fn is_target_root(&mut self, tree: &Tree, dir: &str, kind: TargetType) -> bool {
+        if self.index.is_referenced(dir) {
+            return false;
+        }
+        kind != TargetType::Kustomize
+            || !self
+                .subtree(tree, dir)
+                .is_some_and(|sub| self.is_component(&sub))
     }
 
     /// Whether the directory itself holds at least one Kubernetes manifest file (D3.2), or one
@@ -183,7 +212,7 @@ impl<'r, 'i> Discovery<'r, 'i> {
             return Ok(None);
         }
         if let Some((d, kind)) = self.claimer(tree, parent(path)) {
-            if self.index.is_referenced(&d) {
+            if !self.is_target_root(tree, &d, kind) {
                 return Ok(None);
             }
             return Ok(Some(discovered(&d, kind)));
@@ -210,7 +239,8 @@ impl<'r, 'i> Discovery<'r, 'i> {
             return None;
         }
         let (d, kind) = self.claimer(tree, Some(dir))?;
-        (!self.index.is_referenced(&d)).then(|| discovered(&d, kind))
+        self.is_target_root(tree, &d, kind)
+            .then(|| discovered(&d, kind))
     }
 
     /// The changed files of `tree` that look like Kubernetes manifests and that none of
@@ -226,6 +256,22 @@ impl<'r, 'i> Discovery<'r, 'i> {
     ) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for path in &changes.paths {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            if KUSTOMIZATION.contains(&name) && !hidden(path) {
+                let dir = parent(path).unwrap_or("");
+                let lone = self.claimer(tree, Some(dir)).is_some_and(|(d, _)| d == dir)
+                    && !self.index.is_referenced(dir)
+                    && self
+                        .subtree(tree, dir)
+                        .is_some_and(|sub| self.is_component(&sub));
+                if lone {
+                    out.push(format!(
+                        "{path} is a kustomize Component that no kustomization uses \
+                         (components:), and a Component cannot be built alone: nothing deploys \
+                         it (declares D3, D8)"
+                    ));
+                }
+            }
             if hidden(path)
                 || !manifest::is_manifest_path(path)
                 || targets
@@ -291,7 +337,7 @@ impl<'r, 'i> Discovery<'r, 'i> {
     ) -> Result<()> {
         if let Some(kind) = self.root_kind(&dir) {
             // A base or module, and everything under it, deploys through its users.
-            if !self.index.is_referenced(&path) {
+            if self.is_target_root(root, &path, kind) {
                 out.push(discovered(&path, kind));
             }
             return Ok(());
@@ -472,7 +518,8 @@ pub fn affected(
                     holds && !refs.new.1.is_read(&t.path, new)
                 }
                 (Some(sub), kind) => {
-                    discovery.root_kind(sub) == Some(kind) && !refs.new.1.is_referenced(&t.path)
+                    discovery.root_kind(sub) == Some(kind)
+                        && discovery.is_target_root(new, &t.path, kind)
                 }
             };
             if still {
@@ -863,6 +910,46 @@ mod tests {
         );
         let a = affected_by(&repo, Some(&t), &new).unwrap();
         assert_eq!(names(&a.deploy), ["m"]);
+    }
+
+    #[test]
+    fn a_component_is_never_a_target_of_its_own() {
+        let (_d, repo) = repo();
+        let component = "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\nresources:\n- cm.yaml\n";
+        let old = tree(
+            &repo,
+            None,
+            &[
+                ("comp/kustomization.yaml", Some(component)),
+                ("comp/cm.yaml", Some(&cm("c", "1"))),
+                ("app/kustomization.yaml", Some("components:\n- ../comp\n")),
+            ],
+        );
+        assert_eq!(
+            names(&affected_by(&repo, None, &old).unwrap().deploy),
+            ["app"]
+        );
+        // Its last user goes: still no target (it cannot be built alone), and said so.
+        let new = tree(&repo, Some(&old), &[("app/kustomization.yaml", None)]);
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert!(a.deploy.is_empty(), "{:?}", names(&a.deploy));
+        let new = tree(
+            &repo,
+            Some(&new),
+            &[(
+                "comp/kustomization.yaml",
+                Some(&format!("{component}# edited\n")),
+            )],
+        );
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert!(a.deploy.is_empty(), "{:?}", names(&a.deploy));
+        assert!(
+            a.unread.iter().any(|w| w.starts_with(
+                "comp/kustomization.yaml is a kustomize Component that no kustomization uses"
+            )),
+            "{:?}",
+            a.unread
+        );
     }
 
     #[test]
