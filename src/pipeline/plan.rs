@@ -706,7 +706,7 @@ impl Sides<'_, '_> {
                     .with_context(|| format!("target {}", t.name))?;
             }
         }
-        let out = self.renderer.kubectl.kustomize(&root.join(&t.path))?;
+        let out = self.renderer.kubectl.kustomize(&root, &t.path)?;
         if !out.success() {
             bail!(
                 "target {}: kustomize failed: {}",

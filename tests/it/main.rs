@@ -7,6 +7,7 @@ mod core;
 mod crash;
 mod environments;
 mod gitolite;
+mod hostile;
 mod https_git;
 mod isolated;
 mod layouts;
