@@ -99,9 +99,15 @@ mod tests {
 
     #[test]
     fn clean_escapes_what_a_terminal_would_act_on() {
-        assert_eq!(clean("plain text: ok\tand tabs\n"), "plain text: ok\tand tabs\n");
+        assert_eq!(
+            clean("plain text: ok\tand tabs\n"),
+            "plain text: ok\tand tabs\n"
+        );
         assert!(matches!(clean("plain"), Cow::Borrowed(_)));
-        assert_eq!(clean("a\u{1b}[31mred\u{1b}]0;t\u{7}"), "a\\u{1b}[31mred\\u{1b}]0;t\\u{7}");
+        assert_eq!(
+            clean("a\u{1b}[31mred\u{1b}]0;t\u{7}"),
+            "a\\u{1b}[31mred\\u{1b}]0;t\\u{7}"
+        );
         assert_eq!(clean("over\rwrite\u{8}"), "over\\rwrite\\u{8}");
         assert_eq!(clean("c1 \u{9b}2J del \u{7f}"), "c1 \\u{9b}2J del \\u{7f}");
         assert_eq!(clean("abc\u{202e}fed"), "abc\\u{202e}fed");

@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use crate::backends::mask::Masker;
 use crate::backends::process::{Command, Output};
-use crate::backends::sandbox::Sandbox;
+use crate::backends::sandbox::{Render, Sandbox};
 use crate::config::Environment;
 
 #[derive(Clone)]
@@ -86,15 +86,15 @@ impl Kubectl {
     /// `[kustomize] allow_remote`.
     pub fn kustomize(&self, root: &Path, dir: &str) -> Result<Output> {
         let dir = root.join(dir);
-        self.sandbox.run(
-            &self.program,
-            "kubectl",
-            &["kustomize".into(), dir.clone().into_os_string()],
+        let render = Render {
+            program: &self.program,
+            config_key: "kubectl",
+            args: vec!["kustomize".into(), dir.clone().into_os_string()],
             root,
-            &dir,
-            self.allow_remote,
-            &self.masker,
-        )
+            dir: &dir,
+            network: self.allow_remote,
+        };
+        self.sandbox.run(&render, &self.masker)
     }
 
     /// One server-side apply of a manifest stream.

@@ -85,8 +85,7 @@ fn matches(pattern: &str, name: &str) -> bool {
 /// Whether a variable of hookops' environment reaches children.
 pub fn passes(name: &str) -> bool {
     let extra = EXTRA_PASS_ENV.read().map(|e| e.clone()).unwrap_or_default();
-    PASS_ENV.iter().copied().any(|p| matches(p, name))
-        || extra.iter().any(|p| matches(p, name))
+    PASS_ENV.iter().copied().any(|p| matches(p, name)) || extra.iter().any(|p| matches(p, name))
 }
 
 /// A child's whole environment: the allow-listed part of `inherited` (hookops' own), then
@@ -234,7 +233,8 @@ impl Command {
     }
 
     fn expression(&self) -> duct::Expression {
-        let mut e = duct::cmd(&self.program, &self.args).full_env(child_env(std::env::vars_os(), &self.env));
+        let mut e = duct::cmd(&self.program, &self.args)
+            .full_env(child_env(std::env::vars_os(), &self.env));
         if let Some(d) = &self.dir {
             e = e.dir(d);
         }
@@ -425,7 +425,13 @@ mod tests {
         let names: Vec<&str> = env.keys().filter_map(|k| k.to_str()).collect();
         assert_eq!(
             names,
-            ["GIT_CONFIG_GLOBAL", "LC_ALL", "PATH", "TF_CLI_CONFIG_FILE", "TF_INPUT"]
+            [
+                "GIT_CONFIG_GLOBAL",
+                "LC_ALL",
+                "PATH",
+                "TF_CLI_CONFIG_FILE",
+                "TF_INPUT"
+            ]
         );
         assert!(!passes("HOOKOPS_EXTRA_TEST"));
         pass_env(&["HOOKOPS_EXTRA_*".to_string()]);

@@ -56,6 +56,18 @@ const PROXY_VARS: [&str; 8] = [
     "ALL_PROXY",
 ];
 
+/// One renderer run: `program ARGS` (the `[tools]` key `config_key` names it) in directory
+/// `dir` of `root`, the materialised closure of a target.
+pub struct Render<'a> {
+    pub program: &'a str,
+    pub config_key: &'static str,
+    pub args: Vec<OsString>,
+    pub root: &'a Path,
+    pub dir: &'a Path,
+    /// The renderer may reach the network (`[kustomize] allow_remote`).
+    pub network: bool,
+}
+
 /// What bubblewrap prints when it, not the program inside, fails.
 const BWRAP_PREFIX: &str = "bwrap: ";
 
@@ -67,30 +79,23 @@ impl Sandbox {
         }
     }
 
-    /// Runs `program ARGS` (a `[tools]` key names it) in directory `dir` of `root`, seeing only
-    /// `root`, read-only; with `network` it may reach the network. The output is masked; a
-    /// sandbox that cannot start is an error naming why and the setting that turns it off.
-    pub fn run(
-        &self,
-        program: &str,
-        config_key: &'static str,
-        args: &[OsString],
-        root: &Path,
-        dir: &Path,
-        network: bool,
-        masker: &Masker,
-    ) -> Result<Output> {
+    /// Runs the renderer, seeing only its `root`, read-only. The output is masked; a sandbox
+    /// that cannot start is an error naming why and the setting that turns it off.
+    pub fn run(&self, r: &Render, masker: &Masker) -> Result<Output> {
         if !self.enabled {
-            return Command::new(program, config_key)
-                .args(args.iter().cloned())
-                .dir(dir)
+            return Command::new(r.program, r.config_key)
+                .args(r.args.iter().cloned())
+                .dir(r.dir)
                 .run(masker);
         }
-        let exe = resolve_program(program).with_context(|| {
-            format!("{program}: command not found (set by [tools] {config_key} in the server config)")
+        let exe = resolve_program(r.program).with_context(|| {
+            format!(
+                "{}: command not found (set by [tools] {} in the server config)",
+                r.program, r.config_key
+            )
         })?;
         let out = self
-            .command(&exe, args, root, dir, network)?
+            .command(&exe, r)?
             .run(masker)
             .map_err(|e| self.unavailable(&format!("{e:#}")))?;
         if !out.success() {
@@ -109,20 +114,15 @@ impl Sandbox {
         )
     }
 
-    fn command(
-        &self,
-        exe: &Path,
-        args: &[OsString],
-        root: &Path,
-        dir: &Path,
-        network: bool,
-    ) -> Result<Command> {
-        let root = root
+    fn command(&self, exe: &Path, r: &Render) -> Result<Command> {
+        let root = r
+            .root
             .canonicalize()
-            .with_context(|| format!("{}: cannot open", root.display()))?;
-        let dir = dir
+            .with_context(|| format!("{}: cannot open", r.root.display()))?;
+        let dir = r
+            .dir
             .canonicalize()
-            .with_context(|| format!("{}: cannot open", dir.display()))?;
+            .with_context(|| format!("{}: cannot open", r.dir.display()))?;
         if !dir.starts_with(&root) {
             bail!("{} is not inside {}", dir.display(), root.display());
         }
@@ -168,7 +168,7 @@ impl Sandbox {
                 c = c.arg("--ro-bind").arg(parent).arg(parent);
             }
         }
-        if network {
+        if r.network {
             c = c.arg("--share-net");
             for f in NETWORK_FILES {
                 if Path::new(f).exists() {
@@ -188,23 +188,22 @@ impl Sandbox {
             .arg(&dir)
             .arg("--")
             .arg(exe)
-            .args(args.iter().cloned()))
+            .args(r.args.iter().cloned()))
     }
 
     /// For `doctor`: runs `program ARGS` in an empty sandbox; its first output line, or why
     /// it cannot run.
     pub fn probe(&self, program: &str, config_key: &'static str, args: &[&str]) -> Result<String> {
         let dir = tempfile::tempdir().context("creating a scratch directory")?;
-        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-        let out = self.run(
+        let render = Render {
             program,
             config_key,
-            &args,
-            dir.path(),
-            dir.path(),
-            false,
-            &Masker::new(),
-        )?;
+            args: args.iter().map(OsString::from).collect(),
+            root: dir.path(),
+            dir: dir.path(),
+            network: false,
+        };
+        let out = self.run(&render, &Masker::new())?;
         if !out.success() {
             bail!("{program} in the sandbox: {}", out.reason());
         }
@@ -232,7 +231,14 @@ mod tests {
 
     fn bwrap_works() -> bool {
         let ok = std::process::Command::new("bwrap")
-            .args(["--unshare-all", "--ro-bind", "/usr", "/usr", "--", "/usr/bin/true"])
+            .args([
+                "--unshare-all",
+                "--ro-bind",
+                "/usr",
+                "/usr",
+                "--",
+                "/usr/bin/true",
+            ])
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
@@ -256,31 +262,28 @@ mod tests {
         std::fs::create_dir_all(root.join("app")).unwrap();
         std::fs::write(root.join("app/in.txt"), "inside\n").unwrap();
         std::fs::write(outer.path().join("secret.txt"), "outside\n").unwrap();
-        let sh = |script: &str, network: bool| {
+        let app = root.join("app");
+        let render = |script: &str| Render {
+            program: "sh",
+            config_key: "sh",
+            args: vec!["-c".into(), script.into()],
+            root: &root,
+            dir: &app,
+            network: false,
+        };
+        let sh = |script: &str| {
             Sandbox::default()
-                .run(
-                    "sh",
-                    "sh",
-                    &["-c".into(), script.into()],
-                    &root,
-                    &root.join("app"),
-                    network,
-                    &Masker::new(),
-                )
+                .run(&render(script), &Masker::new())
                 .unwrap()
         };
         let secret = outer.path().join("secret.txt");
-        let out = sh(
-            &format!(
-                "cat in.txt; cat {} || echo no-secret; cat ../../secret.txt || echo no-climb; \
+        let out = sh(&format!(
+            "cat in.txt; cat {} || echo no-secret; cat ../../secret.txt || echo no-climb; \
                  ls /etc/passwd || echo no-etc; touch x || echo read-only; echo $HOME",
-                secret.display()
-            ),
-            false,
-        );
+            secret.display()
+        ));
         assert_eq!(
-            out.stdout,
-            "inside\nno-secret\nno-climb\nno-etc\nread-only\n/tmp\n",
+            out.stdout, "inside\nno-secret\nno-climb\nno-etc\nread-only\n/tmp\n",
             "{}",
             out.stderr
         );
@@ -290,12 +293,7 @@ mod tests {
             bwrap: "bwrap".into(),
         }
         .run(
-            "sh",
-            "sh",
-            &["-c".into(), format!("cat {}", secret.display()).into()],
-            &root,
-            &root.join("app"),
-            false,
+            &render(&format!("cat {}", secret.display())),
             &Masker::new(),
         )
         .unwrap();
@@ -314,16 +312,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let script = format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected || echo refused");
         let run = |network: bool| {
+            let render = Render {
+                program: "bash",
+                config_key: "bash",
+                args: vec!["-c".into(), script.clone().into()],
+                root: dir.path(),
+                dir: dir.path(),
+                network,
+            };
             Sandbox::default()
-                .run(
-                    "bash",
-                    "bash",
-                    &["-c".into(), script.clone().into()],
-                    dir.path(),
-                    dir.path(),
-                    network,
-                    &Masker::new(),
-                )
+                .run(&render, &Masker::new())
                 .unwrap()
                 .stdout
         };
@@ -339,7 +337,17 @@ mod tests {
             enabled: true,
             bwrap: "/nonexistent/bwrap".into(),
         }
-        .run("sh", "sh", &[], dir.path(), dir.path(), false, &Masker::new())
+        .run(
+            &Render {
+                program: "sh",
+                config_key: "sh",
+                args: Vec::new(),
+                root: dir.path(),
+                dir: dir.path(),
+                network: false,
+            },
+            &Masker::new(),
+        )
         .unwrap_err()
         .to_string();
         assert!(err.contains("renderer sandbox cannot start"), "{err}");

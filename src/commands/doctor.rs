@@ -233,7 +233,9 @@ fn hidden_refs(r: &mut Checks, session: &Session) {
         .unwrap_or_default();
     for e in entries {
         let key = e.get("key").and_then(|k| k.as_str()).unwrap_or("");
-        if key.eq_ignore_ascii_case("receive.hideRefs") || key.eq_ignore_ascii_case("transfer.hideRefs") {
+        if key.eq_ignore_ascii_case("receive.hideRefs")
+            || key.eq_ignore_ascii_case("transfer.hideRefs")
+        {
             if let Some(v) = e.get("value").and_then(|v| v.as_str()) {
                 values.push(v.to_string());
             }
@@ -246,7 +248,10 @@ fn hidden_refs(r: &mut Checks, session: &Session) {
     if open.is_empty() {
         r.ok(
             "pushes",
-            &format!("receive.hideRefs hides {}: pushes cannot write them", HIDDEN_REFS.join(" and ")),
+            &format!(
+                "receive.hideRefs hides {}: pushes cannot write them",
+                HIDDEN_REFS.join(" and ")
+            ),
         );
     } else {
         r.fail(
@@ -349,11 +354,17 @@ fn sandbox(r: &mut Checks, config: &ServerConfig) {
     match sb.probe(&config.tools.kubectl, "kubectl", &["version", "--client"]) {
         Ok(_) => r.ok(
             "sandbox",
-            &format!("{}: kustomize renders with only the target's files visible, {network}", sb.bwrap),
+            &format!(
+                "{}: kustomize renders with only the target's files visible, {network}",
+                sb.bwrap
+            ),
         ),
         Err(e) => r.fail(
             "sandbox",
-            &format!("{}: kustomize targets are refused", crate::out::error_line(&e)),
+            &format!(
+                "{}: kustomize targets are refused",
+                crate::out::error_line(&e)
+            ),
             "install bubblewrap (Debian: apt install bubblewrap) and allow unprivileged user \
              namespaces, or set [sandbox] enabled = false",
         ),

@@ -311,7 +311,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init_bare(dir.path()).unwrap();
         assert_eq!(hide_refs(&repo).unwrap(), HIDDEN_REFS.to_vec());
-        assert!(hide_refs(&repo).unwrap().is_empty(), "second run adds nothing");
+        assert!(
+            hide_refs(&repo).unwrap().is_empty(),
+            "second run adds nothing"
+        );
         let values = hide_refs_values(&repo).unwrap();
         assert_eq!(values, HIDDEN_REFS.map(String::from).to_vec());
     }

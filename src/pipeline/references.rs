@@ -241,11 +241,15 @@ pub fn fold(key: &str) -> String {
 
 /// The 1-based line of the first YAML merge key (`<<:`) outside comments and strings, if any.
 fn merge_key_line(text: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let t = l.trim_start().trim_start_matches(['-', ' ']);
-        t.starts_with("<<:") || t.starts_with("<< :") || t.starts_with("\"<<\"") || t.starts_with("'<<'")
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start().trim_start_matches(['-', ' ']);
+            t.starts_with("<<:")
+                || t.starts_with("<< :")
+                || t.starts_with("\"<<\"")
+                || t.starts_with("'<<'")
+        })
+        .map(|i| i + 1)
 }
 
 /// The line where `key` is written as a mapping key (`key:` after indentation or `- `).
@@ -253,9 +257,13 @@ fn key_line(text: &str, key: &str) -> usize {
     text.lines()
         .position(|l| {
             let t = l.trim_start().trim_start_matches(['-', ' ']);
-            [format!("{key}:"), format!("\"{key}\":"), format!("'{key}':")]
-                .iter()
-                .any(|k| t.starts_with(k.as_str()))
+            [
+                format!("{key}:"),
+                format!("\"{key}\":"),
+                format!("'{key}':"),
+            ]
+            .iter()
+            .any(|k| t.starts_with(k.as_str()))
         })
         .map_or(1, |i| i + 1)
 }
@@ -385,7 +393,12 @@ impl Reader<'_> {
         }
         for name in ["patches", "patchesJson6902", "replacements"] {
             for (key, v) in k.field(self, map, name) {
-                for item in v.as_array().into_iter().flatten().filter_map(|i| i.as_object()) {
+                for item in v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i.as_object())
+                {
                     for (_, p) in k.field(self, item, "path") {
                         if let Some(raw) = p.as_str() {
                             self.kustomize_entry(file, text, key, raw);
@@ -402,7 +415,12 @@ impl Reader<'_> {
         }
         for name in ["configMapGenerator", "secretGenerator"] {
             for (key, v) in k.field(self, map, name) {
-                for item in v.as_array().into_iter().flatten().filter_map(|i| i.as_object()) {
+                for item in v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i.as_object())
+                {
                     for field in ["files", "envs", "env", "ageIdentities"] {
                         for (_, f) in k.field(self, item, field) {
                             for raw in strings(f) {
@@ -432,7 +450,12 @@ impl Reader<'_> {
             }
         }
         let charts: [(&str, &[&str], &str, &str); 2] = [
-            ("helmCharts", &["valuesFile", "additionalValuesFiles"], "name", "repo"),
+            (
+                "helmCharts",
+                &["valuesFile", "additionalValuesFiles"],
+                "name",
+                "repo",
+            ),
             (
                 "helmChartInflationGenerator",
                 &["chartHome", "values", "helmHome"],
@@ -442,7 +465,12 @@ impl Reader<'_> {
         ];
         for (name, paths, chart, repo) in charts {
             for (key, v) in k.field(self, map, name) {
-                for item in v.as_array().into_iter().flatten().filter_map(|i| i.as_object()) {
+                for item in v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i.as_object())
+                {
                     for field in paths {
                         for (_, f) in k.field(self, item, field) {
                             for raw in strings(f) {
@@ -1134,23 +1162,30 @@ re\u{17f}ources: [../../../long-s]
     fn kustomization_with_two_spellings_of_a_field_or_a_merge_key_is_refused() {
         let two = kustomization_refs("resources: [a.yaml]\nResources: [b.yaml]\n");
         assert!(
-            two.problems.iter().any(|p| p.starts_with("app/web/kustomization.yaml:2: ")
-                && p.contains("\"Resources\" and \"resources\" are one kustomize field")),
+            two.problems
+                .iter()
+                .any(|p| p.starts_with("app/web/kustomization.yaml:2: ")
+                    && p.contains("\"Resources\" and \"resources\" are one kustomize field")),
             "{:?}",
             two.problems
         );
         let nested = kustomization_refs("patches:\n- path: a.yaml\n  Path: b.yaml\n");
         assert!(
-            nested.problems.iter().any(|p| p.starts_with("app/web/kustomization.yaml:3: ")),
+            nested
+                .problems
+                .iter()
+                .any(|p| p.starts_with("app/web/kustomization.yaml:3: ")),
             "{:?}",
             nested.problems
         );
         let merge = kustomization_refs("x: 1\n<<:\n  resources: [../../../etc]\n");
         assert_eq!(
             merge.problems,
-            vec!["app/web/kustomization.yaml:2: YAML merge keys (`<<`) are refused in \
+            vec![
+                "app/web/kustomization.yaml:2: YAML merge keys (`<<`) are refused in \
                   kustomizations: write the fields out"
-                .to_string()]
+                    .to_string()
+            ]
         );
         // A remote chart and a remote resource in odd spelling are remote references.
         let remote = kustomization_refs(
@@ -1160,7 +1195,11 @@ re\u{17f}ources: [../../../long-s]
         // The ordinary spelling still reads as before.
         let plain = kustomization_refs("resources: [../base, cm.yaml]\n");
         assert_eq!(
-            plain.refs.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+            plain
+                .refs
+                .iter()
+                .map(|r| r.path.as_str())
+                .collect::<Vec<_>>(),
             vec!["app/base", "app/web/cm.yaml"]
         );
     }
@@ -1183,31 +1222,81 @@ re\u{17f}ources: [../../../long-s]
     fn fuzz_kustomization() {
         use proptest::prelude::*;
         const FIELDS: [&str; 10] = [
-            "resources", "bases", "components", "crds", "configurations", "generators",
-            "transformers", "validators", "patchesStrategicMerge", "openapi",
+            "resources",
+            "bases",
+            "components",
+            "crds",
+            "configurations",
+            "generators",
+            "transformers",
+            "validators",
+            "patchesStrategicMerge",
+            "openapi",
         ];
         const VALUES: [&str; 10] = [
-            "../../..", "../base", "/etc", "cm.yaml", "https://x.test/a.yaml", "./a/../../../b",
-            "github.com/o/r", "k=../../../../f", "..", "a b",
+            "../../..",
+            "../base",
+            "/etc",
+            "cm.yaml",
+            "https://x.test/a.yaml",
+            "./a/../../../b",
+            "github.com/o/r",
+            "k=../../../../f",
+            "..",
+            "a b",
         ];
         let tokens: Vec<String> = FIELDS
             .iter()
             .chain(VALUES.iter())
-            .chain(&["Resources", "reſources", "Path", "path", "files", "envs", "patches",
-                "configMapGenerator", "helmCharts", "valuesFile", "name", "<<", ": ", "- ", "\n",
-                "  ", "[", "]", ", ", "\"", "&a ", "*a", "{", "}"])
+            .chain(&[
+                "Resources",
+                "reſources",
+                "Path",
+                "path",
+                "files",
+                "envs",
+                "patches",
+                "configMapGenerator",
+                "helmCharts",
+                "valuesFile",
+                "name",
+                "<<",
+                ": ",
+                "- ",
+                "\n",
+                "  ",
+                "[",
+                "]",
+                ", ",
+                "\"",
+                "&a ",
+                "*a",
+                "{",
+                "}",
+            ])
             .map(|t| t.to_string())
             .collect();
-        crate::fuzz::run("kustomization (token soup)", crate::fuzz::assembled(tokens, 20), |s| {
-            let refs = read_kustomization(s);
-            for r in &refs.refs {
-                assert_eq!(resolve("app/web", &r.raw).as_deref(), Ok(r.path.as_str()), "{r:?}");
-                assert!(!r.path.starts_with('/') && !r.path.split('/').any(|p| p == ".."));
-            }
-        });
+        crate::fuzz::run(
+            "kustomization (token soup)",
+            crate::fuzz::assembled(tokens, 20),
+            |s| {
+                let refs = read_kustomization(s);
+                for r in &refs.refs {
+                    assert_eq!(
+                        resolve("app/web", &r.raw).as_deref(),
+                        Ok(r.path.as_str()),
+                        "{r:?}"
+                    );
+                    assert!(!r.path.starts_with('/') && !r.path.split('/').any(|p| p == ".."));
+                }
+            },
+        );
         let entries = proptest::collection::btree_map(
             0..FIELDS.len(),
-            (any::<u64>(), proptest::collection::vec(0..VALUES.len(), 1..3)),
+            (
+                any::<u64>(),
+                proptest::collection::vec(0..VALUES.len(), 1..3),
+            ),
             1..5,
         );
         crate::fuzz::run("kustomization (spellings)", entries, |entries| {
@@ -1227,7 +1316,11 @@ re\u{17f}ources: [../../../long-s]
                 entries
                     .iter()
                     .map(|(&f, (mask, values))| {
-                        let key = if odd { spell(FIELDS[f], *mask) } else { FIELDS[f].to_string() };
+                        let key = if odd {
+                            spell(FIELDS[f], *mask)
+                        } else {
+                            FIELDS[f].to_string()
+                        };
                         let list: Vec<String> =
                             values.iter().map(|&v| format!("{:?}", VALUES[v])).collect();
                         if FIELDS[f] == "openapi" {
@@ -1238,13 +1331,25 @@ re\u{17f}ources: [../../../long-s]
                     })
                     .collect()
             };
-            let (plain, odd) = (read_kustomization(&text(false)), read_kustomization(&text(true)));
+            let (plain, odd) = (
+                read_kustomization(&text(false)),
+                read_kustomization(&text(true)),
+            );
             let paths = |d: &DirRefs| -> Vec<(String, String)> {
-                d.refs.iter().map(|r| (r.path.clone(), r.at.clone())).collect()
+                d.refs
+                    .iter()
+                    .map(|r| (r.path.clone(), r.at.clone()))
+                    .collect()
             };
             assert_eq!(paths(&plain), paths(&odd), "{}", text(true));
             assert_eq!(plain.remote.len(), odd.remote.len(), "{}", text(true));
-            assert_eq!(plain.problems.len(), odd.problems.len(), "{}\n{:?}", text(true), odd.problems);
+            assert_eq!(
+                plain.problems.len(),
+                odd.problems.len(),
+                "{}\n{:?}",
+                text(true),
+                odd.problems
+            );
         });
     }
 

@@ -123,7 +123,10 @@ fn the_gate_and_doctor_cover_a_repository_without_hide_refs() {
     crate::util::run(sh.args(["-c", fix])).assert_ok();
     let doctor = w.hookops(&["doctor"]);
     assert!(
-        doctor.stdout.lines().any(|l| l.starts_with("ok") && l.contains(" pushes: ")),
+        doctor
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains(" pushes: ")),
         "{}",
         doctor.all()
     );
@@ -149,7 +152,11 @@ fn outside_secret(w: &World, ns: &str) -> std::path::PathBuf {
 /// `../` repeated enough to climb from the materialised copy of `app/` to the filesystem
 /// root, then `dir`.
 fn climbing_to(dir: &std::path::Path) -> String {
-    format!("{}{}", "../".repeat(24), dir.display().to_string().trim_start_matches('/'))
+    format!(
+        "{}{}",
+        "../".repeat(24),
+        dir.display().to_string().trim_start_matches('/')
+    )
 }
 
 /// The second case: `Resources:` (capital R) was not read by hookops' checks but is by
@@ -177,7 +184,10 @@ fn kustomization_fields_in_any_case_cannot_climb_out() {
             && all.contains("climbs out of the repository"),
         "{all}"
     );
-    assert!(c.get_json("configmap", Some(&ns), "leaked").is_none(), "the secret landed");
+    assert!(
+        c.get_json("configmap", Some(&ns), "leaked").is_none(),
+        "the secret landed"
+    );
     assert!(!all.contains("server-only-value"), "{all}");
     // The gate refuses it too.
     w.hookops(&["install", "--pre-receive"]).assert_ok();
@@ -185,7 +195,9 @@ fn kustomization_fields_in_any_case_cannot_climb_out() {
     let gated = w.push();
     assert!(!gated.ok(), "{}", gated.all());
     assert!(
-        gated.stderr.contains("hookops: push rejected: refs/heads/main: target app:")
+        gated
+            .stderr
+            .contains("hookops: push rejected: refs/heads/main: target app:")
             && gated.stderr.contains("app/kustomization.yaml:2: Resources"),
         "{}",
         gated.all()
@@ -339,7 +351,11 @@ fn a_hostile_kustomization_reads_nothing_outside_and_opens_no_connection() {
         }
         named += 1;
         let at = format!("hostile/kustomization.yaml:{}: ", i + 1);
-        assert!(all.contains(&at), "line {} ({line}) not refused:\n{all}", i + 1);
+        assert!(
+            all.contains(&at),
+            "line {} ({line}) not refused:\n{all}",
+            i + 1
+        );
     }
     assert!(named >= 19, "{named}");
     // The good target deployed.
@@ -351,13 +367,21 @@ fn a_hostile_kustomization_reads_nothing_outside_and_opens_no_connection() {
     );
     assert!(c.get_json("configmap", Some(&ns), "leaked").is_none());
     // No connection reached the listener, and nobody tried.
-    assert!(listener.accept().is_err(), "a connection reached the listener");
+    assert!(
+        listener.accept().is_err(),
+        "a connection reached the listener"
+    );
     let trace = std::fs::read_to_string(&log).unwrap();
-    assert!(!trace.contains(&format!("htons({port})")), "something connected to {port}");
+    assert!(
+        !trace.contains(&format!("htons({port})")),
+        "something connected to {port}"
+    );
     // Nothing outside the repository was opened by anyone.
     let secret = outside.join("secret.txt").display().to_string();
     assert!(
-        !trace.lines().any(|l| l.contains(&secret) && !l.contains("ENOENT")),
+        !trace
+            .lines()
+            .any(|l| l.contains(&secret) && !l.contains("ENOENT")),
         "{secret} was opened"
     );
     // The good kustomization was rendered in the sandbox: its kubectl opened only its own
@@ -392,26 +416,40 @@ fn a_git_module_source_works_under_the_hook() {
     let served = w.tmp.path().join("served");
     let module = served.join("module.git");
     std::fs::create_dir_all(&served).unwrap();
-    w.git(None, &["init", "-q", "--bare", module.to_str().unwrap()]).assert_ok();
+    w.git(None, &["init", "-q", "--bare", module.to_str().unwrap()])
+        .assert_ok();
     let work = w.tmp.path().join("module-work");
-    w.git(None, &["clone", "-q", module.to_str().unwrap(), work.to_str().unwrap()]).assert_ok();
+    w.git(
+        None,
+        &[
+            "clone",
+            "-q",
+            module.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    )
+    .assert_ok();
     std::fs::write(
         work.join("main.tf"),
         "resource \"terraform_data\" \"from_module\" {\n  input = \"m\"\n}\n",
     )
     .unwrap();
     w.git(Some(&work), &["add", "-A"]).assert_ok();
-    w.git(Some(&work), &["commit", "-q", "-m", "module"]).assert_ok();
-    w.git(Some(&work), &["push", "-q", "origin", "HEAD:main"]).assert_ok();
-    w.git(Some(&module), &["symbolic-ref", "HEAD", "refs/heads/main"]).assert_ok();
+    w.git(Some(&work), &["commit", "-q", "-m", "module"])
+        .assert_ok();
+    w.git(Some(&work), &["push", "-q", "origin", "HEAD:main"])
+        .assert_ok();
+    w.git(Some(&module), &["symbolic-ref", "HEAD", "refs/heads/main"])
+        .assert_ok();
     let token = w.tmp.path().join("token");
     std::fs::write(&token, "t0ken\n").unwrap();
-    let Some(server) =
-        crate::https_git::HttpsGitServer::start(&served, w.tmp.path(), &token, true)
+    let Some(server) = crate::https_git::HttpsGitServer::start(&served, w.tmp.path(), &token, true)
     else {
         return;
     };
-    let source = server.url("module.git").replace("http://", "git::http://x:t0ken@");
+    let source = server
+        .url("module.git")
+        .replace("http://", "git::http://x:t0ken@");
     let c = w.commit(
         &[(
             "infra/main.tf",
@@ -441,7 +479,11 @@ fn control_characters_from_the_server_reach_no_terminal() {
     let bad = w.commit(&[("app/secret.yaml", &secret)], "esc");
     let out = w.push();
     let has_esc = |s: &str| s.contains('\u{1b}') || s.contains('\u{7}');
-    assert!(out.all().contains("\\u{1b}[31m"), "the refusal is not shown:\n{}", out.all());
+    assert!(
+        out.all().contains("\\u{1b}[31m"),
+        "the refusal is not shown:\n{}",
+        out.all()
+    );
     assert!(!has_esc(&out.all()), "raw ESC reached the pusher");
     assert_eq!(w.last_record(&bad)["result"], "failed");
     // The commit stays pending: an unrelated push deploys (and reports) it again.
@@ -476,7 +518,10 @@ fn terraform_off_and_plan_only_run_no_pushed_code() {
     let out = w.push();
     let rec = w.last_record(&c);
     assert_eq!(rec["result"], "failed", "{}", out.all());
-    let reason = crate::util::target(&rec, "infra")["reason"].as_str().unwrap_or("").to_string();
+    let reason = crate::util::target(&rec, "infra")["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     assert!(
         reason.contains("terraform = \"off\" for environment prod in the server config"),
         "{reason}"
@@ -499,7 +544,10 @@ fn terraform_off_and_plan_only_run_no_pushed_code() {
     assert_eq!(rec["result"], "succeeded", "{}", planned.all());
     let t = crate::util::target(&rec, "infra");
     assert!(
-        t["reason"].as_str().unwrap_or("").contains("Plan: 1 to add, 0 to change, 0 to destroy"),
+        t["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Plan: 1 to add, 0 to change, 0 to destroy"),
         "{t}"
     );
     assert_eq!(t["applied"], 0);

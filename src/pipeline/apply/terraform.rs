@@ -54,8 +54,9 @@ pub fn run(
     );
     let prefix = format!("{}: {}", env.name, t.name);
     let mut line = |l: &str| say(&format!("{prefix}: {l}"));
-    let repo_paths =
-        |e: anyhow::Error| crate::backends::objects::repository_paths(&format!("{e:#}"), &work_root(&root, t));
+    let repo_paths = |e: anyhow::Error| {
+        crate::backends::objects::repository_paths(&format!("{e:#}"), &work_root(&root, t))
+    };
     if env.terraform == TerraformMode::PlanOnly {
         let summary = tf.plan_only(&root, &mut line).map_err(repo_paths)?;
         r.reason = Some(format!("planned, not applied ({setting}): {summary}"));
