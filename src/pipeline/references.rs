@@ -229,7 +229,7 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
 /// A field name as Go's encoding/json compares it with a struct's: case-insensitively, with
 /// Unicode simple case folding (`bytes.EqualFold`). Field names are ASCII, and the only other
 /// characters that fold onto ASCII letters are KELVIN SIGN (k) and LONG S (s).
-pub fn fold(key: &str) -> String {
+fn fold(key: &str) -> String {
     key.chars()
         .map(|c| match c {
             '\u{212a}' => 'k',
@@ -239,17 +239,14 @@ pub fn fold(key: &str) -> String {
         .collect()
 }
 
-/// The 1-based line of the first YAML merge key (`<<:`) outside comments and strings, if any.
-fn merge_key_line(text: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| {
-            let t = l.trim_start().trim_start_matches(['-', ' ']);
-            t.starts_with("<<:")
-                || t.starts_with("<< :")
-                || t.starts_with("\"<<\"")
-                || t.starts_with("'<<'")
-        })
-        .map(|i| i + 1)
+/// Whether a YAML merge key (`<<`) is anywhere in the document, block or flow style: read as
+/// written it is a plain key, kustomize's YAML library merges it.
+fn has_merge_key(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Object(m) => m.iter().any(|(k, v)| k == "<<" || has_merge_key(v)),
+        serde_json::Value::Array(a) => a.iter().any(has_merge_key),
+        _ => false,
+    }
 }
 
 /// The line where `key` is written as a mapping key (`key:` after indentation or `- `).
@@ -365,7 +362,11 @@ impl Reader<'_> {
         };
         // kustomize's YAML library applies merge keys (`<<: {resources: [...]}`); read as
         // written they would hide fields.
-        if let Some(line) = merge_key_line(text) {
+        if has_merge_key(&doc) {
+            let line = text
+                .lines()
+                .position(|l| l.contains("<<"))
+                .map_or(1, |i| i + 1);
             self.out.problems.push(format!(
                 "{file}:{line}: YAML merge keys (`<<`) are refused in kustomizations: write \
                  the fields out"
@@ -1177,6 +1178,12 @@ re\u{17f}ources: [../../../long-s]
                 .any(|p| p.starts_with("app/web/kustomization.yaml:3: ")),
             "{:?}",
             nested.problems
+        );
+        let flow = kustomization_refs("{x: 1, <<: {resources: [../../../etc]}}\n");
+        assert!(
+            flow.problems.iter().any(|p| p.contains("YAML merge keys")),
+            "{:?}",
+            flow.problems
         );
         let merge = kustomization_refs("x: 1\n<<:\n  resources: [../../../etc]\n");
         assert_eq!(
