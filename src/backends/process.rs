@@ -18,8 +18,8 @@ use crate::backends::mask::Masker;
 
 /// The variables a child inherits from hookops' own environment (set by the operator: the
 /// service manager, the git server, the login), by exact name or as `PREFIX*`; every other
-/// variable is dropped. docs/security.md lists them with their reasons; `[tools] pass_env`
-/// adds more.
+/// variable is dropped (the proxy settings, `PROXY_VARS`, pass too). docs/security.md lists
+/// them with their reasons; `[tools] pass_env` adds more.
 pub const PASS_ENV: &[&str] = &[
     // Finding programs, the user's own configuration, language and time.
     "PATH",
@@ -31,15 +31,7 @@ pub const PASS_ENV: &[&str] = &[
     "LC_*",
     "TZ",
     "TMPDIR",
-    // Proxies and CA bundles, for every tool that talks to the network.
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "all_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "ALL_PROXY",
+    // CA bundles (and `PROXY_VARS`), for every tool that talks to the network.
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
     // kubectl: the default kubeconfig (environments without `kubeconfig`) and Go's collector
@@ -64,6 +56,18 @@ pub const PASS_ENV: &[&str] = &[
     "SSH_AUTH_SOCK",
 ];
 
+/// The proxy settings, which children inherit too (and a sandboxed renderer with network).
+pub const PROXY_VARS: [&str; 8] = [
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+];
+
 /// `[tools] pass_env` of the server config: more names or `PREFIX*` patterns children inherit.
 static EXTRA_PASS_ENV: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
@@ -85,7 +89,9 @@ fn matches(pattern: &str, name: &str) -> bool {
 /// Whether a variable of hookops' environment reaches children.
 pub fn passes(name: &str) -> bool {
     let extra = EXTRA_PASS_ENV.read().map(|e| e.clone()).unwrap_or_default();
-    PASS_ENV.iter().copied().any(|p| matches(p, name)) || extra.iter().any(|p| matches(p, name))
+    PASS_ENV.iter().copied().any(|p| matches(p, name))
+        || PROXY_VARS.contains(&name)
+        || extra.iter().any(|p| matches(p, name))
 }
 
 /// A child's whole environment: the allow-listed part of `inherited` (hookops' own), then

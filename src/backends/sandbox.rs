@@ -44,18 +44,6 @@ const NETWORK_FILES: [&str; 7] = [
     "/etc/gitconfig",
 ];
 
-/// The proxy variables a renderer with network gets from hookops' environment.
-const PROXY_VARS: [&str; 8] = [
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "all_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "ALL_PROXY",
-];
-
 /// One renderer run: `program ARGS` (the `[tools]` key `config_key` names it) in directory
 /// `dir` of `root`, the materialised closure of a target.
 pub struct Render<'a> {
@@ -175,7 +163,7 @@ impl Sandbox {
                     c = c.args(["--ro-bind", f, f]);
                 }
             }
-            for var in PROXY_VARS {
+            for var in crate::backends::process::PROXY_VARS {
                 if let Some(v) = std::env::var_os(var) {
                     c = c.arg("--setenv").arg(var).arg(v);
                 }

@@ -190,10 +190,11 @@ impl<'a> Terraform<'a> {
         result
     }
 
-    /// init and plan, nothing applied (`terraform = "plan-only"`): the plan's summary line
-    /// (`Plan: 1 to add, 0 to change, 0 to destroy.`, or `No changes.`). The state is not
-    /// locked: nothing is written, and an operator applying by hand is not kept waiting.
-    pub fn plan_only(&self, dir: &Path, line: &mut dyn FnMut(&str)) -> Result<String> {
+    /// init and `plan -detailed-exitcode` without the state lock (nothing is written, and an
+    /// operator applying by hand is not kept waiting): None when the root matches its state,
+    /// else the plan's summary line (`Plan: 1 to add, 0 to change, 0 to destroy.`). For
+    /// `terraform = "plan-only"` and drift checks.
+    pub fn plan_summary(&self, dir: &Path, line: &mut dyn FnMut(&str)) -> Result<Option<String>> {
         self.init(dir, line)?;
         let plan = self.step(
             "plan",
@@ -207,37 +208,22 @@ impl<'a> Terraform<'a> {
             line,
         )?;
         match plan.code {
-            Some(0) => Ok("No changes.".into()),
-            Some(2) => Ok(plan
-                .stdout
-                .lines()
-                .map(str::trim)
-                .find(|l| l.starts_with("Plan:"))
-                .unwrap_or("changes planned")
-                .to_string()),
+            Some(0) => Ok(None),
+            Some(2) => Ok(Some(
+                plan.stdout
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| l.starts_with("Plan:"))
+                    .unwrap_or("changes planned")
+                    .to_string(),
+            )),
             _ => bail!("terraform plan failed: {}", error_line(&plan)),
         }
     }
 
-    /// `plan -detailed-exitcode` only: Ok(true) when the root differs from its state.
+    /// Whether the root differs from its state (`plan_summary`).
     pub fn drifted(&self, dir: &Path, line: &mut dyn FnMut(&str)) -> Result<bool> {
-        self.init(dir, line)?;
-        let plan = self.step(
-            "plan",
-            self.command(dir).args([
-                "plan",
-                "-input=false",
-                "-no-color",
-                "-detailed-exitcode",
-                "-lock=false",
-            ]),
-            line,
-        )?;
-        match plan.code {
-            Some(0) => Ok(false),
-            Some(2) => Ok(true),
-            _ => bail!("terraform plan failed: {}", error_line(&plan)),
-        }
+        Ok(self.plan_summary(dir, line)?.is_some())
     }
 
     pub fn destroy(&self, dir: &Path, line: &mut dyn FnMut(&str)) -> Result<Counts> {

@@ -265,6 +265,19 @@ fn key_line(text: &str, key: &str) -> usize {
         .map_or(1, |i| i + 1)
 }
 
+/// The kustomization fields that are lists of paths (or URLs).
+const PATH_LISTS: [&str; 9] = [
+    "resources",
+    "bases",
+    "components",
+    "crds",
+    "configurations",
+    "generators",
+    "transformers",
+    "validators",
+    "patchesStrategicMerge",
+];
+
 /// A kustomization being read.
 struct Kust<'t> {
     file: &'t str,
@@ -375,17 +388,7 @@ impl Reader<'_> {
         }
         let Some(map) = doc.as_object() else { return };
         let k = Kust { file, text };
-        for name in [
-            "resources",
-            "bases",
-            "components",
-            "crds",
-            "configurations",
-            "generators",
-            "transformers",
-            "validators",
-            "patchesStrategicMerge",
-        ] {
+        for name in PATH_LISTS {
             for (key, v) in k.field(self, map, name) {
                 for raw in strings(v) {
                     self.kustomize_entry(file, text, key, &raw);
@@ -1228,18 +1231,7 @@ re\u{17f}ources: [../../../long-s]
     #[test]
     fn fuzz_kustomization() {
         use proptest::prelude::*;
-        const FIELDS: [&str; 10] = [
-            "resources",
-            "bases",
-            "components",
-            "crds",
-            "configurations",
-            "generators",
-            "transformers",
-            "validators",
-            "patchesStrategicMerge",
-            "openapi",
-        ];
+        let fields: Vec<&str> = PATH_LISTS.iter().copied().chain(["openapi"]).collect();
         const VALUES: [&str; 10] = [
             "../../..",
             "../base",
@@ -1252,7 +1244,7 @@ re\u{17f}ources: [../../../long-s]
             "..",
             "a b",
         ];
-        let tokens: Vec<String> = FIELDS
+        let tokens: Vec<String> = fields
             .iter()
             .chain(VALUES.iter())
             .chain(&[
@@ -1299,7 +1291,7 @@ re\u{17f}ources: [../../../long-s]
             },
         );
         let entries = proptest::collection::btree_map(
-            0..FIELDS.len(),
+            0..fields.len(),
             (
                 any::<u64>(),
                 proptest::collection::vec(0..VALUES.len(), 1..3),
@@ -1324,13 +1316,13 @@ re\u{17f}ources: [../../../long-s]
                     .iter()
                     .map(|(&f, (mask, values))| {
                         let key = if odd {
-                            spell(FIELDS[f], *mask)
+                            spell(fields[f], *mask)
                         } else {
-                            FIELDS[f].to_string()
+                            fields[f].to_string()
                         };
                         let list: Vec<String> =
                             values.iter().map(|&v| format!("{:?}", VALUES[v])).collect();
-                        if FIELDS[f] == "openapi" {
+                        if fields[f] == "openapi" {
                             format!("{key}:\n  path: {}\n", list[0])
                         } else {
                             format!("{key}: [{}]\n", list.join(", "))

@@ -58,7 +58,10 @@ pub fn run(
         crate::backends::objects::repository_paths(&format!("{e:#}"), &work_root(&root, t))
     };
     if env.terraform == TerraformMode::PlanOnly {
-        let summary = tf.plan_only(&root, &mut line).map_err(repo_paths)?;
+        let summary = tf
+            .plan_summary(&root, &mut line)
+            .map_err(repo_paths)?
+            .unwrap_or_else(|| "No changes.".into());
         r.reason = Some(format!("planned, not applied ({setting}): {summary}"));
         return Ok(());
     }
