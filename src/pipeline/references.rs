@@ -226,6 +226,16 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
     }
 }
 
+/// The mappings of a field that holds a list of them (`patches`, generators, charts).
+fn objects_in(
+    v: &serde_json::Value,
+) -> impl Iterator<Item = &serde_json::Map<String, serde_json::Value>> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.as_object())
+}
+
 /// A field name as Go's encoding/json compares it with a struct's: case-insensitively, with
 /// Unicode simple case folding (`bytes.EqualFold`). Field names are ASCII, and the only other
 /// characters that fold onto ASCII letters are KELVIN SIGN (k) and LONG S (s).
@@ -397,12 +407,7 @@ impl Reader<'_> {
         }
         for name in ["patches", "patchesJson6902", "replacements"] {
             for (key, v) in k.field(self, map, name) {
-                for item in v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|i| i.as_object())
-                {
+                for item in objects_in(v) {
                     for (_, p) in k.field(self, item, "path") {
                         if let Some(raw) = p.as_str() {
                             self.kustomize_entry(file, text, key, raw);
@@ -419,12 +424,7 @@ impl Reader<'_> {
         }
         for name in ["configMapGenerator", "secretGenerator"] {
             for (key, v) in k.field(self, map, name) {
-                for item in v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|i| i.as_object())
-                {
+                for item in objects_in(v) {
                     for field in ["files", "envs", "env", "ageIdentities"] {
                         for (_, f) in k.field(self, item, field) {
                             for raw in strings(f) {
@@ -469,12 +469,7 @@ impl Reader<'_> {
         ];
         for (name, paths, chart, repo) in charts {
             for (key, v) in k.field(self, map, name) {
-                for item in v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|i| i.as_object())
-                {
+                for item in objects_in(v) {
                     for field in paths {
                         for (_, f) in k.field(self, item, field) {
                             for raw in strings(f) {
