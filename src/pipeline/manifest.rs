@@ -795,4 +795,59 @@ mod tests {
             let _ = looks_like_kube(&s, "x.json");
         }
     }
+    /// Manifests assembled from YAML's and Kubernetes' own pieces (anchors, aliases, merge
+    /// keys, flow collections, documents, BOMs, control characters): every object that parses
+    /// has a kind, a name and its file.
+    #[test]
+    fn fuzz_manifest() {
+        let tokens: Vec<String> = [
+            "apiVersion: v1\n",
+            "kind: ConfigMap\n",
+            "kind: Namespace\n",
+            "metadata:\n",
+            "  name: x\n",
+            "  namespace: y\n",
+            "  generateName: g\n",
+            "data:\n",
+            "  k: v\n",
+            "---\n",
+            "...\n",
+            "&a ",
+            "*a",
+            "<<: ",
+            "- ",
+            ": ",
+            "\n",
+            "  ",
+            "{",
+            "}",
+            "[",
+            "]",
+            "\"",
+            "'",
+            ",",
+            "#",
+            "\u{feff}",
+            "!!binary ",
+            "%YAML 1.2\n",
+            "? ",
+            "|\n",
+            ">-\n",
+            "{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"name\":\"s\"}}",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        crate::fuzz::run("manifest", crate::fuzz::assembled(tokens, 24), |s| {
+            for path in ["x.yaml", "x.json"] {
+                if let Ok(objects) = parse(s, path, Some("ns")) {
+                    for o in objects {
+                        assert!(!o.id.kind.is_empty() && !o.id.name.is_empty(), "{o:?}");
+                        assert!(o.source.starts_with(path), "{o:?}");
+                    }
+                }
+                let _ = looks_like_kube(s, path);
+            }
+        });
+    }
 }

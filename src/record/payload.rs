@@ -114,6 +114,21 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report with its free text cleaned (`out::clean`); names, ids and times as they are.
+    pub fn cleaned(&self) -> Report {
+        let clean = |s: &String| crate::out::clean(s).into_owned();
+        let all = |v: &[String]| v.iter().map(clean).collect();
+        let mut r = self.clone();
+        r.reason = self.reason.as_ref().map(clean);
+        r.kept = all(&self.kept);
+        for t in &mut r.targets {
+            t.reason = t.reason.as_ref().map(clean);
+            t.recreated = all(&t.recreated);
+            t.hooks = all(&t.hooks);
+        }
+        r
+    }
+
     /// The compact one-line JSON that is signed.
     pub fn payload(&self) -> String {
         // Serialising plain structs of strings and numbers cannot fail.

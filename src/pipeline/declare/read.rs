@@ -203,7 +203,7 @@ impl Reader<'_, '_> {
                     .with_context(|| format!("target {}", t.name))?;
             }
         }
-        let out = self.renderer.kubectl.kustomize(&root.join(&t.path))?;
+        let out = self.renderer.kubectl.kustomize(&root, &t.path)?;
         if !out.success() {
             bail!(
                 "target {}: kustomize failed: {}",
