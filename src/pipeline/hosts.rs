@@ -1,0 +1,258 @@
+//! Several hosts, one environment (lock = "lease", docs/ha.md): around an attempt that holds
+//! the file lock, the environment's Lease is taken (waiting while another host holds it), the
+//! other hosts' records and pointers are fetched (`[sync] peers`) so this host's pointer
+//! follows the newest successful deploy of any of them, and the attempt of a holder that died
+//! is recorded as interrupted. `deploy.rs` then reads the inventory's cluster copy and runs
+//! the attempt with every cluster write fenced.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use git2::Oid;
+
+use crate::backends::lease::{self, Acquired, Client, Held, Identity, InFlight, Observed};
+use crate::backends::remote;
+use crate::backends::repo::Session;
+use crate::out::say;
+use crate::pipeline::plan::short_id;
+use crate::record::notes::Recorder;
+use crate::record::payload::{Action, Outcome, Report};
+
+/// How taking the Lease ended.
+pub enum Taken {
+    Held(Held),
+    /// The request was superseded while it waited: the reason.
+    GaveUp(String),
+}
+
+/// What the attempt about to run is, for the Lease's annotations.
+pub fn in_flight(env: &str, action: Action, commit: Oid, ref_name: &str, started: &str) -> InFlight {
+    InFlight {
+        env: env.to_string(),
+        action: action_name(action).to_string(),
+        commit: commit.to_string(),
+        ref_name: ref_name.to_string(),
+        targets: Vec::new(),
+        started_at: started.to_string(),
+    }
+}
+
+fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::Deploy => "deploy",
+        Action::Rollback => "rollback",
+        Action::Drift => "drift",
+    }
+}
+
+/// Says who holds the Lease while this host waits, and gives up when the branch moved on
+/// (`coalesce`: a newer push is waiting behind this one for the file lock).
+struct Wait<'a> {
+    session: &'a Session,
+    env: &'a str,
+    ref_name: &'a str,
+    to: Oid,
+    coalesce: bool,
+}
+
+impl lease::Waiting for Wait<'_> {
+    fn held_by(&mut self, l: &Observed) {
+        let what = InFlight::of(l)
+            .map(|f| {
+                format!(
+                    ", {} of {} in flight",
+                    f.action,
+                    &f.commit[..7.min(f.commit.len())]
+                )
+            })
+            .unwrap_or_default();
+        say(&format!(
+            "{}: waiting for the Lease: held by {} since {}{what}",
+            self.env,
+            crate::config::printable(l.holder.as_deref().unwrap_or("?")),
+            crate::config::printable(l.acquire_time.as_deref().unwrap_or("?")),
+        ));
+    }
+
+    fn give_up(&mut self) -> Option<String> {
+        if !self.coalesce {
+            return None;
+        }
+        let tip = self.session.repo.refname_to_id(self.ref_name).ok()?;
+        (tip != self.to).then(|| format!("superseded by {tip}"))
+    }
+}
+
+/// Takes `env`'s Lease for an attempt described by `flight`; then, holding it, brings in the
+/// peers' records and pointer and records the attempt of a holder that died.
+pub fn take(
+    session: &Session,
+    recorder: &Recorder,
+    env: &crate::config::Environment,
+    flight: InFlight,
+    coalesce: bool,
+) -> Result<Taken> {
+    let me = Identity {
+        host: session.host(),
+        pid: std::process::id(),
+        repository: session.git_dir.display().to_string(),
+    };
+    let kubectl = session.kubectl(env, crate::backends::mask::Masker::new())?;
+    let client = Client::new(kubectl, env.lease(), me);
+    let to = Oid::from_str(&flight.commit).context("the attempt's commit")?;
+    let ref_name = flight.ref_name.clone();
+    let mut wait = Wait {
+        session,
+        env: &env.name,
+        ref_name: &ref_name,
+        to,
+        coalesce,
+    };
+    let held = match lease::acquire(client, flight, &mut wait)? {
+        Acquired::Held(h) => h,
+        Acquired::GaveUp(why) => return Ok(Taken::GaveUp(why)),
+    };
+    if !session.config.sync.peers.is_empty() {
+        match remote::fetch_peers(session) {
+            Ok(()) => follow_pointer(session, &env.name)?,
+            Err(e) => say(&format!(
+                "{}: peers: {} (this host's pointer may be behind)",
+                env.name,
+                crate::out::error_line(&e)
+            )),
+        }
+    }
+    if let Some(dead) = &held.taken_from {
+        record_taken_over(session, recorder, &env.name, dead)?;
+    }
+    Ok(Taken::Held(held))
+}
+
+/// The newest successful deploy or rollback of `env` recorded on `commit`: its finish time.
+fn newest_success(session: &Session, env: &str, commit: Oid) -> Option<String> {
+    let note = crate::record::notes::read(&session.repo, commit).ok()??;
+    let records = crate::record::parse_note(&note).ok()?;
+    records
+        .iter()
+        .filter_map(|r| serde_json::from_str::<Report>(&r.payload).ok())
+        .filter(|r| r.env == env && r.result == Outcome::Succeeded)
+        .filter(|r| matches!(r.action, Action::Deploy | Action::Rollback))
+        .map(|r| r.finished_at)
+        .max()
+}
+
+/// This host's pointer of `env` moves to the peers' when their newest successful record
+/// there is newer than the one on ours (a rollback too: it is the newest deploy then).
+pub fn follow_pointer(session: &Session, env: &str) -> Result<()> {
+    let local = session.pointer(env);
+    let mut best: Option<(String, Oid)> =
+        local.and_then(|p| newest_success(session, env, p).map(|t| (t, p)));
+    let mut candidates: BTreeMap<Oid, ()> = BTreeMap::new();
+    for glob in remote::peer_pointer_globs(env) {
+        for r in session
+            .repo
+            .references_glob(&glob)
+            .with_context(|| format!("listing {glob}"))?
+            .flatten()
+        {
+            if let Some(id) = r.target() {
+                candidates.insert(id, ());
+            }
+        }
+    }
+    for (c, ()) in candidates {
+        if let Some(t) = newest_success(session, env, c) {
+            if best.as_ref().is_none_or(|(bt, _)| t > *bt) {
+                best = Some((t, c));
+            }
+        }
+    }
+    let Some((when, to)) = best else {
+        return Ok(());
+    };
+    if Some(to) == local {
+        return Ok(());
+    }
+    let name = crate::config::pointer_ref(env);
+    let msg = format!("hookops: {env} follows a peer's deploy of {to} (finished {when})");
+    crate::gitref::swap(&session.repo, &name, to, local, &msg)
+        .with_context(|| format!("moving {name}"))?;
+    say(&format!(
+        "{env}: deployed pointer follows another host's deploy of {} (finished {when})",
+        short_id(to)
+    ));
+    Ok(())
+}
+
+/// A holder that stopped renewing the Lease mid-attempt: its attempt gets a `failed` record
+/// (`interrupted`) on its commit, with its own start time, unless a record of it is here
+/// already (its host's own recovery, fetched from a peer). A commit this repository lacks is
+/// named in the output instead.
+fn record_taken_over(
+    session: &Session,
+    recorder: &Recorder,
+    env: &str,
+    dead: &Observed,
+) -> Result<()> {
+    let Some(flight) = InFlight::of(dead) else {
+        return Ok(());
+    };
+    let host = dead.annotation(lease::HOST).unwrap_or("another host");
+    let targets = if flight.targets.is_empty() {
+        String::new()
+    } else {
+        format!(" (targets {})", flight.targets.join(", "))
+    };
+    let what = format!(
+        "{} of {} started {} by {}{targets}",
+        flight.action,
+        &flight.commit[..7.min(flight.commit.len())],
+        flight.started_at,
+        crate::config::printable(host),
+    );
+    say(&format!(
+        "{env}: took the Lease over from {}: the {what} was interrupted",
+        crate::config::printable(dead.holder.as_deref().unwrap_or("?"))
+    ));
+    let commit = match Oid::from_str(&flight.commit) {
+        Ok(c) if session.repo.find_commit(c).is_ok() => c,
+        _ => {
+            say(&format!(
+                "{env}: {} is not in this repository: its interruption is recorded by its own host",
+                crate::config::printable(&flight.commit)
+            ));
+            return Ok(());
+        }
+    };
+    let action: Action =
+        serde_json::from_value(serde_json::json!(flight.action)).unwrap_or(Action::Deploy);
+    let already = crate::record::notes::read(&session.repo, commit)
+        .ok()
+        .flatten()
+        .and_then(|n| crate::record::parse_note(&n).ok())
+        .is_some_and(|recs| {
+            recs.iter()
+                .filter_map(|r| serde_json::from_str::<Report>(&r.payload).ok())
+                .any(|r| r.env == env && r.action == action && r.started_at == flight.started_at)
+        });
+    if already {
+        return Ok(());
+    }
+    let rep = recorder.report(
+        env,
+        action,
+        Outcome::Failed,
+        &flight.commit,
+        &flight.ref_name,
+        &flight.started_at,
+    );
+    let rep = Report {
+        host: session.host(),
+        reason: Some(format!(
+            "interrupted: {host} stopped renewing the Lease{targets}; taken over by {}",
+            session.host()
+        )),
+        ..rep
+    };
+    recorder.write(&session.repo, commit, &rep)
+}
