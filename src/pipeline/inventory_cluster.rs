@@ -7,9 +7,12 @@
 //! a commit on it.
 //!
 //! ```text
-//! <lease>-inventory                 generation, hash, shards, host, written-at
-//! <lease>-inventory-<hash12>-<i>    part: the i-th piece of the document (under 1 MiB each)
+//! hookops-inventory-<env>                 generation, hash, shards, host, written-at
+//! hookops-inventory-<env>-<hash12>-<i>    part: the i-th piece of the document (< 1 MiB each)
 //! ```
+//!
+//! Named by the environment, not the Lease: two repositories that share a Lease (one
+//! namespace) deploy two environments, each with its own inventory.
 //!
 //! The pieces of a new version are written before the head that names them (one apply, in
 //! that order), so a holder killed half-way leaves the previous version whole; pieces no head
@@ -69,7 +72,10 @@ impl ClusterCopy {
             kubectl: session.kubectl(env, crate::backends::mask::Masker::new())?,
             env: env.name.clone(),
             namespace: lease.namespace,
-            head: format!("{}-inventory", lease.name),
+            head: format!(
+                "hookops-inventory-{}",
+                env.name.to_ascii_lowercase().replace(['_', '.'], "-")
+            ),
             host: session.host(),
             seen_file: session
                 .state_dir()

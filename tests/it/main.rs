@@ -10,6 +10,7 @@ mod gitolite;
 mod https_git;
 mod isolated;
 mod layouts;
+mod lease;
 mod ops;
 mod packaging;
 mod page;
