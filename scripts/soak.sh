@@ -14,7 +14,7 @@
 # failed run is printed, and HOOKOPS_SOAK_SEED=that reruns it with the same choices.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-test_name=soak
+test_name=soak::
 default=300
 if [ "${1:-}" = "--hosts" ]; then
   [ "${2:-}" = 2 ] || { echo "soak.sh: --hosts takes 2" >&2; exit 2; }
