@@ -13,7 +13,6 @@
 //! deadline, or "lease lost".
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -662,7 +661,7 @@ mod tests {
         assert_eq!(o.duration, Duration::from_secs(15));
         let released = client.object(Some(&o), false, &InFlight::default());
         let r = Observed::parse(released).unwrap();
-        assert_eq!((r.holder, InFlight::of(&r)), (None, None));
+        assert_eq!((r.holder.clone(), InFlight::of(&r)), (None, None));
         assert_eq!(r.resource_version, "5", "a conditional write");
     }
 }

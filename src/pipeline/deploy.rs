@@ -693,7 +693,7 @@ impl<'s> Deployer<'s> {
             from: from.map(|f| f.to_string()),
             targets,
             reason: reason.map(|r| self.masker.mask(&r)),
-            host: self.session.host(),
+            host: self.session.config.deploy.host.clone().unwrap_or(rep.host),
             ..rep
         }
     }

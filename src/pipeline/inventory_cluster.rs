@@ -28,7 +28,6 @@ use serde_json::{json, Value};
 use crate::backends::kube::Kubectl;
 use crate::backends::repo::Session;
 use crate::config::Environment;
-use crate::out::say;
 use crate::pipeline::inventory;
 
 const OF: &str = "hookops.io/inventory-of";
@@ -235,7 +234,7 @@ impl ClusterCopy {
                 "kind": "ConfigMap",
                 "metadata": {
                     "name": format!("{}-{short}-{i}", self.head),
-                    "labels": {OF: self.head, HASH: short, "app.kubernetes.io/managed-by": "hookops"},
+                    "labels": labels(&[(OF, &self.head), (HASH, short)]),
                 },
                 "data": {"part": part},
             }));
@@ -246,7 +245,7 @@ impl ClusterCopy {
             "kind": "ConfigMap",
             "metadata": {
                 "name": self.head,
-                "labels": {OF: self.head, "app.kubernetes.io/managed-by": "hookops"},
+                "labels": labels(&[(OF, &self.head)]),
                 "annotations": {"hookops.io/env": self.env},
             },
             "data": {
@@ -275,6 +274,16 @@ impl ClusterCopy {
             hash: local.hash,
         })
     }
+}
+
+/// A ConfigMap's labels: `pairs` and hookops as its manager.
+fn labels(pairs: &[(&str, &str)]) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("app.kubernetes.io/managed-by".into(), json!("hookops"));
+    for (k, v) in pairs {
+        m.insert((*k).into(), json!(v));
+    }
+    Value::Object(m)
 }
 
 /// `text` cut into pieces of at most `size` bytes, at character boundaries.
