@@ -154,7 +154,10 @@ impl Environment {
                 .clone()
                 .unwrap_or_else(|| "hookops-system".into()),
             name: self.lease_name.clone().unwrap_or_else(|| {
-                format!("hookops-{}", self.name.to_ascii_lowercase().replace('_', "-"))
+                format!(
+                    "hookops-{}",
+                    self.name.to_ascii_lowercase().replace('_', "-")
+                )
             }),
             duration: secs(self.lease_duration, 15.0),
             renew: secs(self.lease_renew, 10.0),
@@ -187,8 +190,7 @@ impl Environment {
         for (key, v) in [("lease_namespace", &l.namespace), ("lease_name", &l.name)] {
             let ok = !v.is_empty()
                 && v.len() <= 63
-                && v
-                    .bytes()
+                && v.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !v.starts_with('-')
                 && !v.ends_with('-');
@@ -855,6 +857,46 @@ pub fn topo_order(targets: &[Target]) -> std::result::Result<Vec<usize>, Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lease_keys_have_defaults_and_are_checked() {
+        let env = |extra: &str| {
+            ServerConfig::parse(
+                &format!("[[environment]]\nname = \"Prod_1\"\nbranch = \"main\"\n{extra}"),
+                "config.toml",
+            )
+            .map(|c| c.environment[0].clone())
+        };
+        let e = env("").unwrap();
+        assert_eq!(e.lock, LockMode::File);
+        let l = e.lease();
+        assert_eq!(
+            (l.namespace.as_str(), l.name.as_str()),
+            ("hookops-system", "hookops-prod-1")
+        );
+        assert_eq!(
+            (l.duration, l.renew, l.retry),
+            (
+                Duration::from_secs(15),
+                Duration::from_secs(10),
+                Duration::from_secs(2)
+            )
+        );
+        let e = env("lock = \"lease\"\nlease_duration = 6\nlease_renew = 4\nlease_retry = 0.5\n")
+            .unwrap();
+        assert_eq!(e.lock, LockMode::Lease);
+        assert_eq!(e.lease().retry, Duration::from_millis(500));
+        for (bad, says) in [
+            ("lease_renew = 20\n", "lease_retry"),
+            ("lease_retry = 0\n", "between 0.1 and 3600"),
+            ("lease_name = \"Big\"\n", "not a Kubernetes name"),
+            ("lock = \"etcd\"\n", "unknown variant"),
+        ] {
+            let err = format!("{:#}", env(bad).unwrap_err());
+            assert!(err.contains(says), "{bad}: {err}");
+            assert!(err.contains("config.toml"), "{err}");
+        }
+    }
 
     #[test]
     fn tree_config_rejects_server_keys_with_line() {

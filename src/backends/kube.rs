@@ -165,13 +165,13 @@ impl Kubectl {
     /// Deletes the finished hook Jobs carrying `selector` (and their pods, in the background).
     pub fn delete_selected(&self, kind: &str, selector: &str, namespace: &str) -> Result<Output> {
         self.write(self.short_command().args([
-                "delete",
-                kind,
-                "-l",
-                selector,
-                "--ignore-not-found",
-                "--wait=false",
-                "--cascade=background",
+            "delete",
+            kind,
+            "-l",
+            selector,
+            "--ignore-not-found",
+            "--wait=false",
+            "--cascade=background",
             "--namespace",
             namespace,
         ]))

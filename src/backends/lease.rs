@@ -69,7 +69,12 @@ impl Observed {
             .context("a Lease without a resourceVersion")?
             .to_string();
         let spec = &object["spec"];
-        let text = |k: &str| spec[k].as_str().filter(|s| !s.is_empty()).map(str::to_string);
+        let text = |k: &str| {
+            spec[k]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
         Ok(Observed {
             resource_version: rv,
             holder: text("holderIdentity"),
@@ -267,7 +272,10 @@ impl Client {
     }
 
     fn timeout_arg(&self) -> String {
-        format!("--request-timeout={}ms", self.settings.retry.as_millis().max(500))
+        format!(
+            "--request-timeout={}ms",
+            self.settings.retry.as_millis().max(500)
+        )
     }
 
     /// The Lease, or None when there is none.
@@ -285,12 +293,7 @@ impl Client {
             &self.timeout_arg(),
         ])?;
         if !out.success() {
-            bail!(
-                "reading Lease {}/{}: {}",
-                s.namespace,
-                s.name,
-                out.reason()
-            );
+            bail!("reading Lease {}/{}: {}", s.namespace, s.name, out.reason());
         }
         if out.stdout.trim().is_empty() {
             return Ok(None);
@@ -513,7 +516,9 @@ pub fn acquire(client: Client, in_flight: InFlight, waiting: &mut dyn Waiting) -
                 let taken_from = current
                     .filter(|o| o.holder.is_some() && !o.held_here(&client.me))
                     .filter(|o| InFlight::of(o).is_some());
-                return Ok(Acquired::Held(start(client, now, in_flight, sent, taken_from)));
+                return Ok(Acquired::Held(start(
+                    client, now, in_flight, sent, taken_from,
+                )));
             }
             log::info!("Lease {}/{}: another host was faster", s.namespace, s.name);
             continue;

@@ -832,7 +832,10 @@ pub fn fetch_peers(session: &Session) -> Result<()> {
             .with_context(|| format!("fetching records from peer {}", display_url(&url)))?;
         if let Ok(theirs) = repo.refname_to_id(&notes) {
             notes::merge_union(repo, theirs).with_context(|| {
-                format!("merging the notes of {} into {NOTES_REF}", display_url(&url))
+                format!(
+                    "merging the notes of {} into {NOTES_REF}",
+                    display_url(&url)
+                )
             })?;
         }
     }

@@ -164,7 +164,14 @@ impl<'s> Deployer<'s> {
                     env.name,
                     plan::short_id(req.to)
                 ));
-                let rep = self.report(req, None, &started, Outcome::Skipped, Vec::new(), Some(reason));
+                let rep = self.report(
+                    req,
+                    None,
+                    &started,
+                    Outcome::Skipped,
+                    Vec::new(),
+                    Some(reason),
+                );
                 self.recorder.write(&session.repo, req.to, &rep)?;
                 self.written.push(rep.clone());
                 return Ok(Some(rep));
@@ -306,9 +313,9 @@ impl<'s> Deployer<'s> {
         // server is in the inventory before it is sent, so a kill at any point leaves nothing
         // hookops applied unrecorded.
         let mut attempt = journal::begin(session, req.journal_entry(from, &started))?;
-        let ahead = self.announce(req, &plan, &started).and_then(|()| {
-            self.record_inventory(req, &plan, &mut inv, &[])
-        });
+        let ahead = self
+            .announce(req, &plan, &started)
+            .and_then(|()| self.record_inventory(req, &plan, &mut inv, &[]));
         if let Err(e) = ahead {
             let Some(why) = self.lease_lost() else {
                 return Err(e);
@@ -368,7 +375,8 @@ impl<'s> Deployer<'s> {
         let Some((held, _)) = &self.lease else {
             return Ok(());
         };
-        let mut flight = hosts::in_flight(&req.env.name, req.action, req.to, &req.ref_name, started);
+        let mut flight =
+            hosts::in_flight(&req.env.name, req.action, req.to, &req.ref_name, started);
         flight.targets = plan.targets.iter().map(|t| t.target.name.clone()).collect();
         held.set_in_flight(flight)
     }

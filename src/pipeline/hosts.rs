@@ -26,7 +26,13 @@ pub enum Taken {
 }
 
 /// What the attempt about to run is, for the Lease's annotations.
-pub fn in_flight(env: &str, action: Action, commit: Oid, ref_name: &str, started: &str) -> InFlight {
+pub fn in_flight(
+    env: &str,
+    action: Action,
+    commit: Oid,
+    ref_name: &str,
+    started: &str,
+) -> InFlight {
     InFlight {
         env: env.to_string(),
         action: action_name(action).to_string(),

@@ -888,7 +888,10 @@ pub fn export(repo: &Repository, env: &str) -> Result<Option<Exported>> {
             return git2::TreeWalkResult::Ok;
         }
         let path = format!("{root}{}", entry.name().unwrap_or_default());
-        match repo.find_blob(entry.id()).map(|b| String::from_utf8(b.content().to_vec())) {
+        match repo
+            .find_blob(entry.id())
+            .map(|b| String::from_utf8(b.content().to_vec()))
+        {
             Ok(Ok(text)) => {
                 files.insert(path, text);
                 git2::TreeWalkResult::Ok
@@ -912,12 +915,18 @@ pub fn export(repo: &Repository, env: &str) -> Result<Option<Exported>> {
 pub fn import(repo: &Repository, env: &str, bytes: &[u8], message: &str) -> Result<()> {
     let doc: Document = serde_json::from_slice(bytes).context("an unreadable inventory copy")?;
     if doc.format != 1 {
-        bail!("an inventory copy of format {} (this hookops reads 1)", doc.format);
+        bail!(
+            "an inventory copy of format {} (this hookops reads 1)",
+            doc.format
+        );
     }
     let empty = repo.find_tree(repo.treebuilder(None)?.write()?)?;
     let mut b = TreeUpdateBuilder::new();
     for (path, text) in &doc.files {
-        if path.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+        if path
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..")
+        {
             bail!("an inventory copy with the path {path:?}");
         }
         b.upsert(path.as_str(), repo.blob(text.as_bytes())?, FileMode::Blob);
@@ -951,8 +960,12 @@ mod export_tests {
             Repository::init_bare(b.path()).unwrap(),
         );
         assert!(export(&ra, "e").unwrap().is_none());
-        let mut o = parse("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n", "x.yaml", None)
-            .unwrap();
+        let mut o = parse(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
+            "x.yaml",
+            None,
+        )
+        .unwrap();
         identity::Resolver::new("default".into()).resolve(&mut o[0], None);
         let mut inv = Inventory::load(&ra, "e").unwrap();
         inv.declare(&file_unit("apps/x.yaml"), "apps", &[&o[0]])

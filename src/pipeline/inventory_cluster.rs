@@ -122,7 +122,9 @@ impl ClusterCopy {
         }
         let v: Value = serde_json::from_str(&out.stdout).context("kubectl's answer")?;
         let items = v["items"].as_array().cloned().unwrap_or_default();
-        let Some(head) = items.iter().find(|i| i["metadata"]["name"] == self.head.as_str())
+        let Some(head) = items
+            .iter()
+            .find(|i| i["metadata"]["name"] == self.head.as_str())
         else {
             return Ok(None);
         };
@@ -167,10 +169,19 @@ impl ClusterCopy {
         };
         self.generation = listed.generation;
         if listed.stale {
-            let selector = format!("{OF}={},{HASH},{HASH}!={}", self.head, &listed.hash[..12.min(listed.hash.len())]);
-            let out = self.kubectl.delete_selected("configmaps", &selector, &self.namespace)?;
+            let selector = format!(
+                "{OF}={},{HASH},{HASH}!={}",
+                self.head,
+                &listed.hash[..12.min(listed.hash.len())]
+            );
+            let out = self
+                .kubectl
+                .delete_selected("configmaps", &selector, &self.namespace)?;
             if !out.success() {
-                log::info!("deleting old pieces of the inventory copy: {}", out.reason());
+                log::info!(
+                    "deleting old pieces of the inventory copy: {}",
+                    out.reason()
+                );
             }
         }
         let local = inventory::export(repo, &self.env)?;

@@ -12,8 +12,8 @@ pub mod fanout;
 #[cfg(test)]
 mod fixtures;
 pub mod health;
-pub mod identity;
 pub mod hosts;
+pub mod identity;
 pub mod inventory;
 pub mod inventory_cluster;
 pub mod journal;

@@ -59,7 +59,10 @@ fn two_hosts(lock: &str) -> Option<Hosts> {
         // Its own ServiceAccount with the deployer's ClusterRole (which holds the Lease rules
         // of docs/security.md), so the audit log tells the hosts apart.
         let sa = c.unique(name);
-        kubectl_ok(c, &["create", "serviceaccount", &sa, "-n", "hookops-system"]);
+        kubectl_ok(
+            c,
+            &["create", "serviceaccount", &sa, "-n", "hookops-system"],
+        );
         kubectl_ok(
             c,
             &[
@@ -72,7 +75,14 @@ fn two_hosts(lock: &str) -> Option<Hosts> {
         );
         let token = kubectl_ok(
             c,
-            &["create", "token", &sa, "-n", "hookops-system", "--duration=2h"],
+            &[
+                "create",
+                "token",
+                &sa,
+                "-n",
+                "hookops-system",
+                "--duration=2h",
+            ],
         );
         let set = run(std::process::Command::new("kubectl")
             .arg("--kubeconfig")
@@ -156,8 +166,11 @@ impl Hosts {
 
     /// The Lease as the test's admin sees it.
     fn lease(&self) -> Option<serde_json::Value> {
-        self.c
-            .get_json("leases.coordination.k8s.io", Some(&self.lease_ns), "hookops-prod")
+        self.c.get_json(
+            "leases.coordination.k8s.io",
+            Some(&self.lease_ns),
+            "hookops-prod",
+        )
     }
 
     /// The pid of the hookops process holding the Lease for `commit`, once its annotations
@@ -179,7 +192,11 @@ impl Hosts {
                 .and_then(|p| p.parse().ok());
             pid.is_some()
         });
-        assert!(found, "no holder of the Lease deploying {commit}: {:?}", self.lease());
+        assert!(
+            found,
+            "no holder of the Lease deploying {commit}: {:?}",
+            self.lease()
+        );
         pid.unwrap()
     }
 
@@ -194,7 +211,11 @@ impl Hosts {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|e| users.contains(&str_at(e, "/user/username")))
             .filter(|e| spaces.contains(&str_at(e, "/objectRef/namespace")))
-            .filter(|e| e["responseStatus"]["code"].as_u64().is_some_and(|c| c < 300))
+            .filter(|e| {
+                e["responseStatus"]["code"]
+                    .as_u64()
+                    .is_some_and(|c| c < 300)
+            })
             .map(|e| {
                 (
                     str_at(&e, "/requestReceivedTimestamp").to_string(),
@@ -231,7 +252,10 @@ impl Hosts {
     }
 
     fn commit(&self, files: &[(String, String)], message: &str) -> String {
-        let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
         self.a.w.commit(&refs, message)
     }
 }
@@ -251,7 +275,15 @@ fn hand_overs(h: &Hosts) -> Result<Vec<&'static str>, String> {
         if w.2 != "leases" {
             let before = i
                 .checked_sub(1)
-                .map(|j| format!("{} wrote {} {} at {}", h.host_of(&writes[j].1), writes[j].2, writes[j].3, writes[j].0))
+                .map(|j| {
+                    format!(
+                        "{} wrote {} {} at {}",
+                        h.host_of(&writes[j].1),
+                        writes[j].2,
+                        writes[j].3,
+                        writes[j].0
+                    )
+                })
                 .unwrap_or_default();
             return Err(format!(
                 "{} wrote {} {} at {} without taking the Lease first; before it, {before}",
@@ -288,7 +320,9 @@ fn concurrent_pushes_to_two_hosts_never_write_at_once_and_their_records_merge() 
     }
     let runs = hand_overs(&h).unwrap_or_else(|e| panic!("{e}"));
     assert!(runs.len() >= 3, "the hosts took turns: {runs:?}");
-    let cm = h.c.get_json("configmap", Some(&h.ns), "cm11").expect("cm11");
+    let cm =
+        h.c.get_json("configmap", Some(&h.ns), "cm11")
+            .expect("cm11");
     assert_eq!(str_at(&cm, "/data/v"), "round 2");
 
     // Then each host deploys alone once: A a commit, B the next (bringing both commits).
@@ -298,7 +332,8 @@ fn concurrent_pushes_to_two_hosts_never_write_at_once_and_their_records_merge() 
     let out = h.push("b", "HEAD:main");
     out.assert_ok();
     assert!(
-        out.all().contains("deployed pointer follows another host's deploy"),
+        out.all()
+            .contains("deployed pointer follows another host's deploy"),
         "B's pointer first follows A's deploy: {}",
         out.all()
     );
@@ -322,7 +357,12 @@ fn concurrent_pushes_to_two_hosts_never_write_at_once_and_their_records_merge() 
     );
     for rev in tips.iter().chain([&by_a, &by_b]) {
         h.a.w
-            .hookops(&["verify", rev, "--allowed-signers", h.signers.to_str().unwrap()])
+            .hookops(&[
+                "verify",
+                rev,
+                "--allowed-signers",
+                h.signers.to_str().unwrap(),
+            ])
             .assert_ok();
     }
 }
@@ -345,7 +385,10 @@ fn a_mid_deploy(h: &Hosts) -> (String, String, Child, u32) {
     };
     let healthy = deployment_with("web", &h.ns, "nginx:1", 1, "", "");
     let c1 = h.commit(
-        &[("k8s/web.yaml".into(), healthy), ("k8s/keep.yaml".into(), cm("keep"))],
+        &[
+            ("k8s/web.yaml".into(), healthy),
+            ("k8s/keep.yaml".into(), cm("keep")),
+        ],
         "c1",
     );
     h.push("origin", "HEAD:main").assert_ok();
@@ -359,7 +402,10 @@ fn a_mid_deploy(h: &Hosts) -> (String, String, Child, u32) {
         FAIL_ROLLOUT,
     );
     let c2 = h.commit(
-        &[("k8s/web.yaml".into(), failing), ("k8s/extra.yaml".into(), cm("extra"))],
+        &[
+            ("k8s/web.yaml".into(), failing),
+            ("k8s/extra.yaml".into(), cm("extra")),
+        ],
         "c2",
     );
     h.push("b", "HEAD:refs/heads/parked").assert_ok();
@@ -409,7 +455,10 @@ fn a_killed_holder_is_taken_over_after_expiry_and_the_taker_prunes_what_it_appli
     );
     // A's attempt, recorded by B, on C2.
     let rec = h.b.w.last_record(&c2);
-    assert_eq!((rec["result"].as_str(), rec["host"].as_str()), (Some("failed"), Some("host-b")));
+    assert_eq!(
+        (rec["result"].as_str(), rec["host"].as_str()),
+        (Some("failed"), Some("host-b"))
+    );
     assert!(
         str_at(&rec, "/reason").starts_with("interrupted: host-a stopped renewing the Lease"),
         "{rec}"
@@ -424,7 +473,10 @@ fn a_killed_holder_is_taken_over_after_expiry_and_the_taker_prunes_what_it_appli
     );
     assert!(h.c.get_json("configmap", Some(&h.ns), "keep").is_some());
     let web = h.c.get_json("deployment", Some(&h.ns), "web").expect("web");
-    assert_eq!(str_at(&web, "/spec/template/spec/containers/0/image"), "nginx:3");
+    assert_eq!(
+        str_at(&web, "/spec/template/spec/containers/0/image"),
+        "nginx:3"
+    );
     assert_eq!(h.b.w.pointer("prod").as_deref(), Some(c3.as_str()));
     assert!(!a_out.ok(), "A's hook was killed: {}", a_out.all());
     hand_overs(&h).unwrap_or_else(|e| panic!("{e}"));
@@ -440,14 +492,28 @@ fn a_holder_frozen_past_its_lease_stops_without_writing_and_records_so() {
     let resumed = chrono_now();
     signal(pid, libc::SIGCONT);
     out.assert_ok();
-    assert!(out.all().contains("took the Lease over from host-a"), "{}", out.all());
+    assert!(
+        out.all().contains("took the Lease over from host-a"),
+        "{}",
+        out.all()
+    );
     let a_out: Run = push_a.wait_with_output().expect("push a").into();
     let text = a_out.all();
     assert!(text.contains("interrupted: lease lost"), "{text}");
     let rec = h.a.w.last_record(&c2);
-    assert_eq!((rec["result"].as_str(), rec["host"].as_str()), (Some("failed"), Some("host-a")));
-    assert!(str_at(&rec, "/reason").starts_with("interrupted: lease lost"), "{rec}");
-    assert_eq!(h.a.w.pointer("prod").as_deref(), Some(c1.as_str()), "A's pointer stays");
+    assert_eq!(
+        (rec["result"].as_str(), rec["host"].as_str()),
+        (Some("failed"), Some("host-a"))
+    );
+    assert!(
+        str_at(&rec, "/reason").starts_with("interrupted: lease lost"),
+        "{rec}"
+    );
+    assert_eq!(
+        h.a.w.pointer("prod").as_deref(),
+        Some(c1.as_str()),
+        "A's pointer stays"
+    );
     // Nothing written by A once it resumed; B's deploy stands.
     let late: Vec<_> = h
         .writes()
@@ -457,7 +523,10 @@ fn a_holder_frozen_past_its_lease_stops_without_writing_and_records_so() {
     assert!(late.is_empty(), "A wrote after it resumed: {late:?}");
     hand_overs(&h).unwrap_or_else(|e| panic!("{e}"));
     let web = h.c.get_json("deployment", Some(&h.ns), "web").expect("web");
-    assert_eq!(str_at(&web, "/spec/template/spec/containers/0/image"), "nginx:3");
+    assert_eq!(
+        str_at(&web, "/spec/template/spec/containers/0/image"),
+        "nginx:3"
+    );
     assert_eq!(h.b.w.last_record(&c3)["result"], "succeeded");
 }
 
@@ -492,7 +561,10 @@ fn without_the_lease_the_audit_log_shows_the_two_hosts_interleaved() {
             break;
         }
     }
-    assert!(interleaved, "two unlocked hosts never wrote at once in 4 rounds");
+    assert!(
+        interleaved,
+        "two unlocked hosts never wrote at once in 4 rounds"
+    );
 }
 
 /// The soak's two-host mode (`scripts/soak.sh --hosts 2`, docs/operations.md): pushes of
@@ -515,9 +587,13 @@ fn soak_two_hosts() {
     let seed = param("HOOKOPS_SOAK_SEED", clock % 1_000_000);
     let Some(h) = two_hosts("lease") else { return };
     eprintln!("soak (two hosts): {pushes} pushes, seed {seed} (HOOKOPS_SOAK_SEED)");
-    let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut rng = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = |n: u64| {
-        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (rng >> 33) % n
     };
     let started = Instant::now();
@@ -541,7 +617,10 @@ fn soak_two_hosts() {
             .map(|(_, f)| f)
             .collect();
         h.commit(&files, &format!("push {i}"));
-        let (pa, pb) = (h.start_push("origin", "HEAD:main"), h.start_push("b", "HEAD:main"));
+        let (pa, pb) = (
+            h.start_push("origin", "HEAD:main"),
+            h.start_push("b", "HEAD:main"),
+        );
         if next(2) == 0 {
             std::thread::sleep(Duration::from_millis(200 + next(1300)));
             let holder = h
@@ -578,7 +657,11 @@ fn soak_two_hosts() {
     }
     for host in [&h.a, &h.b] {
         if host.w.pointer("prod").as_deref() != Some(tip.as_str()) {
-            violations.push(format!("{}: pointer {:?}, not the tip", host.name, host.w.pointer("prod")));
+            violations.push(format!(
+                "{}: pointer {:?}, not the tip",
+                host.name,
+                host.w.pointer("prod")
+            ));
         }
     }
     for j in 0..8 {
@@ -591,12 +674,19 @@ fn soak_two_hosts() {
     if !str_at(&lease, "/spec/holderIdentity").is_empty() {
         violations.push(format!("the Lease is still held: {lease}"));
     }
-    let log = h.a.w.git(Some(&h.a.w.server), &["log", "--format=%H", "main"]);
+    let log =
+        h.a.w
+            .git(Some(&h.a.w.server), &["log", "--format=%H", "main"]);
     for rev in log.stdout.lines() {
         if h.a.w.note(rev).is_empty() {
             continue;
         }
-        let v = h.a.w.hookops(&["verify", rev, "--allowed-signers", h.signers.to_str().unwrap()]);
+        let v = h.a.w.hookops(&[
+            "verify",
+            rev,
+            "--allowed-signers",
+            h.signers.to_str().unwrap(),
+        ]);
         if !v.ok() {
             violations.push(format!("verify {rev}: {}", v.all()));
         }
@@ -607,5 +697,8 @@ fn soak_two_hosts() {
         started.elapsed().as_secs_f64(),
         h.writes().len()
     );
-    assert!(violations.is_empty(), "seed {seed}: {violations:#?}\n{outputs}");
+    assert!(
+        violations.is_empty(),
+        "seed {seed}: {violations:#?}\n{outputs}"
+    );
 }
