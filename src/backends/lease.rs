@@ -373,7 +373,7 @@ pub struct Held {
     stop: Arc<(Mutex<bool>, Condvar)>,
     thread: Option<JoinHandle<()>>,
     /// The Lease as it was when taken over from another host's holder that stopped renewing
-    /// it (its annotations name the attempt that died).
+    /// it (its annotations name the attempt that died, if one was in flight).
     pub taken_from: Option<Observed>,
 }
 
@@ -468,9 +468,10 @@ pub trait Waiting {
     fn give_up(&mut self) -> Option<String>;
 }
 
-/// How `acquire` ended.
+/// How `acquire` ended: held, or given up (the request was superseded while it waited: the
+/// reason).
 pub enum Acquired {
-    Held(Held),
+    Held(Box<Held>),
     GaveUp(String),
 }
 
@@ -513,9 +514,7 @@ pub fn acquire(client: Client, in_flight: InFlight, waiting: &mut dyn Waiting) -
             let sent = Instant::now();
             let object = client.object(current.as_ref(), true, &in_flight);
             if let Some(now) = client.write(current.as_ref(), object)? {
-                let taken_from = current
-                    .filter(|o| o.holder.is_some() && !o.held_here(&client.me))
-                    .filter(|o| InFlight::of(o).is_some());
+                let taken_from = current.filter(|o| o.holder.is_some() && !o.held_here(&client.me));
                 return Ok(Acquired::Held(start(
                     client, now, in_flight, sent, taken_from,
                 )));

@@ -20,7 +20,7 @@ use anyhow::Result;
 use git2::Oid;
 
 use crate::backends::kube::Gate;
-use crate::backends::lease::Held;
+use crate::backends::lease::{Acquired, Held};
 use crate::backends::mask::Masker;
 use crate::backends::repo::Session;
 use crate::config::{Environment, LockMode, OnFailure};
@@ -157,8 +157,8 @@ impl<'s> Deployer<'s> {
         let started = payload::now();
         let flight = hosts::in_flight(&env.name, req.action, req.to, &req.ref_name, &started);
         let held = match hosts::take(session, &self.recorder, env, flight, req.coalesce)? {
-            hosts::Taken::Held(h) => h,
-            hosts::Taken::GaveUp(reason) => {
+            Acquired::Held(h) => *h,
+            Acquired::GaveUp(reason) => {
                 say(&format!(
                     "{}: {} skipped: {reason}",
                     env.name,

@@ -10,20 +10,13 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use git2::Oid;
 
-use crate::backends::lease::{self, Acquired, Client, Held, Identity, InFlight, Observed};
+use crate::backends::lease::{self, Acquired, Client, Identity, InFlight, Observed};
 use crate::backends::remote;
 use crate::backends::repo::Session;
 use crate::out::say;
 use crate::pipeline::plan::short_id;
 use crate::record::notes::Recorder;
 use crate::record::payload::{Action, Outcome, Report};
-
-/// How taking the Lease ended.
-pub enum Taken {
-    Held(Held),
-    /// The request was superseded while it waited: the reason.
-    GaveUp(String),
-}
 
 /// What the attempt about to run is, for the Lease's annotations.
 pub fn in_flight(
@@ -97,7 +90,7 @@ pub fn take(
     env: &crate::config::Environment,
     flight: InFlight,
     coalesce: bool,
-) -> Result<Taken> {
+) -> Result<Acquired> {
     let me = Identity {
         host: session.host(),
         pid: std::process::id(),
@@ -116,7 +109,7 @@ pub fn take(
     };
     let held = match lease::acquire(client, flight, &mut wait)? {
         Acquired::Held(h) => h,
-        Acquired::GaveUp(why) => return Ok(Taken::GaveUp(why)),
+        gave_up => return Ok(gave_up),
     };
     if !session.config.sync.peers.is_empty() {
         match remote::fetch_peers(session) {
@@ -131,7 +124,7 @@ pub fn take(
     if let Some(dead) = &held.taken_from {
         record_taken_over(session, recorder, &env.name, dead)?;
     }
-    Ok(Taken::Held(held))
+    Ok(Acquired::Held(held))
 }
 
 /// The newest successful deploy or rollback of `env` recorded on `commit`: its finish time.
@@ -200,15 +193,17 @@ fn record_taken_over(
     env: &str,
     dead: &Observed,
 ) -> Result<()> {
-    let Some(flight) = InFlight::of(dead) else {
+    let holder = crate::config::printable(dead.holder.as_deref().unwrap_or("?")).into_owned();
+    // Before it named its targets the attempt had written nothing (they are announced before
+    // its first write), and its own host's journal knows of it.
+    let Some(flight) = InFlight::of(dead).filter(|f| !f.targets.is_empty()) else {
+        say(&format!(
+            "{env}: took the Lease over from {holder}: it had not started writing"
+        ));
         return Ok(());
     };
     let host = dead.annotation(lease::HOST).unwrap_or("another host");
-    let targets = if flight.targets.is_empty() {
-        String::new()
-    } else {
-        format!(" (targets {})", flight.targets.join(", "))
-    };
+    let targets = format!(" (targets {})", flight.targets.join(", "));
     let what = format!(
         "{} of {} started {} by {}{targets}",
         flight.action,
@@ -217,8 +212,7 @@ fn record_taken_over(
         crate::config::printable(host),
     );
     say(&format!(
-        "{env}: took the Lease over from {}: the {what} was interrupted",
-        crate::config::printable(dead.holder.as_deref().unwrap_or("?"))
+        "{env}: took the Lease over from {holder}: the {what} was interrupted"
     ));
     let commit = match Oid::from_str(&flight.commit) {
         Ok(c) if session.repo.find_commit(c).is_ok() => c,
