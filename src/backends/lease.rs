@@ -515,9 +515,8 @@ pub fn acquire(client: Client, in_flight: InFlight, waiting: &mut dyn Waiting) -
             let object = client.object(current.as_ref(), true, &in_flight);
             if let Some(now) = client.write(current.as_ref(), object)? {
                 let taken_from = current.filter(|o| o.holder.is_some() && !o.held_here(&client.me));
-                return Ok(Acquired::Held(start(
-                    client, now, in_flight, sent, taken_from,
-                )));
+                let held = start(client, now, in_flight, sent, taken_from);
+                return Ok(Acquired::Held(Box::new(held)));
             }
             log::info!("Lease {}/{}: another host was faster", s.namespace, s.name);
             continue;
