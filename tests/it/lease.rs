@@ -491,14 +491,51 @@ fn a_killed_holder_is_taken_over_after_expiry_and_the_taker_prunes_what_it_appli
     hand_overs(&h).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Targets `first` (a Deployment) and `second` (a ConfigMap, after `first`).
+const TWO_TARGETS: &str = "[[target]]\nname = \"first\"\npath = \"k8s/first\"\ntype = \"kubectl\"\n\n[[target]]\nname = \"second\"\npath = \"k8s/second\"\ntype = \"kubectl\"\ndepends_on = [\"first\"]\n";
+
 #[test]
 fn a_holder_frozen_past_its_lease_stops_without_writing_and_records_so() {
     let Some(h) = two_hosts("lease", "") else {
         return;
     };
-    let (c1, c2, push_a, pid) = a_mid_deploy(&h);
+    let files = |image: &str, min_ready: u32, v: &str| {
+        vec![
+            ("hookops.toml".to_string(), TWO_TARGETS.to_string()),
+            (
+                "k8s/first/web.yaml".to_string(),
+                deployment_with("web", &h.ns, image, 1, &format!("  minReadySeconds: {min_ready}\n"), ""),
+            ),
+            (
+                "k8s/second/cm.yaml".to_string(),
+                format!(
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: second\n  namespace: {}\ndata:\n  v: \"{v}\"\n",
+                    h.ns
+                ),
+            ),
+        ]
+    };
+    let c1 = h.commit(&files("nginx:1", 0, "1"), "c1");
+    h.push("origin", "HEAD:main").assert_ok();
+    h.push("b", "HEAD:main").assert_ok();
+    // C2: `first` takes 12 s to become available, so A is frozen while it waits, with the
+    // write of `second` still ahead of it.
+    let c2 = h.commit(&files("nginx:2", 12, "2"), "c2");
+    h.push("b", "HEAD:refs/heads/parked").assert_ok();
+    let push_a = h.start_push("origin", "HEAD:main");
+    let pid = h.holder_pid(&c2, Duration::from_secs(60));
+    assert!(
+        h.c.wait_for(Duration::from_secs(30), || h
+            .c
+            .get_json("deployment", Some(&h.ns), "web")
+            .is_some_and(|d| str_at(
+                &d,
+                "/spec/template/spec/containers/0/image"
+            ) == "nginx:2")),
+        "A never applied C2's first target"
+    );
     signal(pid, libc::SIGSTOP);
-    let c3 = fix(&h);
+    let c3 = h.commit(&files("nginx:3", 0, "3"), "c3");
     let out = h.push("b", "HEAD:main");
     let resumed = chrono_now();
     signal(pid, libc::SIGCONT);
@@ -528,7 +565,8 @@ fn a_holder_frozen_past_its_lease_stops_without_writing_and_records_so() {
         Some(c1.as_str()),
         "A's pointer stays"
     );
-    // Nothing written by A once it resumed; B's deploy stands.
+    // Nothing written by A once it resumed (the write of `second` was not started); B's
+    // deploy stands.
     let late: Vec<_> = h
         .writes()
         .into_iter()
@@ -536,6 +574,10 @@ fn a_holder_frozen_past_its_lease_stops_without_writing_and_records_so() {
         .collect();
     assert!(late.is_empty(), "A wrote after it resumed: {late:?}");
     hand_overs(&h).unwrap_or_else(|e| panic!("{e}"));
+    let cm =
+        h.c.get_json("configmap", Some(&h.ns), "second")
+            .expect("second");
+    assert_eq!(str_at(&cm, "/data/v"), "3");
     let web = h.c.get_json("deployment", Some(&h.ns), "web").expect("web");
     assert_eq!(
         str_at(&web, "/spec/template/spec/containers/0/image"),
