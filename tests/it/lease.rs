@@ -767,3 +767,61 @@ fn soak_two_hosts() {
         "seed {seed}: {violations:#?}\n{outputs}"
     );
 }
+
+#[test]
+fn doctor_reports_the_lock_and_checks_the_lease_rights() {
+    let Some(h) = two_hosts("lease", "") else {
+        return;
+    };
+    let ok = h.a.w.hookops(&["doctor"]);
+    let text = ok.all();
+    assert!(
+        text.contains(&format!(
+            "ok    env prod: lock = \"lease\": Lease {}/hookops-prod",
+            h.lease_ns
+        )),
+        "{text}"
+    );
+    // A ServiceAccount that may deploy but not take the Lease.
+    let sa = h.c.unique("no-lease");
+    kubectl_ok(
+        h.c,
+        &["create", "serviceaccount", &sa, "-n", "hookops-system"],
+    );
+    kubectl_ok(
+        h.c,
+        &[
+            "create",
+            "rolebinding",
+            &sa,
+            "-n",
+            &h.lease_ns,
+            "--clusterrole=view",
+            &format!("--serviceaccount=hookops-system:{sa}"),
+        ],
+    );
+    let token = kubectl_ok(h.c, &["create", "token", &sa, "-n", "hookops-system"]);
+    run(std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&h.b.w.kubeconfig)
+        .args(["config", "set-credentials", "testenv-admin"])
+        .arg(format!("--token={}", token.trim())))
+    .assert_ok();
+    let denied = h.b.w.hookops(&["doctor"]);
+    denied.assert_fail();
+    let text = denied.all();
+    assert!(
+        text.contains(&format!(
+            "lock = \"lease\": may not get leases.coordination.k8s.io, create leases.coordination.k8s.io, update leases.coordination.k8s.io, create configmaps, patch configmaps, delete configmaps in namespace {}",
+            h.lease_ns
+        )),
+        "{text}"
+    );
+    // With lock = "file" it says so, and asks nothing about Leases.
+    let (_, file) = (&h.a, two_hosts("file", "").expect("hosts"));
+    let text = file.a.w.hookops(&["doctor"]).all();
+    assert!(
+        text.contains("lock = \"file\": one host deploys this environment"),
+        "{text}"
+    );
+}
