@@ -436,17 +436,47 @@ fn fix(h: &Hosts) -> String {
     )
 }
 
+/// A SIGKILLed holder is taken over after expiry (and, before that, a push to B superseded
+/// while it waits for the Lease records itself skipped).
 #[test]
 fn a_killed_holder_is_taken_over_after_expiry_and_the_taker_prunes_what_it_applied() {
     let Some(h) = two_hosts("lease", "") else {
         return;
     };
     let (_c1, c2, push_a, pid) = a_mid_deploy(&h);
+    // While A holds the Lease, B receives a push, then another: the first, superseded while
+    // it waits, gives up and records itself skipped.
+    let waits = h.commit(
+        &[(
+            "k8s/keep.yaml".into(),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: keep\n  namespace: {}\ndata:\n  v: \"2\"\n",
+                h.ns
+            ),
+        )],
+        "superseded while waiting",
+    );
+    let first_b = h.start_push("b", "HEAD:main");
+    std::thread::sleep(Duration::from_secs(3));
+    let c3 = fix(&h);
+    let second_b = h.start_push("b", "HEAD:main");
+    let first: Run = first_b.wait_with_output().expect("push b").into();
+    assert!(
+        first
+            .all()
+            .contains(&format!("skipped: superseded by {c3}")),
+        "{}",
+        first.all()
+    );
+    let rec = h.b.w.last_record(&waits);
+    assert_eq!(
+        (rec["result"].as_str(), rec["host"].as_str()),
+        (Some("skipped"), Some("host-b"))
+    );
     signal(pid, libc::SIGKILL);
     let killed = Instant::now();
     let a_out: Run = push_a.wait_with_output().expect("push a").into();
-    let c3 = fix(&h);
-    let out = h.push("b", "HEAD:main");
+    let out: Run = second_b.wait_with_output().expect("push b").into();
     out.assert_ok();
     let text = out.all();
     assert!(
@@ -476,7 +506,14 @@ fn a_killed_holder_is_taken_over_after_expiry_and_the_taker_prunes_what_it_appli
         h.c.get_json("configmap", Some(&h.ns), "extra").is_none(),
         "extra pruned: {text}"
     );
-    assert!(h.c.get_json("configmap", Some(&h.ns), "keep").is_some());
+    let keep =
+        h.c.get_json("configmap", Some(&h.ns), "keep")
+            .expect("keep");
+    assert_eq!(
+        str_at(&keep, "/data/v"),
+        "2",
+        "the skipped commit's change came with C3"
+    );
     let web = h.c.get_json("deployment", Some(&h.ns), "web").expect("web");
     assert_eq!(
         str_at(&web, "/spec/template/spec/containers/0/image"),
