@@ -332,19 +332,7 @@ fn cluster(r: &mut Checks, session: &Session, env: &Environment, masker: &Masker
         let mut denied = Vec::new();
         for verb in ["create", "patch", "delete"] {
             for resource in ["configmaps", "deployments.apps"] {
-                let out = kubectl.raw([
-                    "auth",
-                    "can-i",
-                    verb,
-                    resource,
-                    "-n",
-                    &ns,
-                    "--request-timeout=5s",
-                ]);
-                if !out
-                    .map(|o| o.success() && o.stdout.trim().starts_with("yes"))
-                    .unwrap_or(false)
-                {
+                if !can_i(&kubectl, verb, resource, &ns) {
                     denied.push(format!("{verb} {resource}"));
                 }
             }
@@ -365,6 +353,21 @@ fn cluster(r: &mut Checks, session: &Session, env: &Environment, masker: &Masker
         }
     }
     lock(r, env, &kubectl);
+}
+
+/// `kubectl auth can-i VERB RESOURCE -n NAMESPACE` (a SelfSubjectAccessReview): yes or not.
+fn can_i(kubectl: &crate::backends::kube::Kubectl, verb: &str, resource: &str, ns: &str) -> bool {
+    kubectl
+        .raw([
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "-n",
+            ns,
+            "--request-timeout=5s",
+        ])
+        .is_ok_and(|o| o.success() && o.stdout.trim().starts_with("yes"))
 }
 
 /// The lock mode, and with lock = "lease" whether the deployer may take the Lease and write
@@ -389,16 +392,7 @@ fn lock(r: &mut Checks, env: &Environment, kubectl: &crate::backends::kube::Kube
         ("patch", "configmaps"),
         ("delete", "configmaps"),
     ] {
-        let out = kubectl.raw([
-            "auth",
-            "can-i",
-            verb,
-            resource,
-            "-n",
-            &l.namespace,
-            "--request-timeout=5s",
-        ]);
-        if !out.is_ok_and(|o| o.success() && o.stdout.trim().starts_with("yes")) {
+        if !can_i(kubectl, verb, resource, &l.namespace) {
             denied.push(format!("{verb} {resource}"));
         }
     }

@@ -159,22 +159,7 @@ impl<'s> Deployer<'s> {
         let held = match hosts::take(session, &self.recorder, env, flight, req.coalesce)? {
             Acquired::Held(h) => *h,
             Acquired::GaveUp(reason) => {
-                say(&format!(
-                    "{}: {} skipped: {reason}",
-                    env.name,
-                    plan::short_id(req.to)
-                ));
-                let rep = self.report(
-                    req,
-                    None,
-                    &started,
-                    Outcome::Skipped,
-                    Vec::new(),
-                    Some(reason),
-                );
-                self.recorder.write(&session.repo, req.to, &rep)?;
-                self.written.push(rep.clone());
-                return Ok(Some(rep));
+                return self.skip(req, &started, reason).map(Some);
             }
         };
         session.set_gate(&env.name, Some(Arc::new(held.fence()) as Arc<dyn Gate>));
@@ -396,7 +381,12 @@ impl<'s> Deployer<'s> {
         else {
             return Ok(None);
         };
-        let reason = format!("superseded by {tip}");
+        self.skip(req, started, format!("superseded by {tip}"))
+            .map(Some)
+    }
+
+    /// A request that is not attempted: said, and recorded as skipped.
+    fn skip(&mut self, req: &Request, started: &str, reason: String) -> Result<Report> {
         say(&format!(
             "{}: {} skipped: {reason}",
             req.env.name,
@@ -411,7 +401,7 @@ impl<'s> Deployer<'s> {
             Some(reason),
         );
         self.recorder.write(&self.session.repo, req.to, &rep)?;
-        Ok(Some(rep))
+        Ok(rep)
     }
 
     /// The plan stage; kinds the tree does not define are asked of the cluster's discovery and
