@@ -156,28 +156,50 @@ impl<'s> Deployer<'s> {
         let (session, env) = (self.session, &req.env);
         let started = payload::now();
         let flight = hosts::in_flight(&env.name, req.action, req.to, &req.ref_name, &started);
-        let held = match hosts::take(session, &self.recorder, env, flight, req.coalesce)? {
-            Acquired::Held(h) => *h,
-            Acquired::GaveUp(reason) => {
-                return self.skip(req, &started, reason).map(Some);
-            }
+        let held = match hosts::take(session, &self.recorder, env, flight, req.coalesce) {
+            Ok(Acquired::Held(h)) => *h,
+            Ok(Acquired::GaveUp(reason)) => return self.skip(req, &started, reason).map(Some),
+            Err(e) => return self.lease_failed(req, &started, e.context("taking the Lease")),
         };
         session.set_gate(&env.name, Some(Arc::new(held.fence()) as Arc<dyn Gate>));
-        let result = ClusterCopy::new(session, env).and_then(|mut copy| {
+        let ready = ClusterCopy::new(session, env).and_then(|mut copy| {
             journal::recover(session, &self.recorder, &env.name)?;
             if let Some(line) = copy.pull(&session.repo)? {
                 say(&format!("{}: {line}", env.name));
             }
-            self.lease = Some((held, copy));
-            self.run_locked(req)
+            Ok(copy)
         });
-        session.set_gate(&env.name, None);
-        if let Some((held, _)) = self.lease.take() {
-            if let Err(e) = held.release() {
-                say(&format!("{}: releasing the Lease: {e:#}", env.name));
+        let (held, result) = match ready {
+            Ok(copy) => {
+                self.lease = Some((held, copy));
+                let result = self.run_locked(req);
+                (self.lease.take().map(|(held, _)| held), result)
             }
+            Err(e) => (Some(held), self.lease_failed(req, &started, e)),
+        };
+        session.set_gate(&env.name, None);
+        if let Some(Err(e)) = held.map(Held::release) {
+            say(&format!("{}: releasing the Lease: {e:#}", env.name));
         }
         result
+    }
+
+    /// The Lease could not be taken, or what it guards not read: a failed record, nothing
+    /// written to the cluster.
+    fn lease_failed(
+        &mut self,
+        req: &Request,
+        started: &str,
+        e: anyhow::Error,
+    ) -> Result<Option<Report>> {
+        say(&format!(
+            "{}: {}: FAILED: {}",
+            req.env.name,
+            plan::short_id(req.to),
+            crate::out::error_line(&e)
+        ));
+        self.failed_early(req, self.session.pointer(&req.env.name), started, e)
+            .map(Some)
     }
 
     /// Why the Lease of this attempt is lost, once it is.
