@@ -862,3 +862,37 @@ fn doctor_reports_the_lock_and_checks_the_lease_rights() {
         "{text}"
     );
 }
+
+#[test]
+fn a_lease_that_cannot_be_taken_fails_the_deploy_with_a_record_and_writes_nothing() {
+    let Some(h) = two_hosts("lease", "") else {
+        return;
+    };
+    let config = h.a.w.server.join("hookops/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let missing = h.c.unique("nowhere");
+    std::fs::write(
+        &config,
+        text.replace(
+            &format!("lease_namespace = \"{}\"", h.lease_ns),
+            &format!("lease_namespace = \"{missing}\""),
+        ),
+    )
+    .unwrap();
+    let tip = h.commit(&h.configmaps(2, "x"), "x");
+    let out = h.push("origin", "HEAD:main");
+    let text = out.all();
+    assert!(
+        text.contains("FAILED: taking the Lease: create Lease")
+            && text.contains(&format!("namespaces \"{missing}\" not found")),
+        "{text}"
+    );
+    let rec = h.a.w.last_record(&tip);
+    assert_eq!(rec["result"], "failed");
+    assert!(
+        str_at(&rec, "/reason").starts_with("taking the Lease: "),
+        "{rec}"
+    );
+    assert!(h.a.w.pointer("prod").is_none());
+    assert!(h.c.get_json("configmap", Some(&h.ns), "cm0").is_none());
+}
