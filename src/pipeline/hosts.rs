@@ -111,18 +111,27 @@ pub fn take(
         Acquired::Held(h) => h,
         gave_up => return Ok(gave_up),
     };
-    if !session.config.sync.peers.is_empty() {
-        match remote::fetch_peers(session) {
-            Ok(()) => follow_pointer(session, &env.name)?,
-            Err(e) => say(&format!(
-                "{}: peers: {} (this host's pointer may be behind)",
-                env.name,
-                crate::out::error_line(&e)
-            )),
+    let settled = (|| {
+        if !session.config.sync.peers.is_empty() {
+            match remote::fetch_peers(session) {
+                Ok(()) => follow_pointer(session, &env.name)?,
+                Err(e) => say(&format!(
+                    "{}: peers: {} (this host's pointer may be behind)",
+                    env.name,
+                    crate::out::error_line(&e)
+                )),
+            }
         }
-    }
-    if let Some(dead) = &held.taken_from {
-        record_taken_over(session, recorder, &env.name, dead)?;
+        match &held.taken_from {
+            Some(dead) => record_taken_over(session, recorder, &env.name, dead),
+            None => Ok(()),
+        }
+    })();
+    if let Err(e) = settled {
+        if let Err(r) = held.release() {
+            log::info!("releasing the Lease: {r:#}");
+        }
+        return Err(e);
     }
     Ok(Acquired::Held(held))
 }
