@@ -265,3 +265,71 @@ fn record_taken_over(
     };
     recorder.write(&session.repo, commit, &rep)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::fixtures::{commit, repo};
+
+    #[test]
+    fn the_pointer_follows_the_newest_success_of_any_host_rollbacks_included() {
+        let (dir, repo) = repo();
+        let c1 = commit(&repo, None, &[("a.yaml", Some("a: 1\n"))]);
+        let c2 = commit(&repo, Some(c1), &[("a.yaml", Some("a: 2\n"))]);
+        let recorder = Recorder { signer: None };
+        let record = |c: Oid, action: Action, result: Outcome, finished: &str| {
+            let rep = recorder.report(
+                "e",
+                action,
+                result,
+                &c.to_string(),
+                "refs/heads/main",
+                finished,
+            );
+            let rep = Report {
+                finished_at: finished.to_string(),
+                ..rep
+            };
+            recorder.write(&repo, c, &rep).unwrap();
+        };
+        let session = Session::open(Some(dir.path())).unwrap();
+        let point = |name: &str, c: Oid| {
+            session.repo.reference(name, c, true, "t").unwrap();
+        };
+        // Ours: c2, deployed at 10:00. A peer's: c1, rolled back to at 11:00.
+        record(
+            c2,
+            Action::Deploy,
+            Outcome::Succeeded,
+            "2026-01-01T10:00:00Z",
+        );
+        record(
+            c1,
+            Action::Rollback,
+            Outcome::Succeeded,
+            "2026-01-01T11:00:00Z",
+        );
+        point("refs/hookops/deployed/e", c2);
+        point("refs/hookops/peers/0123456789ab/deployed/e", c1);
+        follow_pointer(&session, "e").unwrap();
+        assert_eq!(session.pointer("e"), Some(c1), "the rollback is the newest");
+
+        // The peer moves to c2 with a failed deploy newer than anything: only successes count,
+        // and c2's (10:00) is older than c1's rollback.
+        record(c2, Action::Deploy, Outcome::Failed, "2026-01-01T13:00:00Z");
+        point("refs/hookops/peers/0123456789ab/deployed/e", c2);
+        follow_pointer(&session, "e").unwrap();
+        assert_eq!(session.pointer("e"), Some(c1));
+        // Then it deploys c2 successfully: followed.
+        record(
+            c2,
+            Action::Deploy,
+            Outcome::Succeeded,
+            "2026-01-01T14:00:00Z",
+        );
+        follow_pointer(&session, "e").unwrap();
+        assert_eq!(session.pointer("e"), Some(c2));
+        // Another environment's records do not count either.
+        assert!(newest_success(&session, "other", c1).is_none());
+    }
+}
