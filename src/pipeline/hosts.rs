@@ -36,6 +36,14 @@ pub fn in_flight(
     }
 }
 
+/// The first 7 characters of a commit id read from the cluster (whatever it holds).
+fn short(commit: &str) -> &str {
+    commit
+        .char_indices()
+        .nth(7)
+        .map_or(commit, |(i, _)| &commit[..i])
+}
+
 fn action_name(action: Action) -> &'static str {
     match action {
         Action::Deploy => "deploy",
@@ -61,7 +69,7 @@ impl lease::Waiting for Wait<'_> {
                 format!(
                     ", {} of {} in flight",
                     f.action,
-                    &f.commit[..7.min(f.commit.len())]
+                    crate::config::printable(short(&f.commit))
                 )
             })
             .unwrap_or_default();
@@ -216,7 +224,7 @@ fn record_taken_over(
     let what = format!(
         "{} of {} started {} by {}{targets}",
         flight.action,
-        &flight.commit[..7.min(flight.commit.len())],
+        crate::config::printable(short(&flight.commit)),
         flight.started_at,
         crate::config::printable(host),
     );
