@@ -26,15 +26,19 @@ pub const INDEX_REF: &str = "refs/hookops/references";
 /// Bumped when the stored format or what is indexed changes: older indexes are rebuilt.
 /// 2: kustomization fields read case-insensitively, every file-reading field, and server-local
 /// Terraform module sources refused (an index of 1 could hide `Resources: [../../..]`).
-const FORMAT: u32 = 2;
+/// 3: a chart's local dependencies (`Chart.yaml`, `repository: file://…`).
+const FORMAT: u32 = 3;
 
 /// The file names kustomize looks for in a directory.
 pub const KUSTOMIZATION: &[&str] = &["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
-/// Whether a file name makes its directory's references change: a kustomization or a
-/// Terraform configuration file.
+/// The file that makes a directory a Helm chart; its `dependencies` may name local charts.
+pub const CHART_FILE: &str = "Chart.yaml";
+
+/// Whether a file name makes its directory's references change: a kustomization, a chart's
+/// `Chart.yaml` or a Terraform configuration file.
 pub fn is_reference_file(name: &str) -> bool {
-    KUSTOMIZATION.contains(&name) || is_tf_file(name)
+    KUSTOMIZATION.contains(&name) || name == CHART_FILE || is_tf_file(name)
 }
 
 /// Terraform reads `*.tf` except hidden and editor backup files.
@@ -54,6 +58,10 @@ pub struct Ref {
     /// Terraform: the calling `module` block's name (its directory must exist).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
+    /// Helm: the name of the chart dependency (`file://` repository) that names this chart
+    /// (its directory must exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<String>,
 }
 
 /// What one directory references.
@@ -351,6 +359,7 @@ impl Reader<'_> {
                 raw: raw.to_string(),
                 at,
                 module: None,
+                chart: None,
             });
             return;
         }
@@ -361,6 +370,7 @@ impl Reader<'_> {
                 raw: raw.to_string(),
                 at,
                 module: None,
+                chart: None,
             }),
             Err(why) => self.out.problems.push(format!("{at}: {key} {raw:?} {why}")),
         }
@@ -496,10 +506,57 @@ impl Reader<'_> {
                                 raw: raw.to_string(),
                                 at: format!("{file}:{}", yaml_line(text, key, raw)),
                                 module: None,
+                                chart: None,
                             });
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// A chart's `Chart.yaml`: a dependency whose `repository` is `file://PATH` reads the chart
+    /// at PATH (relative to this chart) as a kustomize base is read; other dependencies are
+    /// vendored in `charts/` or remote, which rendering decides (declare/chart.rs).
+    fn chart(&mut self, file: &str, text: &str) {
+        if let Err(e) = manifest::check_syntax(text, file) {
+            self.out.problems.push(format!("{e:#}"));
+            return;
+        }
+        let doc: serde_json::Value = match serde_yaml_ng::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                self.out.problems.push(format!("{file}: invalid YAML: {e}"));
+                return;
+            }
+        };
+        let Some(deps) = doc.get("dependencies") else {
+            return;
+        };
+        for d in objects_in(deps) {
+            let name = d.get("name").and_then(|n| n.as_str()).unwrap_or("");
+            let Some(repo) = d.get("repository").and_then(|r| r.as_str()) else {
+                continue;
+            };
+            let repo = repo.trim();
+            let Some(raw) = repo.strip_prefix("file://") else {
+                continue;
+            };
+            let at = format!("{file}:{}", yaml_line(text, "dependencies", repo));
+            match resolve(self.dir, raw) {
+                Ok(path) if path == self.dir => self.out.problems.push(format!(
+                    "{at}: dependency {name:?}: repository {repo:?} names the chart itself"
+                )),
+                Ok(path) => self.out.refs.push(Ref {
+                    path,
+                    raw: repo.to_string(),
+                    at,
+                    module: None,
+                    chart: Some(name.to_string()),
+                }),
+                Err(why) => self.out.problems.push(format!(
+                    "{at}: dependency {name:?}: repository {repo:?} {why}"
+                )),
             }
         }
     }
@@ -541,6 +598,7 @@ impl Reader<'_> {
                         raw: raw.to_string(),
                         at,
                         module: Some(name),
+                        chart: None,
                     }),
                     Err(why) => self.out.problems.push(format!("{at}: {what} {why}")),
                 }
@@ -563,6 +621,7 @@ pub fn read_dir(repo: &Repository, sub: &Tree, dir: &str) -> Option<DirRefs> {
         out: DirRefs::default(),
     };
     let mut kustomization = None;
+    let mut chart = None;
     let mut tf_files = Vec::new();
     for e in sub.iter() {
         if objects::is_tree(e.filemode()) {
@@ -571,6 +630,8 @@ pub fn read_dir(repo: &Repository, sub: &Tree, dir: &str) -> Option<DirRefs> {
         let Some(name) = e.name() else { continue };
         if kustomization.is_none() && KUSTOMIZATION.contains(&name) {
             kustomization = Some((join(dir, name), e.id(), e.filemode()));
+        } else if name == CHART_FILE {
+            chart = Some((join(dir, name), e.id(), e.filemode()));
         } else if is_tf_file(name) {
             tf_files.push((join(dir, name), e.id(), e.filemode()));
         }
@@ -584,6 +645,12 @@ pub fn read_dir(repo: &Repository, sub: &Tree, dir: &str) -> Option<DirRefs> {
     if let Some((path, id, mode)) = kustomization {
         match read(&path, id, mode) {
             Ok(text) => reader.kustomization(&path, &text),
+            Err(e) => reader.out.problems.push(format!("{e:#}")),
+        }
+    }
+    if let Some((path, id, mode)) = chart {
+        match read(&path, id, mode) {
+            Ok(text) => reader.chart(&path, &text),
             Err(e) => reader.out.problems.push(format!("{e:#}")),
         }
     }
@@ -797,15 +864,19 @@ impl Closure {
             if objects::entry(tree, &r.path).is_some() {
                 continue;
             }
-            match &r.module {
-                Some(name) => problems.push(format!(
+            match (&r.module, &r.chart) {
+                (Some(name), _) => problems.push(format!(
                     "{}: module {name:?}: source {:?}: {} is not in the tree",
                     r.at, r.raw, r.path
                 )),
+                (_, Some(name)) => problems.push(format!(
+                    "{}: dependency {name:?}: repository {:?}: {} is not in the tree",
+                    r.at, r.raw, r.path
+                )),
                 // Kustomize tries a missing path as a git repository: that is remote.
-                None if host_like(&r.raw) => remote.push(r),
+                _ if host_like(&r.raw) => remote.push(r),
                 // Anything else missing is kustomize's to report.
-                None => {}
+                _ => {}
             }
         }
         if !allow_remote {
