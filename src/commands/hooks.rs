@@ -337,6 +337,9 @@ fn print_plan(env: &str, p: &plan::Plan) {
         for used in &tp.uses {
             println!("    uses {used}");
         }
+        if let Some(chart) = &tp.chart {
+            println!("    {}", crate::out::clean(&chart.describe()));
+        }
         for o in &tp.apply {
             let what = crate::pipeline::annotations::controls(o)
                 .map(|c| c.describe())

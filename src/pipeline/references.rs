@@ -1511,6 +1511,7 @@ re\u{17f}ources: [../../../long-s]
                 raw: "../../modules/thing".into(),
                 at: "envs/prod/main.tf:4".into(),
                 module: Some("thing".into()),
+                chart: None,
             }]
         );
         assert_eq!(refs.problems.len(), 2, "{:?}", refs.problems);
@@ -1785,5 +1786,39 @@ re\u{17f}ources: [../../../long-s]
         assert!(store.load(&repo, a).is_none());
         assert!(store.load(&repo, b).is_some() && store.load(&repo, c).is_some());
         assert_eq!(store.head.unwrap().parent_count(), 0);
+    }
+
+    /// A chart's `file://` dependencies are references (line and name kept); one that climbs
+    /// out of the repository or is absolute is refused; remote and vendored ones are not
+    /// references; a missing one is named.
+    #[test]
+    fn a_charts_local_dependencies_are_references() {
+        let (_d, repo) = repo();
+        let chart = "apiVersion: v2\nname: web\nversion: 0.1.0\ndependencies:\n- name: common\n  version: 0.1.0\n  repository: file://../common\n- name: redis\n  version: 1.0.0\n  repository: https://charts.example\n- name: up\n  version: 0.1.0\n  repository: \"file://../../../etc\"\n- name: abs\n  version: 0.1.0\n  repository: file:///etc/x\n- name: gone\n  version: 0.1.0\n  repository: file://../gone\n";
+        let t = tree(
+            &repo,
+            None,
+            &[
+                ("charts/web/Chart.yaml", Some(chart)),
+                ("charts/common/Chart.yaml", Some("name: common\n")),
+            ],
+        );
+        let index = RefIndex::build(&repo, &t).unwrap();
+        assert!(index.is_referenced("charts/common"));
+        assert_eq!(
+            index.users_of("charts/common/templates/x.yaml"),
+            set(&["charts/web"])
+        );
+        let c = index.closure("charts/web");
+        assert_eq!(c.paths, ["charts/web", "charts/common", "charts/gone"]);
+        let why = c.refusal(&t, false).unwrap();
+        assert!(why.contains("charts/web/Chart.yaml:13: dependency \"up\": repository \"file://../../../etc\" climbs out of the repository"), "{why}");
+        assert!(
+            why.contains("dependency \"abs\": repository \"file:///etc/x\" is an absolute path"),
+            "{why}"
+        );
+        assert!(why.contains("charts/web/Chart.yaml:19: dependency \"gone\": repository \"file://../gone\": charts/gone is not in the tree"), "{why}");
+        assert!(!why.contains("redis"), "{why}");
+        assert!(is_reference_file("Chart.yaml"));
     }
 }

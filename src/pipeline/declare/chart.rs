@@ -582,11 +582,12 @@ fn toml_to_json(v: &toml::Value) -> Value {
 /// `helm template`'s output cut at its `# Source: CHART/PATH` lines: each template's
 /// documents with the template's path (as Helm names it, under the chart's name).
 fn sources(out: &str) -> Vec<(String, String)> {
+    let blank = |text: &str| text.lines().all(|l| matches!(l.trim(), "" | "---"));
     let mut parts: Vec<(String, String)> = Vec::new();
     let mut current = (String::new(), String::new());
     for line in out.split_inclusive('\n') {
         if let Some(src) = line.strip_prefix("# Source: ") {
-            if !current.1.trim().is_empty() {
+            if !blank(&current.1) {
                 parts.push(std::mem::take(&mut current));
             }
             current = (src.trim().to_string(), String::new());
@@ -595,7 +596,7 @@ fn sources(out: &str) -> Vec<(String, String)> {
         }
         current.1.push_str(line);
     }
-    if !current.1.trim().is_empty() {
+    if !blank(&current.1) {
         parts.push(current);
     }
     parts

@@ -1111,6 +1111,123 @@ mod tests {
         assert_eq!(names(&a.deploy), ["platform"]);
     }
 
+    const CHART: &str = "apiVersion: v2\nname: web\nversion: 0.1.0\n";
+
+    fn chart_with_dep(name: &str, dep: &str) -> String {
+        format!("apiVersion: v2\nname: {name}\nversion: 0.1.0\ndependencies:\n- name: common\n  version: 0.1.0\n  repository: \"file://{dep}\"\n")
+    }
+
+    /// Issue 29: a directory with Chart.yaml is a root of type helm (D1); its templates,
+    /// crds, charts and values files are its own (never targets, never reported unread); a
+    /// kustomization in the same directory wins over Chart.yaml, Chart.yaml over `.tf` files.
+    #[test]
+    fn a_chart_directory_is_a_helm_target_and_owns_everything_under_it() {
+        let (_d, repo) = repo();
+        let t = tree(
+            &repo,
+            None,
+            &[
+                ("charts/web/Chart.yaml", Some(CHART)),
+                ("charts/web/values.yaml", Some("replicas: 2\n")),
+                ("charts/web/values-prod.yaml", Some("replicas: 3\n")),
+                (
+                    "charts/web/templates/cm.yaml",
+                    Some(
+                        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n",
+                    ),
+                ),
+                ("charts/web/crds/crd.yaml", Some(CRD)),
+                ("charts/web/charts/sub/Chart.yaml", Some(CHART)),
+                (
+                    "charts/web/charts/sub/templates/x.yaml",
+                    Some(&cm("sub", "1")),
+                ),
+                ("both/Chart.yaml", Some(CHART)),
+                ("both/kustomization.yaml", Some("resources:\n- cm.yaml\n")),
+                ("both/cm.yaml", Some(&cm("both", "1"))),
+                ("tfchart/Chart.yaml", Some(CHART)),
+                ("tfchart/main.tf", Some(MODULE)),
+            ],
+        );
+        let a = affected_by(&repo, None, &t).unwrap();
+        assert_eq!(names(&a.deploy), ["both", "charts/web", "tfchart"]);
+        let kind = |n: &str| a.deploy.iter().find(|t| t.name == n).unwrap().kind;
+        assert_eq!(kind("charts/web"), TargetType::Helm);
+        assert_eq!(kind("both"), TargetType::Kustomize);
+        assert_eq!(kind("tfchart"), TargetType::Helm);
+        assert!(a.unread.is_empty(), "{:?}", a.unread);
+
+        // A values file or a template changed: that chart alone, nothing reported.
+        for path in [
+            "charts/web/values-prod.yaml",
+            "charts/web/templates/cm.yaml",
+        ] {
+            let new = tree(&repo, Some(&t), &[(path, Some("replicas: 4\n"))]);
+            let a = affected_by(&repo, Some(&t), &new).unwrap();
+            assert_eq!(names(&a.deploy), ["charts/web"], "{path}");
+            assert!(a.unread.is_empty(), "{:?}", a.unread);
+        }
+    }
+
+    /// A chart named by another chart's local dependency (`file://../common`) is referenced,
+    /// like a base: not a target, and its users re-deploy when it changes; a library chart is
+    /// never a target of its own, and an unused one is reported.
+    #[test]
+    fn a_local_chart_dependency_is_referenced_like_a_base() {
+        let (_d, repo) = repo();
+        let common = "apiVersion: v2\nname: common\nversion: 0.1.0\n";
+        let old = tree(
+            &repo,
+            None,
+            &[
+                (
+                    "charts/web/Chart.yaml",
+                    Some(&chart_with_dep("web", "../common")),
+                ),
+                (
+                    "charts/api/Chart.yaml",
+                    Some(&chart_with_dep("api", "../common")),
+                ),
+                ("charts/common/Chart.yaml", Some(common)),
+                ("charts/common/templates/cm.yaml", Some(&cm("common", "1"))),
+                ("charts/other/Chart.yaml", Some(CHART)),
+            ],
+        );
+        let a = affected_by(&repo, None, &old).unwrap();
+        assert_eq!(
+            names(&a.deploy),
+            ["charts/api", "charts/other", "charts/web"]
+        );
+        let new = tree(
+            &repo,
+            Some(&old),
+            &[("charts/common/templates/cm.yaml", Some(&cm("common", "2")))],
+        );
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["charts/api", "charts/web"]);
+
+        let library = "apiVersion: v2\nname: lib\nversion: 0.1.0\ntype: library\n";
+        let t = tree(
+            &repo,
+            Some(&old),
+            &[("charts/lib/Chart.yaml", Some(library))],
+        );
+        let a = affected_by(&repo, Some(&old), &t).unwrap();
+        assert!(a.deploy.is_empty(), "{:?}", names(&a.deploy));
+        assert!(
+            a.unread
+                .iter()
+                .any(|w| w
+                    .starts_with("charts/lib/Chart.yaml is a library chart that no chart uses")),
+            "{:?}",
+            a.unread
+        );
+        assert_eq!(
+            names(&affected_by(&repo, None, &t).unwrap().deploy),
+            ["charts/api", "charts/other", "charts/web"]
+        );
+    }
+
     #[test]
     fn target_for_names_the_topmost_root_and_skips_hidden_paths() {
         let (_d, repo) = repo();
