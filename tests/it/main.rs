@@ -8,6 +8,7 @@ mod crash;
 mod declares;
 mod environments;
 mod gitolite;
+mod helm;
 mod hostile;
 mod https_git;
 mod isolated;
