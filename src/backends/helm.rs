@@ -266,7 +266,9 @@ mod tests {
         assert!(format!("{err:#}").contains("command not found"), "{err:#}");
         let digest = "sha256:ab".to_string();
         std::fs::write(package_path(cache.path(), &digest), b"tgz").unwrap();
-        let key = hex(&Sha256::digest(b"https://charts.example\0web\01.0.0"));
+        let key = hex(&Sha256::digest(
+            "https://charts.example\0web\u{0}1.0.0".as_bytes(),
+        ));
         let pin = Pin {
             repo: "https://charts.example".into(),
             chart: "web".into(),
