@@ -45,3 +45,27 @@ pub fn one_line(s: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// The width of a column of names: its widest cell up to `MAX_COLUMN`. A longer cell does not
+/// widen every line of the table: it overflows its own.
+pub fn column_width<'a>(cells: impl IntoIterator<Item = &'a str>) -> usize {
+    cells
+        .into_iter()
+        .map(|c| c.chars().count())
+        .filter(|&w| w <= MAX_COLUMN)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The widest a column of names grows.
+pub const MAX_COLUMN: usize = 40;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_long_name_does_not_widen_the_column() {
+        let long = "x".repeat(400);
+        assert_eq!(super::column_width(["web", long.as_str(), "infra"]), 5);
+        assert_eq!(super::column_width(["web", "a-forty-character-name-is-still-aligned!"]), 40);
+    }
+}

@@ -159,9 +159,10 @@ impl Kubectl {
             .run(&self.masker)
     }
 
-    /// `kubectl diff`: exit 0 no difference, 1 difference, >1 error.
+    /// `kubectl diff`: exit 0 no difference, 1 difference, >1 error. Always with plain
+    /// `diff -u -N` (whatever the server user's `KUBECTL_EXTERNAL_DIFF`): livediff reads it.
     pub fn diff(&self, stream: String, namespace: Option<&str>) -> Result<Output> {
-        let c = self.short_command().args([
+        let c = self.short_command().env("KUBECTL_EXTERNAL_DIFF", "diff -u -N").args([
             "diff",
             "--server-side",
             "--field-manager=hookops",
@@ -193,6 +194,14 @@ impl Kubectl {
     pub fn rollout_undo(&self, resource: &str, namespace: Option<&str>) -> Result<Output> {
         let c = self.command().args(["rollout", "undo", resource]);
         Self::with_namespace(c, namespace).run(&self.masker)
+    }
+
+    /// The objects named by the stubs on stdin that exist, as JSON (a `List` for several).
+    pub fn get_stream(&self, stubs: String) -> Result<Output> {
+        self.command()
+            .args(["get", "--ignore-not-found", "-o", "json", "-f", "-"])
+            .stdin(stubs.into_bytes())
+            .run(&self.masker)
     }
 
     pub fn get_json(&self, resource: &str, namespace: Option<&str>) -> Result<Output> {

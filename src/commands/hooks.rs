@@ -29,7 +29,77 @@ pub fn post_receive(repo: Option<&Path>) -> Result<ExitCode> {
     if queue::queue_if_async(&session, &updates)? {
         return Ok(ExitCode::SUCCESS);
     }
-    deploy_updates(&session, &updates, true)
+    let orphans_failed = take_over_orphans(&session);
+    let code = deploy_updates(&session, &updates, true)?;
+    Ok(if orphans_failed { ExitCode::FAILURE } else { code })
+}
+
+/// Runs (or settles) the queue entries whose async worker died, so a lost deploy does not
+/// wait for the next push of its branch: every deploying run (a push, the worker, `replay`,
+/// `drift`) calls this first. An entry whose environments already run its commit, or a later
+/// one, is settled without a deploy. Whether any of them failed.
+pub fn take_over_orphans(session: &Session) -> bool {
+    let mut failed = false;
+    for orphan in queue::orphaned(session) {
+        let name = orphan
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        // One entry that cannot run must not keep the others queued for ever.
+        let done = queue::claim(&orphan).and_then(|claimed| {
+            let Some(claimed) = claimed else {
+                return Ok(true);
+            };
+            if let Some(past) = already_past(session, &claimed.updates) {
+                say(&format!(
+                    "queued deploy {name} (its worker died) settled: {past}"
+                ));
+                claimed.done();
+                return Ok(true);
+            }
+            say(&format!("taking over queued deploy {name} (its worker died)"));
+            let code = deploy_updates(session, &claimed.updates, true);
+            claimed.done();
+            Ok(code? == ExitCode::SUCCESS)
+        });
+        match done {
+            Ok(true) => {}
+            Ok(false) => failed = true,
+            Err(e) => {
+                say(&format!("queued deploy {name}: {}", crate::out::error_line(&e)));
+                failed = true;
+            }
+        }
+    }
+    failed
+}
+
+/// When every environment the updates map to already runs their commit or a descendant of it:
+/// what to say about it.
+fn already_past(session: &Session, updates: &[RefUpdate]) -> Option<String> {
+    let mut said = Vec::new();
+    for u in updates {
+        let Some(new) = u.new else { continue };
+        for env in session.environments_for(&u.name) {
+            let pointer = session.pointer(&env.name)?;
+            let past = pointer == new
+                || session
+                    .repo
+                    .graph_descendant_of(pointer, new)
+                    .unwrap_or(false);
+            if !past {
+                return None;
+            }
+            said.push(format!(
+                "{} already runs {}, which includes {}",
+                env.name,
+                plan::short_id(pointer),
+                plan::short_id(new)
+            ));
+        }
+    }
+    (!said.is_empty()).then(|| said.join("; "))
 }
 
 /// The detached worker: runs its queued push while holding the entry's lock, then every entry
@@ -37,20 +107,8 @@ pub fn post_receive(repo: Option<&Path>) -> Result<ExitCode> {
 pub fn worker(repo: Option<&Path>, entry: &Path) -> Result<ExitCode> {
     let session = Session::open(repo)?;
     let mut code = run_entry(&session, entry)?;
-    for orphan in queue::orphaned(&session) {
-        say(&format!(
-            "taking over {} (its worker died)",
-            orphan.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        // One entry that cannot run must not keep the others queued for ever.
-        match run_entry(&session, &orphan) {
-            Ok(ExitCode::SUCCESS) => {}
-            Ok(_) => code = ExitCode::FAILURE,
-            Err(e) => {
-                say(&format!("{}: {e:#}", orphan.display()));
-                code = ExitCode::FAILURE;
-            }
-        }
+    if take_over_orphans(&session) {
+        code = ExitCode::FAILURE;
     }
     // The page was last rendered while this worker's entry still counted as queued.
     crate::ops::page::refresh(&session);
@@ -183,21 +241,50 @@ pub fn post_merge(repo: Option<&Path>, squash: Option<&str>) -> Result<ExitCode>
     deploy_updates(&session, &[update], false)
 }
 
-/// Resolves `main`, `refs/heads/main` or `heads/main` to a full ref name that exists.
-fn full_ref(session: &Session, name: &str) -> Result<String> {
-    if name.starts_with("refs/") {
-        session
-            .repo
-            .find_reference(name)
-            .with_context(|| format!("unknown ref {name:?}"))?;
-        return Ok(name.to_string());
+/// Resolves `main`, `refs/heads/main` or `heads/main` to a full ref name that exists. With
+/// `to` given, a branch that does not exist yet is fine: `plan new --to HEAD` is what pushing
+/// HEAD to a new branch would do.
+fn full_ref(session: &Session, name: &str, to: Option<&str>) -> Result<String> {
+    let candidates = if name.starts_with("refs/") {
+        vec![name.to_string()]
+    } else {
+        vec![format!("refs/heads/{name}"), format!("refs/{name}")]
+    };
+    if let Some(found) = candidates
+        .iter()
+        .find(|c| session.repo.find_reference(c).is_ok())
+    {
+        return Ok(found.clone());
     }
-    for candidate in [format!("refs/heads/{name}"), format!("refs/{name}")] {
-        if session.repo.find_reference(&candidate).is_ok() {
-            return Ok(candidate);
+    if to.is_some() {
+        return Ok(candidates[0].clone());
+    }
+    // HEAD names a branch that has no commit yet: a repository before its first commit.
+    if session.repo.head().is_err() && session.default_branch().as_deref() == Some(&candidates[0]) {
+        bail!(
+            "branch {name:?} has no commits yet: commit the tree, then run this again \
+             (or name a commit with --to)"
+        );
+    }
+    let branches: Vec<String> = session
+        .repo
+        .branches(Some(git2::BranchType::Local))
+        .map(|list| {
+            list.flatten()
+                .filter_map(|(b, _)| b.name().ok().flatten().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    bail!(
+        "no branch {name:?} in {}{}; to see what pushing a commit to it would do, add \
+         --to REV (e.g. --to HEAD)",
+        session.git_dir.display(),
+        if branches.is_empty() {
+            " (it has no branches yet)".to_string()
+        } else {
+            format!(" (branches: {})", branches.join(", "))
         }
-    }
-    bail!("unknown ref {name:?} (not a branch)")
+    )
 }
 
 fn pick_envs(session: &Session, ref_name: &str, only: Option<&str>) -> Result<Vec<Environment>> {
@@ -223,7 +310,7 @@ fn pick_envs(session: &Session, ref_name: &str, only: Option<&str>) -> Result<Ve
 type Range = (String, Option<Option<Oid>>, Oid);
 
 fn resolve_range(session: &Session, range: &RangeArgs) -> Result<Range> {
-    let ref_name = full_ref(session, &range.ref_name)?;
+    let ref_name = full_ref(session, &range.ref_name, range.to.as_deref())?;
     let to = session.resolve(range.to.as_deref().unwrap_or(&ref_name))?;
     let from = match range.from.as_deref() {
         None => None,
@@ -237,6 +324,7 @@ fn resolve_range(session: &Session, range: &RangeArgs) -> Result<Range> {
 pub fn replay(repo: Option<&Path>, range: &RangeArgs) -> Result<ExitCode> {
     let session = Session::open(repo)?;
     let (ref_name, from, to) = resolve_range(&session, range)?;
+    let orphans_failed = take_over_orphans(&session);
     let mut deployer = Deployer::new(&session, crate::ops::after_attempts)?;
     let mut jobs = Vec::new();
     for env in pick_envs(&session, &ref_name, range.env.as_deref())? {
@@ -244,19 +332,50 @@ pub fn replay(repo: Option<&Path>, range: &RangeArgs) -> Result<ExitCode> {
         req.from = from;
         jobs.push(Job::Deploy(Box::new(req)));
     }
-    let failed = run_jobs(&session, &mut deployer, jobs);
+    let failed = run_jobs(&session, &mut deployer, jobs) || orphans_failed;
     Ok(exit(sync_after(&session, failed)))
 }
 
 /// `plan REF`: what a replay would do, without contacting a cluster or writing records or
 /// pointers (it may keep the reference index, a cache, under `refs/hookops/references`).
-pub fn plan(repo: Option<&Path>, range: &RangeArgs, json: bool) -> Result<ExitCode> {
-    let session = Session::open(repo)?;
+pub fn plan(
+    repo: Option<&Path>,
+    range: &RangeArgs,
+    json: bool,
+    server_config: Option<&Path>,
+) -> Result<ExitCode> {
+    let mut session = Session::open(repo)?;
+    // Said once for the whole plan, not per environment; on stderr beside JSON.
+    let print: fn(&str) = if json {
+        |w| eprintln!("hookops: warning: {w}")
+    } else {
+        |w| println!("warning: {w}")
+    };
+    let note: fn(&str) = if json {
+        |w| eprintln!("hookops: {w}")
+    } else {
+        |w| println!("{w}")
+    };
+    match server_config {
+        Some(file) => {
+            session.use_config_file(file)?;
+            note(&format!("environments from {}", file.display()));
+        }
+        None if !session.config_path().exists() => note(&format!(
+            "no server config in {}: the defaults apply (the branch HEAD names deploys as \
+             environment \"default\"); plan with the server's environments: --server-config FILE",
+            session.git_dir.display()
+        )),
+        None => {}
+    }
     let (ref_name, from_arg, to) = resolve_range(&session, range)?;
     let mut all = Vec::new();
     let mut broken = false;
     let picked = pick_envs(&session, &ref_name, range.env.as_deref())?;
     let mut ranges = Vec::new();
+    // A clone does not hold the server's deployed pointers (unless records are synced to it):
+    // whether anything is deployed is unknown here, not "nothing".
+    let unknown_pointer = !session.repo.is_bare();
     for env in &picked {
         let from = match from_arg {
             Some(f) => f,
@@ -269,14 +388,8 @@ pub fn plan(repo: Option<&Path>, range: &RangeArgs, json: bool) -> Result<ExitCo
             all.push(plan::to_json(&p, &env.name));
             continue;
         }
-        print_plan(&env.name, &p);
+        print_plan(&env.name, &p, unknown_pointer && from_arg.is_none());
     }
-    // Said once for the whole plan, not per environment; on stderr beside JSON.
-    let print: fn(&str) = if json {
-        |w| eprintln!("hookops: warning: {w}")
-    } else {
-        |w| println!("warning: {w}")
-    };
     report_unplaced(
         &session,
         &session.environments_for(&ref_name),
@@ -303,10 +416,15 @@ pub fn plan(repo: Option<&Path>, range: &RangeArgs, json: bool) -> Result<ExitCo
     })
 }
 
-fn print_plan(env: &str, p: &plan::Plan) {
+fn print_plan(env: &str, p: &plan::Plan, pointer_unknown: bool) {
     let range = match p.from {
         Some(f) => format!("{}..{}", plan::short_id(f), plan::short_id(p.to)),
-        None => format!("{} (first deploy)", plan::short_id(p.to)),
+        None if pointer_unknown => format!(
+            "{} (the whole tree: what the server deployed is not known in this clone; \
+             --from REV plans from a commit)",
+            plan::short_id(p.to)
+        ),
+        None => format!("{} (first deploy: nothing deployed yet)", plan::short_id(p.to)),
     };
     println!(
         "{env}: {range}: {} changed paths, {} targets",

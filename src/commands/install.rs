@@ -123,12 +123,7 @@ pub fn run(repo_arg: Option<&Path>, args: &InstallArgs) -> Result<ExitCode> {
     if let Some(dir) = &args.hooks_dir {
         return install_into_hooks_dir(dir, args.pre_receive);
     }
-    let repo = match args.dir.as_deref().or(repo_arg) {
-        Some(d) => {
-            Repository::open(d).with_context(|| format!("{}: not a git repository", d.display()))?
-        }
-        None => Repository::open_from_env().context("not inside a git repository")?,
-    };
+    let repo = crate::backends::repo::open_repository(args.dir.as_deref().or(repo_arg))?;
     let bin = current_bin()?;
     let bin = bin.as_str();
     let dir = hooks_dir(&repo)?;
@@ -145,8 +140,50 @@ pub fn run(repo_arg: Option<&Path>, args: &InstallArgs) -> Result<ExitCode> {
     }
     let state = repo.path().join(crate::config::STATE_DIR);
     fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let config = state.join("config.toml");
+    if !config.exists() {
+        fs::write(&config, CONFIG_TEMPLATE)
+            .with_context(|| format!("writing {}", config.display()))?;
+        println!(
+            "{}: written, every line commented (the defaults apply); edit it to name your environments",
+            config.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
+
+/// The server config `install` starts a repository with: every line commented, so the
+/// defaults apply until the operator edits it (docs/configuration.md has every key).
+pub const CONFIG_TEMPLATE: &str = r#"# hookops server config: environments, credentials, policy. Only the server's operator can
+# write this file; the pushed tree (hookops.toml) can only declare targets.
+# Every key: docs/configuration.md (/usr/share/doc/hookops/configuration.md).
+#
+# As it is (all commented), the default branch deploys as environment "default" with
+# kubectl's current context of the user git runs the hook as, and records are unsigned.
+# Check it with: hookops --repo <this repository> doctor
+
+# [[environment]]
+# name = "prod"
+# branch = "main"
+# kubeconfig = "/srv/hookops/prod.kubeconfig"  # a service account's (docs/security.md)
+# context = "prod"
+# # Objects may only go to these namespaces. They must exist in the cluster before the first
+# # push, or be declared in the tree (a Namespace manifest) with allow_cluster_scoped = true;
+# # `hookops doctor` checks.
+# allowed_namespaces = ["web"]
+# on_failure = "rollback"                       # or "rollout-undo", "stop"
+# # Terraform roots run with the pusher's code: a `local-exec` provisioner or an external
+# # data source runs any command on this server as the hook's user. Leave Terraform off
+# # unless every pusher may do that (docs/security.md).
+# terraform = "off"
+
+# [gate]                                        # with `hookops install --pre-receive`
+# mode = "local"
+
+# [signing]                                     # sign every record (ssh-keygen -t ed25519)
+# key = "/srv/hookops/signing_ed25519"
+# allowed_signers = "/srv/hookops/allowed_signers"
+"#;
 
 /// `--hooks-dir`: a hooks directory that serves bare server repositories but is not the
 /// `hooks/` of one (GitLab's `custom_hooks`, its server-wide `custom_hooks_dir`), so there is no

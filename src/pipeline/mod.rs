@@ -16,6 +16,7 @@ pub mod identity;
 pub mod inventory;
 pub mod journal;
 pub mod kinds;
+pub mod livediff;
 pub mod manifest;
 pub mod plan;
 pub mod planner;
