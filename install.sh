@@ -40,7 +40,7 @@ for tool in cargo git; do
 done
 
 # Where cargo puts what it builds: CARGO_TARGET_DIR, build.target-dir, or ./target.
-target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
+target_dir=$(cargo metadata --format-version 1 --no-deps --offline |
   sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 [ -n "$target_dir" ] || { echo "install.sh: cargo metadata named no target directory" >&2; exit 1; }
 case "$profile" in

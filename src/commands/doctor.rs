@@ -329,6 +329,7 @@ fn cluster(r: &mut Checks, session: &Session, env: &Environment, masker: &Masker
         .clone()
         .unwrap_or_else(|| vec!["default".into()]);
     for ns in namespaces {
+        namespace_exists(r, &check, &kubectl, env, &ns);
         let mut denied = Vec::new();
         for verb in ["create", "patch", "delete"] {
             for resource in ["configmaps", "deployments.apps"] {
@@ -363,6 +364,58 @@ fn cluster(r: &mut Checks, session: &Session, env: &Environment, masker: &Masker
                 "grant the service account a Role there (docs/security.md)",
             );
         }
+    }
+}
+
+/// A namespace the policy names must exist before the first push unless the environment may
+/// create it (a Namespace is cluster-scoped): otherwise that push fails with `namespaces "web"
+/// not found` (docs/environments.md, "The namespace policy").
+fn namespace_exists(
+    r: &mut Checks,
+    check: &str,
+    kubectl: &crate::backends::kube::Kubectl,
+    env: &Environment,
+    ns: &str,
+) {
+    let out = kubectl.raw([
+        "get",
+        "namespace",
+        ns,
+        "-o",
+        "name",
+        "--request-timeout=5s",
+    ]);
+    match out {
+        Ok(o) if o.success() => r.ok(check, &format!("namespace {ns} exists")),
+        Ok(o) if o.stderr.contains("NotFound") || o.stderr.contains("not found") => {
+            if env.cluster_scoped_allowed() {
+                r.warn(
+                    check,
+                    &format!(
+                        "namespace {ns} does not exist: the first push must declare it (a \
+                         Namespace manifest), or create it with `kubectl create namespace {ns}`"
+                    ),
+                )
+            } else {
+                r.fail(
+                    check,
+                    &format!(
+                        "namespace {ns} does not exist, and the policy may not create it \
+                         (allowed_namespaces without allow_cluster_scoped = true): the first \
+                         push would fail"
+                    ),
+                    &format!(
+                        "create it once as a cluster admin (`kubectl create namespace {ns}`), or \
+                         declare it in git and set allow_cluster_scoped = true (docs/environments.md)"
+                    ),
+                )
+            }
+        }
+        Ok(o) => r.warn(
+            check,
+            &format!("cannot tell whether namespace {ns} exists: {}", o.reason()),
+        ),
+        Err(e) => r.warn(check, &format!("cannot tell whether namespace {ns} exists: {e:#}")),
     }
 }
 

@@ -6,6 +6,7 @@ mod controls;
 mod core;
 mod crash;
 mod environments;
+mod firsthour;
 mod gitolite;
 mod https_git;
 mod isolated;
