@@ -276,8 +276,8 @@ fn full_ref(session: &Session, name: &str, to: Option<&str>) -> Result<String> {
         })
         .unwrap_or_default();
     bail!(
-        "no branch {name:?} in {}{}; to see what pushing a commit to it would do, add \
-         --to REV (e.g. --to HEAD)",
+        "unknown ref {name:?}: no such branch in {}{}; to see what pushing a commit to it \
+         would do, add --to REV (e.g. --to HEAD)",
         session.git_dir.display(),
         if branches.is_empty() {
             " (it has no branches yet)".to_string()
