@@ -106,7 +106,7 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
         /// Print JSON (the targets, drifted objects and their diffs)
-        #[arg(long)]
+        #[arg(long, conflicts_with = "repair")]
         json: bool,
     },
     /// The objects an environment manages: kind, namespace, name, target and file

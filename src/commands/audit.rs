@@ -359,12 +359,12 @@ pub fn objects(repo: Option<&Path>, env: Option<&str>, json: bool) -> Result<Exi
     }
     let cell = |r: &serde_json::Value, k: &str| -> String {
         match &r[k] {
-            serde_json::Value::String(s) => crate::config::printable(s),
+            serde_json::Value::String(s) => crate::config::printable(s).into_owned(),
             serde_json::Value::Array(a) if a.is_empty() => "(no longer in git: kept)".into(),
             serde_json::Value::Array(a) => a
                 .iter()
                 .filter_map(|f| f.as_str())
-                .map(crate::config::printable)
+                .map(|f| crate::config::printable(f).into_owned())
                 .collect::<Vec<_>>()
                 .join(","),
             _ => "-".into(),

@@ -44,11 +44,9 @@ pub fn run(repo: Option<&Path>, env: Option<&str>, repair: bool, json: bool) -> 
     if json {
         emit(&serde_json::Value::Array(report).to_string())?;
     }
-    if orphans_failed {
-        return Ok(ExitCode::from(2));
-    }
-    // Drift records are shared like deploy records; a failed sync fails the command.
-    if crate::commands::sync_after(&session, false) {
+    // Drift records are shared like deploy records; a failed sync fails the command, and so
+    // does a lost deploy that could not be taken over.
+    if crate::commands::sync_after(&session, orphans_failed) {
         return Ok(ExitCode::from(2));
     }
     Ok(code)

@@ -94,7 +94,8 @@ fn newcomer_install_demos_on_the_sandbox_and_leaves_the_real_context_alone() {
     std::os::unix::fs::symlink(&built, target.join("debug")).unwrap();
     let prefix = w.tmp.path().join("prefix");
     let real_home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
-    let mut cmd = w.base_command(repo_root().join("install.sh"));
+    let script = repo_root().join("install.sh");
+    let mut cmd = w.base_command(script.to_str().unwrap());
     cmd.current_dir(w.tmp.path())
         .args(["--profile", "dev", "--no-build"])
         .env("PREFIX", &prefix)
