@@ -12,7 +12,10 @@ struct Page {
     note: &'static str,
 }
 
-const USAGE: (&str, &str) = ("2", "The command line is wrong (unknown option, missing argument).");
+const USAGE: (&str, &str) = (
+    "2",
+    "The command line is wrong (unknown option, missing argument).",
+);
 
 fn page(command: &str) -> Page {
     match command {
@@ -282,6 +285,8 @@ pub fn sections(command: &str) -> String {
         s.push_str(&format!(".PP\n{what}\n.PP\n.RS 4\n.nf\n{line}\n.fi\n.RE\n"));
     }
     s.push_str(".SH \"SEE ALSO\"\n");
-    s.push_str("\\fBhookops\\fR(1), \\fBgit\\fR(1), \\fBgithooks\\fR(5); /usr/share/doc/hookops/\n");
+    s.push_str(
+        "\\fBhookops\\fR(1), \\fBgit\\fR(1), \\fBgithooks\\fR(5); /usr/share/doc/hookops/\n",
+    );
     s
 }

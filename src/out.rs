@@ -66,6 +66,9 @@ mod tests {
     fn one_long_name_does_not_widen_the_column() {
         let long = "x".repeat(400);
         assert_eq!(super::column_width(["web", long.as_str(), "infra"]), 5);
-        assert_eq!(super::column_width(["web", "a-forty-character-name-is-still-aligned!"]), 40);
+        assert_eq!(
+            super::column_width(["web", "a-forty-character-name-is-still-aligned!"]),
+            40
+        );
     }
 }

@@ -162,14 +162,17 @@ impl Kubectl {
     /// `kubectl diff`: exit 0 no difference, 1 difference, >1 error. Always with plain
     /// `diff -u -N` (whatever the server user's `KUBECTL_EXTERNAL_DIFF`): livediff reads it.
     pub fn diff(&self, stream: String, namespace: Option<&str>) -> Result<Output> {
-        let c = self.short_command().env("KUBECTL_EXTERNAL_DIFF", "diff -u -N").args([
-            "diff",
-            "--server-side",
-            "--field-manager=hookops",
-            "--force-conflicts",
-            "-f",
-            "-",
-        ]);
+        let c = self
+            .short_command()
+            .env("KUBECTL_EXTERNAL_DIFF", "diff -u -N")
+            .args([
+                "diff",
+                "--server-side",
+                "--field-manager=hookops",
+                "--force-conflicts",
+                "-f",
+                "-",
+            ]);
         Self::with_namespace(c, namespace)
             .stdin(stream.into_bytes())
             .run(&self.masker)

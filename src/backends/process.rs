@@ -329,12 +329,27 @@ mod tests {
     fn klog_errors_lose_their_prefix_and_keep_their_cause() {
         let one = "E1206 17:10:49.953   31345 run.go:72] \"command failed\" err=\"namespaces \\\"nope\\\" not found\"\n";
         assert_eq!(
-            Output { code: Some(1), stdout: String::new(), stderr: one.into(), elapsed: Duration::ZERO }.reason(),
+            Output {
+                code: Some(1),
+                stdout: String::new(),
+                stderr: one.into(),
+                elapsed: Duration::ZERO
+            }
+            .reason(),
             "namespaces \"nope\" not found"
         );
         let block = "E1206 17:10:49.953   31345 run.go:72] \"command failed\" err=<\n\ttrouble configuring builtin HelmChartInflationGenerator with config: `\n\tname: x\n\t`: must specify --enable-helm\n >\n";
-        let why = Output { code: Some(1), stdout: String::new(), stderr: block.into(), elapsed: Duration::ZERO }.reason();
-        assert!(why.starts_with("trouble configuring builtin HelmChartInflationGenerator"), "{why}");
+        let why = Output {
+            code: Some(1),
+            stdout: String::new(),
+            stderr: block.into(),
+            elapsed: Duration::ZERO,
+        }
+        .reason();
+        assert!(
+            why.starts_with("trouble configuring builtin HelmChartInflationGenerator"),
+            "{why}"
+        );
         assert!(why.ends_with("must specify --enable-helm"), "{why}");
     }
 

@@ -35,8 +35,8 @@ impl Session {
     /// Plans with another server config than the repository's (`plan --server-config` in a
     /// clone, which has none).
     pub fn use_config_file(&mut self, path: &Path) -> Result<()> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         self.config = ServerConfig::parse(&text, &path.display().to_string())?;
         Ok(())
     }
@@ -113,10 +113,7 @@ impl Session {
     pub fn resolve(&self, rev: &str) -> Result<Oid> {
         let obj = self.repo.revparse_single(rev).map_err(|e| {
             log::debug!("{rev}: {e}");
-            anyhow::anyhow!(
-                "unknown revision {rev:?} in {}",
-                self.git_dir.display()
-            )
+            anyhow::anyhow!("unknown revision {rev:?} in {}", self.git_dir.display())
         })?;
         let commit = obj.peel_to_commit().map_err(|e| {
             log::debug!("{rev}: {e}");
@@ -182,16 +179,19 @@ pub fn open_repository(dir: Option<&Path>) -> Result<Repository> {
             } else if e.code() == git2::ErrorCode::NotFound {
                 anyhow::anyhow!("{}: not a git repository", d.display())
             } else {
-                anyhow::anyhow!("{}: cannot open the repository: {}", d.display(), e.message())
+                anyhow::anyhow!(
+                    "{}: cannot open the repository: {}",
+                    d.display(),
+                    e.message()
+                )
             }
         }),
         None => Repository::open_from_env().map_err(|e| {
             log::debug!("opening the repository from the environment: {e}");
             match std::env::var_os("GIT_DIR") {
-                Some(d) => anyhow::anyhow!(
-                    "GIT_DIR={}: not a git repository",
-                    Path::new(&d).display()
-                ),
+                Some(d) => {
+                    anyhow::anyhow!("GIT_DIR={}: not a git repository", Path::new(&d).display())
+                }
                 None => anyhow::anyhow!(
                     "not inside a git repository (use --repo DIR, or run it in a repository)"
                 ),

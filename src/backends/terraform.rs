@@ -153,9 +153,10 @@ impl<'a> Terraform<'a> {
     fn step(&self, name: &str, c: Command, line: &mut dyn FnMut(&str)) -> Result<Output> {
         use std::io::Write;
         let started = Instant::now();
-        let mut log = self.log.as_ref().and_then(|p| {
-            std::fs::OpenOptions::new().append(true).open(p).ok()
-        });
+        let mut log = self
+            .log
+            .as_ref()
+            .and_then(|p| std::fs::OpenOptions::new().append(true).open(p).ok());
         let out = c.stream(self.masker, |l| {
             if l.trim().is_empty() {
                 return;
@@ -330,8 +331,14 @@ mod tests {
     fn the_pusher_gets_summaries_and_errors_only() {
         for (line, shown) in [
             ("Plan: 1 to add, 0 to change, 0 to destroy.", true),
-            ("No changes. Your infrastructure matches the configuration.", true),
-            ("Apply complete! Resources: 1 added, 0 changed, 0 destroyed.", true),
+            (
+                "No changes. Your infrastructure matches the configuration.",
+                true,
+            ),
+            (
+                "Apply complete! Resources: 1 added, 0 changed, 0 destroyed.",
+                true,
+            ),
             ("│ Error: Invalid reference", true),
             ("  # terraform_data.demo will be created", false),
             ("      + id     = (known after apply)", false),

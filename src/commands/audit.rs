@@ -179,7 +179,11 @@ pub fn history(
         // The cause of each failure, which the summary above only counts.
         for t in r.targets.iter().filter(|t| t.result != Outcome::Succeeded) {
             if let Some(why) = &t.reason {
-                emit(&format!("    {}: {}", crate::config::printable(&t.name), why))?;
+                emit(&format!(
+                    "    {}: {}",
+                    crate::config::printable(&t.name),
+                    why
+                ))?;
             }
         }
     }
@@ -235,7 +239,8 @@ pub fn status(repo: Option<&Path>, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let env_width = crate::out::column_width(rows.iter().map(|r| r["env"].as_str().unwrap_or("")));
-    let branch_width = crate::out::column_width(rows.iter().map(|r| r["branch"].as_str().unwrap_or("")));
+    let branch_width =
+        crate::out::column_width(rows.iter().map(|r| r["branch"].as_str().unwrap_or("")));
     for r in &rows {
         let deployed = r["deployed"]
             .as_str()
@@ -306,29 +311,28 @@ fn attempt_text(a: &serde_json::Value) -> String {
     )
 }
 
-/// A failed attempt's reason, else the first failed target's (`history --json` has them all).
+/// Why an attempt failed: its first failed target's reason (the attempt's own reason only
+/// counts them), else the attempt's (`history --json` has them all).
 fn failure_cause(r: &Report) -> Option<String> {
-    r.reason.clone().or_else(|| {
-        r.targets
-            .iter()
-            .find(|t| t.result == Outcome::Failed)
-            .and_then(|t| {
-                t.reason
-                    .as_ref()
-                    .map(|why| format!("{}: {why}", crate::config::printable(&t.name)))
-            })
-    })
+    r.targets
+        .iter()
+        .find(|t| t.result == Outcome::Failed)
+        .and_then(|t| {
+            t.reason
+                .as_ref()
+                .map(|why| format!("{}: {why}", crate::config::printable(&t.name)))
+        })
+        .or_else(|| r.reason.clone())
 }
-
 
 /// `objects [--env E] [--json]`: what each environment manages, from its inventory: the objects
 /// hookops applied and still declares or keeps, with the target and files that declare them.
 pub fn objects(repo: Option<&Path>, env: Option<&str>, json: bool) -> Result<ExitCode> {
     let session = Session::open(repo)?;
     let envs = match env {
-        Some(name) => vec![session.environment(name).with_context(|| {
-            format!("configured environments: {}", env_names(&session))
-        })?],
+        Some(name) => vec![session
+            .environment(name)
+            .with_context(|| format!("configured environments: {}", env_names(&session)))?],
         None => session.environments(),
     };
     let mut rows = Vec::new();
@@ -377,12 +381,7 @@ pub fn objects(repo: Option<&Path>, env: Option<&str>, json: bool) -> Result<Exi
         .collect();
     let widths: Vec<usize> = (0..columns.len())
         .map(|i| {
-            crate::out::column_width(
-                table
-                    .iter()
-                    .map(|row| row[i].as_str())
-                    .chain([columns[i]]),
-            )
+            crate::out::column_width(table.iter().map(|row| row[i].as_str()).chain([columns[i]]))
         })
         .collect();
     let line = |cells: &[String]| {
@@ -408,7 +407,10 @@ pub fn objects(repo: Option<&Path>, env: Option<&str>, json: bool) -> Result<Exi
 fn unit_text(unit: &str) -> String {
     match unit.split_once(':') {
         Some(("f", path)) => path.to_string(),
-        Some(("k", dir)) => format!("{}/kustomization.yaml", if dir.is_empty() { "." } else { dir }),
+        Some(("k", dir)) => format!(
+            "{}/kustomization.yaml",
+            if dir.is_empty() { "." } else { dir }
+        ),
         Some(("s", target)) => format!("(vault secrets of {target})"),
         _ => unit.to_string(),
     }

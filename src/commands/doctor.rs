@@ -377,14 +377,7 @@ fn namespace_exists(
     env: &Environment,
     ns: &str,
 ) {
-    let out = kubectl.raw([
-        "get",
-        "namespace",
-        ns,
-        "-o",
-        "name",
-        "--request-timeout=5s",
-    ]);
+    let out = kubectl.raw(["get", "namespace", ns, "-o", "name", "--request-timeout=5s"]);
     match out {
         Ok(o) if o.success() => r.ok(check, &format!("namespace {ns} exists")),
         Ok(o) if o.stderr.contains("NotFound") || o.stderr.contains("not found") => {
@@ -415,7 +408,10 @@ fn namespace_exists(
             check,
             &format!("cannot tell whether namespace {ns} exists: {}", o.reason()),
         ),
-        Err(e) => r.warn(check, &format!("cannot tell whether namespace {ns} exists: {e:#}")),
+        Err(e) => r.warn(
+            check,
+            &format!("cannot tell whether namespace {ns} exists: {e:#}"),
+        ),
     }
 }
 

@@ -13,10 +13,10 @@ use anyhow::Result;
 
 use crate::backends::repo::Session;
 use crate::backends::terraform::{self, Terraform};
+use crate::commands::emit;
 use crate::config::{Environment, TargetType};
 use crate::out::say;
 use crate::pipeline::deploy::{Deployer, Request};
-use crate::commands::emit;
 use crate::pipeline::livediff::{self, Declared, ObjectDiff};
 use crate::pipeline::plan::Step;
 use crate::pipeline::planner;
@@ -103,7 +103,8 @@ pub fn check(
             })
             .collect();
         let mut diffs = livediff::diff(&kubectl, &kube).into_iter();
-        let width = crate::out::column_width(deployed.iter().map(|t| t.target.name.as_str())).max(20);
+        let width =
+            crate::out::column_width(deployed.iter().map(|t| t.target.name.as_str())).max(20);
         let mut targets = Vec::new();
         for tp in deployed {
             let clock = Instant::now();
@@ -122,13 +123,10 @@ pub fn check(
                     },
                 )
             } else {
-                diffs
-                    .next()
-                    .unwrap_or_else(|| Ok(Vec::new()))
-                    .map(|found| {
-                        objects = found;
-                        objects.len()
-                    })
+                diffs.next().unwrap_or_else(|| Ok(Vec::new())).map(|found| {
+                    objects = found;
+                    objects.len()
+                })
             };
             match checked {
                 Ok(n) => {

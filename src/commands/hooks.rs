@@ -31,7 +31,11 @@ pub fn post_receive(repo: Option<&Path>) -> Result<ExitCode> {
     }
     let orphans_failed = take_over_orphans(&session);
     let code = deploy_updates(&session, &updates, true)?;
-    Ok(if orphans_failed { ExitCode::FAILURE } else { code })
+    Ok(if orphans_failed {
+        ExitCode::FAILURE
+    } else {
+        code
+    })
 }
 
 /// Runs (or settles) the queue entries whose async worker died, so a lost deploy does not
@@ -58,7 +62,9 @@ pub fn take_over_orphans(session: &Session) -> bool {
                 claimed.done();
                 return Ok(true);
             }
-            say(&format!("taking over queued deploy {name} (its worker died)"));
+            say(&format!(
+                "taking over queued deploy {name} (its worker died)"
+            ));
             let code = deploy_updates(session, &claimed.updates, true);
             claimed.done();
             Ok(code? == ExitCode::SUCCESS)
@@ -67,7 +73,10 @@ pub fn take_over_orphans(session: &Session) -> bool {
             Ok(true) => {}
             Ok(false) => failed = true,
             Err(e) => {
-                say(&format!("queued deploy {name}: {}", crate::out::error_line(&e)));
+                say(&format!(
+                    "queued deploy {name}: {}",
+                    crate::out::error_line(&e)
+                ));
                 failed = true;
             }
         }
@@ -424,7 +433,10 @@ fn print_plan(env: &str, p: &plan::Plan, pointer_unknown: bool) {
              --from REV plans from a commit)",
             plan::short_id(p.to)
         ),
-        None => format!("{} (first deploy: nothing deployed yet)", plan::short_id(p.to)),
+        None => format!(
+            "{} (first deploy: nothing deployed yet)",
+            plan::short_id(p.to)
+        ),
     };
     println!(
         "{env}: {range}: {} changed paths, {} targets",

@@ -112,7 +112,11 @@ pub fn orphaned_for(session: &Session, env: &str) -> Vec<Orphan> {
             Some(Orphan {
                 name: path.file_name()?.to_string_lossy().into_owned(),
                 queued_at,
-                commits: entry.updates.into_iter().filter_map(|(_, new, _)| new).collect(),
+                commits: entry
+                    .updates
+                    .into_iter()
+                    .filter_map(|(_, new, _)| new)
+                    .collect(),
                 path,
             })
         })

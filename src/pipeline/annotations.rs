@@ -106,7 +106,11 @@ pub fn controls(o: &Object) -> Result<Controls> {
                 o.id.kind,
                 o.id.name,
                 // "one of a, b" for a list, "an integer" as it is.
-                if expected.contains(", ") { "one of " } else { "" },
+                if expected.contains(", ") {
+                    "one of "
+                } else {
+                    ""
+                },
             )
         };
         match name {

@@ -234,9 +234,9 @@ fn live_objects(kubectl: &Kubectl, ids: &[&(ObjectId, String)]) -> Result<Vec<(O
             let name = body["metadata"]["name"].as_str()?.to_string();
             let kind = body["kind"].as_str()?.to_string();
             let namespace = body["metadata"]["namespace"].as_str().map(str::to_string);
-            let (id, _) = ids.iter().find(|(id, _)| {
-                id.kind == kind && id.name == name && id.namespace == namespace
-            })?;
+            let (id, _) = ids
+                .iter()
+                .find(|(id, _)| id.kind == kind && id.name == name && id.namespace == namespace)?;
             clean(&mut body);
             Some((id.clone(), body))
         })

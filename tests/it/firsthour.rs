@@ -11,8 +11,8 @@ use crate::cluster;
 use crate::safety::app;
 use crate::snapshots::assert_command_output;
 use crate::util::{
-    configmap, hookops_bin, namespace, require, require_that, run, sandboxed, terraform_root,
-    Run, World, FAIL_ROLLOUT,
+    configmap, hookops_bin, namespace, require, require_that, run, sandboxed, terraform_root, Run,
+    World, FAIL_ROLLOUT,
 };
 
 fn repo_root() -> &'static Path {
@@ -73,12 +73,18 @@ fn newcomer_install_demos_on_the_sandbox_and_leaves_the_real_context_alone() {
         "web-config",
         "--from-literal=owner=the-user",
     ]);
-    assert!(cm.status.success(), "{}", String::from_utf8_lossy(&cm.stderr));
+    assert!(
+        cm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cm.stderr)
+    );
     assert!(
         c.get_json("namespace", None, "web").is_none(),
         "namespace web exists before the demo"
     );
-    let before = c.get_json("configmap", Some(&theirs), "web-config").unwrap();
+    let before = c
+        .get_json("configmap", Some(&theirs), "web-config")
+        .unwrap();
     // kubectl's default namespace in that context: the user's, where the demo's ConfigMap
     // name already exists.
     let r = kubectl(
@@ -122,7 +128,12 @@ fn newcomer_install_demos_on_the_sandbox_and_leaves_the_real_context_alone() {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("hookops-demo."))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("hookops-demo.")
+        })
         .expect("the demo's directory");
     let requests = std::fs::read_to_string(demo_dir.join("sandbox.log")).unwrap_or_default();
     assert!(
@@ -134,7 +145,9 @@ fn newcomer_install_demos_on_the_sandbox_and_leaves_the_real_context_alone() {
         c.get_json("namespace", None, "web").is_none(),
         "the demo created namespace web in the user's cluster"
     );
-    let after = c.get_json("configmap", Some(&theirs), "web-config").unwrap();
+    let after = c
+        .get_json("configmap", Some(&theirs), "web-config")
+        .unwrap();
     assert_eq!(after["data"], before["data"]);
     assert_eq!(
         after["metadata"]["resourceVersion"],
@@ -152,7 +165,10 @@ fn newcomer_install_demos_on_the_sandbox_and_leaves_the_real_context_alone() {
         .join("share/fish/vendor_completions.d/hookops.fish")
         .is_file());
     let man = run(Command::new("man")
-        .env("MANPATH", format!("{}:", prefix.join("share/man").display()))
+        .env(
+            "MANPATH",
+            format!("{}:", prefix.join("share/man").display()),
+        )
         .env("MANPAGER", "cat")
         .env("MANWIDTH", "100")
         .args(["-P", "cat", "hookops-drift"]));
@@ -166,19 +182,33 @@ fn newcomer_install_demos_on_the_sandbox_and_leaves_the_real_context_alone() {
         man.stdout
     );
     let top = run(Command::new("man")
-        .env("MANPATH", format!("{}:", prefix.join("share/man").display()))
+        .env(
+            "MANPATH",
+            format!("{}:", prefix.join("share/man").display()),
+        )
         .args(["-P", "cat", "hookops"]));
     top.assert_ok();
-    assert!(top.stdout.contains("1 drifted, 2 could not check"), "{}", top.stdout);
+    assert!(
+        top.stdout.contains("1 drifted, 2 could not check"),
+        "{}",
+        top.stdout
+    );
     // No kube-sandbox left running from the demo.
     let left = run(Command::new("pgrep").args(["-f", &format!("{}", demo_dir.display())]));
-    assert!(!left.ok(), "processes of the demo still run:\n{}", left.stdout);
+    assert!(
+        !left.ok(),
+        "processes of the demo still run:\n{}",
+        left.stdout
+    );
 }
 
 /// The page sources build.rs writes: EXIT STATUS with drift's 0/1/2, and the other sections.
 #[test]
 fn man_pages_say_exit_status_files_environment_and_examples() {
-    let man = Path::new(hookops_bin()).parent().unwrap().join("assets/man");
+    let man = Path::new(hookops_bin())
+        .parent()
+        .unwrap()
+        .join("assets/man");
     let drift = std::fs::read_to_string(man.join("hookops-drift.1")).expect("hookops-drift.1");
     for needle in [
         ".SH \"EXIT STATUS\"",
@@ -191,10 +221,20 @@ fn man_pages_say_exit_status_files_environment_and_examples() {
     ] {
         assert!(drift.contains(needle), "{needle} missing:\n{drift}");
     }
-    // Before VERSION, where a reader looks for them.
-    assert!(drift.find(".SH \"EXIT STATUS\"") < drift.find(".SH VERSION"));
-    let objects = std::fs::read_to_string(man.join("hookops-objects.1")).expect("hookops-objects.1");
-    assert!(objects.contains("hookops objects \\-\\-env prod"), "{objects}");
+    // Before VERSION (only the top page has one), where a reader looks for them.
+    let top = std::fs::read_to_string(man.join("hookops.1")).expect("hookops.1");
+    let version = top.find(".SH VERSION").expect("the top page's VERSION");
+    assert!(
+        top.find(".SH \"EXIT STATUS\"").is_some_and(|e| e < version),
+        "{top}"
+    );
+    assert!(top.contains("1 drifted, 2 could not check"), "{top}");
+    let objects =
+        std::fs::read_to_string(man.join("hookops-objects.1")).expect("hookops-objects.1");
+    assert!(
+        objects.contains("hookops objects \\-\\-env prod"),
+        "{objects}"
+    );
 }
 
 // ---- errors a newcomer meets --------------------------------------------------------------
@@ -213,7 +253,8 @@ fn errors_name_the_path_or_revision_never_libgit2() {
     let out = hookops_in(&w, &plain, &["status"]);
     assert_command_output("status_outside_a_repository", &out, &[]);
     w.commit(&[("k8s/a.yaml", &configmap("a", None, "1"))], "a");
-    w.in_clone(&["push", "-q", "origin", "HEAD:refs/heads/side"]).assert_ok();
+    w.in_clone(&["push", "-q", "origin", "HEAD:refs/heads/side"])
+        .assert_ok();
     let out = w.hookops(&["plan", "side", "--to", "nope"]);
     assert_command_output("plan_unknown_to", &out, &[]);
     let out = w.hookops(&["plan", "nope"]);
@@ -254,7 +295,10 @@ fn plan_in_a_clone_says_which_environment_and_what_it_cannot_know() {
     let w = World::new();
     let out = hookops_in(&w, &w.clone, &["plan", "main"]);
     assert_command_output("plan_before_the_first_commit", &out, &[]);
-    let first = w.commit(&[("k8s/web/a.yaml", &configmap("a", Some("web"), "1"))], "a");
+    let first = w.commit(
+        &[("k8s/web/a.yaml", &configmap("a", Some("web"), "1"))],
+        "a",
+    );
     let out = hookops_in(&w, &w.clone, &["plan", "main"]);
     out.assert_ok();
     assert!(!out.stdout.contains("first deploy"), "{}", out.stdout);
@@ -276,7 +320,11 @@ fn plan_in_a_clone_says_which_environment_and_what_it_cannot_know() {
         ],
     );
     out.assert_ok();
-    assert_command_output("plan_in_a_clone_with_the_server_config", &out, &[(&first, "[first]")]);
+    assert_command_output(
+        "plan_in_a_clone_with_the_server_config",
+        &out,
+        &[(&first, "[first]")],
+    );
 }
 
 // ---- drift --------------------------------------------------------------------------------
@@ -288,7 +336,9 @@ const SECRET_LIVE: &str = "changed-by-hand-value";
 /// each with a unified diff of live against declared; neither Secret value appears anywhere.
 #[test]
 fn drift_names_the_objects_and_shows_a_unified_diff_without_secret_values() {
-    let Some((w, c)) = cluster::world("") else { return };
+    let Some((w, c)) = cluster::world("") else {
+        return;
+    };
     let ns = c.unique("drift");
     let secret = format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\n  namespace: {ns}\nstringData:\n  password: {SECRET_DECLARED}\n"
@@ -336,11 +386,19 @@ fn drift_names_the_objects_and_shows_a_unified_diff_without_secret_values() {
     assert_eq!(out.code, Some(1), "{}", out.all());
     let text = out.all();
     assert!(
-        text.contains(&format!("update ConfigMap {ns}/settings (k8s/app/cm.yaml:1)")),
+        text.contains(&format!(
+            "update ConfigMap {ns}/settings (k8s/app/cm.yaml:1)"
+        )),
         "{text}"
     );
-    assert!(text.contains(&format!("update Secret {ns}/creds")), "{text}");
-    assert!(text.contains(&format!("--- live ConfigMap {ns}/settings")), "{text}");
+    assert!(
+        text.contains(&format!("update Secret {ns}/creds")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("--- live ConfigMap {ns}/settings")),
+        "{text}"
+    );
     assert!(text.contains("+++ declared k8s/app/cm.yaml:1"), "{text}");
     assert!(text.contains("-  value: edited"), "{text}");
     assert!(text.contains("+  value: \"1\""), "{text}");
@@ -351,7 +409,8 @@ fn drift_names_the_objects_and_shows_a_unified_diff_without_secret_values() {
     // The record names them too.
     let rec = w.last_record(&commit);
     assert!(
-        rec.to_string().contains(&format!("update ConfigMap {ns}/settings")),
+        rec.to_string()
+            .contains(&format!("update ConfigMap {ns}/settings")),
         "{rec}"
     );
     let out = w.hookops(&["drift", "--json"]);
@@ -378,10 +437,9 @@ fn a_rolled_back_failure_stays_visible_in_status_and_history() {
     let bad = app(&w, "web:2", FAIL_ROLLOUT, "2");
     let out = w.push();
     assert!(
-        out.stderr.contains(&format!(
-            "prod: rolled back to {}",
-            &good[..7]
-        )) && out.stderr.contains("FAILED"),
+        out.stderr
+            .contains(&format!("prod: rolled back to {}", &good[..7]))
+            && out.stderr.contains("FAILED"),
         "{}",
         out.stderr
     );
@@ -416,15 +474,41 @@ fn a_rolled_back_failure_stays_visible_in_status_and_history() {
 #[test]
 fn rollback_needs_no_env_with_one_and_verify_uses_the_configured_signers() {
     let Some(w) = sandboxed("") else { return };
-    let first = w.commit(&[("k8s/web/a.yaml", &configmap("a", Some("default"), "1"))], "1");
+    let first = w.commit(
+        &[("k8s/web/a.yaml", &configmap("a", Some("default"), "1"))],
+        "1",
+    );
     w.push().assert_ok();
-    w.commit(&[("k8s/web/a.yaml", &configmap("a", Some("default"), "2"))], "2");
+    w.commit(
+        &[("k8s/web/a.yaml", &configmap("a", Some("default"), "2"))],
+        "2",
+    );
     w.push().assert_ok();
     let out = w.hookops(&["rollback"]);
     assert!(out.ok(), "{}", out.all());
     assert_eq!(w.pointer("prod").as_deref(), Some(first.as_str()));
     let out = w.hookops(&["verify", &first]);
-    assert_command_output("verify_without_allowed_signers_flag", &out, &[(&first, "[first]")]);
+    assert_command_output(
+        "verify_without_allowed_signers",
+        &out,
+        &[(&first, "[first]")],
+    );
+    let config = w.server.join("hookops/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[signing]\n",
+        &format!(
+            "[signing]\nallowed_signers = \"{}\"\n",
+            w.allowed_signers.display()
+        ),
+        1,
+    );
+    w.write_server_config(&text);
+    let out = w.hookops(&["verify", &first]);
+    assert_command_output(
+        "verify_with_the_configured_signers",
+        &out,
+        &[(&first, "[first]")],
+    );
     out.assert_ok();
     // Two environments: which one must be said.
     let text = std::fs::read_to_string(w.server.join("hookops/config.toml")).unwrap();
@@ -438,12 +522,20 @@ fn rollback_needs_no_env_with_one_and_verify_uses_the_configured_signers() {
 #[test]
 fn history_of_an_unknown_environment_fails_and_a_closed_pipe_is_no_panic() {
     let Some(w) = sandboxed("") else { return };
-    w.commit(&[("k8s/web/a.yaml", &configmap("a", Some("default"), "1"))], "1");
+    w.commit(
+        &[("k8s/web/a.yaml", &configmap("a", Some("default"), "1"))],
+        "1",
+    );
     w.push().assert_ok();
     let out = w.hookops(&["history", "--env", "nope"]);
     assert_command_output("history_unknown_environment", &out, &[]);
     // `history --json | head`: the reader is gone before hookops writes.
-    for args in [&["history", "--json"][..], &["history"], &["status"], &["objects"]] {
+    for args in [
+        &["history", "--json"][..],
+        &["history"],
+        &["status"],
+        &["objects"],
+    ] {
         let mut c = w.base_command(hookops_bin());
         c.current_dir(w.tmp.path())
             .arg("--repo")
@@ -460,7 +552,11 @@ fn history_of_an_unknown_environment_fails_and_a_closed_pipe_is_no_panic() {
             "{args:?}: {}",
             String::from_utf8_lossy(&done.stderr)
         );
-        assert!(done.stderr.is_empty(), "{}", String::from_utf8_lossy(&done.stderr));
+        assert!(
+            done.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
     }
 }
 
@@ -510,7 +606,10 @@ fn objects_lists_what_an_environment_manages() {
 #[test]
 fn a_waiting_run_names_the_lock_holder() {
     let Some(w) = sandboxed("") else { return };
-    w.commit(&[("k8s/web/a.yaml", &configmap("a", Some("default"), "1"))], "1");
+    w.commit(
+        &[("k8s/web/a.yaml", &configmap("a", Some("default"), "1"))],
+        "1",
+    );
     w.push().assert_ok();
     let lock = w.server.join("hookops/locks/prod.lock");
     let holder = std::fs::read_to_string(&lock).unwrap();
@@ -541,11 +640,18 @@ fn a_waiting_run_names_the_lock_holder() {
 #[test]
 fn an_orphaned_async_deploy_is_reported_then_taken_over() {
     let Some(w) = sandboxed("") else { return };
-    let first = w.commit(&[("k8s/web/a.yaml", &configmap("a", Some("default"), "1"))], "1");
+    let first = w.commit(
+        &[("k8s/web/a.yaml", &configmap("a", Some("default"), "1"))],
+        "1",
+    );
     w.push().assert_ok();
-    let second = w.commit(&[("k8s/web/a.yaml", &configmap("a", Some("default"), "2"))], "2");
+    let second = w.commit(
+        &[("k8s/web/a.yaml", &configmap("a", Some("default"), "2"))],
+        "2",
+    );
     // The pushed ref moves without a deploy (the worker that would have run it is dead).
-    w.in_clone(&["push", "-q", "origin", "HEAD:refs/heads/parked"]).assert_ok();
+    w.in_clone(&["push", "-q", "origin", "HEAD:refs/heads/parked"])
+        .assert_ok();
     w.git(
         Some(&w.server),
         &["update-ref", "refs/heads/main", &second, &first],
@@ -565,19 +671,24 @@ fn an_orphaned_async_deploy_is_reported_then_taken_over() {
     backdate(&entry);
     let status = w.hookops(&["status"]);
     status.assert_ok();
-    assert!(status.stdout.contains("LOST: the deploy queued at"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("LOST: the deploy queued at"),
+        "{}",
+        status.stdout
+    );
     assert!(entry.exists(), "status wrote something");
     let json = w.hookops(&["status", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(v[0]["lost"][0]["commits"][0], second.as_str(), "{v}");
     let out = w.hookops(&["drift"]);
-    assert!(out.stdout.contains("taking over queued deploy"), "{}", out.all());
+    assert!(
+        out.stdout.contains("taking over queued deploy"),
+        "{}",
+        out.all()
+    );
     assert_eq!(w.pointer("prod").as_deref(), Some(second.as_str()));
     assert!(!entry.exists());
-    assert_eq!(
-        w.configmap("default", "a").unwrap()["data"]["value"],
-        "2"
-    );
+    assert_eq!(w.configmap("default", "a").unwrap()["data"]["value"], "2");
     // Already past it: settled, no deploy, no record.
     let stale = queue.join("20260102T030405.000000Z-1-1.json");
     std::fs::write(
@@ -588,7 +699,11 @@ fn an_orphaned_async_deploy_is_reported_then_taken_over() {
     backdate(&stale);
     let records = w.records(&first).len();
     let out = w.hookops(&["replay", "main"]);
-    assert!(out.stdout.contains("settled: prod already runs"), "{}", out.all());
+    assert!(
+        out.stdout.contains("settled: prod already runs"),
+        "{}",
+        out.all()
+    );
     assert!(!stale.exists());
     assert_eq!(w.records(&first).len(), records);
 }
@@ -630,8 +745,16 @@ fn terraform_prints_a_summary_per_root_and_logs_the_rest() {
     w.commit(&[("infra/main.tf", &terraform_root("v1"))], "infra");
     let out = w.push();
     out.assert_ok();
-    assert!(out.stderr.contains("infra: plan: Plan: 1 to add"), "{}", out.stderr);
-    assert!(out.stderr.contains("infra: apply: Apply complete!"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("infra: plan: Plan: 1 to add"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("infra: apply: Apply complete!"),
+        "{}",
+        out.stderr
+    );
     assert!(!out.stderr.contains("will be created"), "{}", out.stderr);
     assert!(!out.stderr.contains("Initializing"), "{}", out.stderr);
     let log = w.server.join("hookops/work/prod/terraform/infra.log");
@@ -647,6 +770,11 @@ fn broken_manifests_are_named_for_what_they_are() {
     let lfs = "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n";
     let commit = w.commit(
         &[
+            // Declared: discovery does not take a file that is no manifest for one.
+            (
+                "hookops.toml",
+                "[[target]]\nname = \"lfs\"\npath = \"k8s/lfs\"\ntype = \"kubectl\"\n\n[[target]]\nname = \"noname\"\npath = \"k8s/noname\"\ntype = \"kubectl\"\n\n[[target]]\nname = \"wave\"\npath = \"k8s/wave\"\ntype = \"kubectl\"\n",
+            ),
             ("k8s/lfs/big.yaml", lfs),
             (
                 "k8s/noname/cm.yaml",
@@ -659,28 +787,36 @@ fn broken_manifests_are_named_for_what_they_are() {
         ],
         "broken",
     );
-    let out = w.hookops(&["plan", "main"]);
+    let out = hookops_in(&w, &w.clone, &["plan", "main"]);
     assert_command_output("broken_manifests", &out, &[(&commit, "[commit]")]);
     let text = out.all();
     assert!(text.contains("Git LFS pointer"), "{text}");
     assert!(!text.contains("generateName"), "{text}");
-    assert!(text.contains("soon is not an integer"), "{text}");
+    assert!(text.contains("\"soon\" is not an integer"), "{text}");
 }
 
 /// The gate asks a reachable cluster's discovery about kinds the tree does not define, as a
 /// deploy does: a custom resource whose CRD was installed by hand is accepted.
 #[test]
 fn the_gate_knows_crds_installed_outside_git() {
-    let Some((w, c)) = cluster::world("") else { return };
+    let Some((w, c)) = cluster::world("") else {
+        return;
+    };
     w.hookops(&["install", "--pre-receive"]).assert_ok();
     let group = format!("{}.example.test", c.unique("gate"));
     let crd = format!(
         "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names: {{plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n"
     );
     let applied = c.kubectl_stdin(&["apply", "-f", "-"], &crd);
-    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
     assert!(c.wait_for(Duration::from_secs(30), || {
-        c.kubectl(&["get", &format!("widgets.{group}"), "-A"]).status.success()
+        c.kubectl(&["get", &format!("widgets.{group}"), "-A"])
+            .status
+            .success()
     }));
     let ns = c.unique("gate");
     let text = std::fs::read_to_string(w.server.join("hookops/config.toml")).unwrap();

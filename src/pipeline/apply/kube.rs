@@ -493,7 +493,10 @@ mod tests {
             ),
             "k8s/w.yaml:4: resource mapping not found for name: \"w\" namespace: \"nope\" no matches for kind \"Widget\" in version \"x/v1\" (Widget nope/w)"
         );
-        assert_eq!(locate("the server is on fire", &objs), "the server is on fire");
+        assert_eq!(
+            locate("the server is on fire", &objs),
+            "the server is on fire"
+        );
     }
 
     #[test]
