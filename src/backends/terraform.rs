@@ -2,7 +2,7 @@
 //! work directory (state and plugins survive between deploys), then `init`, `plan
 //! -detailed-exitcode -out`, and `apply` of that plan only when it has changes. Secrets reach
 //! terraform as environment variables, never as arguments or files. The pusher sees one summary
-//! line per step (`Plan: 1 to add …`, `Apply complete! …`, errors); the whole output goes to
+//! line per root (`Plan: 1 to add …`, or `No changes.`, and errors); the whole output goes to
 //! the root's log file.
 
 use std::path::{Path, PathBuf};
@@ -286,21 +286,15 @@ fn error_line(out: &Output) -> String {
         .unwrap_or_else(|| out.reason())
 }
 
-/// The lines of terraform's output a pusher needs: what the plan would do, what the apply did,
+/// The lines of terraform's output a pusher needs: what the plan would do (or a destroy did),
 /// and errors; None for the rest (resource details, provider chatter), which only the log has.
 fn summary_line(line: &str) -> Option<&str> {
     let l = line.trim_start_matches(['│', '╷', '╵', ' ']);
-    [
-        "Plan: ",
-        "No changes.",
-        "Apply complete!",
-        "Destroy complete!",
-        "Error: ",
-        "Changes to Outputs:",
-    ]
-    .iter()
-    .any(|p| l.starts_with(p))
-    .then_some(l)
+    // The apply's own result is the target's result line (`applied 1`).
+    ["Plan: ", "No changes.", "Destroy complete!", "Error: "]
+        .iter()
+        .any(|p| l.starts_with(p))
+        .then_some(l)
 }
 
 /// Parses "Apply complete! Resources: 1 added, 2 changed, 0 destroyed." (or the destroy form).
