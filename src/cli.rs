@@ -119,7 +119,11 @@ pub enum Command {
         json: bool,
     },
     /// Check tools, clusters, Vault, keys and hooks; non-zero on any problem
-    Doctor,
+    Doctor {
+        /// Print JSON (one object per check: state, check, detail, fix)
+        #[arg(long)]
+        json: bool,
+    },
     /// Poll a remote into the --repo mirror and deploy
     Watch(WatchArgs),
     /// Run a queued asynchronous deploy (started by the hook in async mode)

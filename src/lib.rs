@@ -107,7 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::drift::run(repo, env.as_deref(), repair, json)
         }
         Command::Objects { env, json } => commands::audit::objects(repo, env.as_deref(), json),
-        Command::Doctor => commands::doctor::run(repo),
+        Command::Doctor { json } => commands::doctor::run(repo, json),
         Command::Watch(args) => commands::watch::run(repo, &args),
         Command::Worker { entry } => commands::hooks::worker(repo, &entry),
     }

@@ -584,7 +584,7 @@ impl Inventory<'_> {
                 }
             }
         }
-        out.sort_by(|a, b| key(&a.0).cmp(&key(&b.0)));
+        out.sort_by_key(|(id, _)| key(id));
         Ok(out)
     }
 }

@@ -769,9 +769,13 @@ fn broken_manifests_are_named_for_what_they_are() {
             // Declared: discovery does not take a file that is no manifest for one.
             (
                 "hookops.toml",
-                "[[target]]\nname = \"lfs\"\npath = \"k8s/lfs\"\ntype = \"kubectl\"\n\n[[target]]\nname = \"noname\"\npath = \"k8s/noname\"\ntype = \"kubectl\"\n\n[[target]]\nname = \"wave\"\npath = \"k8s/wave\"\ntype = \"kubectl\"\n",
+                "[[target]]\nname = \"lfs\"\npath = \"k8s/lfs\"\ntype = \"kubectl\"\n\n[[target]]\nname = \"noname\"\npath = \"k8s/noname\"\ntype = \"kubectl\"\n\n[[target]]\nname = \"wave\"\npath = \"k8s/wave\"\ntype = \"kubectl\"\n\n[[target]]\nname = \"kust\"\npath = \"k8s/kust\"\ntype = \"kustomize\"\n",
             ),
             ("k8s/lfs/big.yaml", lfs),
+            (
+                "k8s/kust/kustomization.yaml",
+                "resources:\n- missing.yaml\n",
+            ),
             (
                 "k8s/noname/cm.yaml",
                 "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  namespace: default\ndata: {}\n",
@@ -789,6 +793,8 @@ fn broken_manifests_are_named_for_what_they_are() {
     assert!(text.contains("Git LFS pointer"), "{text}");
     assert!(!text.contains("generateName"), "{text}");
     assert!(text.contains("\"soon\" is not an integer"), "{text}");
+    assert!(text.contains("ERROR: kustomize failed: "), "{text}");
+    assert!(!text.contains("target kust"), "{text}");
 }
 
 /// The gate asks a reachable cluster's discovery about kinds the tree does not define, as a
@@ -832,4 +838,45 @@ fn the_gate_knows_crds_installed_outside_git() {
     let out = w.push();
     assert!(out.ok(), "{}", out.all());
     assert!(!out.stderr.contains("push rejected"), "{}", out.stderr);
+}
+
+/// The README's minimal config names a namespace the cluster does not have, and the policy may
+/// not create it: doctor says so (the first push would fail), and passes once it exists.
+#[test]
+fn doctor_fails_while_the_first_push_would_for_a_missing_namespace() {
+    let Some(w) = sandboxed("allowed_namespaces = [\"web\"]") else {
+        return;
+    };
+    let out = w.hookops(&["doctor"]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stdout.contains(
+            "FAIL  env prod: namespace web does not exist, and the policy may not create it"
+        ),
+        "{}",
+        out.stdout
+    );
+    let json = w.hookops(&["doctor", "--json"]);
+    assert_eq!(json.code, Some(1));
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("doctor --json");
+    assert!(
+        v.as_array().unwrap().iter().any(
+            |c| c["state"] == "fail" && c["detail"].as_str().unwrap().contains("namespace web")
+        ),
+        "{v}"
+    );
+    let ns = w.tmp.path().join("ns.yaml");
+    std::fs::write(&ns, namespace("web")).unwrap();
+    kubectl(
+        &w.kubeconfig,
+        &["apply", "--server-side", "-f", ns.to_str().unwrap()],
+    )
+    .assert_ok();
+    let out = w.hookops(&["doctor"]);
+    assert!(out.ok(), "{}", out.all());
+    assert!(
+        out.stdout.contains("ok    env prod: namespace web exists"),
+        "{}",
+        out.stdout
+    );
 }
