@@ -331,8 +331,10 @@ mod tests {
             ),
             (
                 "Apply complete! Resources: 1 added, 0 changed, 0 destroyed.",
-                true,
+                false,
             ),
+            ("Destroy complete! Resources: 1 destroyed.", true),
+            ("Changes to Outputs:", false),
             ("│ Error: Invalid reference", true),
             ("  # terraform_data.demo will be created", false),
             ("      + id     = (known after apply)", false),

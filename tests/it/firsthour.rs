@@ -193,13 +193,16 @@ fn newcomer_install_demos_on_the_sandbox_and_leaves_the_real_context_alone() {
         "{}",
         top.stdout
     );
-    // No kube-sandbox left running from the demo.
-    let left = run(Command::new("pgrep").args(["-f", &format!("{}", demo_dir.display())]));
-    assert!(
-        !left.ok(),
-        "processes of the demo still run:\n{}",
-        left.stdout
-    );
+    // No kube-sandbox left running from the demo (its command line names the demo's files).
+    let demo = demo_dir.to_string_lossy().into_owned();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&demo))
+        .collect();
+    assert!(left.is_empty(), "processes of the demo still run: {left:?}");
 }
 
 /// The page sources build.rs writes: EXIT STATUS with drift's 0/1/2, and the other sections.
