@@ -124,7 +124,10 @@ pub fn check(
                 )
             } else {
                 diffs.next().unwrap_or_else(|| Ok(Vec::new())).map(|found| {
-                    objects = found;
+                    objects = found
+                        .into_iter()
+                        .filter(|o| o.change != livediff::Change::Unchanged)
+                        .collect();
                     objects.len()
                 })
             };

@@ -38,10 +38,11 @@ pub fn post_receive(repo: Option<&Path>) -> Result<ExitCode> {
     })
 }
 
-/// Runs (or settles) the queue entries whose async worker died, so a lost deploy does not
-/// wait for the next push of its branch: every deploying run (a push, the worker, `replay`,
-/// `drift`) calls this first. An entry whose environments already run its commit, or a later
-/// one, is settled without a deploy. Whether any of them failed.
+/// Runs the queue entries whose async worker died, so a lost deploy does not wait for the
+/// next push of its branch: every deploying run (a push, the worker, `replay`, `drift`) calls
+/// this first. An entry whose branch has moved on is settled the way coalescing settles any
+/// push (a `skipped` record, superseded by the tip), one already deployed needs nothing; the
+/// others deploy. Whether any of them failed.
 pub fn take_over_orphans(session: &Session) -> bool {
     let mut failed = false;
     for orphan in queue::orphaned(session) {
@@ -50,28 +51,13 @@ pub fn take_over_orphans(session: &Session) -> bool {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
+        say(&format!(
+            "taking over queued deploy {name} (its worker died)"
+        ));
         // One entry that cannot run must not keep the others queued for ever.
-        let done = queue::claim(&orphan).and_then(|claimed| {
-            let Some(claimed) = claimed else {
-                return Ok(true);
-            };
-            if let Some(past) = already_past(session, &claimed.updates) {
-                say(&format!(
-                    "queued deploy {name} (its worker died) settled: {past}"
-                ));
-                claimed.done();
-                return Ok(true);
-            }
-            say(&format!(
-                "taking over queued deploy {name} (its worker died)"
-            ));
-            let code = deploy_updates(session, &claimed.updates, true);
-            claimed.done();
-            Ok(code? == ExitCode::SUCCESS)
-        });
-        match done {
-            Ok(true) => {}
-            Ok(false) => failed = true,
+        match run_entry(session, &orphan) {
+            Ok(ExitCode::SUCCESS) => {}
+            Ok(_) => failed = true,
             Err(e) => {
                 say(&format!(
                     "queued deploy {name}: {}",
@@ -82,33 +68,6 @@ pub fn take_over_orphans(session: &Session) -> bool {
         }
     }
     failed
-}
-
-/// When every environment the updates map to already runs their commit or a descendant of it:
-/// what to say about it.
-fn already_past(session: &Session, updates: &[RefUpdate]) -> Option<String> {
-    let mut said = Vec::new();
-    for u in updates {
-        let Some(new) = u.new else { continue };
-        for env in session.environments_for(&u.name) {
-            let pointer = session.pointer(&env.name)?;
-            let past = pointer == new
-                || session
-                    .repo
-                    .graph_descendant_of(pointer, new)
-                    .unwrap_or(false);
-            if !past {
-                return None;
-            }
-            said.push(format!(
-                "{} already runs {}, which includes {}",
-                env.name,
-                plan::short_id(pointer),
-                plan::short_id(new)
-            ));
-        }
-    }
-    (!said.is_empty()).then(|| said.join("; "))
 }
 
 /// The detached worker: runs its queued push while holding the entry's lock, then every entry

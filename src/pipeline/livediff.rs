@@ -6,7 +6,8 @@
 //! One `kubectl diff --server-side` per group of targets that share a namespace setting (the
 //! server computes the merge, managed fields are left out and Secret values masked by kubectl),
 //! falling back to one call per target when a shared call fails so that a failure is its own
-//! target's; one `kubectl get` for every prune. Unchanged objects cost no output.
+//! target's; one `kubectl get` for every prune. Unchanged objects cost no output: they are
+//! the declared objects kubectl diff did not name.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +32,7 @@ pub enum Change {
     Create,
     Update,
     Prune,
+    Unchanged,
 }
 
 impl Change {
@@ -39,18 +41,20 @@ impl Change {
             Change::Create => "create",
             Change::Update => "update",
             Change::Prune => "prune",
+            Change::Unchanged => "unchanged",
         }
     }
 }
 
-/// One object that differs. Objects that do not differ are not listed: they are unchanged.
+/// One object: how applying the declared objects would change it, and how.
 #[derive(Debug, Clone)]
 pub struct ObjectDiff {
     pub id: ObjectId,
     /// `file:line` of the declaration (none for a prune).
     pub source: Option<String>,
     pub change: Change,
-    /// A unified diff, live (`---`) against declared (`+++`), Secret values masked.
+    /// A unified diff, live (`---`) against declared (`+++`), Secret values masked; empty
+    /// when unchanged.
     pub diff: String,
 }
 
@@ -68,7 +72,8 @@ impl ObjectDiff {
     }
 }
 
-/// The differences of each of `targets`, in their order: a target's own error stays its own.
+/// Each object of each of `targets`, in their order (declared objects, then prunes that still
+/// exist), with its change: a target's own error stays its own.
 pub fn diff(kubectl: &Kubectl, targets: &[Declared]) -> Vec<Result<Vec<ObjectDiff>>> {
     let mut results: Vec<Option<Result<Vec<ObjectDiff>>>> = targets.iter().map(|_| None).collect();
     // Targets with the same namespace setting share one kubectl diff.
@@ -114,6 +119,16 @@ pub fn diff(kubectl: &Kubectl, targets: &[Declared]) -> Vec<Result<Vec<ObjectDif
         .zip(results)
         .map(|(t, r)| {
             let mut found = r.unwrap_or_else(|| Ok(Vec::new()))?;
+            for o in t.objects {
+                if !found.iter().any(|d| d.id == o.id) {
+                    found.push(ObjectDiff {
+                        id: o.id.clone(),
+                        source: Some(o.source.clone()),
+                        change: Change::Unchanged,
+                        diff: String::new(),
+                    });
+                }
+            }
             if !t.prune.is_empty() {
                 let live = live.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
                 for (id, body) in live {

@@ -639,7 +639,7 @@ fn a_waiting_run_names_the_lock_holder() {
 /// A queue entry whose async worker died (what a hook leaves when its worker is killed before it
 /// locks the entry: written here by hand, backdated past the worker's grace): `status` reports
 /// it and writes nothing; the next deploying run (here `drift`) takes it over; an entry the
-/// environment is already past is settled without a deploy.
+/// environment is already past is settled with a `skipped` record, as coalescing settles it.
 #[test]
 fn an_orphaned_async_deploy_is_reported_then_taken_over() {
     let Some(w) = sandboxed("") else { return };
@@ -692,7 +692,8 @@ fn an_orphaned_async_deploy_is_reported_then_taken_over() {
     assert_eq!(w.pointer("prod").as_deref(), Some(second.as_str()));
     assert!(!entry.exists());
     assert_eq!(w.configmap("default", "a").unwrap()["data"]["value"], "2");
-    // Already past it: settled, no deploy, no record.
+    // One the environment is already past: settled as coalescing settles a push, with a
+    // `skipped` record (superseded by the tip), and nothing applied.
     let stale = queue.join("20260102T030405.000000Z-1-1.json");
     std::fs::write(
         &stale,
@@ -700,15 +701,16 @@ fn an_orphaned_async_deploy_is_reported_then_taken_over() {
     )
     .unwrap();
     backdate(&stale);
-    let records = w.records(&first).len();
     let out = w.hookops(&["replay", "main"]);
     assert!(
-        out.stdout.contains("settled: prod already runs"),
+        out.stdout.contains("skipped: superseded by"),
         "{}",
         out.all()
     );
     assert!(!stale.exists());
-    assert_eq!(w.records(&first).len(), records);
+    let rec = w.last_record(&first);
+    assert_eq!(rec["result"], "skipped", "{rec}");
+    assert_eq!(w.pointer("prod").as_deref(), Some(second.as_str()));
 }
 
 // ---- what a push prints -------------------------------------------------------------------

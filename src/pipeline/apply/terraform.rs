@@ -32,7 +32,10 @@ pub fn run(
     };
     let root = dir?;
     // The whole output beside the root's work directory; the pusher gets summaries.
-    let log = work_root(&root, t).with_extension("log");
+    // `<name>.log`, not with_extension: a target name may hold dots.
+    let mut log = work_root(&root, t).into_os_string();
+    log.push(".log");
+    let log = PathBuf::from(log);
     let tf = Terraform::new(
         config,
         masker,
