@@ -885,3 +885,32 @@ fn doctor_fails_while_the_first_push_would_for_a_missing_namespace() {
         out.stdout
     );
 }
+
+/// kubectl names neither file nor object when the manifests went on stdin; the target's
+/// failure does (against the real API server, which refuses a missing namespace).
+#[test]
+fn a_kubectl_refusal_names_the_file_and_object() {
+    let Some((w, c)) = cluster::world("") else {
+        return;
+    };
+    let ns = c.unique("nope");
+    let commit = w.commit(
+        &[("k8s/app/cm.yaml", &configmap("settings", Some(&ns), "1"))],
+        "into a namespace that does not exist",
+    );
+    let out = w.push();
+    let rec = w.last_record(&commit);
+    let why = rec["targets"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        why.starts_with("kubectl apply: k8s/app/cm.yaml:1: ")
+            && why.ends_with(&format!(
+                "namespaces \"{ns}\" not found (ConfigMap {ns}/settings)"
+            )),
+        "{why}\n{}",
+        out.all()
+    );
+    assert!(!why.contains("E1"), "a klog prefix: {why}");
+}
