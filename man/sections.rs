@@ -231,7 +231,7 @@ The server config: environments, credentials, policy. \\fBhookops install\\fR wr
 One deploy at a time per environment; it names the run that holds it.
 .TP
 \\fI<GIT_DIR>/hookops/work/<env>/\\fR
-kubectl's discovery cache, Terraform work directories, scratch.
+kubectl's discovery cache, Terraform work directories (and \\fIterraform/<target>.log\\fR, a root's whole last output), scratch.
 .TP
 \\fI<GIT_DIR>/hookops/queue/\\fR, \\fI<GIT_DIR>/hookops/logs/\\fR
 Asynchronous deploys waiting, and their logs.
