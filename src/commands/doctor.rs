@@ -12,6 +12,7 @@ use anyhow::Result;
 use crate::backends::mask::Masker;
 use crate::backends::process::Command;
 use crate::backends::repo::Session;
+use crate::commands::emit;
 use crate::config::{Environment, ServerConfig, STATE_DIR};
 use crate::pipeline::environments;
 
@@ -32,8 +33,13 @@ impl Checks {
                 "fix": hint,
             })),
             None => match hint {
-                Some(h) => println!("{state:<5} {check}: {detail} (fix: {h})"),
-                None => println!("{state:<5} {check}: {detail}"),
+                // A closed stdout (`doctor | head`) ends the output, not the checks.
+                Some(h) => {
+                    let _ = emit(&format!("{state:<5} {check}: {detail} (fix: {h})"));
+                }
+                None => {
+                    let _ = emit(&format!("{state:<5} {check}: {detail}"));
+                }
             },
         }
     }
@@ -52,7 +58,8 @@ impl Checks {
         self.line("FAIL", check, detail, Some(hint));
     }
 
-    /// The closing line (or the JSON array) and the exit status.
+    /// The closing line (or the JSON array) and the exit status, which a closed stdout does
+    /// not change.
     fn finish(self) -> Result<ExitCode> {
         let code = if self.failures > 0 {
             ExitCode::FAILURE
@@ -60,15 +67,15 @@ impl Checks {
             ExitCode::SUCCESS
         };
         if let Some(list) = self.json {
-            crate::commands::emit(&serde_json::Value::Array(list).to_string())?;
+            let _ = emit(&serde_json::Value::Array(list).to_string());
         } else if self.failures > 0 {
-            println!(
+            let _ = emit(&format!(
                 "{} problem{} found",
                 self.failures,
                 if self.failures == 1 { "" } else { "s" }
-            );
+            ));
         } else {
-            println!("all checks passed");
+            let _ = emit("all checks passed");
         }
         Ok(code)
     }

@@ -9,7 +9,7 @@ use git2::Oid;
 
 use crate::backends::repo::Session;
 use crate::cli::RangeArgs;
-use crate::commands::{exit, run_jobs, sync_after};
+use crate::commands::{emit, exit, run_jobs, sync_after};
 use crate::config::Environment;
 use crate::ops::queue;
 use crate::out::say;
@@ -317,12 +317,16 @@ pub fn plan(
     let print: fn(&str) = if json {
         |w| eprintln!("hookops: warning: {w}")
     } else {
-        |w| println!("warning: {w}")
+        |w| {
+            let _ = emit(&format!("warning: {w}"));
+        }
     };
     let note: fn(&str) = if json {
         |w| eprintln!("hookops: {w}")
     } else {
-        |w| println!("{w}")
+        |w| {
+            let _ = emit(w);
+        }
     };
     match server_config {
         Some(file) => {
@@ -356,7 +360,7 @@ pub fn plan(
             all.push(plan::to_json(&p, &env.name));
             continue;
         }
-        print_plan(&env.name, &p, unknown_pointer && from_arg.is_none());
+        print_plan(&env.name, &p, unknown_pointer && from_arg.is_none())?;
     }
     report_unplaced(
         &session,
@@ -375,7 +379,7 @@ pub fn plan(
         } else {
             serde_json::Value::Array(all)
         };
-        println!("{value}");
+        emit(&value.to_string())?;
     }
     Ok(if broken {
         ExitCode::FAILURE
@@ -384,7 +388,7 @@ pub fn plan(
     })
 }
 
-fn print_plan(env: &str, p: &plan::Plan, pointer_unknown: bool) {
+fn print_plan(env: &str, p: &plan::Plan, pointer_unknown: bool) -> std::io::Result<()> {
     let range = match p.from {
         Some(f) => format!("{}..{}", plan::short_id(f), plan::short_id(p.to)),
         None if pointer_unknown => format!(
@@ -397,17 +401,17 @@ fn print_plan(env: &str, p: &plan::Plan, pointer_unknown: bool) {
             plan::short_id(p.to)
         ),
     };
-    println!(
+    emit(&format!(
         "{env}: {range}: {} changed paths, {} targets",
         p.changed_paths,
         p.targets.len()
-    );
+    ))?;
     for tp in &p.targets {
         let step = match tp.step {
             Step::Deploy => "deploy",
             Step::Remove => "remove",
         };
-        println!(
+        emit(&format!(
             "  {step} {} ({}, {})",
             crate::config::printable(&tp.target.name),
             tp.target.kind,
@@ -416,43 +420,50 @@ fn print_plan(env: &str, p: &plan::Plan, pointer_unknown: bool) {
             } else {
                 crate::config::printable(&tp.target.path)
             }
-        );
+        ))?;
         if let Some(why) = &tp.error {
-            println!("    ERROR: {why}");
+            emit(&format!("    ERROR: {why}"))?;
         }
         if let Some(why) = &tp.refused {
-            println!("    REFUSED: {why}");
+            emit(&format!("    REFUSED: {why}"))?;
         }
         for used in &tp.uses {
-            println!("    uses {used}");
+            emit(&format!("    uses {used}"))?;
         }
         for o in &tp.apply {
             let what = crate::pipeline::annotations::controls(o)
                 .map(|c| c.describe())
                 .unwrap_or_default();
             if what.is_empty() {
-                println!("    apply {} ({})", o.id, o.source);
+                emit(&format!("    apply {} ({})", o.id, o.source))?;
             } else {
-                println!("    apply {} ({}): {what}", o.id, o.source);
+                emit(&format!("    apply {} ({}): {what}", o.id, o.source))?;
             }
         }
         for o in &tp.hooks {
             let what = crate::pipeline::annotations::controls(o)
                 .map(|c| c.describe())
                 .unwrap_or_default();
-            println!("    run {} ({}): {what}", o.id, o.source);
+            emit(&format!("    run {} ({}): {what}", o.id, o.source))?;
         }
         for s in &tp.target.secret {
-            println!("    apply {} (from vault)", plan::secret_id(&tp.target, s));
+            emit(&format!(
+                "    apply {} (from vault)",
+                plan::secret_id(&tp.target, s)
+            ))?;
         }
         for (id, _) in &tp.prune {
-            println!("    prune {id}");
+            emit(&format!("    prune {id}"))?;
         }
     }
     for k in &p.kept {
-        println!("  keep {} (target {}): {}", k.id, k.target, k.reason);
+        emit(&format!(
+            "  keep {} (target {}): {}",
+            k.id, k.target, k.reason
+        ))?;
     }
     for w in &p.warnings {
-        println!("  warning: {w}");
+        emit(&format!("  warning: {w}"))?;
     }
+    Ok(())
 }

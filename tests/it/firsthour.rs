@@ -538,6 +538,8 @@ fn history_of_an_unknown_environment_fails_and_a_closed_pipe_is_no_panic() {
         &["history"],
         &["status"],
         &["objects"],
+        &["plan", "main"],
+        &["doctor"],
     ] {
         let mut c = w.base_command(hookops_bin());
         c.current_dir(w.tmp.path())
