@@ -77,6 +77,9 @@ name = "prod"
 branch = "main"
 kubeconfig = "$kubeconfig"
 context = "$context"
+# The demo's root only holds terraform_data; on a real server, "apply" lets every pusher of
+# this branch run code as the hook user (local-exec): docs/security.md.
+terraform = "apply"
 
 [signing]
 key = "$demo/signing_ed25519"

@@ -48,6 +48,34 @@ pub struct ServerConfig {
     pub kustomize: Kustomize,
     #[serde(default)]
     pub web: crate::config::web::Web,
+    #[serde(default)]
+    pub sandbox: Sandbox,
+}
+
+/// `[sandbox]`: renderers of pushed input (`kubectl kustomize`) run in bubblewrap.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sandbox {
+    /// Off: renderers run unconfined, as hookops' user, seeing the whole server. Only for
+    /// hosts where bubblewrap cannot run and pushers are trusted (docs/security.md).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The bubblewrap binary.
+    #[serde(default = "default_bwrap")]
+    pub bwrap: String,
+}
+
+fn default_bwrap() -> String {
+    "bwrap".into()
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            enabled: true,
+            bwrap: default_bwrap(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default, Serialize)]
@@ -57,6 +85,29 @@ pub enum OnFailure {
     Rollback,
     RolloutUndo,
     Stop,
+}
+
+/// What a deploy of an environment does with its Terraform roots (`terraform = …`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TerraformMode {
+    /// `init`, `plan`, and `apply` when the plan has changes (what earlier versions did).
+    #[default]
+    Apply,
+    /// `init` and `plan` only: the plan's summary goes into the record, nothing is applied.
+    PlanOnly,
+    /// Terraform is never run: a changed root fails its target, naming the setting.
+    Off,
+}
+
+impl fmt::Display for TerraformMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TerraformMode::Apply => "apply",
+            TerraformMode::PlanOnly => "plan-only",
+            TerraformMode::Off => "off",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +137,22 @@ pub struct Environment {
     /// Environments as directories: only targets whose path is under (or equal to) one of
     /// these tree paths belong to the environment (docs/environments.md). None: the whole tree.
     pub paths: Option<Vec<String>>,
+    /// An object declared more than once with different content: a warning (the last
+    /// declaration wins, architecture.md D7) or an error for the targets declaring it.
+    #[serde(default)]
+    pub duplicates: Duplicates,
+    /// Terraform roots: applied, only planned, or never run (a pushed root's `local-exec`
+    /// runs as the hook user: docs/security.md).
+    #[serde(default)]
+    pub terraform: TerraformMode,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Duplicates {
+    #[default]
+    Warn,
+    Error,
 }
 
 impl Environment {
@@ -106,6 +173,8 @@ impl Environment {
             tag_deploys: false,
             max_health_timeout: None,
             paths: None,
+            duplicates: Duplicates::Warn,
+            terraform: TerraformMode::Apply,
         }
     }
 
@@ -277,6 +346,10 @@ pub struct Tools {
     pub kubectl: String,
     #[serde(default = "default_terraform")]
     pub terraform: String,
+    /// More variables of hookops' own environment that children inherit, by name or
+    /// `PREFIX*` (backends/process.rs has the built-in list).
+    #[serde(default)]
+    pub pass_env: Vec<String>,
 }
 
 fn default_kubectl() -> String {
@@ -292,6 +365,7 @@ impl Default for Tools {
         Tools {
             kubectl: default_kubectl(),
             terraform: default_terraform(),
+            pass_env: Vec::new(),
         }
     }
 }
@@ -461,22 +535,10 @@ fn check_target_name(name: &str) -> Result<()> {
 }
 
 /// A name on one line of output: control characters (possible in a discovered target's
-/// path) escaped as `\n`, `\u{1b}`. Padding with `{:<20}` counts characters, not bytes.
+/// path) escaped as `\n`, `\u{1b}` (the one sanitiser, `out::clean_line`). Padding with
+/// `{:<20}` counts characters, not bytes.
 pub fn printable(name: &str) -> std::borrow::Cow<'_, str> {
-    if name.chars().any(char::is_control) {
-        name.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect::<String>()
-            .into()
-    } else {
-        name.into()
-    }
+    crate::out::clean_line(name)
 }
 
 fn path_like_name(name: &str) -> bool {
@@ -892,5 +954,58 @@ mod tests {
                 proptest::prop_assert!(check_tree_path(&c.target[0].path).is_ok());
             }
         }
+    }
+
+    /// hookops.toml (pushed, untrusted) and the server config under a time budget: a tree
+    /// config that parses names only paths inside the repository and unique targets.
+    #[test]
+    fn fuzz_config() {
+        let tokens: Vec<String> = [
+            "[[target]]\n",
+            "name = \"web\"\n",
+            "name = \"a/b\"\n",
+            "path = \"k8s/web\"\n",
+            "path = \"../x\"\n",
+            "path = \"/etc\"\n",
+            "path = \"\"\n",
+            "type = \"kustomize\"\n",
+            "type = \"terraform\"\n",
+            "type = \"kubectl\"\n",
+            "depends_on = [\"web\"]\n",
+            "watch = [\"a/../b\"]\n",
+            "namespace = \"n\"\n",
+            "[target.secrets]\n",
+            "X = \"secret/data/a#b\"\n",
+            "[[target.secret]]\n",
+            "data = {k = \"p#k\"}\n",
+            "[[environment]]\n",
+            "branch = \"main\"\n",
+            "terraform = \"off\"\n",
+            "terraform = \"plan-only\"\n",
+            "[sandbox]\nenabled = false\n",
+            "[tools]\n",
+            "pass_env = [\"A_*\"]\n",
+            "\"",
+            "=",
+            "\n",
+            "[",
+            "]",
+            "\u{1b}",
+            ".",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        crate::fuzz::run("hookops.toml", crate::fuzz::assembled(tokens, 16), |s| {
+            if let Ok(tree) = TreeConfig::parse(s, "hookops.toml") {
+                let mut names = BTreeSet::new();
+                for t in &tree.target {
+                    assert!(check_tree_path(&t.path).is_ok(), "{t:?}");
+                    assert!(!t.path.split('/').any(|p| p == ".."), "{t:?}");
+                    assert!(names.insert(t.name.clone()), "{t:?}");
+                }
+            }
+            let _ = ServerConfig::parse(s, "config.toml");
+        });
     }
 }

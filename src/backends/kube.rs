@@ -9,6 +9,7 @@ use anyhow::Result;
 
 use crate::backends::mask::Masker;
 use crate::backends::process::{Command, Output};
+use crate::backends::sandbox::{Render, Sandbox};
 use crate::config::Environment;
 
 #[derive(Clone)]
@@ -20,6 +21,10 @@ pub struct Kubectl {
     pub masker: Masker,
     /// Whether kubectl runs with Go's collector tuned (see `GO_GC`).
     pub tune_gc: bool,
+    /// Where `kubectl kustomize` renders pushed kustomizations.
+    pub sandbox: Sandbox,
+    /// `[kustomize] allow_remote`: the renderer may reach the network.
+    pub allow_remote: bool,
 }
 
 /// kubectl is a short-lived Go program that spends about a quarter of its CPU time collecting
@@ -40,6 +45,8 @@ impl Kubectl {
             cache_dir: cache_dir.to_path_buf(),
             masker,
             tune_gc: GO_GC.iter().all(|(var, _)| std::env::var_os(var).is_none()),
+            sandbox: Sandbox::default(),
+            allow_remote: false,
         }
     }
 
@@ -74,12 +81,20 @@ impl Kubectl {
         }
     }
 
-    /// Renders a kustomization directory (no cluster contact).
-    pub fn kustomize(&self, dir: &Path) -> Result<Output> {
-        Command::new(&self.program, "kubectl")
-            .arg("kustomize")
-            .arg(dir.as_os_str())
-            .run(&self.masker)
+    /// Renders the kustomization in `dir` of `root` (the target's materialised closure), in the
+    /// sandbox: no cluster contact, nothing outside `root` readable, no network unless
+    /// `[kustomize] allow_remote`.
+    pub fn kustomize(&self, root: &Path, dir: &str) -> Result<Output> {
+        let dir = root.join(dir);
+        let render = Render {
+            program: &self.program,
+            config_key: "kubectl",
+            args: vec!["kustomize".into(), dir.clone().into_os_string()],
+            root,
+            dir: &dir,
+            network: self.allow_remote,
+        };
+        self.sandbox.run(&render, &self.masker)
     }
 
     /// One server-side apply of a manifest stream.
@@ -150,10 +165,17 @@ impl Kubectl {
     }
 
     /// Deletes exactly the named objects (stubs on stdin); already-gone objects are fine.
+    /// Prints `kind/name` for each object deleted, nothing for one that was gone.
     pub fn delete(&self, stubs: String, namespace: Option<&str>) -> Result<Output> {
-        let c =
-            self.short_command()
-                .args(["delete", "--ignore-not-found", "--wait=false", "-f", "-"]);
+        let c = self.short_command().args([
+            "delete",
+            "--ignore-not-found",
+            "--wait=false",
+            "-o",
+            "name",
+            "-f",
+            "-",
+        ]);
         Self::with_namespace(c, namespace)
             .stdin(stubs.into_bytes())
             .run(&self.masker)
@@ -235,6 +257,8 @@ mod tests {
             cache_dir: PathBuf::from("/c"),
             masker: Masker::default(),
             tune_gc: true,
+            sandbox: Sandbox::default(),
+            allow_remote: false,
         };
         let env = |k: &Kubectl| k.short_command().env;
         assert_eq!(

@@ -1,16 +1,113 @@
 //! The one way hookops runs a child process (duct): arguments never carry secrets (those go
 //! through stdin or the environment), children die with hookops (Linux parent-death signal),
-//! output is masked before anyone sees it, and a missing binary is named with the config key
-//! that chooses it.
+//! output is masked before anyone sees it, a missing binary is named with the config key that
+//! chooses it, and every child gets an explicit environment: what the command sets, plus only
+//! the allow-listed variables of hookops' own (never git's hook variables: `GIT_DIR`,
+//! `GIT_QUARANTINE_PATH`, `GIT_OBJECT_DIRECTORY`, push options…).
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::backends::mask::Masker;
+
+/// The variables a child inherits from hookops' own environment (set by the operator: the
+/// service manager, the git server, the login), by exact name or as `PREFIX*`; every other
+/// variable is dropped (the proxy settings, `PROXY_VARS`, pass too). docs/security.md lists
+/// them with their reasons; `[tools] pass_env` adds more.
+pub const PASS_ENV: &[&str] = &[
+    // Finding programs, the user's own configuration, language and time.
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TMPDIR",
+    // CA bundles (and `PROXY_VARS`), for every tool that talks to the network.
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    // kubectl: the default kubeconfig (environments without `kubeconfig`) and Go's collector
+    // settings (backends/kube.rs).
+    "KUBECONFIG",
+    "GOGC",
+    "GOMEMLIMIT",
+    // Terraform's own settings (CLI config, plugin cache, registry tokens) and checkpoint.
+    "TF_*",
+    "CHECKPOINT_DISABLE",
+    // Cloud credentials for exec auth plugins (aws eks get-token, gke-gcloud-auth-plugin,
+    // kubelogin) and Terraform providers.
+    "AWS_*",
+    "AZURE_*",
+    "ARM_*",
+    "GOOGLE_*",
+    "CLOUDSDK_*",
+    // git for `[sync]` and `watch`: where its config is, and the SSH agent.
+    "GIT_CONFIG_GLOBAL",
+    "GIT_CONFIG_SYSTEM",
+    "GIT_CONFIG_NOSYSTEM",
+    "SSH_AUTH_SOCK",
+];
+
+/// The proxy settings, which children inherit too (and a sandboxed renderer with network).
+pub const PROXY_VARS: [&str; 8] = [
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+];
+
+/// `[tools] pass_env` of the server config: more names or `PREFIX*` patterns children inherit.
+static EXTRA_PASS_ENV: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Sets the operator's additions to [`PASS_ENV`] (`[tools] pass_env`), for every child started
+/// from now on.
+pub fn pass_env(extra: &[String]) {
+    if let Ok(mut e) = EXTRA_PASS_ENV.write() {
+        *e = extra.to_vec();
+    }
+}
+
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pattern,
+    }
+}
+
+/// Whether a variable of hookops' environment reaches children.
+pub fn passes(name: &str) -> bool {
+    let extra = EXTRA_PASS_ENV.read().map(|e| e.clone()).unwrap_or_default();
+    PASS_ENV.iter().copied().any(|p| matches(p, name))
+        || PROXY_VARS.contains(&name)
+        || extra.iter().any(|p| matches(p, name))
+}
+
+/// A child's whole environment: the allow-listed part of `inherited` (hookops' own), then
+/// `set` on top.
+fn child_env(
+    inherited: impl Iterator<Item = (OsString, OsString)>,
+    set: &[(String, String)],
+) -> BTreeMap<OsString, OsString> {
+    let mut env: BTreeMap<OsString, OsString> = inherited
+        .filter(|(k, _)| k.to_str().is_some_and(passes))
+        .collect();
+    for (k, v) in set {
+        env.insert(k.into(), v.into());
+    }
+    env
+}
 
 /// A finished child: exit code and masked output.
 #[derive(Debug)]
@@ -175,10 +272,8 @@ impl Command {
     }
 
     fn expression(&self) -> duct::Expression {
-        let mut e = duct::cmd(&self.program, &self.args);
-        for (k, v) in &self.env {
-            e = e.env(k, v);
-        }
+        let mut e = duct::cmd(&self.program, &self.args)
+            .full_env(child_env(std::env::vars_os(), &self.env));
         if let Some(d) = &self.dir {
             e = e.dir(d);
         }
@@ -370,6 +465,54 @@ mod tests {
             "error: no objects passed to apply"
         );
         assert_eq!(out("just this\n").reason(), "just this");
+    }
+
+    /// What a hook's environment holds (git's variables, a push option, an unknown variable)
+    /// never reaches a child; the allow-listed variables and the command's own do.
+    #[test]
+    fn children_get_an_explicit_environment() {
+        let hook: Vec<(OsString, OsString)> = [
+            ("GIT_DIR", "/srv/git/x.git"),
+            ("GIT_QUARANTINE_PATH", "/srv/git/x.git/objects/q"),
+            ("GIT_OBJECT_DIRECTORY", "/srv/git/x.git/objects/q"),
+            ("GIT_ALTERNATE_OBJECT_DIRECTORIES", "/srv/git/x.git/objects"),
+            ("GIT_PUSH_OPTION_COUNT", "1"),
+            ("GIT_PUSH_OPTION_0", "hookops.dry-run"),
+            ("GIT_INDEX_FILE", "/tmp/index"),
+            ("HOOKOPS_TEST_UNLISTED", "1"),
+            ("PATH", "/usr/bin"),
+            ("LC_ALL", "C"),
+            ("TF_CLI_CONFIG_FILE", "/dev/null"),
+            ("GIT_CONFIG_GLOBAL", "/home/git/.gitconfig"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        let env = child_env(hook.into_iter(), &[("TF_INPUT".into(), "0".into())]);
+        let names: Vec<&str> = env.keys().filter_map(|k| k.to_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "GIT_CONFIG_GLOBAL",
+                "LC_ALL",
+                "PATH",
+                "TF_CLI_CONFIG_FILE",
+                "TF_INPUT"
+            ]
+        );
+        assert!(!passes("HOOKOPS_EXTRA_TEST"));
+        pass_env(&["HOOKOPS_EXTRA_*".to_string()]);
+        assert!(passes("HOOKOPS_EXTRA_TEST"));
+        pass_env(&[]);
+        // A real child sees exactly what it was given on top of the allow-listed variables.
+        let out = Command::new("env", "env")
+            .env("TF_INPUT", "0")
+            .run(&Masker::new())
+            .unwrap();
+        assert!(out.stdout.lines().all(|l| l
+            .split('=')
+            .next()
+            .is_some_and(|n| passes(n) || n == "TF_INPUT")));
     }
 
     #[test]

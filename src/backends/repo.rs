@@ -25,6 +25,7 @@ impl Session {
         let repo = open_repository(dir)?;
         let git_dir = repo.path().to_path_buf();
         let config = ServerConfig::load(&git_dir)?;
+        crate::backends::process::pass_env(&config.tools.pass_env);
         Ok(Session {
             repo,
             git_dir,
@@ -65,12 +66,10 @@ impl Session {
         masker: crate::backends::mask::Masker,
     ) -> Result<Kubectl> {
         let cache = self.env_dir(&env.name)?.join("kube-cache");
-        Ok(Kubectl::new(
-            &self.config.tools.kubectl,
-            env,
-            &cache,
-            masker,
-        ))
+        let mut kubectl = Kubectl::new(&self.config.tools.kubectl, env, &cache, masker);
+        kubectl.sandbox = crate::backends::sandbox::Sandbox::from_config(&self.config.sandbox);
+        kubectl.allow_remote = self.config.kustomize.allow_remote;
+        Ok(kubectl)
     }
 
     /// The branch HEAD names (a bare repository's default branch; a clone's current branch).

@@ -14,7 +14,7 @@ use anyhow::Result;
 use crate::backends::repo::Session;
 use crate::backends::terraform::{self, Terraform};
 use crate::commands::emit;
-use crate::config::{Environment, TargetType};
+use crate::config::{Environment, TargetType, TerraformMode};
 use crate::out::say;
 use crate::pipeline::deploy::{Deployer, Request};
 use crate::pipeline::livediff::{self, Declared, ObjectDiff};
@@ -85,11 +85,16 @@ pub fn check(
         }
         let kubectl = session.kubectl(env, deployer.masker.clone())?;
         let env_dir = session.env_dir(&env.name)?;
-        let tree = crate::pipeline::targets::commit_tree(&session.repo, pointer)?;
+        let tree = crate::pipeline::declare::targets::commit_tree(&session.repo, pointer)?;
+        // `terraform = "off"`: no terraform runs here, not even a plan (it runs providers).
+        let runs = |tp: &&crate::pipeline::plan::TargetPlan| {
+            tp.target.kind != TargetType::Terraform || env.terraform != TerraformMode::Off
+        };
         let deployed: Vec<_> = plan
             .targets
             .iter()
             .filter(|t| t.step == Step::Deploy)
+            .filter(runs)
             .collect();
         // Every Kubernetes target at once: as few kubectl calls as their namespaces allow.
         let kube: Vec<Declared> = deployed

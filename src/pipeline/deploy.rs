@@ -184,7 +184,7 @@ impl<'s> Deployer<'s> {
         for w in &plan.warnings {
             say(&format!("{}: warning: {w}", env.name));
         }
-        for k in &plan.kept {
+        for k in plan.kept.iter().filter(|k| !k.noted) {
             say(&format!(
                 "{}: keeping {} (no longer in git): {}",
                 env.name, k.id, k.reason
@@ -428,17 +428,19 @@ impl<'s> Deployer<'s> {
             for k in plan.kept.iter().filter(|k| k.forget) {
                 inv.forget(&k.id)?;
             }
+            // Named once, when it leaves git; not by every later deploy.
+            for k in plan.kept.iter().filter(|k| !k.forget && !k.noted) {
+                inv.note_kept(&k.id)?;
+            }
             // A rollback of some targets leaves the others at the newer commit: the base (the
             // tree the declarations describe, mostly) stays that of the deploy it belongs to.
             if req.only.is_none() {
                 inv.set_base(req.to);
             }
         }
-        for r in results.iter().filter(|r| r.pruned > 0) {
-            for tp in plan.targets.iter().filter(|t| t.target.name == r.name) {
-                for (id, _) in &tp.prune {
-                    inv.forget(id)?;
-                }
+        for key in results.iter().flat_map(|r| &r.settled) {
+            if let Some(id) = crate::pipeline::inventory::parse_key(key) {
+                inv.forget(&id)?;
             }
         }
         inv.save(&format!(
@@ -612,6 +614,7 @@ impl<'s> Deployer<'s> {
 fn kept_lines(plan: &Plan) -> Vec<String> {
     plan.kept
         .iter()
+        .filter(|k| !k.noted)
         .map(|k| format!("{}: {}", k.id, k.reason))
         .collect()
 }

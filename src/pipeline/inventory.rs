@@ -56,6 +56,10 @@ pub struct Entry {
     /// For a CustomResourceDefinition: the kind it defines and that kind's scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crd: Option<(String, Scope)>,
+    /// No longer declared, kept (a Namespace or CRD), and said so once: later deploys keep it
+    /// without a word (`plan` and `drift` still list it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub noted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -151,6 +155,9 @@ pub struct Inventory<'r> {
     kinds: BTreeMap<String, Scope>,
     orphans: BTreeSet<String>,
     dirty_meta: bool,
+    /// Identities a unit stopped declaring since the last `take_touched`: another declaration
+    /// of theirs may win now (D7).
+    touched: BTreeSet<String>,
 }
 
 impl<'r> Inventory<'r> {
@@ -168,6 +175,7 @@ impl<'r> Inventory<'r> {
             kinds: BTreeMap::new(),
             orphans: BTreeSet::new(),
             dirty_meta: false,
+            touched: BTreeSet::new(),
         };
         let name = inventory_ref(env);
         let Ok(r) = repo.find_reference(&name) else {
@@ -327,6 +335,7 @@ impl<'r> Inventory<'r> {
         now.dedup();
         for k in &before {
             if now.binary_search(k).is_err() {
+                self.touched.insert(k.clone());
                 if let Some(id) = parse_key(k) {
                     let u = unit.to_string();
                     // Read before the update: a CRD never applied loses its entry with its
@@ -360,11 +369,13 @@ impl<'r> Inventory<'r> {
                     applied: false,
                     keep: false,
                     crd: None,
+                    noted: false,
                 });
                 e.api_version = api_version;
                 e.target = target;
                 e.keep = keep;
                 e.crd = crd;
+                e.noted = false;
                 if !e.declared_by.contains(&u) {
                     e.declared_by.push(u);
                     e.declared_by.sort();
@@ -394,6 +405,14 @@ impl<'r> Inventory<'r> {
             return Ok(());
         }
         self.declare(unit, "", &[])
+    }
+
+    /// The identities some unit stopped declaring since the last call.
+    pub fn take_touched(&mut self) -> Vec<ObjectId> {
+        std::mem::take(&mut self.touched)
+            .iter()
+            .filter_map(|k| parse_key(k))
+            .collect()
     }
 
     /// Marks objects as sent to the server (they may exist there from now on).
@@ -438,6 +457,15 @@ impl<'r> Inventory<'r> {
     /// Whether some unit declares exactly this identity.
     pub fn declared(&mut self, id: &ObjectId) -> Result<bool> {
         Ok(self.entry(id)?.is_some_and(|e| !e.declared_by.is_empty()))
+    }
+
+    /// Remembers that a kept object was named once (it is not named by every deploy).
+    pub fn note_kept(&mut self, id: &ObjectId) -> Result<()> {
+        self.update_entry(id, |slot| {
+            if let Some(e) = slot {
+                e.noted = true;
+            }
+        })
     }
 
     /// Forgets an object (deleted, or kept for good).
