@@ -423,6 +423,26 @@ mod tests {
         assert_eq!(run("pre-receive", true), (Some(3), String::new()));
     }
 
+    /// The template parses as it is (the defaults), and so does its example once uncommented,
+    /// `terraform = "off"` included: an operator who removes the `# ` gets a valid config.
+    #[test]
+    fn config_template_parses_commented_and_uncommented() {
+        let as_is = crate::config::ServerConfig::parse(CONFIG_TEMPLATE, "template").unwrap();
+        assert!(as_is.environment.is_empty());
+        let uncommented: String = CONFIG_TEMPLATE
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = crate::config::ServerConfig::parse(&uncommented, "template").unwrap();
+        assert_eq!(config.environment.len(), 1, "{uncommented}");
+        assert_eq!(
+            config.environment[0].terraform,
+            crate::config::TerraformMode::Off
+        );
+    }
+
     #[test]
     fn install_is_idempotent_and_keeps_existing_hook() {
         let dir = tempfile::tempdir().unwrap();
