@@ -145,6 +145,18 @@ pub struct Environment {
     /// runs as the hook user: docs/security.md).
     #[serde(default)]
     pub terraform: TerraformMode,
+    /// `file` (the default): the deploy lock is a file on this server; `lease`: a Lease in the
+    /// environment's cluster as well, for several hosts deploying one environment (docs/ha.md).
+    #[serde(default)]
+    pub lock: LockMode,
+    /// lock = "lease": the Lease's namespace (default `hookops-system`) and name (default
+    /// `hookops-<env>`); seconds: how long an unrenewed Lease stands (15), how long its holder
+    /// goes on without renewing it (10), how often it is renewed or asked for (2).
+    pub lease_namespace: Option<String>,
+    pub lease_name: Option<String>,
+    pub lease_duration: Option<f64>,
+    pub lease_renew: Option<f64>,
+    pub lease_retry: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Serialize)]
@@ -153,6 +165,24 @@ pub enum Duplicates {
     #[default]
     Warn,
     Error,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    #[default]
+    File,
+    Lease,
+}
+
+/// An environment's Lease settings, defaults filled in (`Environment::lease`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseSettings {
+    pub namespace: String,
+    pub name: String,
+    pub duration: Duration,
+    pub renew: Duration,
+    pub retry: Duration,
 }
 
 impl Environment {
@@ -175,7 +205,69 @@ impl Environment {
             paths: None,
             duplicates: Duplicates::Warn,
             terraform: TerraformMode::Apply,
+            lock: LockMode::File,
+            lease_namespace: None,
+            lease_name: None,
+            lease_duration: None,
+            lease_renew: None,
+            lease_retry: None,
         }
+    }
+
+    /// The Lease settings with their defaults (client-go's leader election: 15 s, 10 s, 2 s).
+    pub fn lease(&self) -> LeaseSettings {
+        let secs = |v: Option<f64>, default: f64| Duration::from_secs_f64(v.unwrap_or(default));
+        LeaseSettings {
+            namespace: self
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| "hookops-system".into()),
+            name: self.lease_name.clone().unwrap_or_else(|| {
+                format!(
+                    "hookops-{}",
+                    self.name.to_ascii_lowercase().replace('_', "-")
+                )
+            }),
+            duration: secs(self.lease_duration, 15.0),
+            renew: secs(self.lease_renew, 10.0),
+            retry: secs(self.lease_retry, 2.0),
+        }
+    }
+
+    /// The Lease keys make sense: names the API server accepts, retry < renew < duration.
+    fn check_lease(&self) -> Result<()> {
+        for (key, v) in [
+            ("lease_duration", self.lease_duration),
+            ("lease_renew", self.lease_renew),
+            ("lease_retry", self.lease_retry),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && (0.1..=3600.0).contains(&v)) {
+                    bail!("{key} must be between 0.1 and 3600 seconds, not {v}");
+                }
+            }
+        }
+        let l = self.lease();
+        if !(l.retry < l.renew && l.renew < l.duration) {
+            bail!(
+                "lease_retry ({:?}) < lease_renew ({:?}) < lease_duration ({:?}) must hold",
+                l.retry,
+                l.renew,
+                l.duration
+            );
+        }
+        for (key, v) in [("lease_namespace", &l.namespace), ("lease_name", &l.name)] {
+            let ok = !v.is_empty()
+                && v.len() <= 63
+                && v.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !v.starts_with('-')
+                && !v.ends_with('-');
+            if !ok {
+                bail!("{key} {v:?} is not a Kubernetes name (1-63 of [a-z0-9-], not starting or ending with '-')");
+            }
+        }
+        Ok(())
     }
 
     /// Whether a tree path (a target's directory, or a changed file) is under (or equal to)
@@ -278,6 +370,9 @@ pub struct DeploySettings {
     /// Environments one push deploys at once (each with its own lock, pointer and record).
     #[serde(default = "default_parallel")]
     pub environments_parallel: usize,
+    /// This host's name in Leases and records (default: the machine's host name), so that two
+    /// hookops hosts are told apart even on one machine (docs/ha.md).
+    pub host: Option<String>,
 }
 
 fn default_parallel() -> usize {
@@ -300,6 +395,7 @@ impl Default for DeploySettings {
             batch: true,
             terraform_lock_timeout: default_lock_timeout(),
             environments_parallel: default_parallel(),
+            host: None,
         }
     }
 }
@@ -317,6 +413,11 @@ pub struct Sync {
     pub known_hosts: Option<PathBuf>,
     /// File holding an HTTPS token.
     pub token_file: Option<PathBuf>,
+    /// Other hookops hosts of the same environments (remote names or URLs): their records are
+    /// fetched and merged, and each environment's pointer follows the newest successful record
+    /// of any of them (docs/ha.md). Nothing is ever pushed to them.
+    #[serde(default)]
+    pub peers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -426,6 +527,8 @@ impl ServerConfig {
             if !names.insert(env.name.as_str()) {
                 bail!("{origin}: environment {:?} is defined twice", env.name);
             }
+            env.check_lease()
+                .with_context(|| format!("{origin}: environment {:?}", env.name))?;
             if let Some(paths) = &mut env.paths {
                 check_env_paths(paths)
                     .with_context(|| format!("{origin}: environment {:?}: paths", env.name))?;
@@ -816,6 +919,46 @@ pub fn topo_order(targets: &[Target]) -> std::result::Result<Vec<usize>, Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lease_keys_have_defaults_and_are_checked() {
+        let env = |extra: &str| {
+            ServerConfig::parse(
+                &format!("[[environment]]\nname = \"Prod_1\"\nbranch = \"main\"\n{extra}"),
+                "config.toml",
+            )
+            .map(|c| c.environment[0].clone())
+        };
+        let e = env("").unwrap();
+        assert_eq!(e.lock, LockMode::File);
+        let l = e.lease();
+        assert_eq!(
+            (l.namespace.as_str(), l.name.as_str()),
+            ("hookops-system", "hookops-prod-1")
+        );
+        assert_eq!(
+            (l.duration, l.renew, l.retry),
+            (
+                Duration::from_secs(15),
+                Duration::from_secs(10),
+                Duration::from_secs(2)
+            )
+        );
+        let e = env("lock = \"lease\"\nlease_duration = 6\nlease_renew = 4\nlease_retry = 0.5\n")
+            .unwrap();
+        assert_eq!(e.lock, LockMode::Lease);
+        assert_eq!(e.lease().retry, Duration::from_millis(500));
+        for (bad, says) in [
+            ("lease_renew = 20\n", "lease_retry"),
+            ("lease_retry = 0\n", "between 0.1 and 3600"),
+            ("lease_name = \"Big\"\n", "not a Kubernetes name"),
+            ("lock = \"etcd\"\n", "unknown variant"),
+        ] {
+            let err = format!("{:#}", env(bad).unwrap_err());
+            assert!(err.contains(says), "{bad}: {err}");
+            assert!(err.contains("config.toml"), "{err}");
+        }
+    }
 
     #[test]
     fn tree_config_rejects_server_keys_with_line() {

@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod kube;
+pub mod lease;
 pub mod mask;
 pub mod objects;
 pub mod process;

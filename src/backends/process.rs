@@ -201,6 +201,9 @@ pub fn first_line(text: &str) -> Option<String> {
         .map(|l| l.trim_start_matches(['│', '╷', ' ']).to_string())
 }
 
+/// What ends the stderr of a child `run` killed at its deadline.
+pub const KILLED_AT_DEADLINE: &str = "\nkilled by hookops: its deadline passed\n";
+
 /// Where a command's program comes from, for the error when it cannot be found.
 #[derive(Clone, Copy)]
 pub enum Origin {
@@ -210,6 +213,10 @@ pub enum Origin {
     Path(&'static str),
 }
 
+/// When a running child must be killed, asked again each time it passes (it may have moved
+/// on meanwhile: a renewed Lease); `None`: at once.
+pub type Deadline = std::sync::Arc<dyn Fn() -> Option<Instant> + Send + Sync>;
+
 /// A command to run, and where its program comes from (for error messages).
 pub struct Command {
     pub program: String,
@@ -218,6 +225,7 @@ pub struct Command {
     pub env: Vec<(String, String)>,
     pub dir: Option<PathBuf>,
     pub stdin: Option<Vec<u8>>,
+    pub deadline: Option<Deadline>,
 }
 
 impl Command {
@@ -239,6 +247,7 @@ impl Command {
             env: Vec::new(),
             dir: None,
             stdin: None,
+            deadline: None,
         }
     }
 
@@ -268,6 +277,13 @@ impl Command {
 
     pub fn stdin(mut self, bytes: Vec<u8>) -> Self {
         self.stdin = Some(bytes);
+        self
+    }
+
+    /// `run` kills the child (SIGKILL) once `deadline` has passed; its output then ends with
+    /// `KILLED_AT_DEADLINE`.
+    pub fn deadline(mut self, deadline: Deadline) -> Self {
+        self.deadline = Some(deadline);
         self
     }
 
@@ -303,19 +319,42 @@ impl Command {
         }
     }
 
-    /// Runs to completion, capturing masked output.
+    /// Runs to completion (or to its deadline), capturing masked output.
     pub fn run(&self, masker: &Masker) -> Result<Output> {
         let started = Instant::now();
-        let out = self
-            .expression()
-            .stdout_capture()
-            .stderr_capture()
-            .run()
-            .map_err(|e| self.spawn_error(e))?;
+        let expression = self.expression().stdout_capture().stderr_capture();
+        let (out, killed) = match &self.deadline {
+            None => (expression.run().map_err(|e| self.spawn_error(e))?, false),
+            Some(deadline) => {
+                let handle = expression.start().map_err(|e| self.spawn_error(e))?;
+                let mut killed = false;
+                loop {
+                    match deadline() {
+                        Some(at) if at > Instant::now() => {
+                            if handle.wait_deadline(at)?.is_some() {
+                                break;
+                            }
+                        }
+                        _ => {
+                            killed = handle.try_wait()?.is_none();
+                            if killed {
+                                handle.kill()?;
+                            }
+                            break;
+                        }
+                    }
+                }
+                (handle.into_output()?, killed)
+            }
+        };
+        let mut stderr = masker.mask(&String::from_utf8_lossy(&out.stderr));
+        if killed {
+            stderr.push_str(KILLED_AT_DEADLINE);
+        }
         Ok(Output {
-            code: out.status.code(),
+            code: if killed { None } else { out.status.code() },
             stdout: masker.mask(&String::from_utf8_lossy(&out.stdout)),
-            stderr: masker.mask(&String::from_utf8_lossy(&out.stderr)),
+            stderr,
             elapsed: started.elapsed(),
         })
     }
@@ -537,6 +576,42 @@ mod tests {
         assert_eq!(out.code, Some(3));
         assert!(!out.stderr.contains("hunter22"));
         assert_eq!(out.reason(), "the secret is ***");
+    }
+
+    #[test]
+    fn a_child_is_killed_at_its_deadline_and_the_deadline_may_move() {
+        use std::sync::{Arc, Mutex};
+        let start = Instant::now();
+        let gone: Deadline = Arc::new(move || Some(start + Duration::from_millis(200)));
+        let out = Command::new("sleep", "shell")
+            .arg("5")
+            .deadline(gone)
+            .run(&Masker::new())
+            .unwrap();
+        assert_eq!(out.code, None);
+        assert!(out.stderr.ends_with(KILLED_AT_DEADLINE), "{}", out.stderr);
+        assert!(out.elapsed < Duration::from_secs(2), "{:?}", out.elapsed);
+
+        // Moved forward while the child runs: it finishes.
+        let at = Arc::new(Mutex::new(Instant::now() + Duration::from_millis(100)));
+        let mover = {
+            let at = Arc::clone(&at);
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    *at.lock().unwrap() = Instant::now() + Duration::from_millis(100);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        let moving: Deadline = Arc::new(move || Some(*at.lock().unwrap()));
+        let out = Command::new("sh", "shell")
+            .args(["-c", "sleep 0.3; echo done"])
+            .deadline(moving)
+            .run(&Masker::new())
+            .unwrap();
+        mover.join().unwrap();
+        assert!(out.success(), "{out:?}");
+        assert_eq!(out.stdout, "done\n");
     }
 
     #[test]

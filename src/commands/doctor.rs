@@ -481,19 +481,7 @@ fn cluster(r: &mut Checks, session: &Session, env: &Environment, masker: &Masker
         let mut denied = Vec::new();
         for verb in ["create", "patch", "delete"] {
             for resource in ["configmaps", "deployments.apps"] {
-                let out = kubectl.raw([
-                    "auth",
-                    "can-i",
-                    verb,
-                    resource,
-                    "-n",
-                    &ns,
-                    "--request-timeout=5s",
-                ]);
-                if !out
-                    .map(|o| o.success() && o.stdout.trim().starts_with("yes"))
-                    .unwrap_or(false)
-                {
+                if !can_i(&kubectl, verb, resource, &ns) {
                     denied.push(format!("{verb} {resource}"));
                 }
             }
@@ -512,6 +500,69 @@ fn cluster(r: &mut Checks, session: &Session, env: &Environment, masker: &Masker
                 "grant the service account a Role there (docs/security.md)",
             );
         }
+    }
+    lock(r, env, &kubectl);
+}
+
+/// `kubectl auth can-i VERB RESOURCE -n NAMESPACE` (a SelfSubjectAccessReview): yes or not.
+fn can_i(kubectl: &crate::backends::kube::Kubectl, verb: &str, resource: &str, ns: &str) -> bool {
+    kubectl
+        .raw([
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "-n",
+            ns,
+            "--request-timeout=5s",
+        ])
+        .is_ok_and(|o| o.success() && o.stdout.trim().starts_with("yes"))
+}
+
+/// The lock mode, and with lock = "lease" whether the deployer may take the Lease and write
+/// the inventory's copy beside it (a SelfSubjectAccessReview each: `kubectl auth can-i`).
+fn lock(r: &mut Checks, env: &Environment, kubectl: &crate::backends::kube::Kubectl) {
+    let check = format!("env {}", env.name);
+    if env.lock == crate::config::LockMode::File {
+        return r.ok(
+            &check,
+            "lock = \"file\": one host deploys this environment (docs/ha.md for several)",
+        );
+    }
+    let l = env.lease();
+    let mut denied = Vec::new();
+    for (verb, resource) in [
+        ("get", "leases.coordination.k8s.io"),
+        ("create", "leases.coordination.k8s.io"),
+        ("update", "leases.coordination.k8s.io"),
+        ("get", "configmaps"),
+        ("list", "configmaps"),
+        ("create", "configmaps"),
+        ("patch", "configmaps"),
+        ("delete", "configmaps"),
+    ] {
+        if !can_i(kubectl, verb, resource, &l.namespace) {
+            denied.push(format!("{verb} {resource}"));
+        }
+    }
+    if denied.is_empty() {
+        r.ok(
+            &check,
+            &format!(
+                "lock = \"lease\": Lease {}/{} ({:?} long, renewed every {:?}, given up after {:?} unrenewed); the deployer may take it and write the inventory copy",
+                l.namespace, l.name, l.duration, l.retry, l.renew
+            ),
+        );
+    } else {
+        r.fail(
+            &check,
+            &format!(
+                "lock = \"lease\": may not {} in namespace {}",
+                denied.join(", "),
+                l.namespace
+            ),
+            "grant the Lease rules of docs/security.md in that namespace",
+        );
     }
 }
 

@@ -14,8 +14,10 @@ pub mod fanout;
 #[cfg(test)]
 mod fixtures;
 pub mod health;
+pub mod hosts;
 pub mod identity;
 pub mod inventory;
+pub mod inventory_cluster;
 pub mod journal;
 pub mod kinds;
 pub mod livediff;

@@ -13,6 +13,7 @@ mod hostile;
 mod https_git;
 mod isolated;
 mod layouts;
+mod lease;
 mod ops;
 mod packaging;
 mod page;
