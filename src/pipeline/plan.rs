@@ -1315,6 +1315,86 @@ mod tests {
         }
     }
 
+    /// A dry run (`plan`) with nothing deployed in the repository, keeping its cache in `cache`.
+    fn dry_plan(repo: &Repository, from: Oid, to: Oid, cache: &Path) -> (Plan, bool) {
+        // Returns the plan and whether it read the old tree (adopted it).
+        let e = env("e");
+        let scratch = tempfile::tempdir().unwrap();
+        let kubectl = Kubectl::new("kubectl", &e, scratch.path(), Masker::default());
+        let renderer = Renderer {
+            kubectl: &kubectl,
+            scratch: scratch.path(),
+            allow_remote: false,
+        };
+        let mut inv = Inventory::load(repo, &e.name).unwrap();
+        let mut resolver = Resolver::new("default".into());
+        let plan = build(
+            repo,
+            &e,
+            Some(from),
+            to,
+            &renderer,
+            PlanContext {
+                inventory: &mut inv,
+                resolver: &mut resolver,
+                only: None,
+                prune_namespaces: false,
+                prune_crds: false,
+                dry: Some(Some(cache)),
+            },
+        )
+        .unwrap();
+        let cold = plan
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("nothing is deployed from this repository"));
+        (plan, !cold)
+    }
+
+    #[test]
+    fn a_plan_without_stored_state_reads_the_old_tree_only_for_a_removal() {
+        let (_d, repo) = repo();
+        let cache = tempfile::tempdir().unwrap();
+        let c1 = commit(
+            &repo,
+            None,
+            &[
+                ("a/one.yaml", Some(&cm("one", ""))),
+                ("a/two.yaml", Some(&cm("two", ""))),
+                ("b/three.yaml", Some(&cm("three", ""))),
+            ],
+        );
+        // An edit that removes nothing: the old tree is not adopted, nothing is cached.
+        let c2 = commit(
+            &repo,
+            Some(c1),
+            &[("a/one.yaml", Some(&cm("one", "  labels: {x: y}\n")))],
+        );
+        let (p, adopted) = dry_plan(&repo, c1, c2, cache.path());
+        assert!(!adopted, "{:?}", p.warnings);
+        assert_eq!(sequence(&p), ["a"]);
+        assert_eq!(applied(target(&p, "a")), ["ConfigMap default/one"]);
+        assert!(!cache.path().join("adopted.json").exists());
+
+        // A removal needs what the old tree declares: adopted, pruned, and kept for the next.
+        let c3 = commit(&repo, Some(c1), &[("a/two.yaml", None)]);
+        let (p, adopted) = dry_plan(&repo, c1, c3, cache.path());
+        assert!(adopted);
+        assert_eq!(pruned(target(&p, "a")), ["ConfigMap default/two"]);
+        assert!(cache.path().join("adopted.json").exists());
+        let (again, _) = dry_plan(&repo, c1, c3, cache.path());
+        assert_eq!(all_pruned(&again), all_pruned(&p));
+        // No ref was written by any of them.
+        let refs: Vec<String> = repo
+            .references()
+            .unwrap()
+            .flatten()
+            .filter_map(|r| r.name().map(str::to_string))
+            .filter(|n| n.starts_with("refs/hookops/"))
+            .collect();
+        assert!(refs.is_empty(), "{refs:?}");
+    }
+
     #[test]
     fn annotations_keep_objects_and_make_hooks() {
         let (_d, repo) = repo();

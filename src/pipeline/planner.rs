@@ -25,7 +25,15 @@ pub fn plan(session: &Session, env: &Environment, from: Option<Oid>, to: Oid) ->
     let mut inv = Inventory::load(&session.repo, &env.name)?;
     let cache = session.state_dir().join("cache");
     let dry = Dry(Some(cache.as_path()));
-    plan_in(session, &Masker::new(), env, (from, to), &mut inv, None, Some(dry))
+    plan_in(
+        session,
+        &Masker::new(),
+        env,
+        (from, to),
+        &mut inv,
+        None,
+        Some(dry),
+    )
 }
 
 /// Plans against `inv`, recording the new tree's declarations in it (not saved).
@@ -79,7 +87,10 @@ fn plan_in<'s>(
     };
     let mut plan = build(&session.repo, env, from, to, &renderer, cx)?;
     keep_what_others_declare(session, env, &mut plan)?;
-    match dry.and_then(|d| d.0).and_then(|d| Cache::open(d, "references")) {
+    match dry
+        .and_then(|d| d.0)
+        .and_then(|d| Cache::open(d, "references"))
+    {
         // A dry run writes no ref: its indexes go to its cache (never in a quarantine).
         Some(cache) => {
             if let Err(e) = plan.references.keep_in(&session.repo, &cache) {
