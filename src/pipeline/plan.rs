@@ -175,14 +175,16 @@ pub fn build<'r>(
         .extend(cx.inventory.kinds().iter().map(|(k, v)| (k.clone(), *v)));
     // A failed or interrupted attempt may have applied (or declared) a tree other than the
     // pointer's: everything it touched is reconciled from the new tree too.
+    let mut attempted = None;
     if let Some(base) = cx.inventory.base.filter(|b| Some(*b) != from && *b != to) {
         if let Ok(base_tree) = targets::commit_tree(repo, base) {
             let more = diff::changed_paths(repo, Some(&base_tree), &new_tree)?;
             let known: BTreeSet<String> = changes.paths.iter().cloned().collect();
             changes
                 .paths
-                .extend(more.paths.into_iter().filter(|p| !known.contains(p)));
-            changes.bad_names.extend(more.bad_names);
+                .extend(more.paths.iter().filter(|p| !known.contains(*p)).cloned());
+            changes.bad_names.extend(more.bad_names.clone());
+            attempted = Some((base, base_tree, more));
         }
     }
     let index_cache = cx.dry.flatten().and_then(|d| Cache::open(d, "references"));
@@ -223,6 +225,28 @@ pub fn build<'r>(
     if let Some(only) = cx.only {
         affected.deploy.retain(|t| only.contains(&t.name));
         affected.removed.retain(|t| only.contains(&t.name));
+    }
+    // A target that such an attempt declared and that the new tree no longer has is removed
+    // too, or its declarations would outlive it and keep what it applied (D10).
+    if let Some((base, base_tree, more)) = &attempted {
+        let refs = References::for_change_cached(
+            repo,
+            Some((*base, base_tree)),
+            (to, &new_tree),
+            more,
+            index_cache.as_ref(),
+        )?;
+        let gone = targets::affected(repo, Some(base_tree), &new_tree, more, &short, &refs)?;
+        for t in gone.removed {
+            let known = affected
+                .deploy
+                .iter()
+                .chain(&affected.removed)
+                .any(|x| x.name == t.name);
+            if !known && env.includes(&t.path) && cx.only.is_none_or(|o| o.contains(&t.name)) {
+                affected.removed.push(t);
+            }
+        }
     }
     let mut plan = Plan {
         from,
@@ -333,12 +357,24 @@ pub fn build<'r>(
                 .partition(|o| annotations::controls(o).is_ok_and(|c| c.hook.is_some()));
             tp.hooks.extend(hooks);
             *objs = declared;
-            for (id, sources) in winner::last_of_each(objs) {
-                plan.warnings.push(format!(
-                    "{id} is declared {} times in one file ({}): the last copy is applied (declares D7)",
-                    sources.len(),
-                    sources.join(", ")
-                ));
+            for r in winner::last_of_each(objs) {
+                let what = format!(
+                    "{} is declared {} times in one file ({})",
+                    r.id,
+                    r.sources.len(),
+                    r.sources.join(", ")
+                );
+                if r.differ && env.duplicates == Duplicates::Error {
+                    tp.error.get_or_insert_with(|| {
+                        format!(
+                            "{what} with different contents, and environment {} sets duplicates = \"error\"",
+                            env.name
+                        )
+                    });
+                } else {
+                    plan.warnings
+                        .push(format!("{what}: the last copy is applied (declares D7)"));
+                }
             }
             if unit.starts_with("s:") {
                 tp.secret_ids = objs.iter().map(|o| o.id.clone()).collect();
