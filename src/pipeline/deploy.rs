@@ -426,7 +426,12 @@ impl<'s> Deployer<'s> {
                 inv.set_base(req.to);
             }
         }
-        for r in results.iter().filter(|r| r.pruned > 0) {
+        // `pruned` counts what kubectl really deleted (none when all were gone already): a
+        // target that succeeded pruned its whole list either way.
+        for r in results
+            .iter()
+            .filter(|r| r.pruned > 0 || r.result == Outcome::Succeeded)
+        {
             for tp in plan.targets.iter().filter(|t| t.target.name == r.name) {
                 for (id, _) in &tp.prune {
                     inv.forget(id)?;
