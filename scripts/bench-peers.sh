@@ -5,6 +5,7 @@
 #   scripts/bench-peers.sh --runs 3        fewer runs
 #   scripts/bench-peers.sh --only 1,3      some scenarios (6: prune 20,000 objects, one run)
 #   scripts/bench-peers.sh --kubectl PATH  another kubectl for hookops and the bare side
+#   scripts/bench-peers.sh --bare-runs 5   bare kubectl in every round of scenarios 1-2 (~80 s each)
 #
 # Builds hookops (release), the Go program bench/peers (github.com/fluxcd/pkg/ssa v0.78.0, from
 # the Go module proxy) and the test cluster (scripts/test-cluster.sh), starts the cluster in a
@@ -16,12 +17,12 @@ target=${CARGO_TARGET_DIR:-$root/target}
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --runs | --only | --kubectl | --prune-objects)
+    --runs | --only | --kubectl | --prune-objects | --bare-runs)
       args+=("-${1#--}" "$2")
       shift 2
       ;;
     -h | --help)
-      sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)

@@ -51,6 +51,7 @@ var (
 	only        = flag.String("only", "", "comma-separated scenario numbers (default: 1-5)")
 	concurrency = flag.Int("concurrent-ssa", 4, "Flux's engine: concurrent dry-runs (kustomize-controller's --concurrent-ssa)")
 	bigPrune    = flag.Int("prune-objects", 20000, "scenario 6 (only with -only 6): objects applied, then pruned")
+	bareRuns    = flag.Int("bare-runs", 1, "runs of bare kubectl in scenarios 1 and 2 (~80 s each with kubectl 1.32/1.33)")
 )
 
 func main() {
@@ -58,6 +59,13 @@ func main() {
 	if *kubeconfig == "" || *hookopsBin == "" || *work == "" {
 		fmt.Fprintln(os.Stderr, "usage: peers -kubeconfig FILE -hookops BIN -work DIR [-runs N] [-only 1,2]")
 		os.Exit(2)
+	}
+	for _, p := range []*string{hookopsBin, work, kubeconfig} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			fatal(err)
+		}
+		*p = abs
 	}
 	b, err := newBench()
 	if err != nil {
@@ -144,7 +152,10 @@ func newBench() (*bench, error) {
 	c2 := b.requests()
 	b.scrapes = c1 - a
 	b.idle = math.Max(0, (c2-c1-b.scrapes)/2)
-	fmt.Fprintf(os.Stderr, "peers: idle cluster: %.1f requests/s; a scrape counts %.0f\n", b.idle, b.scrapes)
+	if a == 0 {
+		return nil, fmt.Errorf("the server's /metrics has no apiserver_request_total")
+	}
+	fmt.Fprintf(os.Stderr, "peers: %.0f requests so far; idle cluster: %.1f requests/s; a scrape counts %.0f\n", a, b.idle, b.scrapes)
 	return b, nil
 }
 
@@ -198,12 +209,16 @@ type row struct {
 	note       string
 }
 
-// alternate runs the three sides runs times, rotating their order each round.
-func alternate(runs int, f [3]func(run int) sample) [3][]sample {
+// alternate runs the three sides runs times, rotating their order each round; the third
+// (bare kubectl) only in the first `third` rounds.
+func alternate(runs, third int, f [3]func(run int) sample) [3][]sample {
 	var out [3][]sample
 	for r := 0; r < runs; r++ {
 		for k := 0; k < 3; k++ {
 			i := (r + k) % 3
+			if i == 2 && r >= third {
+				continue
+			}
 			out[i] = append(out[i], f[i](r))
 		}
 	}
@@ -398,7 +413,7 @@ func (b *bench) reconcile(k *flux, root string) {
 
 func (b *bench) firstDeploy(num, title string, dirs, per int) row {
 	fmt.Fprintf(os.Stderr, "peers: scenario %s: %s\n", num, title)
-	s := alternate(*runs, [3]func(int) sample{
+	s := alternate(*runs, *bareRuns, [3]func(int) sample{
 		func(r int) sample {
 			rp := newRepo(filepath.Join(*work, fmt.Sprintf("s%s-h%d", num, r)))
 			tree(rp.clone, fmt.Sprintf("p%s-h%d", num, r), dirs, per)
@@ -453,20 +468,24 @@ func (b *bench) steady() *steadyState {
 	steadyTree(st.fluxD, "steady-f")
 	b.reconcile(st.flux, st.fluxD)
 	steadyTree(st.kubeD, "steady-k")
-	kubectl("apply", "--server-side", "--field-manager=bare", "-R", "-f", st.kubeD)
+	// Set-up only, untimed: without kubectl 1.32/1.33's per-object OpenAPI decode.
+	kubectl("apply", "--server-side", "--validate=false", "--field-manager=bare", "-R", "-f", st.kubeD)
 	return st
 }
 
 func (b *bench) oneChange(st *steadyState, num, title string, image bool) row {
 	fmt.Fprintf(os.Stderr, "peers: scenario %s: %s\n", num, title)
-	change := func(root, ns string, r int) {
+	change := func(root, ns string, r int) string {
 		if image {
-			write(filepath.Join(root, "web", "deployment.yaml"), deployment(ns, fmt.Sprintf("web:%s-%d", num, r+1)))
-		} else {
-			write(filepath.Join(root, "d07", "cm-07-0042.yaml"), configMap(ns, "cm-07-0042", fmt.Sprintf("v%s-%d", num, r+1)))
+			p := filepath.Join(root, "web", "deployment.yaml")
+			write(p, deployment(ns, fmt.Sprintf("web:%s-%d", num, r+1)))
+			return p
 		}
+		p := filepath.Join(root, "d07", "cm-07-0042.yaml")
+		write(p, configMap(ns, "cm-07-0042", fmt.Sprintf("v%s-%d", num, r+1)))
+		return p
 	}
-	s := alternate(*runs, [3]func(int) sample{
+	s := alternate(*runs, *runs, [3]func(int) sample{
 		func(r int) sample {
 			change(st.hook.clone, "steady-h", r)
 			st.hook.commit("change")
@@ -477,16 +496,16 @@ func (b *bench) oneChange(st *steadyState, num, title string, image bool) row {
 			return b.measure(func() { b.reconcile(st.flux, st.fluxD) })
 		},
 		func(r int) sample {
-			change(st.kubeD, "steady-k", r)
+			file := change(st.kubeD, "steady-k", r)
 			return b.measure(func() {
-				kubectl("apply", "--server-side", "--field-manager=bare", "-R", "-f", st.kubeD)
+				kubectl("apply", "--server-side", "--field-manager=bare", "-f", file)
 				if image {
 					kubectl("rollout", "status", "-n", "steady-k", "deployment/web", "--timeout=300s")
 				}
 			})
 		},
 	})
-	note := "Flux: one reconcile of the whole tree; kubectl: `apply -R` of the whole tree"
+	note := "Flux: one reconcile of the whole tree; kubectl: `apply --server-side -f` of the changed file (by hand)"
 	return mkrow(num, title, s, note)
 }
 
@@ -500,7 +519,7 @@ func (b *bench) deleteDir(st *steadyState, num, title string) row {
 		}
 		return dir
 	}
-	s := alternate(*runs, [3]func(int) sample{
+	s := alternate(*runs, *runs, [3]func(int) sample{
 		func(r int) sample {
 			dir := extra(st.hook.clone, "steady-h")
 			st.hook.commit("add extra")
@@ -520,7 +539,7 @@ func (b *bench) deleteDir(st *steadyState, num, title string) row {
 		},
 		func(r int) sample {
 			dir := extra(st.kubeD, "steady-k")
-			kubectl("apply", "--server-side", "--field-manager=bare", "-f", dir)
+			kubectl("apply", "--server-side", "--validate=false", "--field-manager=bare", "-f", dir)
 			smp := b.measure(func() { kubectl("delete", "-f", dir) })
 			_ = os.RemoveAll(dir)
 			return smp
@@ -554,7 +573,7 @@ func (b *bench) bigPrune(num, title string) row {
 	out[1] = append(out[1], smp)
 	root = filepath.Join(*work, "prune-k")
 	tree(root, "prune-k", 100, per)
-	kubectl("apply", "--server-side", "--field-manager=bare", "-R", "-f", root)
+	kubectl("apply", "--server-side", "--validate=false", "--field-manager=bare", "-R", "-f", root)
 	out[2] = append(out[2], b.measure(func() {
 		for _, d := range mustGlob(filepath.Join(root, "d*")) {
 			kubectl("delete", "-f", d)
@@ -630,5 +649,6 @@ func printTable(rows []row) {
 			fmt.Printf("\n%s: %s", r.num, r.note)
 		}
 	}
-	fmt.Printf("\n\nmedians of %d alternating runs per side; requests: the server's apiserver_request_total, before and after, less the idle rate\n", *runs)
+	fmt.Printf("\n\nbare kubectl in scenarios 1 and 2: %d run(s)", *bareRuns)
+	fmt.Printf("\nmedians of %d alternating runs per side; requests: the server's apiserver_request_total, before and after, less the idle rate\n", *runs)
 }

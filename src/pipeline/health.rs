@@ -72,14 +72,20 @@ pub fn wait(
     let mut pause = Duration::from_millis(100);
     let mut last: BTreeMap<ObjectId, State> = BTreeMap::new();
     loop {
-        let (live, unreadable) = fetch(kubectl, &pending)?;
+        let live = fetch(kubectl, &pending)?;
         let mut still = Vec::new();
         for o in pending {
-            let state = match live.get(&o.id) {
+            let state = match live.objects.get(&o.id) {
                 Some(body) => status_of(o, body),
-                // Asked again: a kind just defined may not be served yet.
-                None if unreadable.contains_key(&o.id.namespace) => {
-                    State::InProgress(unreadable[&o.id.namespace].clone())
+                None if live
+                    .unlisted
+                    .iter()
+                    .any(|(ns, kind)| *ns == o.id.namespace && *kind == kind_arg(&o.id)) =>
+                {
+                    State::Current
+                }
+                None if live.unreadable.contains_key(&o.id.namespace) => {
+                    State::InProgress(live.unreadable[&o.id.namespace].clone())
                 }
                 // A Job the TTL controller already removed has finished.
                 None if is_job(o) && o.body.pointer("/spec/ttlSecondsAfterFinished").is_some() => {
@@ -90,7 +96,7 @@ pub fn wait(
             match state {
                 State::Current => {}
                 State::Failed(why) => {
-                    let detail = detail(kubectl, o, live.get(&o.id));
+                    let detail = detail(kubectl, o, live.objects.get(&o.id));
                     return Ok(Err(Unhealthy::Failed {
                         object: o.id.clone(),
                         why: with_detail(why, detail),
@@ -112,7 +118,7 @@ pub fn wait(
                 Some(State::InProgress(why)) => why,
                 _ => String::new(),
             };
-            let detail = detail(kubectl, first, live.get(&first.id));
+            let detail = detail(kubectl, first, live.objects.get(&first.id));
             return Ok(Err(Unhealthy::NotInTime {
                 object: first.id.clone(),
                 secs: timeout.as_secs(),
@@ -132,46 +138,74 @@ fn with_detail(why: String, detail: Option<String>) -> String {
     }
 }
 
-/// The live objects among `objects`: one `kubectl get` per namespace, listing each kind once;
-/// and the namespaces whose listing failed, with kubectl's reason.
-type Live = (BTreeMap<ObjectId, Value>, BTreeMap<Option<String>, String>);
+/// What one round of polling saw.
+#[derive(Default)]
+struct Live {
+    objects: BTreeMap<ObjectId, Value>,
+    /// Namespaces whose listing failed, with kubectl's reason: asked again next round.
+    unreadable: BTreeMap<Option<String>, String>,
+    /// Custom kinds (`kind.group`, by namespace) kubectl cannot list (a CRD whose singular
+    /// name is not its kind's, one removed meanwhile): not waited for, as before there was a
+    /// wait for custom resources at all.
+    unlisted: Vec<(Option<String>, String)>,
+}
 
+/// The live objects among `objects`: one `kubectl get` per namespace, listing each kind once;
+/// when that fails, one per kind, so a custom kind kubectl cannot list spoils nothing else.
 fn fetch(kubectl: &Kubectl, objects: &[&Object]) -> Result<Live> {
-    let mut by_ns: BTreeMap<Option<&str>, Vec<String>> = BTreeMap::new();
+    let mut by_ns: BTreeMap<Option<&str>, Vec<(String, bool)>> = BTreeMap::new();
     for o in objects {
         let kinds = by_ns.entry(o.id.namespace.as_deref()).or_default();
         let k = kind_arg(&o.id);
-        if !kinds.contains(&k) {
-            kinds.push(k);
+        if !kinds.iter().any(|(have, _)| *have == k) {
+            kinds.push((k, is_custom(o)));
         }
     }
-    let mut live = BTreeMap::new();
-    let mut unreadable = BTreeMap::new();
+    let mut live = Live::default();
     for (ns, kinds) in by_ns {
-        let out = kubectl.get_json(&kinds.join(","), ns)?;
-        if !out.success() {
-            let why = format!("kubectl get {}: {}", kinds.join(","), out.reason());
-            unreadable.insert(ns.map(str::to_string), why);
+        let all: Vec<&str> = kinds.iter().map(|(k, _)| k.as_str()).collect();
+        let out = kubectl.get_json(&all.join(","), ns)?;
+        if out.success() {
+            read_items(&out.stdout, ns, &mut live.objects);
             continue;
         }
-        let list: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
-        let items = list
-            .get("items")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_else(|| std::slice::from_ref(&list));
-        for item in items {
-            let api_version = item.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-            let id = ObjectId {
-                group: kinds::group_of(api_version).to_string(),
-                kind: str_at(item, "/kind").to_string(),
-                namespace: ns.map(str::to_string),
-                name: str_at(item, "/metadata/name").to_string(),
-            };
-            live.insert(id, item.clone());
+        let why = format!("kubectl get {}: {}", all.join(","), out.reason());
+        if !kinds.iter().any(|(_, custom)| *custom) {
+            live.unreadable.insert(ns.map(str::to_string), why);
+            continue;
+        }
+        for (kind, custom) in &kinds {
+            let out = kubectl.get_json(kind, ns)?;
+            if out.success() {
+                read_items(&out.stdout, ns, &mut live.objects);
+            } else if *custom {
+                log::info!("not waiting for {kind}: kubectl get: {}", out.reason());
+                live.unlisted.push((ns.map(str::to_string), kind.clone()));
+            } else {
+                live.unreadable.insert(ns.map(str::to_string), why.clone());
+            }
         }
     }
-    Ok((live, unreadable))
+    Ok(live)
+}
+
+fn read_items(stdout: &str, ns: Option<&str>, into: &mut BTreeMap<ObjectId, Value>) {
+    let list: Value = serde_json::from_str(stdout).unwrap_or(Value::Null);
+    let items = list
+        .get("items")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_else(|| std::slice::from_ref(&list));
+    for item in items {
+        let api_version = item.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let id = ObjectId {
+            group: kinds::group_of(api_version).to_string(),
+            kind: str_at(item, "/kind").to_string(),
+            namespace: ns.map(str::to_string),
+            name: str_at(item, "/metadata/name").to_string(),
+        };
+        into.insert(id, item.clone());
+    }
 }
 
 fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
@@ -713,7 +747,7 @@ mod tests {
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\necho \"$*\" >> '{d}/calls'\ncase \"$*\" in\n  *' pods '*) cat '{d}/pods.json';;\n  *' get '*) cat '{d}/live.json';;\n  *) exit 2;;\nesac\n"
+                "#!/bin/sh\necho \"$*\" >> '{d}/calls'\ncase \"$*\" in\n  *gadget.example.com*) echo 'error: the server does not have a resource type \"gadget\"' >&2; exit 1;;\n  *' pods '*) cat '{d}/pods.json';;\n  *' get '*) cat '{d}/live.json';;\n  *) exit 2;;\nesac\n"
             ),
         )
         .unwrap();
@@ -851,6 +885,45 @@ mod tests {
         assert_eq!(
             u.to_string(),
             "Job.batch apps/migrate: not healthy within 0s: 1 active, 0 succeeded, 0 failed"
+        );
+    }
+
+    #[test]
+    fn a_custom_kind_kubectl_cannot_list_is_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let kubectl = fake_kubectl(dir.path());
+        let web = object(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n",
+        );
+        let gadget = of_kind("example.com/v1", "Gadget");
+        let mut done = deployment(
+            1,
+            json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+                   "availableReplicas": 2}),
+        );
+        done["metadata"]["generation"] = json!(1);
+        std::fs::write(
+            dir.path().join("live.json"),
+            json!({"kind": "List", "items": [done]}).to_string(),
+        )
+        .unwrap();
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            wait(&kubectl, &[&web, &gadget], minute, &mut quiet).unwrap(),
+            Ok(())
+        );
+        let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap();
+        let gets: Vec<&str> = calls
+            .lines()
+            .map(|l| l.split(" get ").nth(1).unwrap_or(l))
+            .collect();
+        assert_eq!(
+            gets,
+            [
+                "deployment.apps,gadget.example.com -o json --namespace apps",
+                "deployment.apps -o json --namespace apps",
+                "gadget.example.com -o json --namespace apps",
+            ]
         );
     }
 }
