@@ -406,13 +406,17 @@ pub fn pod_reason(pod: &Value) -> Option<String> {
             });
         }
     }
-    let failing = pod
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    // `Ready` says it best; else the failing condition that changed last (`PodScheduled`…).
+    let failing = condition(pod, "Ready")
         .filter(|c| str_at(c, "/status") != "True")
-        .max_by_key(|c| str_at(c, "/lastTransitionTime").to_string());
+        .or_else(|| {
+            pod.pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|c| str_at(c, "/status") != "True")
+                .max_by_key(|c| str_at(c, "/lastTransitionTime").to_string())
+        });
     Some(match failing {
         Some(c) => format!(
             "pod {name}: {} is {}: {}",

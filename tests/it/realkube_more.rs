@@ -467,3 +467,37 @@ fn namespace_re_added_while_terminating() {
         .expect("configmap");
     assert_eq!(cm["data"]["value"], "2", "{cm}");
 }
+
+/// A workload still not ready at the deadline is named with its replica counts and why its
+/// newest pod is not ready (not kubectl's "timed out waiting for the condition").
+#[test]
+fn health_timeout_names_the_replica_counts_and_the_pods_reason() {
+    let Some((w, c)) = world("on_failure = \"stop\"\nmax_health_timeout = 5") else {
+        return;
+    };
+    let ns = c.unique("slow");
+    let never = deployment_with("web", &ns, "web:1", 1, "", FAIL_ROLLOUT);
+    let first = w.commit(
+        &[
+            ("k8s/ns/ns.yaml", &namespace(&ns)),
+            ("k8s/app/web.yaml", &never),
+        ],
+        "never ready",
+    );
+    let out = w.push();
+    let rec = w.last_record(&first);
+    assert_eq!(rec["result"], "failed", "{rec}\n{}", out.all());
+    let why = reasons(&rec);
+    assert!(
+        why.contains(&format!(
+            "Deployment.apps {ns}/web: not healthy within 5s: 1 of 1 replicas updated, 0 available"
+        )),
+        "{why}"
+    );
+    // The fake kubelet's pod: running, never ready.
+    assert!(
+        why.contains(": Ready is False: ContainersNotReady"),
+        "{why}"
+    );
+    assert!(!why.contains("timed out waiting"), "{why}");
+}
