@@ -13,6 +13,7 @@ use crate::backends::process::Output;
 use crate::config::Environment;
 use crate::pipeline::annotations::{self, ApplyMode, Hook, HookDelete};
 use crate::pipeline::health;
+use crate::pipeline::kinds;
 use crate::pipeline::manifest::{self, Object, ObjectId};
 use crate::pipeline::plan::TargetPlan;
 use crate::record::payload::TargetReport;
@@ -49,27 +50,41 @@ pub fn deleted_lines(stdout: &str) -> usize {
     stdout.lines().filter(|l| l.contains("\" deleted")).count()
 }
 
-/// The manifests of one kubectl apply as one `v1` `List` document. kubectl 1.32 and 1.33 ask,
-/// before every document they send, whether the server supports strict field validation for
-/// its kind, and answer by decoding the group's whole OpenAPI v3 document again (about 20 ms
-/// for `v1`: 22 s of a 1,000-object apply; kubernetes/kubernetes#127095). A `List` is no kind
-/// the server serves, so for it kubectl validates the items against the OpenAPI v2 schema
-/// instead, which it reads once per process, and then sends every item with
-/// `fieldValidation=Strict` as before: unknown and duplicate fields are refused by kubectl and
-/// by the server. Used from `LIST_FROM` objects on, where it is cheaper.
-pub fn list_stream(objects: &[&Object]) -> String {
-    let mut out = String::from("{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[");
-    for (i, o) in objects.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
+/// The manifests of one kubectl apply: the objects of built-in kinds as one `v1` `List`
+/// document (from `LIST_FROM` of them on), then custom resources as documents of their own.
+///
+/// kubectl 1.32 and 1.33 ask, before every document they send, whether the server supports
+/// strict field validation for its kind, and answer by decoding the group's whole OpenAPI v3
+/// document again (about 20 ms for `v1`: 22 s of a 1,000-object apply;
+/// kubernetes/kubernetes#127095). A `List` is no kind the server serves, so for it kubectl
+/// validates the items against the OpenAPI v2 schema instead, read once per process, and then
+/// sends every item with `fieldValidation=Strict` as before: unknown and duplicate fields are
+/// refused by kubectl and by the server. Custom resources stay separate documents: their
+/// groups' v3 documents are small, and the v2 schema the server publishes can lag a CRD
+/// changed moments before, which would refuse a field the new schema allows.
+pub fn apply_stream(objects: &[&Object]) -> String {
+    let (builtin, custom): (Vec<&Object>, Vec<&Object>) = objects
+        .iter()
+        .partition(|o| kinds::builtin_scope(&o.id.group, &o.id.kind).is_some());
+    let mut out = if builtin.len() >= LIST_FROM {
+        let mut list = String::from("{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[");
+        for (i, o) in builtin.iter().enumerate() {
+            if i > 0 {
+                list.push(',');
+            }
+            list.push_str(&o.body.to_string());
         }
-        out.push_str(&o.body.to_string());
-    }
-    out.push_str("]}\n");
+        list.push_str("]}\n");
+        list
+    } else {
+        manifest::to_stream(builtin)
+    };
+    out.push_str(&manifest::to_stream(custom));
     out
 }
 
-/// From this many objects on, a kubectl apply gets them as one `List` (see `list_stream`).
+/// From this many objects of built-in kinds on, a kubectl apply gets them as one `List` (see
+/// `apply_stream`).
 pub const LIST_FROM: usize = 2;
 /// Above this many objects, an apply is split over `PARALLEL_CALLS` kubectl processes
 /// (Namespaces and CRDs first, in a call of their own): kubectl sends one request per object,
@@ -77,20 +92,14 @@ pub const LIST_FROM: usize = 2;
 const PARALLEL_APPLY: usize = 300;
 
 /// Server-side applies `objects` (field manager `hookops`, conflicts forced) the cheapest way
-/// kubectl allows: as a `List` from `LIST_FROM` objects on, in parallel calls above
+/// kubectl allows: as a `List` (`apply_stream`), in parallel calls above
 /// `PARALLEL_APPLY`. The outputs of several calls are merged in order.
 pub fn apply_objects(
     kubectl: &Kubectl,
     objects: &[&Object],
     ns: Option<&str>,
 ) -> anyhow::Result<Output> {
-    let stream = |objs: &[&Object]| {
-        if objs.len() >= LIST_FROM {
-            list_stream(objs)
-        } else {
-            manifest::to_stream(objs.iter().copied())
-        }
-    };
+    let stream = apply_stream;
     if objects.len() <= PARALLEL_APPLY {
         return kubectl.apply(stream(objects), ns, None);
     }
@@ -567,6 +576,36 @@ mod tests {
             &text.replace("migrate", "other"),
             &id
         ));
+    }
+
+    #[test]
+    fn built_in_kinds_go_as_one_list_custom_resources_apart() {
+        let objs = crate::pipeline::manifest::parse(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n",
+            "x.yaml",
+            Some("ns"),
+        )
+        .unwrap();
+        let refs: Vec<&Object> = objs.iter().collect();
+        let stream = apply_stream(&refs);
+        let docs: Vec<&str> = stream.split("---\n").collect();
+        let list: Value = serde_json::from_str(docs[0]).unwrap();
+        assert_eq!(list["kind"], "List");
+        let items: Vec<&str> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(items, ["ConfigMap", "Deployment"]);
+        assert_eq!(docs.len(), 2, "{stream}");
+        assert!(docs[1].contains("\"kind\":\"Widget\""), "{stream}");
+        // One built-in object: a document of its own (one v3 decode costs what v2 would).
+        let one = apply_stream(&refs[..1]);
+        assert!(
+            one.starts_with("---\n{") && one.contains("\"kind\":\"ConfigMap\""),
+            "{one}"
+        );
     }
 
     #[test]
