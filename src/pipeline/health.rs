@@ -71,6 +71,7 @@ pub fn wait(
     });
     let mut pause = Duration::from_millis(100);
     let mut last: BTreeMap<ObjectId, State> = BTreeMap::new();
+    let (begun, since) = (Instant::now(), chrono::Utc::now());
     loop {
         let live = fetch(kubectl, &pending)?;
         let mut still = Vec::new();
@@ -95,6 +96,19 @@ pub fn wait(
             };
             match state {
                 State::Current => {}
+                // A progress deadline the previous rollout exceeded, until the controller has
+                // had a moment to start this one (it may count the new generation as observed
+                // before it rewrites the condition).
+                State::Failed(why)
+                    if begun.elapsed() < GRACE
+                        && live
+                            .objects
+                            .get(&o.id)
+                            .is_some_and(|b| stale_deadline(b, since)) =>
+                {
+                    last.insert(o.id.clone(), State::InProgress(why));
+                    still.push(o);
+                }
                 State::Failed(why) => {
                     let detail = detail(kubectl, o, live.objects.get(&o.id));
                     return Ok(Err(Unhealthy::Failed {
@@ -128,6 +142,18 @@ pub fn wait(
         std::thread::sleep(pause.min(left));
         pause = (pause * 2).min(Duration::from_secs(2));
     }
+}
+
+/// How long a failure condition older than the wait is taken for the previous rollout's.
+const GRACE: Duration = Duration::from_secs(3);
+
+/// Whether a Deployment's `ProgressDeadlineExceeded` was written before `since` (the condition's
+/// times have whole seconds, hence the second of slack).
+fn stale_deadline(body: &Value, since: chrono::DateTime<chrono::Utc>) -> bool {
+    condition(body, "Progressing")
+        .filter(|c| str_at(c, "/reason") == "ProgressDeadlineExceeded")
+        .and_then(|c| chrono::DateTime::parse_from_rfc3339(str_at(c, "/lastUpdateTime")).ok())
+        .is_some_and(|t| t < since - chrono::Duration::seconds(1))
 }
 
 fn with_detail(why: String, detail: Option<String>) -> String {
