@@ -12,32 +12,80 @@ use anyhow::Result;
 use crate::backends::mask::Masker;
 use crate::backends::process::Command;
 use crate::backends::repo::Session;
+use crate::commands::emit;
 use crate::config::{Environment, ServerConfig, STATE_DIR};
 use crate::pipeline::environments;
 
-/// The checks printed so far, one line each, and how many failed.
+/// The checks printed so far, one line each (or kept for `--json`), and how many failed.
 struct Checks {
     failures: usize,
+    /// `--json`: the checks, printed as one array at the end instead of line by line.
+    json: Option<Vec<serde_json::Value>>,
 }
 
 impl Checks {
-    fn ok(&self, check: &str, detail: &str) {
-        println!("ok    {check}: {detail}");
+    fn line(&mut self, state: &str, check: &str, detail: &str, hint: Option<&str>) {
+        match &mut self.json {
+            Some(list) => list.push(serde_json::json!({
+                "state": state.trim().to_lowercase(),
+                "check": check,
+                "detail": detail,
+                "fix": hint,
+            })),
+            None => match hint {
+                // A closed stdout (`doctor | head`) ends the output, not the checks.
+                Some(h) => {
+                    let _ = emit(&format!("{state:<5} {check}: {detail} (fix: {h})"));
+                }
+                None => {
+                    let _ = emit(&format!("{state:<5} {check}: {detail}"));
+                }
+            },
+        }
+    }
+
+    fn ok(&mut self, check: &str, detail: &str) {
+        self.line("ok", check, detail, None);
     }
 
     /// Worth knowing, not a problem: does not make doctor fail.
-    fn warn(&self, check: &str, detail: &str) {
-        println!("warn  {check}: {detail}");
+    fn warn(&mut self, check: &str, detail: &str) {
+        self.line("warn", check, detail, None);
     }
 
     fn fail(&mut self, check: &str, detail: &str, hint: &str) {
         self.failures += 1;
-        println!("FAIL  {check}: {detail} (fix: {hint})");
+        self.line("FAIL", check, detail, Some(hint));
+    }
+
+    /// The closing line (or the JSON array) and the exit status, which a closed stdout does
+    /// not change.
+    fn finish(self) -> Result<ExitCode> {
+        let code = if self.failures > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+        if let Some(list) = self.json {
+            let _ = emit(&serde_json::Value::Array(list).to_string());
+        } else if self.failures > 0 {
+            let _ = emit(&format!(
+                "{} problem{} found",
+                self.failures,
+                if self.failures == 1 { "" } else { "s" }
+            ));
+        } else {
+            let _ = emit("all checks passed");
+        }
+        Ok(code)
     }
 }
 
-pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
-    let mut r = Checks { failures: 0 };
+pub fn run(repo: Option<&Path>, json: bool) -> Result<ExitCode> {
+    let mut r = Checks {
+        failures: 0,
+        json: json.then(Vec::new),
+    };
     let session = match Session::open(repo) {
         Ok(s) => s,
         Err(e) => {
@@ -46,7 +94,7 @@ pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
                 &crate::out::error_line(&e),
                 "fix the repository path or the server config",
             );
-            return Ok(ExitCode::FAILURE);
+            return r.finish();
         }
     };
     r.ok("repository", &session.git_dir.display().to_string());
@@ -114,17 +162,8 @@ pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
     for env in &envs {
         cluster(&mut r, &session, env, &masker);
     }
-    layout(&r, &session, &envs);
-    if r.failures > 0 {
-        println!(
-            "{} problem{} found",
-            r.failures,
-            if r.failures == 1 { "" } else { "s" }
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    println!("all checks passed");
-    Ok(ExitCode::SUCCESS)
+    layout(&mut r, &session, &envs);
+    r.finish()
 }
 
 fn tools(r: &mut Checks, config: &ServerConfig, masker: &Masker) {
@@ -447,14 +486,16 @@ fn cluster(r: &mut Checks, session: &Session, env: &Environment, masker: &Masker
     };
     let version = kubectl.raw(["version", "-o", "json", "--request-timeout=5s"]);
     let server = match version {
-        Ok(out) if out.success() => serde_json::from_str::<serde_json::Value>(&out.stdout)
-            .ok()
-            .and_then(|v| {
-                v.pointer("/serverVersion/gitVersion")
-                    .and_then(|g| g.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| "unknown version".into()),
+        Ok(out) if out.success() => {
+            let v = serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap_or_default();
+            if let Some(slow) = slow_kubectl(&v) {
+                r.warn("kubectl", &slow);
+            }
+            v.pointer("/serverVersion/gitVersion")
+                .and_then(|g| g.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| "unknown version".into())
+        }
         Ok(out) => {
             return r.fail(
                 &check,
@@ -482,6 +523,7 @@ fn cluster(r: &mut Checks, session: &Session, env: &Environment, masker: &Masker
         .clone()
         .unwrap_or_else(|| vec!["default".into()]);
     for ns in namespaces {
+        namespace_exists(r, &check, &kubectl, env, &ns);
         let mut denied = Vec::new();
         for verb in ["create", "patch", "delete"] {
             for resource in ["configmaps", "deployments.apps"] {
@@ -570,10 +612,81 @@ fn lock(r: &mut Checks, env: &Environment, kubectl: &crate::backends::kube::Kube
     }
 }
 
+/// kubectl 1.32 and 1.33 decode the server's whole OpenAPI v3 document for every object they
+/// send as a document of its own, to learn whether strict field validation is supported
+/// (kubernetes/kubernetes#127095; cached from 1.34 on). What that costs hookops, from
+/// `kubectl version -o json`'s client version.
+fn slow_kubectl(version: &serde_json::Value) -> Option<String> {
+    let client = version.get("clientVersion")?;
+    let minor = client.get("minor")?.as_str()?.trim_end_matches('+');
+    if client.get("major")?.as_str()? != "1" || !matches!(minor, "32" | "33") {
+        return None;
+    }
+    let git = client
+        .get("gitVersion")
+        .and_then(|g| g.as_str())
+        .unwrap_or("1.x");
+    Some(format!(
+        "{git} decodes the server's OpenAPI v3 document once per object it applies (about 20 ms \
+         of CPU each, 20 s for 1,000 objects; kubernetes/kubernetes#127095, fixed in 1.34): \
+         hookops sends two or more objects as one List, which kubectl validates with the v2 \
+         schema read once per call, so only one-object applies pay it; kubectl 1.34 or newer \
+         avoids it altogether"
+    ))
+}
+
+/// A namespace the policy names must exist before the first push unless the environment may
+/// create it (a Namespace is cluster-scoped): otherwise that push fails with `namespaces "web"
+/// not found` (docs/environments.md, "The namespace policy").
+fn namespace_exists(
+    r: &mut Checks,
+    check: &str,
+    kubectl: &crate::backends::kube::Kubectl,
+    env: &Environment,
+    ns: &str,
+) {
+    let out = kubectl.raw(["get", "namespace", ns, "-o", "name", "--request-timeout=5s"]);
+    match out {
+        Ok(o) if o.success() => r.ok(check, &format!("namespace {ns} exists")),
+        Ok(o) if o.stderr.contains("NotFound") || o.stderr.contains("not found") => {
+            if env.cluster_scoped_allowed() {
+                r.warn(
+                    check,
+                    &format!(
+                        "namespace {ns} does not exist: the first push must declare it (a \
+                         Namespace manifest), or create it with `kubectl create namespace {ns}`"
+                    ),
+                )
+            } else {
+                r.fail(
+                    check,
+                    &format!(
+                        "namespace {ns} does not exist, and the policy may not create it \
+                         (allowed_namespaces without allow_cluster_scoped = true): the first \
+                         push would fail"
+                    ),
+                    &format!(
+                        "create it once as a cluster admin (`kubectl create namespace {ns}`), or \
+                         declare it in git and set allow_cluster_scoped = true (docs/environments.md)"
+                    ),
+                )
+            }
+        }
+        Ok(o) => r.warn(
+            check,
+            &format!("cannot tell whether namespace {ns} exists: {}", o.reason()),
+        ),
+        Err(e) => r.warn(
+            check,
+            &format!("cannot tell whether namespace {ns} exists: {e:#}"),
+        ),
+    }
+}
+
 /// Environments as directories: targets of a branch's tip that no environment deploys (when
 /// every environment of the branch has `paths`), and environments sharing an API server.
 /// Warnings, not failures: a directory may be left out on purpose.
-fn layout(r: &Checks, session: &Session, envs: &[Environment]) {
+fn layout(r: &mut Checks, session: &Session, envs: &[Environment]) {
     let mut by_branch: BTreeMap<String, Vec<Environment>> = BTreeMap::new();
     for e in envs {
         by_branch.entry(e.ref_name()).or_default().push(e.clone());
@@ -611,13 +724,31 @@ fn layout(r: &Checks, session: &Session, envs: &[Environment]) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kubectl_1_32_and_1_33_are_named_slow() {
+        let v = |major: &str, minor: &str| {
+            json!({"clientVersion": {"major": major, "minor": minor,
+                                     "gitVersion": format!("v{major}.{minor}.4")}})
+        };
+        let slow = slow_kubectl(&v("1", "32+")).unwrap();
+        assert!(slow.starts_with("v1.32+.4 decodes"), "{slow}");
+        assert!(slow.contains("#127095"), "{slow}");
+        assert!(slow_kubectl(&v("1", "33")).is_some());
+        assert!(slow_kubectl(&v("1", "34")).is_none());
+        assert!(slow_kubectl(&v("1", "31")).is_none());
+        assert!(slow_kubectl(&json!({"serverVersion": {}})).is_none());
+    }
+
     #[test]
     fn helm_3_10_and_later_render_charts() {
         for ok in ["v4.3.2+g1234", "v3.10.0", "v3.21.4+gabc", "v5.0.0"] {
-            assert!(super::helm_supported(ok), "{ok}");
+            assert!(helm_supported(ok), "{ok}");
         }
         for old in ["v3.9.4", "v2.17.0", "", "unknown"] {
-            assert!(!super::helm_supported(old), "{old}");
+            assert!(!helm_supported(old), "{old}");
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod annotations;
 pub mod apply;
+pub mod cache;
 pub mod declare;
 pub mod deploy;
 pub mod diff;
@@ -20,6 +21,7 @@ pub mod inventory;
 pub mod inventory_cluster;
 pub mod journal;
 pub mod kinds;
+pub mod livediff;
 pub mod manifest;
 pub mod plan;
 pub mod planner;

@@ -22,7 +22,7 @@ use crate::backends::terraform::{self as tf, Terraform};
 use crate::config::{Environment, TargetType};
 use crate::out::say;
 use crate::pipeline::identity;
-use crate::pipeline::manifest::{self, Object};
+use crate::pipeline::manifest::Object;
 use crate::pipeline::plan::{Plan, Step, TargetPlan};
 use crate::pipeline::secrets::{kube_objects, Secrets};
 use crate::record::payload::{Outcome, TargetReport};
@@ -87,13 +87,7 @@ pub fn execute(
     let mut started = vec![false; plan.targets.len()];
     let (tx, rx) = mpsc::channel::<(usize, TargetReport)>();
     let ctx = Ctx {
-        width: plan
-            .targets
-            .iter()
-            .map(|t| t.target.name.chars().count())
-            .max()
-            .unwrap_or(0)
-            .max(8),
+        width: crate::out::column_width(plan.targets.iter().map(|t| t.target.name.as_str())).max(8),
         env,
         config,
         kubectl: &kubectl,
@@ -268,7 +262,7 @@ fn start_batch<'scope, 'env>(
             .map(|&i| b.plan.targets[i].target.name.as_str())
             .collect();
         log::debug!("{}: one kubectl apply for {}", b.env.name, names.join(", "));
-        let shared = match b.kubectl.apply(manifest::to_stream(all), ns, None) {
+        let shared = match kube::apply_objects(b.kubectl, &all, ns) {
             Ok(out) if out.success() => true,
             Ok(out) => {
                 log::info!(
@@ -301,7 +295,7 @@ pub fn skipped(tp: &TargetPlan, reason: String) -> TargetReport {
     }
 }
 
-/// One aligned result line per target; `width` is the longest target name of the deploy.
+/// One aligned result line per target; `width` is the target name column's (`out::column_width`).
 pub fn print_target(env: &str, r: &TargetReport, width: usize) {
     let mut counts = format!("applied {}", r.applied);
     if r.pruned > 0 {
