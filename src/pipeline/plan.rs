@@ -83,6 +83,19 @@ impl TargetPlan {
         }
     }
 
+    /// Fails the target for `why` too: every reason is named in one go (D9), so the pusher
+    /// does not fix one and fail again on the next.
+    fn fail_also(&mut self, why: String) {
+        match &mut self.error {
+            Some(e) if e.contains(&why) => {}
+            Some(e) => {
+                e.push_str("; ");
+                e.push_str(&why);
+            }
+            None => self.error = Some(why),
+        }
+    }
+
     pub fn has_foundation(&self) -> bool {
         self.apply.iter().any(Object::is_foundation)
     }
@@ -383,12 +396,10 @@ pub fn build<'r>(
                     r.sources.join(", ")
                 );
                 if r.differ && env.duplicates == Duplicates::Error {
-                    tp.error.get_or_insert_with(|| {
-                        format!(
-                            "{what} with different contents, and environment {} sets duplicates = \"error\"",
-                            env.name
-                        )
-                    });
+                    tp.fail_also(format!(
+                        "{what} with different contents, and environment {} sets duplicates = \"error\"",
+                        env.name
+                    ));
                 } else {
                     plan.warnings
                         .push(format!("{what}: the last copy is applied (declares D7)"));
@@ -750,7 +761,7 @@ impl Winners<'_, '_> {
             for (u, t) in declarers {
                 let i = self.target_plan(plan, t, u);
                 plan.targets[i].apply.clear();
-                plan.targets[i].error.get_or_insert_with(|| why.clone());
+                plan.targets[i].fail_also(why.clone());
             }
             return Ok(());
         }
@@ -1361,12 +1372,24 @@ mod tests {
             duplicates: crate::config::Duplicates::Error,
             ..env("e")
         };
-        let c5 = commit(&repo, Some(c4), &[("y/c.yaml", Some(&v("1.32")))]);
+        // A second differing identity in the same targets is named too, in one go (D9).
+        let other = |n: &str| v(n).replace("name: k8s", "name: other");
+        let c5 = commit(
+            &repo,
+            Some(c4),
+            &[
+                ("y/c.yaml", Some(&v("1.32"))),
+                ("x/o.yaml", Some(&other("1"))),
+                ("y/o.yaml", Some(&other("2"))),
+            ],
+        );
         let p = plan_as(&repo, &strict, Some(c4), c5, false).unwrap();
         for name in ["x", "y"] {
             let err = target(&p, name).error.clone().unwrap_or_default();
             assert!(
-                err.contains("declared 2 times") && err.contains("duplicates = \"error\""),
+                err.contains("apps/k8s is declared 2 times")
+                    && err.contains("apps/other is declared 2 times")
+                    && err.contains("duplicates = \"error\""),
                 "{name}: {err}"
             );
         }

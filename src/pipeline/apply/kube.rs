@@ -79,7 +79,7 @@ pub fn apply_stream(objects: &[&Object]) -> String {
     let (builtin, custom): (Vec<&Object>, Vec<&Object>) = objects
         .iter()
         .partition(|o| kinds::builtin_scope(&o.id.group, &o.id.kind).is_some());
-    let mut out = if builtin.len() >= LIST_FROM {
+    if builtin.len() >= LIST_FROM {
         let mut list = String::from("{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[");
         for (i, o) in builtin.iter().enumerate() {
             if i > 0 {
@@ -88,10 +88,16 @@ pub fn apply_stream(objects: &[&Object]) -> String {
             list.push_str(&o.body.to_string());
         }
         list.push_str("]}\n");
-        list
-    } else {
-        manifest::to_stream(builtin)
-    };
+        // A stream that opens with `{` is read by kubectl as concatenated JSON values (the
+        // fast decoder): a `---` after the List would be a syntax error there, so the custom
+        // resources follow as bare JSON values.
+        for o in custom {
+            list.push_str(&o.body.to_string());
+            list.push('\n');
+        }
+        return list;
+    }
+    let mut out = manifest::to_stream(builtin);
     out.push_str(&manifest::to_stream(custom));
     out
 }
@@ -114,7 +120,8 @@ pub fn apply_objects(
 ) -> anyhow::Result<Output> {
     let stream = apply_stream;
     if objects.len() <= PARALLEL_APPLY {
-        return kubectl.apply(stream(objects), ns, None);
+        let out = kubectl.apply(stream(objects), ns, None)?;
+        return named_refusal(kubectl, objects, ns, out);
     }
     let (foundations, rest): (Vec<&Object>, Vec<&Object>) =
         objects.iter().copied().partition(|o| o.is_foundation());
@@ -133,6 +140,41 @@ pub fn apply_objects(
     if let Some(first) = first {
         out.stdout.insert_str(0, &first.stdout);
         out.stderr.insert_str(0, &first.stderr);
+    }
+    Ok(out)
+}
+
+/// kubectl validates a whole `List` before it sends anything, and its refusal of an item
+/// names no object (`ValidationError(Deployment.spec): unknown field …`). Refused so, the same
+/// objects are sent again as a server-side dry run, a document each, whose refusals name the
+/// object (`failed to create typed patch object (web/web; apps/v1, Kind=Deployment): …`):
+/// nothing is written, and those lines lead the refusal.
+fn named_refusal(
+    kubectl: &Kubectl,
+    objects: &[&Object],
+    ns: Option<&str>,
+    mut out: Output,
+) -> anyhow::Result<Output> {
+    let listed = objects
+        .iter()
+        .filter(|o| kinds::builtin_scope(&o.id.group, &o.id.kind).is_some())
+        .count()
+        >= LIST_FROM;
+    if out.success() || !listed || !out.stderr.contains("ValidationError(") {
+        return Ok(out);
+    }
+    let dry = kubectl.apply(
+        manifest::to_stream(objects.iter().copied()),
+        ns,
+        Some("server"),
+    )?;
+    let named: Vec<&str> = dry
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("Error from server") || l.starts_with("error:"))
+        .collect();
+    if !named.is_empty() {
+        out.stderr = format!("{}\n{}", named.join("\n"), out.stderr);
     }
     Ok(out)
 }
@@ -677,8 +719,13 @@ mod tests {
         .unwrap();
         let refs: Vec<&Object> = objs.iter().collect();
         let stream = apply_stream(&refs);
-        let docs: Vec<&str> = stream.split("---\n").collect();
-        let list: Value = serde_json::from_str(docs[0]).unwrap();
+        // kubectl reads a stream opening with `{` as concatenated JSON values: it must be
+        // exactly that, with no YAML separator (oracle finding F15).
+        let docs: Vec<Value> = serde_json::Deserializer::from_str(&stream)
+            .into_iter::<Value>()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{e}: {stream}"));
+        let list = &docs[0];
         assert_eq!(list["kind"], "List");
         let items: Vec<&str> = list["items"]
             .as_array()
@@ -688,7 +735,7 @@ mod tests {
             .collect();
         assert_eq!(items, ["ConfigMap", "Deployment"]);
         assert_eq!(docs.len(), 2, "{stream}");
-        assert!(docs[1].contains("\"kind\":\"Widget\""), "{stream}");
+        assert_eq!(docs[1]["kind"], "Widget", "{stream}");
         // One built-in object: a document of its own (one v3 decode costs what v2 would).
         let one = apply_stream(&refs[..1]);
         assert!(
