@@ -17,6 +17,7 @@ use crate::backends::objects;
 use crate::config::{Duplicates, Environment, Target, TargetType};
 use crate::pipeline::annotations::{self, ApplyMode};
 use crate::pipeline::cache::Cache;
+use crate::pipeline::declare::chart::ChartInfo;
 pub use crate::pipeline::declare::read::{secret_id, Renderer};
 use crate::pipeline::declare::read::{secret_objects, Reader, Units};
 use crate::pipeline::declare::targets::{self, Affected};
@@ -60,6 +61,8 @@ pub struct TargetPlan {
     pub secret_ids: Vec<ObjectId>,
     /// Jobs annotated `hookops.io/hook`: created each deploy, never in the inventory.
     pub hooks: Vec<Object>,
+    /// A chart target: the chart, its release and values files, as rendered.
+    pub chart: Option<ChartInfo>,
 }
 
 impl TargetPlan {
@@ -76,6 +79,7 @@ impl TargetPlan {
             hooks: Vec::new(),
             uses: Vec::new(),
             closure: Vec::new(),
+            chart: None,
         }
     }
 
@@ -142,6 +146,14 @@ impl Plan {
             .iter()
             .flat_map(|t| &t.apply)
             .any(|o| identity::is_unknown(&o.id))
+    }
+
+    /// Whether a chart was rendered without the cluster's capabilities learnt lately (a
+    /// deploy asks the cluster and plans again).
+    pub fn stale_capabilities(&self) -> bool {
+        self.targets
+            .iter()
+            .any(|t| t.chart.as_ref().is_some_and(|c| c.stale))
     }
 
     /// Every object this plan may send to the server (what the inventory records before
@@ -284,6 +296,7 @@ pub fn build<'r>(
         changes: &changes,
         renderer,
         side: "new",
+        charts: Default::default(),
     };
     // Read every target first: CRDs anywhere in the push tell the scope of their kinds.
     let mut read: Vec<Option<Units>> = Vec::new();
@@ -307,7 +320,12 @@ pub fn build<'r>(
         if tp.error.is_some() || !t.kind.is_kube() {
             read.push(None);
         } else {
-            match reader.units(t, full) {
+            let units = reader.units(t, full);
+            if let Some(info) = reader.charts.borrow().get(&t.name) {
+                plan.warnings.extend(info.notes.iter().cloned());
+                tp.chart = Some(info.clone());
+            }
+            match units {
                 Ok(units) => {
                     tp.files = units
                         .iter()
@@ -432,6 +450,7 @@ pub fn build<'r>(
             TargetType::Kustomize => cx
                 .inventory
                 .drop_unit(&inventory::kustomize_unit(&t.path))?,
+            TargetType::Helm => cx.inventory.drop_unit(&inventory::helm_unit(&t.name))?,
             TargetType::Terraform => {}
         }
         cx.inventory.drop_unit(&inventory::secrets_unit(&t.name))?;
@@ -669,10 +688,10 @@ impl Winners<'_, '_> {
             return t.clone();
         }
         let path = if target == "." { "" } else { target };
-        let kind = if unit.starts_with("k:") {
-            TargetType::Kustomize
-        } else {
-            TargetType::Kubectl
+        let kind = match unit.split_once(':') {
+            Some(("k", _)) => TargetType::Kustomize,
+            Some(("h", _)) => TargetType::Helm,
+            _ => TargetType::Kubectl,
         };
         targets::discovered(path, kind)
     }
@@ -955,6 +974,7 @@ pub fn to_json(plan: &Plan, env: &str) -> serde_json::Value {
                 })).collect::<Vec<_>>(),
                 "refused": tp.refused,
                 "error": tp.error,
+                "chart": tp.chart,
                 "hooks": tp.hooks.iter().map(|o| serde_json::json!({
                     "kind": o.id.kind, "namespace": o.id.namespace, "name": o.id.name,
                     "source": o.source,
@@ -1003,6 +1023,7 @@ mod tests {
             kubectl: &kubectl,
             scratch: scratch.path(),
             allow_remote: false,
+            charts: None,
         };
         let mut inv = Inventory::load(repo, &env.name)?;
         let mut resolver = Resolver::new("default".into());
@@ -1384,6 +1405,7 @@ mod tests {
             kubectl: &kubectl,
             scratch: scratch.path(),
             allow_remote: false,
+            charts: None,
         };
         let mut inv = Inventory::load(repo, &e.name).unwrap();
         let mut resolver = Resolver::new("default".into());

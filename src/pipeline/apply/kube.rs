@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::backends::kube::Kubectl;
 use crate::backends::process::Output;
 use crate::config::Environment;
-use crate::pipeline::annotations::{self, ApplyMode, Hook, HookDelete};
+use crate::pipeline::annotations::{self, ApplyMode, Hook};
 use crate::pipeline::health;
 use crate::pipeline::inventory;
 use crate::pipeline::kinds::{self, kind_key};
@@ -521,7 +521,7 @@ impl Run<'_> {
 
     /// Runs one hook Job: earlier runs deleted first (`hook-delete: before-run`, the default),
     /// created with `kubectl create` (so `generateName` works), waited for; deleted right away
-    /// with `hook-delete: on-success`.
+    /// with `hook-delete: on-success` (both with `before-run,on-success`).
     fn run_hook(&self, job: &Object, which: Hook, r: &mut TargetReport) -> Outcome {
         let controls = annotations::controls(job).unwrap_or_default();
         let ns = job
@@ -533,7 +533,7 @@ impl Run<'_> {
         let mut body = job.body.clone();
         body["metadata"]["labels"]["hookops.io/hook-id"] = Value::String(label.clone());
         body["metadata"]["namespace"] = Value::String(ns.clone());
-        if controls.hook_delete == HookDelete::BeforeRun {
+        if controls.hook_delete.before_run {
             let _ =
                 self.kubectl
                     .delete_selected("jobs", &format!("hookops.io/hook-id={label}"), &ns);
@@ -570,7 +570,7 @@ impl Run<'_> {
                 "failed"
             }
         ));
-        if result.is_ok() && controls.hook_delete == HookDelete::OnSuccess {
+        if result.is_ok() && controls.hook_delete.on_success {
             let _ =
                 self.kubectl
                     .delete_selected("jobs", &format!("hookops.io/hook-id={label}"), &ns);
