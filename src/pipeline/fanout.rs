@@ -70,15 +70,16 @@ pub fn run(session: &Session, deployer: &mut Deployer, jobs: Vec<Job>) -> Vec<Do
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|| {
+                    // The first lane is claimed before the session is opened (the slow part,
+                    // under load): otherwise a worker that started first could run every lane
+                    // while the others were still opening theirs.
+                    let mut next = lock(&queue).pop_front();
                     // A repository handle of its own: git2 handles are not shared.
                     let own = Session::reopen(git_dir, config);
                     let mut deployer = own.as_ref().map_err(|e| format!("{e:#}")).and_then(|s| {
                         Deployer::new(s, after).map_err(|e| format!("signing key: {e:#}"))
                     });
-                    loop {
-                        let Some(lane) = lock(&queue).pop_front() else {
-                            break;
-                        };
+                    while let Some(lane) = next.take() {
                         for (i, req) in lane {
                             let d = match &mut deployer {
                                 Ok(d) => finished(&req, d.run(&req)),
@@ -86,6 +87,7 @@ pub fn run(session: &Session, deployer: &mut Deployer, jobs: Vec<Job>) -> Vec<Do
                             };
                             lock(&results).push((i, d));
                         }
+                        next = lock(&queue).pop_front();
                     }
                 });
             }
