@@ -8,13 +8,21 @@
 //! falling back to one call per target when a shared call fails so that a failure is its own
 //! target's; one `kubectl get` for every prune. Unchanged objects cost no output: they are
 //! the declared objects kubectl diff did not name.
+//!
+//! The push-time diff has a time budget (`diff_until`): a call still running at the deadline
+//! is stopped and its objects are left "not compared" (`Change::Apply`, prunes without a
+//! diff), and `render` prints a kapp-style change table and the diffs within caps per object
+//! and per push, each cut saying how much more there was.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{bail, Result};
 use serde_json::Value;
 
 use crate::backends::kube::Kubectl;
+use crate::backends::process::{Deadline, Output, KILLED_AT_DEADLINE};
 use crate::pipeline::manifest::{self, Object, ObjectId};
 
 /// What one target declares: the objects it would apply, the ones it would delete.
@@ -27,11 +35,13 @@ pub struct Declared<'a> {
     pub prune: &'a [(ObjectId, String)],
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Change {
     Create,
     Update,
     Prune,
+    /// Applied, not compared with the live object (no cluster asked, or no time left).
+    Apply,
     Unchanged,
 }
 
@@ -41,6 +51,7 @@ impl Change {
             Change::Create => "create",
             Change::Update => "update",
             Change::Prune => "prune",
+            Change::Apply => "apply",
             Change::Unchanged => "unchanged",
         }
     }
@@ -54,8 +65,10 @@ pub struct ObjectDiff {
     pub source: Option<String>,
     pub change: Change,
     /// A unified diff, live (`---`) against declared (`+++`), Secret values masked; empty
-    /// when unchanged.
+    /// when unchanged or not compared.
     pub diff: String,
+    /// Whether the live object was looked at (false: `Apply`, or a prune past the budget).
+    pub compared: bool,
 }
 
 impl ObjectDiff {
@@ -68,13 +81,85 @@ impl ObjectDiff {
             "name": self.id.name,
             "source": self.source,
             "diff": self.diff,
+            "compared": self.compared,
         })
+    }
+
+    fn not_compared(o: &Object) -> ObjectDiff {
+        ObjectDiff {
+            id: o.id.clone(),
+            source: Some(o.source.clone()),
+            change: Change::Apply,
+            diff: String::new(),
+            compared: false,
+        }
+    }
+}
+
+/// Every object `targets` apply or prune, not compared with anything: what a push would do
+/// when no cluster is asked (the gate in mode "local").
+pub fn uncompared(targets: &[Declared]) -> Vec<Vec<ObjectDiff>> {
+    targets
+        .iter()
+        .map(|t| {
+            let mut v: Vec<ObjectDiff> = t.objects.iter().map(ObjectDiff::not_compared).collect();
+            v.extend(t.prune.iter().map(|(id, _)| pruned_unseen(id)));
+            v
+        })
+        .collect()
+}
+
+fn pruned_unseen(id: &ObjectId) -> ObjectDiff {
+    ObjectDiff {
+        id: id.clone(),
+        source: None,
+        change: Change::Prune,
+        diff: String::new(),
+        compared: false,
     }
 }
 
 /// Each object of each of `targets`, in their order (declared objects, then prunes that still
 /// exist), with its change: a target's own error stays its own.
 pub fn diff(kubectl: &Kubectl, targets: &[Declared]) -> Vec<Result<Vec<ObjectDiff>>> {
+    diff_until(kubectl, targets, None).0
+}
+
+/// A kubectl call's outcome within the budget.
+enum Call<T> {
+    Done(Result<T>),
+    /// The deadline passed before or while it ran.
+    OutOfTime,
+}
+
+/// Runs `call` with `deadline` unless it has passed already; a call killed at the deadline is
+/// out of time, not an error.
+fn within<T>(
+    deadline: Option<Instant>,
+    call: impl FnOnce(Option<Deadline>) -> Result<Output>,
+    then: impl FnOnce(Output) -> Result<T>,
+) -> Call<T> {
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return Call::OutOfTime;
+    }
+    let limit: Option<Deadline> = deadline.map(|d| Arc::new(move || Some(d)) as Deadline);
+    match call(limit) {
+        Ok(out) if out.code.is_none() && out.stderr.ends_with(KILLED_AT_DEADLINE) => {
+            Call::OutOfTime
+        }
+        Ok(out) => Call::Done(then(out)),
+        Err(e) => Call::Done(Err(e)),
+    }
+}
+
+/// `diff` with a deadline (None: none): whatever is not compared when it passes is reported
+/// as such (`Change::Apply`, prunes without a diff). The second value: whether it passed.
+pub fn diff_until(
+    kubectl: &Kubectl,
+    targets: &[Declared],
+    deadline: Option<Instant>,
+) -> (Vec<Result<Vec<ObjectDiff>>>, bool) {
+    let mut out_of_time = false;
     let mut results: Vec<Option<Result<Vec<ObjectDiff>>>> = targets.iter().map(|_| None).collect();
     // Targets with the same namespace setting share one kubectl diff.
     let mut groups: BTreeMap<Option<&str>, Vec<usize>> = BTreeMap::new();
@@ -88,8 +173,16 @@ pub fn diff(kubectl: &Kubectl, targets: &[Declared]) -> Vec<Result<Vec<ObjectDif
             .iter()
             .flat_map(|&i| targets[i].objects.iter())
             .collect();
-        match kubectl_diff(kubectl, &objects, namespace) {
-            Ok(found) => {
+        // Objects the budget left out: every declared object of the target, not compared.
+        let uncompared = |i: usize| {
+            Some(Ok(targets[i]
+                .objects
+                .iter()
+                .map(ObjectDiff::not_compared)
+                .collect()))
+        };
+        match kubectl_diff(kubectl, &objects, namespace, deadline) {
+            Call::Done(Ok(found)) => {
                 for &i in &members {
                     let mine = found
                         .iter()
@@ -99,22 +192,41 @@ pub fn diff(kubectl: &Kubectl, targets: &[Declared]) -> Vec<Result<Vec<ObjectDif
                     results[i] = Some(Ok(mine));
                 }
             }
-            Err(e) if members.len() == 1 => results[members[0]] = Some(Err(e)),
-            Err(_) => {
+            Call::Done(Err(e)) if members.len() == 1 => results[members[0]] = Some(Err(e)),
+            Call::Done(Err(_)) => {
                 for &i in &members {
                     let own: Vec<&Object> = targets[i].objects.iter().collect();
-                    results[i] = Some(kubectl_diff(kubectl, &own, namespace));
+                    results[i] = match kubectl_diff(kubectl, &own, namespace, deadline) {
+                        Call::Done(r) => Some(r),
+                        Call::OutOfTime => {
+                            out_of_time = true;
+                            uncompared(i)
+                        }
+                    };
+                }
+            }
+            Call::OutOfTime => {
+                out_of_time = true;
+                for &i in &members {
+                    results[i] = uncompared(i);
                 }
             }
         }
     }
     let prunes: Vec<&(ObjectId, String)> = targets.iter().flat_map(|t| t.prune.iter()).collect();
+    // None: out of time, every prune listed without a look at it.
     let live = if prunes.is_empty() {
-        Ok(Vec::new())
+        Some(Ok(Vec::new()))
     } else {
-        live_objects(kubectl, &prunes)
+        match live_objects(kubectl, &prunes, deadline) {
+            Call::Done(r) => Some(r),
+            Call::OutOfTime => {
+                out_of_time = true;
+                None
+            }
+        }
     };
-    targets
+    let results = targets
         .iter()
         .zip(results)
         .map(|(t, r)| {
@@ -126,25 +238,33 @@ pub fn diff(kubectl: &Kubectl, targets: &[Declared]) -> Vec<Result<Vec<ObjectDif
                         source: Some(o.source.clone()),
                         change: Change::Unchanged,
                         diff: String::new(),
+                        compared: true,
                     });
                 }
             }
-            if !t.prune.is_empty() {
-                let live = live.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-                for (id, body) in live {
-                    if t.prune.iter().any(|(p, _)| p == id) {
-                        found.push(ObjectDiff {
-                            id: id.clone(),
-                            source: None,
-                            change: Change::Prune,
-                            diff: removal(id, body),
-                        });
-                    }
+            if t.prune.is_empty() {
+                return Ok(found);
+            }
+            let Some(live) = &live else {
+                found.extend(t.prune.iter().map(|(id, _)| pruned_unseen(id)));
+                return Ok(found);
+            };
+            let live = live.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            for (id, body) in live {
+                if t.prune.iter().any(|(p, _)| p == id) {
+                    found.push(ObjectDiff {
+                        id: id.clone(),
+                        source: None,
+                        change: Change::Prune,
+                        diff: removal(id, body),
+                        compared: true,
+                    });
                 }
             }
             Ok(found)
         })
-        .collect()
+        .collect();
+    (results, out_of_time)
 }
 
 /// The name kubectl diff gives an object's files: `[group.]version.kind.namespace.name`.
@@ -163,16 +283,103 @@ fn diff_name(o: &Object) -> String {
     )
 }
 
+/// `kubectl diff` of `objects`. The server refuses even a dry run in a namespace that does
+/// not exist yet, so the objects of a namespace that it names missing and that the push
+/// itself creates (a Namespace among `objects`) are left out of the call and shown as
+/// created, whole; any other refusal is the call's error.
 fn kubectl_diff(
     kubectl: &Kubectl,
     objects: &[&Object],
     namespace: Option<&str>,
-) -> Result<Vec<ObjectDiff>> {
-    let out = kubectl.diff(manifest::to_stream(objects.iter().copied()), namespace)?;
-    match out.code {
-        Some(0) => Ok(Vec::new()),
-        Some(1) => Ok(parse(&out.stdout, objects)),
-        _ => bail!("kubectl diff: {}", out.reason()),
+    deadline: Option<Instant>,
+) -> Call<Vec<ObjectDiff>> {
+    let declared_namespaces: Vec<&str> = objects
+        .iter()
+        .filter(|o| o.id.group.is_empty() && o.id.kind == "Namespace")
+        .map(|o| o.id.name.as_str())
+        .collect();
+    let mut missing: Vec<String> = Vec::new();
+    loop {
+        let sent: Vec<&Object> = objects
+            .iter()
+            .copied()
+            .filter(|o| !o.id.namespace.as_ref().is_some_and(|n| missing.contains(n)))
+            .collect();
+        let call = within(
+            deadline,
+            |limit| kubectl.diff(manifest::to_stream(sent.iter().copied()), namespace, limit),
+            Ok,
+        );
+        let out = match call {
+            Call::Done(Ok(out)) => out,
+            Call::Done(Err(e)) => return Call::Done(Err(e)),
+            Call::OutOfTime => return Call::OutOfTime,
+        };
+        let mut found = match out.code {
+            Some(0) => Vec::new(),
+            Some(1) => parse(&out.stdout, &sent),
+            _ => {
+                let more: Vec<String> = missing_namespaces(&out.stderr)
+                    .into_iter()
+                    .filter(|n| declared_namespaces.contains(&n.as_str()) && !missing.contains(n))
+                    .collect();
+                if more.is_empty() {
+                    return Call::Done(Err(anyhow::anyhow!("kubectl diff: {}", out.reason())));
+                }
+                missing.extend(more);
+                continue;
+            }
+        };
+        found.extend(
+            objects
+                .iter()
+                .filter(|o| o.id.namespace.as_ref().is_some_and(|n| missing.contains(n)))
+                .map(|o| creation(o)),
+        );
+        return Call::Done(Ok(found));
+    }
+}
+
+/// The namespaces an API server error names as missing (`namespaces "web" not found`).
+fn missing_namespaces(stderr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = stderr;
+    while let Some(at) = rest.find("namespaces \"") {
+        rest = &rest[at + "namespaces \"".len()..];
+        if let Some(end) = rest.find('"') {
+            if rest[end..].starts_with("\" not found") && !out.iter().any(|n| n == &rest[..end]) {
+                out.push(rest[..end].to_string());
+            }
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+/// An object that does not exist yet: every line of its declared YAML added (Secret values
+/// masked, as kubectl diff masks them).
+fn creation(o: &Object) -> ObjectDiff {
+    let mut body = o.body.clone();
+    clean(&mut body);
+    let yaml = serde_yaml_ng::to_string(&body).unwrap_or_else(|_| body.to_string());
+    let lines: Vec<&str> = yaml.lines().collect();
+    let mut diff = format!(
+        "--- live {} (none)\n+++ declared {}\n@@ -0,0 +1,{} @@\n",
+        o.id,
+        o.source,
+        lines.len()
+    );
+    for l in lines {
+        diff.push('+');
+        diff.push_str(l);
+        diff.push('\n');
+    }
+    ObjectDiff {
+        id: o.id.clone(),
+        source: Some(o.source.clone()),
+        change: Change::Create,
+        diff,
+        compared: true,
     }
 }
 
@@ -211,6 +418,7 @@ fn parse(text: &str, objects: &[&Object]) -> Vec<ObjectDiff> {
                 source,
                 change: Change::Update,
                 diff,
+                compared: true,
             });
             continue;
         }
@@ -230,8 +438,19 @@ fn parse(text: &str, objects: &[&Object]) -> Vec<ObjectDiff> {
 
 /// The live objects among `ids` (those that exist), each without its status and managed
 /// fields: one `kubectl get`.
-fn live_objects(kubectl: &Kubectl, ids: &[&(ObjectId, String)]) -> Result<Vec<(ObjectId, Value)>> {
-    let out = kubectl.get_stream(manifest::stubs_stream(ids.iter().copied()))?;
+fn live_objects(
+    kubectl: &Kubectl,
+    ids: &[&(ObjectId, String)],
+    deadline: Option<Instant>,
+) -> Call<Vec<(ObjectId, Value)>> {
+    within(
+        deadline,
+        |limit| kubectl.get_stream(manifest::stubs_stream(ids.iter().copied()), limit),
+        |out| live_from(&out, ids),
+    )
+}
+
+fn live_from(out: &Output, ids: &[&(ObjectId, String)]) -> Result<Vec<(ObjectId, Value)>> {
     if !out.success() {
         bail!("kubectl get: {}", out.reason());
     }
@@ -299,6 +518,186 @@ fn removal(id: &ObjectId, body: &Value) -> String {
         s.push('\n');
     }
     s
+}
+
+/// How much of a push's diff is printed: rows of the change table, lines of one object's
+/// diff, lines of all diffs (per push, across its environments).
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub rows: usize,
+    pub object_lines: usize,
+    pub lines: usize,
+}
+
+/// One target's part of a diff.
+pub struct Section<'a> {
+    pub target: &'a str,
+    /// Its objects' changes, or why they could not be compared.
+    pub objects: std::result::Result<&'a [ObjectDiff], String>,
+    /// A Terraform root: its plan's summary line (or why there is none).
+    pub summary: Option<String>,
+}
+
+/// Prints diffs within `Caps` shared by everything it prints (the environments of one push):
+/// a kapp-style change table (op, kind, namespace, name, target), changes first, then the
+/// unified diffs of what changes. Every cut says what it left out, and which setting to raise.
+pub struct Printer {
+    caps: Caps,
+    rows_left: usize,
+    lines_left: usize,
+}
+
+impl Printer {
+    pub fn new(caps: Caps) -> Printer {
+        Printer {
+            caps,
+            rows_left: caps.rows,
+            lines_left: caps.lines,
+        }
+    }
+
+    /// The lines (without a prefix) of one environment's sections.
+    pub fn render(&mut self, sections: &[Section]) -> Vec<String> {
+        let mut rows: Vec<(&str, &ObjectDiff)> = sections
+            .iter()
+            .filter_map(|s| s.objects.as_ref().ok().map(|o| (s.target, *o)))
+            .flat_map(|(t, objects)| objects.iter().map(move |o| (t, o)))
+            .collect();
+        // Changes first (create, update, prune, not compared), unchanged last; stable within.
+        rows.sort_by_key(|(_, o)| o.change);
+        let mut out = Vec::new();
+        if !rows.is_empty() {
+            out.extend(self.table(&rows));
+        }
+        for s in sections {
+            if let Err(why) = &s.objects {
+                out.push(format!(
+                    "target {}: not compared: {why}",
+                    printable(s.target)
+                ));
+            }
+            if let Some(summary) = &s.summary {
+                out.push(format!(
+                    "Terraform root {}: {}",
+                    printable(s.target),
+                    printable(summary)
+                ));
+            }
+        }
+        let with_diff: Vec<&ObjectDiff> = rows
+            .iter()
+            .map(|(_, o)| *o)
+            .filter(|o| !o.diff.is_empty())
+            .collect();
+        for (i, o) in with_diff.iter().enumerate() {
+            if self.lines_left == 0 {
+                out.push(format!(
+                    "… the diffs of {} more object{} not shown ([gate] diff_lines = {})",
+                    with_diff.len() - i,
+                    plural(with_diff.len() - i),
+                    self.caps.lines
+                ));
+                break;
+            }
+            let lines: Vec<&str> = o.diff.lines().collect();
+            let room = self.caps.object_lines.min(self.lines_left);
+            let shown = lines.len().min(room);
+            out.extend(lines[..shown].iter().map(|l| printable(l)));
+            self.lines_left -= shown;
+            if shown < lines.len() {
+                let cap = if room == self.caps.object_lines {
+                    format!("[gate] diff_lines_per_object = {}", self.caps.object_lines)
+                } else {
+                    format!("[gate] diff_lines = {}", self.caps.lines)
+                };
+                out.push(format!(
+                    "… {} more line{} of this diff ({cap})",
+                    lines.len() - shown,
+                    plural(lines.len() - shown)
+                ));
+            }
+        }
+        out
+    }
+
+    fn table(&mut self, rows: &[(&str, &ObjectDiff)]) -> Vec<String> {
+        let shown = rows.len().min(self.rows_left);
+        self.rows_left -= shown;
+        let cells: Vec<[String; 5]> = rows[..shown]
+            .iter()
+            .map(|(t, o)| {
+                [
+                    o.change.as_str().to_string(),
+                    printable(&o.id.kind),
+                    o.id.namespace
+                        .as_deref()
+                        .map_or_else(|| "(cluster)".to_string(), printable),
+                    printable(&o.id.name),
+                    printable(t),
+                ]
+            })
+            .collect();
+        let header = ["Op", "Kind", "Namespace", "Name", "Target"];
+        let widths: Vec<usize> = (0..5)
+            .map(|c| {
+                crate::out::column_width(cells.iter().map(|r| r[c].as_str()).chain([header[c]]))
+            })
+            .collect();
+        let line = |r: [&str; 5]| {
+            let mut l = String::new();
+            for (c, cell) in r.iter().enumerate() {
+                if c == 4 {
+                    l.push_str(cell);
+                } else {
+                    l.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+                }
+            }
+            l.trim_end().to_string()
+        };
+        let mut out = vec![line(header)];
+        for r in &cells {
+            out.push(line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+        }
+        if shown < rows.len() {
+            let unchanged = rows[shown..]
+                .iter()
+                .filter(|(_, o)| o.change == Change::Unchanged)
+                .count();
+            out.push(format!(
+                "… {} more object{} ({unchanged} unchanged) not listed ([gate] table_rows = {})",
+                rows.len() - shown,
+                plural(rows.len() - shown),
+                self.caps.rows
+            ));
+        }
+        let mut counts: Vec<String> = Vec::new();
+        for c in [
+            Change::Create,
+            Change::Update,
+            Change::Prune,
+            Change::Apply,
+            Change::Unchanged,
+        ] {
+            let n = rows.iter().filter(|(_, o)| o.change == c).count();
+            if n > 0 || c != Change::Apply {
+                counts.push(format!("{n} {}", c.as_str()));
+            }
+        }
+        out.push(format!("Op: {}", counts.join(", ")));
+        out
+    }
+}
+
+fn printable(s: &str) -> String {
+    crate::out::clean_line(s).into_owned()
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,28 @@ fn assert_pusher_sees(name: &str, out: &Run, commits: &[(&str, &str)]) {
     assert_output_in("snapshots/pusher", name, out, commits);
 }
 
+/// `assert_pusher_sees` for output that names things of the shared test cluster, which differ
+/// from run to run (its unique namespaces): each `(text, label)` of `names` is replaced first.
+#[track_caller]
+pub(crate) fn assert_pusher_sees_named(
+    name: &str,
+    out: &Run,
+    names: &[(&str, &str)],
+    commits: &[(&str, &str)],
+) {
+    let relabel = |s: &str| {
+        names
+            .iter()
+            .fold(s.to_string(), |s, (text, label)| s.replace(text, label))
+    };
+    let out = Run {
+        code: out.code,
+        stdout: relabel(&out.stdout),
+        stderr: relabel(&out.stderr),
+    };
+    assert_output_in("snapshots/pusher", name, &out, commits);
+}
+
 /// Snapshots what a hookops command printed (`snapshots/commands/NAME.snap`), with the same
 /// placeholders as what a pusher sees: the messages a user meets outside a push.
 #[track_caller]
