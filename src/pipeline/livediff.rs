@@ -433,7 +433,74 @@ fn parse(text: &str, objects: &[&Object]) -> Vec<ObjectDiff> {
         d.diff.push('\n');
     }
     out.extend(current);
+    for d in &mut out {
+        d.diff = without_generation(&d.diff);
+        if !d
+            .diff
+            .lines()
+            .any(|l| l.starts_with(['-', '+']) && !l.starts_with("--- ") && !l.starts_with("+++ "))
+        {
+            d.change = Change::Unchanged;
+            d.diff.clear();
+        }
+    }
+    out.retain(|d| d.change != Change::Unchanged);
     out
+}
+
+/// A diff without the server's `metadata.generation` bump (every spec change makes one, so it
+/// says nothing): those lines go, a hunk left with no change goes, and the counts of the others
+/// are made right again (their line numbers stay: they count the files as they are).
+fn without_generation(diff: &str) -> String {
+    let bump = |l: &str| {
+        l.strip_prefix(['-', '+'])
+            .and_then(|r| r.strip_prefix("  generation: "))
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if !diff.lines().any(bump) {
+        return diff.to_string();
+    }
+    let mut out = String::new();
+    let mut hunk: Option<(String, Vec<&str>)> = None;
+    let flush = |out: &mut String, hunk: Option<(String, Vec<&str>)>| {
+        let Some((header, lines)) = hunk else { return };
+        if !lines.iter().any(|l| l.starts_with(['-', '+'])) {
+            return;
+        }
+        let old = lines.iter().filter(|l| !l.starts_with('+')).count();
+        let new = lines.iter().filter(|l| !l.starts_with('-')).count();
+        out.push_str(&recount(&header, old, new));
+        out.push('\n');
+        for l in lines {
+            out.push_str(l);
+            out.push('\n');
+        }
+    };
+    for line in diff.lines() {
+        if line.starts_with("@@ ") {
+            flush(&mut out, hunk.take());
+            hunk = Some((line.to_string(), Vec::new()));
+        } else if let Some((_, lines)) = hunk.as_mut() {
+            if !bump(line) {
+                lines.push(line);
+            }
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    flush(&mut out, hunk);
+    out
+}
+
+/// `@@ -a,b +c,d @@` with new counts.
+fn recount(header: &str, old: usize, new: usize) -> String {
+    let mut parts = header.split_whitespace();
+    let (Some("@@"), Some(minus), Some(plus)) = (parts.next(), parts.next(), parts.next()) else {
+        return header.to_string();
+    };
+    let start = |p: &str| p.split(',').next().unwrap_or(p).to_string();
+    format!("@@ {},{old} {},{new} @@", start(minus), start(plus))
 }
 
 /// The live objects among `ids` (those that exist), each without its status and managed
@@ -654,7 +721,10 @@ impl Printer {
             }
             l.trim_end().to_string()
         };
-        let mut out = vec![line(header)];
+        let mut out = Vec::new();
+        if shown > 0 {
+            out.push(line(header));
+        }
         for r in &cells {
             out.push(line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
         }
@@ -749,6 +819,119 @@ diff -u -N /tmp/LIVE-1/v1.Namespace..web /tmp/MERGED-2/v1.Namespace..web\n\
         assert_eq!(found[1].id, ns.id);
         assert_eq!(found[1].change, Change::Create);
         assert!(!found[1].diff.contains("/tmp/"), "{}", found[1].diff);
+    }
+
+    #[test]
+    fn the_generation_bump_is_left_out_with_its_hunk() {
+        let web = object("apps/v1", "Deployment", Some("web"), "web");
+        let text = "diff -u -N /tmp/LIVE-1/apps.v1.Deployment.web.web /tmp/MERGED-2/apps.v1.Deployment.web.web\n\
+--- /tmp/LIVE-1/apps.v1.Deployment.web.web\t2026-01-01\n\
++++ /tmp/MERGED-2/apps.v1.Deployment.web.web\t2026-01-01\n\
+@@ -4,7 +4,7 @@\n  annotations:\n-  generation: 1\n+  generation: 2\n   name: web\n\
+@@ -29,4 +29,5 @@\n   spec:\n-  - image: a\n+  - image: b\n+    x: 1\n-  generation: 3\n";
+        let found = parse(text, &[&web]);
+        assert_eq!(
+            found[0].diff,
+            "--- live Deployment.apps web/web\n+++ declared k8s/web.yaml:1\n@@ -29,2 +29,3 @@\n   spec:\n-  - image: a\n+  - image: b\n+    x: 1\n"
+        );
+        // Nothing but the bump: unchanged, not listed.
+        let only = "diff -u -N /a/apps.v1.Deployment.web.web /b/apps.v1.Deployment.web.web\n@@ -4,2 +4,2 @@\n-  generation: 1\n+  generation: 2\n";
+        assert!(parse(only, &[&web]).is_empty());
+    }
+
+    fn changed(name: &str, change: Change, lines: usize) -> ObjectDiff {
+        let o = object("v1", "ConfigMap", Some("app"), name);
+        let mut diff = format!("--- live {}\n+++ declared {}\n", o.id, o.source);
+        for i in 0..lines.saturating_sub(2) {
+            diff.push_str(&format!("+  k{i}: v\n"));
+        }
+        ObjectDiff {
+            id: o.id,
+            source: Some(o.source),
+            change,
+            diff: if change == Change::Unchanged {
+                String::new()
+            } else {
+                diff
+            },
+            compared: true,
+        }
+    }
+
+    #[test]
+    fn the_table_puts_changes_first_and_every_cap_says_what_it_left_out() {
+        let web = [
+            changed("same", Change::Unchanged, 0),
+            changed("b", Change::Update, 6),
+            changed("a", Change::Create, 4),
+        ];
+        let api = [
+            changed("c", Change::Prune, 4),
+            changed("d", Change::Update, 4),
+        ];
+        let mut p = Printer::new(Caps {
+            rows: 4,
+            object_lines: 5,
+            lines: 12,
+        });
+        let lines = p.render(&[
+            Section {
+                target: "web",
+                objects: Ok(&web),
+                summary: None,
+            },
+            Section {
+                target: "api",
+                objects: Ok(&api),
+                summary: None,
+            },
+            Section {
+                target: "infra",
+                objects: Err("kubectl diff: refused".into()),
+                summary: Some("Plan: 1 to add, 0 to change, 0 to destroy.".into()),
+            },
+        ]);
+        let text = lines.join("\n");
+        let expected = "\
+Op      Kind       Namespace  Name  Target
+create  ConfigMap  app        a     web
+update  ConfigMap  app        b     web
+update  ConfigMap  app        d     api
+prune   ConfigMap  app        c     api
+… 1 more object (1 unchanged) not listed ([gate] table_rows = 4)
+Op: 1 create, 2 update, 1 prune, 1 unchanged
+target infra: not compared: kubectl diff: refused
+Terraform root infra: Plan: 1 to add, 0 to change, 0 to destroy.
+--- live ConfigMap app/a
++++ declared k8s/a.yaml:1
++  k0: v
++  k1: v
+--- live ConfigMap app/b
++++ declared k8s/b.yaml:1
++  k0: v
++  k1: v
++  k2: v
+… 1 more line of this diff ([gate] diff_lines_per_object = 5)
+--- live ConfigMap app/d
++++ declared k8s/d.yaml:1
++  k0: v
+… 1 more line of this diff ([gate] diff_lines = 12)
+… the diffs of 1 more object not shown ([gate] diff_lines = 12)";
+        assert_eq!(text, expected);
+        // The caps are the push's: a second environment gets what is left.
+        let more = p.render(&[Section {
+            target: "x",
+            objects: Ok(&api[1..]),
+            summary: None,
+        }]);
+        assert_eq!(
+            more,
+            [
+                "… 1 more object (0 unchanged) not listed ([gate] table_rows = 4)",
+                "Op: 0 create, 1 update, 0 prune, 0 unchanged",
+                "… the diffs of 1 more object not shown ([gate] diff_lines = 12)"
+            ]
+        );
     }
 
     #[test]

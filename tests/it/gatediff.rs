@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::cluster::{world_with, Cluster};
-use crate::snapshots::assert_pusher_sees_named;
+use crate::snapshots::assert_pusher_sees;
 use crate::util::{configmap, deployment, keygen, namespace, public_key, sandboxed, World};
 
 /// A world on the real cluster with the gate installed in mode "server" (plus `env_extra`
@@ -75,7 +75,9 @@ fn deployed_app(w: &World, ns: &str) -> String {
 #[test]
 fn the_gate_prints_an_image_change_and_a_removal_and_nothing_untouched() {
     let Some((w, c)) = gated("", "") else { return };
-    let ns = c.unique("gd");
+    // A fixed name (this test alone uses it on the cluster of its test process): the table's
+    // columns are as wide in every run, for the snapshot.
+    let ns = "gd-snapshot".to_string();
     let first = deployed_app(&w, &ns);
     w.commit(
         &[(
@@ -107,10 +109,10 @@ fn the_gate_prints_an_image_change_and_a_removal_and_nothing_untouched() {
         "{text}"
     );
     // The diffs: the image line both ways, the removed ConfigMap's lines.
-    assert!(text.contains("-        image: nginx:1.26"), "{text}");
-    assert!(text.contains("+        image: nginx:1.27"), "{text}");
+    assert!(text.contains("-      - image: nginx:1.26"), "{text}");
+    assert!(text.contains("+      - image: nginx:1.27"), "{text}");
     assert!(text.contains("+++ declared (no longer in git)"), "{text}");
-    assert!(text.contains("-  value: \"1\""), "{text}");
+    assert!(text.contains("-  value: '1'"), "{text}");
     // Untouched objects (another file, another target) are not named at all.
     for untouched in ["left-alone", "elsewhere", "k8s/other"] {
         assert!(!text.contains(untouched), "{untouched} in:\n{text}");
@@ -123,10 +125,9 @@ fn the_gate_prints_an_image_change_and_a_removal_and_nothing_untouched() {
     assert!(shown < deployed, "{text}");
     assert_eq!(w.last_record(&change)["result"], "succeeded");
     assert!(c.get_json("configmap", Some(&ns), "old-settings").is_none());
-    assert_pusher_sees_named(
+    assert_pusher_sees(
         "gate_live_diff",
         &out,
-        &[(ns.as_str(), "[ns]")],
         &[(&first, "[first]"), (&change, "[change]")],
     );
 }
@@ -168,8 +169,8 @@ fn a_secret_change_prints_no_value() {
 #[test]
 fn dry_run_prints_the_diff_and_lands_nothing() {
     let Some((w, c)) = gated("", "") else { return };
-    let ns = c.unique("gdd");
-    deployed_app(&w, &ns);
+    let ns = "gd-dry-run".to_string();
+    let first = deployed_app(&w, &ns);
     let before = server_tip(&w);
     let change = w.commit(
         &[(
@@ -180,6 +181,11 @@ fn dry_run_prints_the_diff_and_lands_nothing() {
     );
     let out = push(&w, &["-o", "hookops.dry-run"]);
     out.assert_fail();
+    assert_pusher_sees(
+        "push_option_dry_run",
+        &out,
+        &[(&first, "[first]"), (&change, "[change]")],
+    );
     let text = out.stderr.clone();
     assert!(text.contains("+  value: \"2\""), "{text}");
     assert!(
@@ -232,7 +238,7 @@ fn a_prune_limit_refuses_a_push_and_a_signed_override_lets_it_through() {
         &format!("max_prune = 1\npush_signers = \"{}\"", signers.display()),
         "[gate]\nmode = \"server\"\n",
     );
-    let ns = c.unique("gdp");
+    let ns = "gd-prune".to_string();
     let files: Vec<(String, String)> = (0..3)
         .map(|i| {
             (
@@ -252,6 +258,7 @@ fn a_prune_limit_refuses_a_push_and_a_signed_override_lets_it_through() {
     // Refused, with the reason and the override.
     let out = push(&w, &[]);
     out.assert_fail();
+    assert_pusher_sees("gate_prune_limit", &out, &[(&change, "[change]")]);
     assert!(
         out.stderr
             .contains("prod: would prune 2 objects, more than max_prune = 1 of environment prod")
@@ -300,7 +307,7 @@ fn a_prune_limit_refuses_a_push_and_a_signed_override_lets_it_through() {
 #[test]
 fn target_option_deploys_only_that_target_and_the_next_push_the_rest() {
     let Some((w, c)) = gated("", "") else { return };
-    let ns = c.unique("gdt");
+    let ns = "gd-target".to_string();
     let toml =
         "[[target]]\nname = \"ns\"\npath = \"k8s/ns\"\ntype = \"kubectl\"\n\n\
          [[target]]\nname = \"web\"\npath = \"k8s/web\"\ntype = \"kubectl\"\ndepends_on = [\"ns\"]\n\n\
@@ -343,6 +350,11 @@ fn target_option_deploys_only_that_target_and_the_next_push_the_rest() {
         ],
     );
     out.assert_ok();
+    assert_pusher_sees(
+        "push_option_target",
+        &out,
+        &[(&first, "[first]"), (&both, "[both]")],
+    );
     let value = |name: &str| {
         c.get_json("configmap", Some(&ns), name).unwrap()["data"]["value"]
             .as_str()

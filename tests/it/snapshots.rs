@@ -22,30 +22,8 @@ fn push(w: &World, refspecs: &[&str]) -> Run {
 /// Snapshots `out` as `name`. `commits` names the commits the test made, so a line that
 /// mentions one says which (`[good]`) rather than only that it is a commit.
 #[track_caller]
-fn assert_pusher_sees(name: &str, out: &Run, commits: &[(&str, &str)]) {
+pub(crate) fn assert_pusher_sees(name: &str, out: &Run, commits: &[(&str, &str)]) {
     assert_output_in("snapshots/pusher", name, out, commits);
-}
-
-/// `assert_pusher_sees` for output that names things of the shared test cluster, which differ
-/// from run to run (its unique namespaces): each `(text, label)` of `names` is replaced first.
-#[track_caller]
-pub(crate) fn assert_pusher_sees_named(
-    name: &str,
-    out: &Run,
-    names: &[(&str, &str)],
-    commits: &[(&str, &str)],
-) {
-    let relabel = |s: &str| {
-        names
-            .iter()
-            .fold(s.to_string(), |s, (text, label)| s.replace(text, label))
-    };
-    let out = Run {
-        code: out.code,
-        stdout: relabel(&out.stdout),
-        stderr: relabel(&out.stderr),
-    };
-    assert_output_in("snapshots/pusher", name, &out, commits);
 }
 
 /// Snapshots what a hookops command printed (`snapshots/commands/NAME.snap`), with the same
