@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::{world_with, Cluster};
 use crate::snapshots::assert_pusher_sees;
-use crate::util::{configmap, deployment, keygen, namespace, public_key, sandboxed, World};
+use crate::util::{
+    configmap, deployment, keygen, namespace, public_key, sandboxed, terraform_root, World,
+};
 
 /// A world on the real cluster with the gate installed in mode "server" (plus `env_extra`
 /// keys for environment `prod` and `gate_extra` keys for `[gate]`).
@@ -379,6 +381,31 @@ fn target_option_deploys_only_that_target_and_the_next_push_the_rest() {
     );
     let status = w.hookops(&["status"]);
     assert!(status.stdout.contains("pending 1"), "{}", status.stdout);
+    // From the operator's side: what deploying the tip would change now (api; web is live).
+    let diff = w.hookops(&["diff", "main"]);
+    assert_eq!(diff.code, Some(1), "{}", diff.all());
+    let row = |op: &str, name: &str| {
+        diff.stdout.lines().any(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.len() == 5 && cells[0] == op && cells[3] == name
+        })
+    };
+    assert!(
+        row("update", "api") && row("unchanged", "web"),
+        "{}",
+        diff.stdout
+    );
+    let json = w.hookops(&["diff", "main", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("diff --json");
+    assert_eq!(v[0]["env"], "prod", "{v}");
+    // The status page shows it beside the pending commit, without asking the cluster.
+    let page = w.hookops(&["status", "--html"]);
+    page.assert_ok();
+    assert!(
+        page.stdout.contains("hookops diff") && page.stdout.contains("+  value: &quot;2&quot;"),
+        "{}",
+        page.stdout
+    );
     // The next push, without the option, deploys from the pointer: api too.
     let next = w.commit(
         &[("k8s/web/more.yaml", &configmap("web-more", Some(&ns), "1"))],
@@ -490,5 +517,138 @@ fn a_slow_cluster_stops_the_gate_at_its_budget_and_says_so() {
     assert!(
         took < Duration::from_secs(20),
         "the gate took {took:?}:\n{text}"
+    );
+}
+
+#[test]
+fn the_gate_shows_terraform_plans_against_the_deployed_state() {
+    let Some(w) = sandboxed("") else { return };
+    w.configure("", "[gate]\nmode = \"server\"\n");
+    w.hookops(&["install", "--pre-receive"]).assert_ok();
+    w.commit(&[("infra/main.tf", &terraform_root("one"))], "root");
+    let out = push(&w, &[]);
+    out.assert_ok();
+    assert!(
+        out.stderr.contains(
+            "hookops:   Terraform root infra: Plan: 1 to add, 0 to change, 0 to destroy."
+        ),
+        "{}",
+        out.stderr
+    );
+    // Planned against the state the deploy left: the resource is there, and changes.
+    w.commit(&[("infra/main.tf", &terraform_root("two"))], "change");
+    let out = push(&w, &["-o", "hookops.dry-run"]);
+    assert!(
+        out.stderr.contains(
+            "hookops:   Terraform root infra: Plan: 0 to add, 1 to change, 0 to destroy."
+        ),
+        "{}",
+        out.stderr
+    );
+    // A root terraform refuses is the push's refusal, naming the root.
+    w.commit(
+        &[(
+            "infra/main.tf",
+            "resource \"terraform_data\" \"x\" {\n  input = var.missing\n}\n",
+        )],
+        "broken",
+    );
+    let out = push(&w, &[]);
+    out.assert_fail();
+    assert!(
+        out.stderr
+            .contains("push rejected: refs/heads/main: target infra: terraform plan: Error: Reference to undeclared input variable"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn without_the_gate_dry_run_and_unknown_options_deploy_nothing() {
+    let Some(w) = sandboxed("") else { return };
+    // Push options advertised, but no pre-receive hook to refuse anything.
+    w.git(
+        Some(&w.server),
+        &["config", "receive.advertisePushOptions", "true"],
+    )
+    .assert_ok();
+    let first = w.commit(&[("k8s/a.yaml", &configmap("a", None, "1"))], "first");
+    let out = push(&w, &["-o", "hookops.dry-run"]);
+    out.assert_ok();
+    assert!(
+        out.stderr.contains("prod: not deploying") && out.stderr.contains("hookops.dry-run"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        w.configmap("default", "a").is_none(),
+        "deployed on a dry run"
+    );
+    let rec = w.last_record(&first);
+    assert_eq!(rec["result"], "skipped", "{rec}");
+    assert_eq!(w.pointer("prod"), None);
+    let second = w.commit(&[("k8s/a.yaml", &configmap("a", None, "2"))], "second");
+    let out = push(&w, &["-o", "hookops.no-wiat"]);
+    assert!(
+        out.stderr
+            .contains("hookops: error: unknown push option hookops.no-wiat"),
+        "{}",
+        out.stderr
+    );
+    assert!(w.configmap("default", "a").is_none());
+    assert_eq!(w.last_record(&second)["result"], "skipped");
+    // Options of other tools are not hookops' business: this push deploys.
+    w.commit(&[("k8s/b.yaml", &configmap("b", None, "1"))], "third");
+    push(&w, &["-o", "ci.skip"]).assert_ok();
+    assert!(w.configmap("default", "a").is_some());
+}
+
+#[test]
+fn doctor_checks_what_the_gate_and_its_policies_need() {
+    let Some(w) = sandboxed("max_prune = 3") else {
+        return;
+    };
+    let out = w.hookops(&["doctor"]);
+    assert!(
+        out.stdout.contains(
+            "FAIL  gate: environment prod has diff policies (max_prune, protect_kinds) but no pre-receive gate enforces them"
+        ),
+        "{}",
+        out.stdout
+    );
+    let install = w.hookops(&["install", "--pre-receive"]);
+    install.assert_ok();
+    assert!(
+        install
+            .stdout
+            .contains("receive.advertisePushOptions = true")
+            && install.stdout.contains("receive.certNonceSeed set"),
+        "{}",
+        install.stdout
+    );
+    let out = w.hookops(&["doctor"]);
+    assert!(
+        out.stdout
+            .contains("ok    gate: pre-receive installed; push options advertised"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("warn  gate: environment prod: no push signers"),
+        "{}",
+        out.stdout
+    );
+    w.git(
+        Some(&w.server),
+        &["config", "--unset", "receive.certNonceSeed"],
+    )
+    .assert_ok();
+    let out = w.hookops(&["doctor"]);
+    assert!(
+        out.stdout
+            .contains("FAIL  gate: receive.certNonceSeed is not set"),
+        "{}",
+        out.stdout
     );
 }
