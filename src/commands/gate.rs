@@ -428,7 +428,7 @@ pub(crate) fn preview(
         })
         .collect();
     for (&i, r) in kube.iter().zip(found) {
-        objects[i] = r;
+        objects[i] = r.map(|found| create_only_kept(&plan.targets[i], found));
     }
     let mut out_of_time = out_of_time;
     let mut terraform_lines = Vec::new();
@@ -457,6 +457,23 @@ pub(crate) fn preview(
         terraform: terraform_lines,
         out_of_time,
     })
+}
+
+/// An object annotated `hookops.io/apply: create-only` that exists is left as it is by the
+/// deploy (docs/annotations.md), whatever the server's dry run of it says.
+fn create_only_kept(tp: &TargetPlan, mut found: Vec<ObjectDiff>) -> Vec<ObjectDiff> {
+    for d in &mut found {
+        let create_only = tp.apply.iter().any(|o| {
+            o.id == d.id
+                && crate::pipeline::annotations::controls(o)
+                    .is_ok_and(|c| c.apply == crate::pipeline::annotations::ApplyMode::CreateOnly)
+        });
+        if create_only && d.change == Change::Update {
+            d.change = Change::Unchanged;
+            d.diff.clear();
+        }
+    }
+    found
 }
 
 /// What a Terraform root of the plan would do.

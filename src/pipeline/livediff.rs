@@ -160,6 +160,7 @@ pub fn diff_until(
     deadline: Option<Instant>,
 ) -> (Vec<Result<Vec<ObjectDiff>>>, bool) {
     let mut out_of_time = false;
+    let new = Foundations::of(targets.iter().flat_map(|t| t.objects.iter()));
     let mut results: Vec<Option<Result<Vec<ObjectDiff>>>> = targets.iter().map(|_| None).collect();
     // Targets with the same namespace setting share one kubectl diff.
     let mut groups: BTreeMap<Option<&str>, Vec<usize>> = BTreeMap::new();
@@ -181,7 +182,7 @@ pub fn diff_until(
                 .map(ObjectDiff::not_compared)
                 .collect()))
         };
-        match kubectl_diff(kubectl, &objects, namespace, deadline) {
+        match kubectl_diff(kubectl, &objects, namespace, deadline, &new) {
             Call::Done(Ok(found)) => {
                 for &i in &members {
                     let mine = found
@@ -196,7 +197,7 @@ pub fn diff_until(
             Call::Done(Err(_)) => {
                 for &i in &members {
                     let own: Vec<&Object> = targets[i].objects.iter().collect();
-                    results[i] = match kubectl_diff(kubectl, &own, namespace, deadline) {
+                    results[i] = match kubectl_diff(kubectl, &own, namespace, deadline, &new) {
                         Call::Done(r) => Some(r),
                         Call::OutOfTime => {
                             out_of_time = true;
@@ -283,74 +284,135 @@ fn diff_name(o: &Object) -> String {
     )
 }
 
-/// `kubectl diff` of `objects`. The server refuses even a dry run in a namespace that does
-/// not exist yet, so the objects of a namespace that it names missing and that the push
-/// itself creates (a Namespace among `objects`) are left out of the call and shown as
-/// created, whole; any other refusal is the call's error.
+/// What the push itself creates that a dry run of the rest depends on: the namespaces and the
+/// kinds (`group/kind`, of CRDs) it declares.
+#[derive(Default)]
+struct Foundations {
+    namespaces: Vec<String>,
+    kinds: Vec<String>,
+}
+
+impl Foundations {
+    fn of<'a>(objects: impl Iterator<Item = &'a Object>) -> Foundations {
+        let mut f = Foundations::default();
+        for o in objects {
+            if o.id.group.is_empty() && o.id.kind == "Namespace" {
+                f.namespaces.push(o.id.name.clone());
+            }
+            if let Some((kind, _)) = crate::pipeline::identity::crd_scope(o) {
+                f.kinds.push(kind);
+            }
+        }
+        f
+    }
+}
+
+/// `kubectl diff` of `objects`. The server refuses even a dry run in a namespace that does not
+/// exist yet, or of a kind whose CRD it does not serve yet: the objects of a namespace or kind
+/// it names missing that the push itself creates (`new`) are left out of the call and shown as
+/// created, whole. Any other refusal is the call's error.
 fn kubectl_diff(
     kubectl: &Kubectl,
     objects: &[&Object],
     namespace: Option<&str>,
     deadline: Option<Instant>,
+    new: &Foundations,
 ) -> Call<Vec<ObjectDiff>> {
-    let declared_namespaces: Vec<&str> = objects
-        .iter()
-        .filter(|o| o.id.group.is_empty() && o.id.kind == "Namespace")
-        .map(|o| o.id.name.as_str())
-        .collect();
-    let mut missing: Vec<String> = Vec::new();
+    let mut namespaces: Vec<String> = Vec::new();
+    let mut kinds: Vec<String> = Vec::new();
+    let waits = |o: &Object, namespaces: &[String], kinds: &[String]| {
+        o.id.namespace
+            .as_ref()
+            .is_some_and(|n| namespaces.contains(n))
+            || kinds.contains(&crate::pipeline::kinds::kind_key(&o.id.group, &o.id.kind))
+    };
     loop {
         let sent: Vec<&Object> = objects
             .iter()
             .copied()
-            .filter(|o| !o.id.namespace.as_ref().is_some_and(|n| missing.contains(n)))
+            .filter(|o| !waits(o, &namespaces, &kinds))
             .collect();
-        let call = within(
-            deadline,
-            |limit| kubectl.diff(manifest::to_stream(sent.iter().copied()), namespace, limit),
-            Ok,
-        );
-        let out = match call {
-            Call::Done(Ok(out)) => out,
-            Call::Done(Err(e)) => return Call::Done(Err(e)),
-            Call::OutOfTime => return Call::OutOfTime,
+        let out = if sent.is_empty() {
+            None
+        } else {
+            let call = within(
+                deadline,
+                |limit| kubectl.diff(manifest::to_stream(sent.iter().copied()), namespace, limit),
+                Ok,
+            );
+            match call {
+                Call::Done(Ok(out)) => Some(out),
+                Call::Done(Err(e)) => return Call::Done(Err(e)),
+                Call::OutOfTime => return Call::OutOfTime,
+            }
         };
-        let mut found = match out.code {
-            Some(0) => Vec::new(),
-            Some(1) => parse(&out.stdout, &sent),
-            _ => {
-                let more: Vec<String> = missing_namespaces(&out.stderr)
+        let mut found = match out {
+            None => Vec::new(),
+            Some(out) if out.code == Some(0) => Vec::new(),
+            Some(out) if out.code == Some(1) => parse(&out.stdout, &sent),
+            Some(out) => {
+                let more_ns: Vec<String> =
+                    named_missing(&out.stderr, "namespaces \"", "\" not found")
+                        .into_iter()
+                        .filter(|n| new.namespaces.contains(n) && !namespaces.contains(n))
+                        .collect();
+                let more_kinds: Vec<String> = unmatched_kinds(&out.stderr)
                     .into_iter()
-                    .filter(|n| declared_namespaces.contains(&n.as_str()) && !missing.contains(n))
+                    .filter(|k| new.kinds.contains(k) && !kinds.contains(k))
                     .collect();
-                if more.is_empty() {
+                if more_ns.is_empty() && more_kinds.is_empty() {
                     return Call::Done(Err(anyhow::anyhow!("kubectl diff: {}", out.reason())));
                 }
-                missing.extend(more);
+                namespaces.extend(more_ns);
+                kinds.extend(more_kinds);
                 continue;
             }
         };
         found.extend(
             objects
                 .iter()
-                .filter(|o| o.id.namespace.as_ref().is_some_and(|n| missing.contains(n)))
+                .filter(|o| waits(o, &namespaces, &kinds))
                 .map(|o| creation(o)),
         );
         return Call::Done(Ok(found));
     }
 }
 
-/// The namespaces an API server error names as missing (`namespaces "web" not found`).
-fn missing_namespaces(stderr: &str) -> Vec<String> {
+/// The names an error message quotes between `before` and `after` (`namespaces "web" not
+/// found`).
+fn named_missing(stderr: &str, before: &str, after: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = stderr;
+    while let Some(at) = rest.find(before) {
+        rest = &rest[at + before.len()..];
+        let Some(end) = rest.find('"') else { break };
+        let name = &rest[..end];
+        if rest[end..].starts_with(after) && !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// The kinds kubectl could not map (`no matches for kind "Widget" in version "ex.com/v1"`), as
+/// `group/kind`.
+fn unmatched_kinds(stderr: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = stderr;
-    while let Some(at) = rest.find("namespaces \"") {
-        rest = &rest[at + "namespaces \"".len()..];
-        if let Some(end) = rest.find('"') {
-            if rest[end..].starts_with("\" not found") && !out.iter().any(|n| n == &rest[..end]) {
-                out.push(rest[..end].to_string());
-            }
-            rest = &rest[end..];
+    while let Some(at) = rest.find("no matches for kind \"") {
+        rest = &rest[at + "no matches for kind \"".len()..];
+        let Some(end) = rest.find('"') else { break };
+        let kind = &rest[..end];
+        rest = &rest[end..];
+        let Some(v) = rest.strip_prefix("\" in version \"") else {
+            continue;
+        };
+        let Some(vend) = v.find('"') else { break };
+        let key =
+            crate::pipeline::kinds::kind_key(crate::pipeline::kinds::group_of(&v[..vend]), kind);
+        if !out.contains(&key) {
+            out.push(key);
         }
     }
     out
@@ -434,6 +496,15 @@ fn parse(text: &str, objects: &[&Object]) -> Vec<ObjectDiff> {
     }
     out.extend(current);
     for d in &mut out {
+        // The server's dry run of a creation adds its uid, timestamps, defaults and status:
+        // what the push declares says more, and reads the same whether or not the object
+        // could be sent.
+        if d.change == Change::Create {
+            if let Some(o) = objects.iter().find(|o| o.id == d.id) {
+                d.diff = creation(o).diff;
+                continue;
+            }
+        }
         d.diff = without_generation(&d.diff);
         if !d
             .diff
@@ -795,7 +866,8 @@ mod tests {
     #[test]
     fn kubectl_diff_output_is_split_and_named_per_object() {
         let web = object("apps/v1", "Deployment", Some("web"), "web.v2");
-        let ns = object("v1", "Namespace", None, "web");
+        let mut ns = object("v1", "Namespace", None, "web");
+        ns.body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}});
         let text = "diff -u -N /tmp/LIVE-1/apps.v1.Deployment.web.web.v2 /tmp/MERGED-2/apps.v1.Deployment.web.web.v2\n\
 --- /tmp/LIVE-1/apps.v1.Deployment.web.web.v2\t2026-01-01\n\
 +++ /tmp/MERGED-2/apps.v1.Deployment.web.web.v2\t2026-01-01\n\
@@ -818,7 +890,10 @@ diff -u -N /tmp/LIVE-1/v1.Namespace..web /tmp/MERGED-2/v1.Namespace..web\n\
         );
         assert_eq!(found[1].id, ns.id);
         assert_eq!(found[1].change, Change::Create);
-        assert!(!found[1].diff.contains("/tmp/"), "{}", found[1].diff);
+        assert_eq!(
+            found[1].diff,
+            "--- live Namespace web (none)\n+++ declared k8s/web.yaml:1\n@@ -0,0 +1,4 @@\n+apiVersion: v1\n+kind: Namespace\n+metadata:\n+  name: web\n"
+        );
     }
 
     #[test]
@@ -932,6 +1007,17 @@ Terraform root infra: Plan: 1 to add, 0 to change, 0 to destroy.
                 "… the diffs of 1 more object not shown ([gate] diff_lines = 12)"
             ]
         );
+    }
+
+    #[test]
+    fn missing_namespaces_and_kinds_are_read_from_kubectl_errors() {
+        let err = "Error from server (NotFound): namespaces \"web\" not found\n\
+Error from server (NotFound): namespaces \"web\" not found\n\
+error: resource mapping not found for name: \"w\" namespace: \"web\" from \"STDIN\": no matches for kind \"Widget\" in version \"ex.com/v1\"\n\
+ensure CRDs are installed first\n";
+        assert_eq!(named_missing(err, "namespaces \"", "\" not found"), ["web"]);
+        assert_eq!(unmatched_kinds(err), ["ex.com/Widget"]);
+        assert!(named_missing("namespaces \"x", "namespaces \"", "\" not found").is_empty());
     }
 
     #[test]

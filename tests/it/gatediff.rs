@@ -652,3 +652,45 @@ fn doctor_checks_what_the_gate_and_its_policies_need() {
         out.stdout
     );
 }
+
+#[test]
+fn a_first_push_with_its_namespace_and_crd_is_shown_as_created() {
+    let Some((w, c)) = gated("", "") else { return };
+    let ns = c.unique("gdc");
+    let group = format!("{}.example.com", c.unique("g"));
+    let crd = format!("apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: gadgets.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names:\n    kind: Gadget\n    plural: gadgets\n    singular: gadget\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        x-kubernetes-preserve-unknown-fields: true\n");
+    // In a namespace that exists, so that only its kind is missing from the server.
+    let gadget = format!(
+        "apiVersion: {group}/v1\nkind: Gadget\nmetadata:\n  name: g1\n  namespace: default\nspec:\n  size: 3\n"
+    );
+    let first = w.commit(
+        &[
+            ("k8s/crds/gadget.yaml", &crd),
+            ("k8s/ns/ns.yaml", &namespace(&ns)),
+            ("k8s/app/cm.yaml", &configmap("settings", Some(&ns), "1")),
+            ("k8s/app/gadget.yaml", &gadget),
+        ],
+        "first",
+    );
+    let out = push(&w, &[]);
+    out.assert_ok();
+    let text = out.stderr.clone();
+    for (kind, name) in [
+        ("CustomResourceDefinition", format!("gadgets.{group}")),
+        ("Namespace", ns.clone()),
+        ("ConfigMap", "settings".to_string()),
+        ("Gadget", "g1".to_string()),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains("create") && l.contains(kind) && l.contains(&name)),
+            "{kind} {name} not created in:\n{text}"
+        );
+    }
+    assert!(text.contains("+  size: 3"), "{text}");
+    // Creations show what the push declares, not the server's bookkeeping.
+    for noise in ["uid:", "creationTimestamp", "status:"] {
+        assert!(!text.contains(noise), "{noise} in:\n{text}");
+    }
+    assert_eq!(w.last_record(&first)["result"], "succeeded", "{text}");
+}
