@@ -185,6 +185,7 @@ fn tools(r: &mut Checks, config: &ServerConfig, masker: &Masker) {
         ),
         ("terraform", &config.tools.terraform, vec!["version"]),
     ];
+    helm(r, config, masker);
     for (key, program, args) in checks {
         match Command::new(
             program,
@@ -214,6 +215,49 @@ fn tools(r: &mut Checks, config: &ServerConfig, masker: &Masker) {
             ),
         }
     }
+}
+
+/// Helm renders chart targets (docs/helm.md): tested with 4.3.2; 3.x from 3.10 works (the
+/// first with `--set-json`). Without it only chart targets fail, so a missing default `helm`
+/// is a warning, and one that `[tools] helm` names a failure.
+fn helm(r: &mut Checks, config: &ServerConfig, masker: &Masker) {
+    let helm = crate::backends::helm::Helm {
+        program: config.tools.helm.clone(),
+        sandbox: crate::backends::sandbox::Sandbox::from_config(&config.sandbox),
+        masker: masker.clone(),
+    };
+    match helm.version() {
+        Ok(v) if helm_supported(&v) => r.ok("helm", &format!("{}: {v}", helm.program)),
+        Ok(v) => r.fail(
+            "helm",
+            &format!(
+                "{}: {v}: chart targets need helm 3.10 or later",
+                helm.program
+            ),
+            "install helm 4 (go install helm.sh/helm/v4/cmd/helm@v4.3.2)",
+        ),
+        Err(e) if config.tools.helm == "helm" => r.warn(
+            "helm",
+            &format!(
+                "{}: chart targets (directories with Chart.yaml, type = \"helm\") will fail",
+                crate::out::error_line(&e)
+            ),
+        ),
+        Err(e) => r.fail(
+            "helm",
+            &crate::out::error_line(&e),
+            "install helm or correct [tools] helm in the server config",
+        ),
+    }
+}
+
+/// `v4.3.2+g…`, `v3.10.0`: 3.10 and later.
+fn helm_supported(version: &str) -> bool {
+    let v = version.trim().trim_start_matches('v');
+    let mut parts = v.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    major > 3 || (major == 3 && minor >= 10)
 }
 
 /// Gitaly's config, read from `HOOKOPS_GITALY_CONFIG` or Omnibus'
@@ -543,14 +587,16 @@ fn cluster(r: &mut Checks, session: &Session, env: &Environment, masker: &Masker
     };
     let version = kubectl.raw(["version", "-o", "json", "--request-timeout=5s"]);
     let server = match version {
-        Ok(out) if out.success() => serde_json::from_str::<serde_json::Value>(&out.stdout)
-            .ok()
-            .and_then(|v| {
-                v.pointer("/serverVersion/gitVersion")
-                    .and_then(|g| g.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| "unknown version".into()),
+        Ok(out) if out.success() => {
+            let v = serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap_or_default();
+            if let Some(slow) = slow_kubectl(&v) {
+                r.warn("kubectl", &slow);
+            }
+            v.pointer("/serverVersion/gitVersion")
+                .and_then(|g| g.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| "unknown version".into())
+        }
         Ok(out) => {
             return r.fail(
                 &check,
@@ -667,6 +713,29 @@ fn lock(r: &mut Checks, env: &Environment, kubectl: &crate::backends::kube::Kube
     }
 }
 
+/// kubectl 1.32 and 1.33 decode the server's whole OpenAPI v3 document for every object they
+/// send as a document of its own, to learn whether strict field validation is supported
+/// (kubernetes/kubernetes#127095; cached from 1.34 on). What that costs hookops, from
+/// `kubectl version -o json`'s client version.
+fn slow_kubectl(version: &serde_json::Value) -> Option<String> {
+    let client = version.get("clientVersion")?;
+    let minor = client.get("minor")?.as_str()?.trim_end_matches('+');
+    if client.get("major")?.as_str()? != "1" || !matches!(minor, "32" | "33") {
+        return None;
+    }
+    let git = client
+        .get("gitVersion")
+        .and_then(|g| g.as_str())
+        .unwrap_or("1.x");
+    Some(format!(
+        "{git} decodes the server's OpenAPI v3 document once per object it applies (about 20 ms \
+         of CPU each, 20 s for 1,000 objects; kubernetes/kubernetes#127095, fixed in 1.34): \
+         hookops sends two or more objects as one List, which kubectl validates with the v2 \
+         schema read once per call, so only one-object applies pay it; kubectl 1.34 or newer \
+         avoids it altogether"
+    ))
+}
+
 /// A namespace the policy names must exist before the first push unless the environment may
 /// create it (a Namespace is cluster-scoped): otherwise that push fails with `namespaces "web"
 /// not found` (docs/environments.md, "The namespace policy").
@@ -751,5 +820,36 @@ fn layout(r: &mut Checks, session: &Session, envs: &[Environment]) {
             "api servers",
             &environments::shared_server_line(&server, &names),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kubectl_1_32_and_1_33_are_named_slow() {
+        let v = |major: &str, minor: &str| {
+            json!({"clientVersion": {"major": major, "minor": minor,
+                                     "gitVersion": format!("v{major}.{minor}.4")}})
+        };
+        let slow = slow_kubectl(&v("1", "32+")).unwrap();
+        assert!(slow.starts_with("v1.32+.4 decodes"), "{slow}");
+        assert!(slow.contains("#127095"), "{slow}");
+        assert!(slow_kubectl(&v("1", "33")).is_some());
+        assert!(slow_kubectl(&v("1", "34")).is_none());
+        assert!(slow_kubectl(&v("1", "31")).is_none());
+        assert!(slow_kubectl(&json!({"serverVersion": {}})).is_none());
+    }
+
+    #[test]
+    fn helm_3_10_and_later_render_charts() {
+        for ok in ["v4.3.2+g1234", "v3.10.0", "v3.21.4+gabc", "v5.0.0"] {
+            assert!(helm_supported(ok), "{ok}");
+        }
+        for old in ["v3.9.4", "v2.17.0", "", "unknown"] {
+            assert!(!helm_supported(old), "{old}");
+        }
     }
 }

@@ -14,6 +14,7 @@
 //!                      variant of a name sits in one shard
 //! units/f/<path>       a manifest file of a kubectl target: {"target", "objects": [identity]}
 //! units/k/<hash>       a kustomize target's rendered output (one unit per kustomization)
+//! units/h/<hash>       a chart target's rendered output (one unit per chart target)
 //! units/s/<hash>       a target's Vault-generated Secrets
 //! kinds.json           custom kinds declared by the CRDs of the tree: "group/kind" -> scope
 //! orphans.json         identities that no unit declares: pruned (or kept) by the next deploy
@@ -118,6 +119,12 @@ pub fn kustomize_unit(dir: &str) -> String {
     format!("k:{dir}")
 }
 
+/// The unit key of a chart target (its rendered output), by target name: one chart may be
+/// declared twice, as two releases.
+pub fn helm_unit(target: &str) -> String {
+    format!("h:{target}")
+}
+
 /// The unit key of a target's Vault-generated Secrets.
 pub fn secrets_unit(target: &str) -> String {
     format!("s:{target}")
@@ -126,7 +133,7 @@ pub fn secrets_unit(target: &str) -> String {
 fn unit_path(unit: &str) -> Result<String> {
     Ok(match unit.split_once(':') {
         Some(("f", path)) => format!("units/f/{path}"),
-        Some((kind @ ("k" | "s"), rest)) => {
+        Some((kind @ ("k" | "h" | "s"), rest)) => {
             format!("units/{kind}/{}", hex(&Sha256::digest(rest.as_bytes())))
         }
         _ => bail!("bad inventory unit {unit:?}"),
@@ -162,7 +169,28 @@ pub struct Inventory<'r> {
 
 impl<'r> Inventory<'r> {
     pub fn load(repo: &'r Repository, env: &str) -> Result<Inventory<'r>> {
-        let mut inv = Inventory {
+        let mut inv = Inventory::empty(repo, env);
+        let name = inventory_ref(env);
+        let Ok(r) = repo.find_reference(&name) else {
+            return Ok(inv);
+        };
+        let head = r
+            .target()
+            .with_context(|| format!("{name} is not a direct reference"))?;
+        inv.read_commit(head)?;
+        Ok(inv)
+    }
+
+    /// The inventory kept in commit `head` (a dry run's cache: no ref names it). It is never
+    /// saved: `save` would find the environment's ref elsewhere.
+    pub fn at_commit(repo: &'r Repository, env: &str, head: Oid) -> Result<Inventory<'r>> {
+        let mut inv = Inventory::empty(repo, env);
+        inv.read_commit(head)?;
+        Ok(inv)
+    }
+
+    fn empty(repo: &'r Repository, env: &str) -> Inventory<'r> {
+        Inventory {
             repo,
             env: env.to_string(),
             head: None,
@@ -176,14 +204,13 @@ impl<'r> Inventory<'r> {
             orphans: BTreeSet::new(),
             dirty_meta: false,
             touched: BTreeSet::new(),
-        };
-        let name = inventory_ref(env);
-        let Ok(r) = repo.find_reference(&name) else {
-            return Ok(inv);
-        };
-        let head = r
-            .target()
-            .with_context(|| format!("{name} is not a direct reference"))?;
+        }
+    }
+
+    fn read_commit(&mut self, head: Oid) -> Result<()> {
+        let inv = self;
+        let name = inventory_ref(&inv.env);
+        let repo = inv.repo;
         let commit = repo
             .find_commit(head)
             .with_context(|| format!("{name}: not a commit"))?;
@@ -194,7 +221,7 @@ impl<'r> Inventory<'r> {
         }
         inv.kinds = inv.read_json("kinds.json")?.unwrap_or_default();
         inv.orphans = inv.read_json("orphans.json")?.unwrap_or_default();
-        Ok(inv)
+        Ok(())
     }
 
     /// Whether an inventory was ever written for this environment.
@@ -484,32 +511,18 @@ impl<'r> Inventory<'r> {
         self.dirty_meta || !self.dirty_shards.is_empty() || !self.dirty_units.is_empty()
     }
 
+    /// Writes the inventory as a commit that no ref names (a dry run's cache), returning it.
+    pub fn write_detached(&self, message: &str) -> Result<Oid> {
+        self.write(message)
+    }
+
     /// Writes the changes as one commit on `refs/hookops/inventory/<env>` (compare-and-swap:
     /// the deploy lock serialises writers, so a moved ref means corruption, not a race).
     pub fn save(&mut self, message: &str) -> Result<()> {
         if !self.dirty() {
             return Ok(());
         }
-        // Many pieces at once (a first deploy writes one per manifest file): written as one
-        // pack rather than as a loose object each, which costs a file apiece (1,000 files: a
-        // quarter of a second).
-        let commit = if self.dirty_units.len() + self.dirty_shards.len() >= PACK_AT {
-            let bulk = Repository::open(self.repo.path())?;
-            let odb = bulk.odb()?;
-            let mempack = odb.add_new_mempack_backend(1000)?;
-            let commit = self.write_commit(&bulk, message)?;
-            let mut pack = git2::Buf::new();
-            mempack
-                .dump(&bulk, &mut pack)
-                .context("packing the inventory")?;
-            let target = self.repo.odb()?;
-            let mut writer = target.packwriter()?;
-            std::io::Write::write_all(&mut writer, &pack)?;
-            writer.commit().context("writing the inventory's pack")?;
-            commit
-        } else {
-            self.write_commit(self.repo, message)?
-        };
+        let commit = self.write(message)?;
         let repo = self.repo;
         let tree = repo.find_commit(commit)?.tree()?;
         let name = inventory_ref(&self.env);
@@ -521,6 +534,28 @@ impl<'r> Inventory<'r> {
         self.dirty_units.clear();
         self.dirty_meta = false;
         Ok(())
+    }
+
+    /// Writes the changed pieces, the tree and the commit; returns the commit. Many pieces at
+    /// once (a first deploy writes one per manifest file) are written as one pack rather than
+    /// as a loose object each, which costs a file apiece (1,000 files: a quarter of a second).
+    fn write(&self, message: &str) -> Result<Oid> {
+        if self.dirty_units.len() + self.dirty_shards.len() < PACK_AT {
+            return self.write_commit(self.repo, message);
+        }
+        let bulk = Repository::open(self.repo.path())?;
+        let odb = bulk.odb()?;
+        let mempack = odb.add_new_mempack_backend(1000)?;
+        let commit = self.write_commit(&bulk, message)?;
+        let mut pack = git2::Buf::new();
+        mempack
+            .dump(&bulk, &mut pack)
+            .context("packing the inventory")?;
+        let target = self.repo.odb()?;
+        let mut writer = target.packwriter()?;
+        std::io::Write::write_all(&mut writer, &pack)?;
+        writer.commit().context("writing the inventory's pack")?;
+        Ok(commit)
     }
 
     /// Writes the changed pieces, the tree and the commit through `repo` (this inventory's

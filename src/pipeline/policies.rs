@@ -150,6 +150,7 @@ mod tests {
             error: None,
             secret_ids: Vec::new(),
             hooks: Vec::new(),
+            chart: None,
         }
     }
 

@@ -10,6 +10,7 @@ mod environments;
 mod firsthour;
 mod gatediff;
 mod gitolite;
+mod helm;
 mod hostile;
 mod https_git;
 mod isolated;

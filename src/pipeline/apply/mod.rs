@@ -22,7 +22,7 @@ use crate::backends::terraform::{self as tf, Terraform};
 use crate::config::{Environment, TargetType};
 use crate::out::say;
 use crate::pipeline::identity;
-use crate::pipeline::manifest::{self, Object};
+use crate::pipeline::manifest::Object;
 use crate::pipeline::plan::{Plan, Step, TargetPlan};
 use crate::pipeline::secrets::{kube_objects, Secrets};
 use crate::record::payload::{Outcome, TargetReport};
@@ -266,7 +266,7 @@ fn start_batch<'scope, 'env>(
             .map(|&i| b.plan.targets[i].target.name.as_str())
             .collect();
         log::debug!("{}: one kubectl apply for {}", b.env.name, names.join(", "));
-        let shared = match b.kubectl.apply(manifest::to_stream(all), ns, None) {
+        let shared = match kube::apply_objects(b.kubectl, &all, ns) {
             Ok(out) if out.success() => true,
             Ok(out) => {
                 log::info!(
@@ -339,6 +339,16 @@ fn run_target(
     let clock = applied.unwrap_or_else(Instant::now);
     let t = &tp.target;
     let mut r = TargetReport::new(&t.name, t.kind);
+    r.chart = tp
+        .chart
+        .as_ref()
+        .map(|c| crate::record::payload::ChartRecord {
+            name: c.name.clone(),
+            version: c.version.clone(),
+            release: c.release.clone(),
+            repo: c.repo.clone(),
+            digest: c.digest.clone(),
+        });
     let outcome = if let Some(why) = tp.blocked() {
         Err(why)
     } else if t.kind == TargetType::Terraform {
