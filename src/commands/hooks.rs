@@ -267,11 +267,13 @@ fn not_deploying(
         say(&format!("error: {e}"));
     }
     let reason = if errors.is_empty() {
-        "hookops.dry-run: the push landed (no pre-receive gate refused it), but nothing was          deployed"
+        "hookops.dry-run: the push landed (no pre-receive gate refused it), but nothing was \
+         deployed"
             .to_string()
     } else {
         format!(
-            "{} push option error{}: the push landed (no pre-receive gate refused it), but              nothing was deployed",
+            "{} push option error{}: the push landed (no pre-receive gate refused it), but \
+             nothing was deployed",
             errors.len(),
             if errors.len() == 1 { "" } else { "s" }
         )
@@ -280,7 +282,8 @@ fn not_deploying(
         let Some(new) = u.new else { continue };
         for env in session.environments_for(&u.name) {
             say(&format!(
-                "{}: not deploying {}: {reason}; the next push (or hookops replay) deploys it;                  `hookops install --pre-receive` refuses such pushes",
+                "{}: not deploying {}: {reason}; the next push (or hookops replay) deploys it; \
+                 `hookops install --pre-receive` refuses such pushes",
                 env.name,
                 plan::short_id(new)
             ));

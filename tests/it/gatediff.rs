@@ -576,7 +576,11 @@ fn without_the_gate_dry_run_and_unknown_options_deploy_nothing() {
     let out = push(&w, &["-o", "hookops.dry-run"]);
     out.assert_ok();
     assert!(
-        out.stderr.contains("prod: not deploying") && out.stderr.contains("hookops.dry-run"),
+        out.stderr.contains(&format!(
+            "prod: not deploying {}: hookops.dry-run: the push landed (no pre-receive gate \
+             refused it), but nothing was deployed; the next push",
+            &first[..7]
+        )),
         "{}",
         out.stderr
     );
