@@ -698,3 +698,44 @@ fn a_first_push_with_its_namespace_and_crd_is_shown_as_created() {
     }
     assert_eq!(w.last_record(&first)["result"], "succeeded", "{text}");
 }
+
+#[test]
+fn an_existing_create_only_object_is_shown_unchanged() {
+    let Some((w, c)) = gated("", "") else { return };
+    let ns = c.unique("gdo");
+    let once = |value: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: once\n  namespace: {ns}\n  annotations:\n    hookops.io/apply: create-only\ndata:\n  value: \"{value}\"\n"
+        )
+    };
+    w.commit(
+        &[
+            ("k8s/ns/ns.yaml", &namespace(&ns)),
+            ("k8s/app/once.yaml", &once("1")),
+            ("k8s/app/cm.yaml", &configmap("cm", Some(&ns), "1")),
+        ],
+        "first",
+    );
+    push(&w, &[]).assert_ok();
+    w.commit(
+        &[
+            ("k8s/app/once.yaml", &once("2")),
+            ("k8s/app/cm.yaml", &configmap("cm", Some(&ns), "2")),
+        ],
+        "change",
+    );
+    let out = push(&w, &["-o", "hookops.dry-run"]);
+    let text = out.stderr.clone();
+    // The deploy leaves it as it is, so the gate does not announce an update of it.
+    assert!(
+        text.contains("Op: 0 create, 1 update, 0 prune, 1 unchanged"),
+        "{text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("update") && l.contains(" once ")),
+        "{text}"
+    );
+    assert!(text.contains("nothing was pushed"), "{text}");
+}
