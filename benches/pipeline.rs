@@ -1320,6 +1320,10 @@ fn page_repo(b: &Bench) -> PageRepo {
             reason: failed.then(|| "api failed: Deployment api/api: unhealthy".to_string()),
             rolled_back_to: failed.then(|| ids[c - 1].clone()),
             kept: Vec::new(),
+            message: None,
+            no_wait: false,
+            pending: Vec::new(),
+            allowed_by: None,
             hookops_version: Some(env!("CARGO_PKG_VERSION").into()),
         };
         let mut push = |c: usize, rep: &Report| {

@@ -51,8 +51,12 @@ fn page(command: &str) -> Page {
                 ("0", "The push is accepted."),
                 ("1", "The push is refused; each reason names its file, line or ref."),
             ],
-            examples: &[("Install the gate:", "hookops install /srv/git/infra.git \\-\\-pre\\-receive")],
-            note: "",
+            examples: &[
+                ("Install the gate:", "hookops install /srv/git/infra.git \\-\\-pre\\-receive"),
+                ("See what a push would change, and push nothing:", "git push \\-o hookops.dry\\-run origin main"),
+                ("Override a prune policy (a signed push):", "git push \\-\\-signed \\-o hookops.allow\\-prune origin main"),
+            ],
+            note: "Push options: hookops.dry\\-run, hookops.target=NAME, hookops.no\\-wait, hookops.message=TEXT, hookops.allow\\-prune (docs/gate.md). An unknown hookops.* option refuses the push.",
         },
         "replay" => Page {
             exit: &[
@@ -139,6 +143,18 @@ fn page(command: &str) -> Page {
             ],
             note: "As \\fBgit diff \\-\\-exit\\-code\\fR: 0 same, 1 different, 2 trouble.",
         },
+        "diff" => Page {
+            exit: &[
+                ("0", "Deploying REF would change nothing in the cluster or Terraform state."),
+                ("1", "It would change something: the change table and each object's unified diff say what."),
+                ("2", "Something could not be compared (an unreachable cluster, a refused dry run, a failing terraform plan), or the command line is wrong."),
+            ],
+            examples: &[
+                ("What deploying main's tip would change:", "hookops diff main"),
+                ("A commit not pushed yet, as JSON:", "hookops diff main \\-\\-to HEAD \\-\\-json"),
+            ],
+            note: "The same preview the pre\\-receive gate shows a pusher, without its caps and time budget; lines the gate's policies would refuse are printed after it.",
+        },
         "doctor" => Page {
             exit: &[
                 ("0", "Every check passed."),
@@ -212,6 +228,9 @@ a record did not verify; no records
 .TP
 \\fBdrift\\fR
 1 drifted, 2 could not check
+.TP
+\\fBdiff\\fR
+1 something would change, 2 could not compare
 .TP
 \\fBdoctor\\fR
 a check failed

@@ -56,6 +56,16 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         server_config: Option<PathBuf>,
     },
+    /// What deploying REF would change in the cluster: the change table and live diff the
+    /// gate shows a pusher
+    Diff {
+        #[command(flatten)]
+        range: RangeArgs,
+        /// Print JSON (per environment: targets, objects with their change and diff, and what
+        /// the gate's policies would refuse)
+        #[arg(long)]
+        json: bool,
+    },
     /// Deploy records, newest first
     History {
         /// Only this environment

@@ -170,6 +170,16 @@ pub struct Environment {
     pub lease_duration: Option<f64>,
     pub lease_renew: Option<f64>,
     pub lease_retry: Option<f64>,
+    /// The gate refuses a push whose plan prunes more objects than this (docs/gate.md), unless
+    /// a signed push says `-o hookops.allow-prune`.
+    pub max_prune: Option<usize>,
+    /// Kinds (`Kind` or `Kind.group`) the gate protects: a push that would delete an object of
+    /// one, or change a field of a live one, is refused (same override).
+    #[serde(default)]
+    pub protect_kinds: Vec<String>,
+    /// allowed_signers file of the keys whose signed pushes may override the policies
+    /// (default: `[gate] allowed_signers`, then git's `gpg.ssh.allowedSignersFile`).
+    pub push_signers: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Serialize)]
@@ -224,6 +234,9 @@ impl Environment {
             lease_duration: None,
             lease_renew: None,
             lease_retry: None,
+            max_prune: None,
+            protect_kinds: Vec::new(),
+            push_signers: None,
         }
     }
 
@@ -347,7 +360,7 @@ pub enum GateMode {
     Server,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gate {
     #[serde(default)]
@@ -356,6 +369,48 @@ pub struct Gate {
     pub require_signed_commits: bool,
     /// allowed_signers file for commit signatures (defaults to gpg.ssh.allowedSignersFile).
     pub allowed_signers: Option<PathBuf>,
+    /// Seconds the gate (mode "server") may spend comparing with the live cluster; past it
+    /// the printed diff is cut, saying so. Policies are decided from the whole plan anyway.
+    #[serde(default = "default_time_budget")]
+    pub time_budget: u64,
+    /// Lines of one object's diff shown, and of all diffs of a push (then "N more").
+    #[serde(default = "default_diff_lines_per_object")]
+    pub diff_lines_per_object: usize,
+    #[serde(default = "default_diff_lines")]
+    pub diff_lines: usize,
+    /// Rows of the change table shown per push (then "N more").
+    #[serde(default = "default_table_rows")]
+    pub table_rows: usize,
+}
+
+fn default_time_budget() -> u64 {
+    30
+}
+
+fn default_diff_lines_per_object() -> usize {
+    40
+}
+
+fn default_diff_lines() -> usize {
+    400
+}
+
+fn default_table_rows() -> usize {
+    100
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            mode: GateMode::Local,
+            require_signed_commits: false,
+            allowed_signers: None,
+            time_budget: default_time_budget(),
+            diff_lines_per_object: default_diff_lines_per_object(),
+            diff_lines: default_diff_lines(),
+            table_rows: default_table_rows(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
@@ -562,6 +617,9 @@ impl ServerConfig {
                 env.name,
                 env.branch
             );
+        }
+        if !(1..=3600).contains(&self.gate.time_budget) {
+            bail!("{origin}: [gate] time_budget must be between 1 and 3600 seconds");
         }
         if self.deploy.parallel == 0 {
             bail!("{origin}: [deploy] parallel must be at least 1");

@@ -98,6 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             server_config,
         } => commands::hooks::plan(repo, &range, json, server_config.as_deref()),
+        Command::Diff { range, json } => commands::diff::run(repo, &range, json),
         Command::History {
             env,
             json,

@@ -208,7 +208,13 @@ impl Kubectl {
 
     /// `kubectl diff`: exit 0 no difference, 1 difference, >1 error. Always with plain
     /// `diff -u -N` (whatever the server user's `KUBECTL_EXTERNAL_DIFF`): livediff reads it.
-    pub fn diff(&self, stream: String, namespace: Option<&str>) -> Result<Output> {
+    /// Killed at `deadline` (the gate's time budget): no exit code, `KILLED_AT_DEADLINE`.
+    pub fn diff(
+        &self,
+        stream: String,
+        namespace: Option<&str>,
+        deadline: Option<Deadline>,
+    ) -> Result<Output> {
         let c = self
             .short_command()
             .env("KUBECTL_EXTERNAL_DIFF", "diff -u -N")
@@ -220,9 +226,12 @@ impl Kubectl {
                 "-f",
                 "-",
             ]);
-        Self::with_namespace(c, namespace)
-            .stdin(stream.into_bytes())
-            .run(&self.masker)
+        let c = Self::with_namespace(c, namespace).stdin(stream.into_bytes());
+        match deadline {
+            Some(d) => c.deadline(d),
+            None => c,
+        }
+        .run(&self.masker)
     }
 
     pub fn rollout_undo(&self, resource: &str, namespace: Option<&str>) -> Result<Output> {
@@ -230,12 +239,18 @@ impl Kubectl {
         self.write(Self::with_namespace(c, namespace))
     }
 
-    /// The objects named by the stubs on stdin that exist, as JSON (a `List` for several).
-    pub fn get_stream(&self, stubs: String) -> Result<Output> {
-        self.command()
+    /// The objects named by the stubs on stdin that exist, as JSON (a `List` for several);
+    /// killed at `deadline` like `diff`.
+    pub fn get_stream(&self, stubs: String, deadline: Option<Deadline>) -> Result<Output> {
+        let c = self
+            .command()
             .args(["get", "--ignore-not-found", "-o", "json", "-f", "-"])
-            .stdin(stubs.into_bytes())
-            .run(&self.masker)
+            .stdin(stubs.into_bytes());
+        match deadline {
+            Some(d) => c.deadline(d),
+            None => c,
+        }
+        .run(&self.masker)
     }
 
     pub fn get_json(&self, resource: &str, namespace: Option<&str>) -> Result<Output> {

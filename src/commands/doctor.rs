@@ -103,6 +103,7 @@ pub fn run(repo: Option<&Path>, json: bool) -> Result<ExitCode> {
     tools(&mut r, config, &masker);
     hooks(&mut r, &session);
     hidden_refs(&mut r, &session);
+    gate(&mut r, &session);
     sandbox(&mut r, config);
     state(&mut r, &session);
     match crate::record::notes::list(&session.repo) {
@@ -346,6 +347,106 @@ fn hidden_refs(r: &mut Checks, session: &Session) {
             ),
             &hide_refs_fix(&session.git_dir),
         );
+    }
+}
+
+/// The pre-receive gate and what it needs of git (docs/gate.md): push options advertised, a
+/// nonce seed for signed pushes, and, where an environment has diff policies, the gate itself
+/// (without it nothing enforces them) and the signers who may override them. Silent where
+/// there is neither a gate nor a policy.
+fn gate(r: &mut Checks, session: &Session) {
+    use crate::commands::install::{ADVERTISE_PUSH_OPTIONS, CERT_NONCE_SEED};
+    let installed = crate::commands::install::hooks_dir(&session.repo)
+        .map(|dir| {
+            std::iter::once(dir.join("pre-receive"))
+                .chain(sorted_entries(&dir.join("pre-receive.d"), |_| true))
+                .any(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("hookops")))
+        })
+        .unwrap_or(false);
+    let envs = session.environments();
+    let policed: Vec<&Environment> = envs
+        .iter()
+        .filter(|e| e.max_prune.is_some() || !e.protect_kinds.is_empty())
+        .collect();
+    if !installed {
+        if let Some(e) = policed.first() {
+            r.fail(
+                "gate",
+                &format!(
+                    "environment {} has diff policies (max_prune, protect_kinds) but no \
+                     pre-receive gate enforces them",
+                    e.name
+                ),
+                &format!(
+                    "hookops install {} --pre-receive",
+                    session.git_dir.display()
+                ),
+            );
+        }
+        return;
+    }
+    let git_config = |key: &str| {
+        Command::from_path("git", "hookops reads the repository's git config with git")
+            .arg("--git-dir")
+            .arg(session.git_dir.as_os_str())
+            .args(["config", "--get", key])
+            .run(&Masker::new())
+            .ok()
+            .filter(|o| o.success())
+            .map(|o| o.stdout.trim().to_string())
+    };
+    let dir = crate::commands::install::quote(&session.git_dir.display().to_string());
+    match git_config(ADVERTISE_PUSH_OPTIONS).as_deref() {
+        Some("true") | Some("yes") | Some("on") | Some("1") => {
+            r.ok("gate", "pre-receive installed; push options advertised")
+        }
+        _ => r.fail(
+            "gate",
+            &format!("{ADVERTISE_PUSH_OPTIONS} is not true: `git push -o hookops.…` is refused"),
+            &format!("git --git-dir={dir} config {ADVERTISE_PUSH_OPTIONS} true"),
+        ),
+    }
+    if git_config(CERT_NONCE_SEED).is_none() {
+        r.fail(
+            "gate",
+            &format!(
+                "{CERT_NONCE_SEED} is not set: signed pushes are refused by git, so \
+                 hookops.allow-prune cannot count"
+            ),
+            &format!(
+                "hookops install {} --pre-receive",
+                session.git_dir.display()
+            ),
+        );
+    }
+    for env in policed {
+        match crate::pipeline::options::push_signers_file(session, env) {
+            None => r.warn(
+                "gate",
+                &format!(
+                    "environment {}: no push signers (push_signers): its policies cannot be \
+                     overridden with hookops.allow-prune",
+                    env.name
+                ),
+            ),
+            Some(file) => match crate::record::AllowedSigners::load(&file) {
+                Ok(s) => r.ok(
+                    "gate",
+                    &format!(
+                        "environment {}: policies may be overridden by {} key{} of {}",
+                        env.name,
+                        s.len(),
+                        if s.len() == 1 { "" } else { "s" },
+                        file.display()
+                    ),
+                ),
+                Err(e) => r.fail(
+                    "gate",
+                    &crate::out::error_line(&e),
+                    "fix the push signers file (ssh-keygen ALLOWED SIGNERS format)",
+                ),
+            },
+        }
     }
 }
 

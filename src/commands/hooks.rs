@@ -16,21 +16,30 @@ use crate::out::say;
 use crate::pipeline::deploy::{Deployer, Request};
 use crate::pipeline::environments;
 use crate::pipeline::fanout::Job;
+use crate::pipeline::options::{self, PushContext, PushOptions, Signed};
 use crate::pipeline::plan::{self, Step};
 use crate::pipeline::planner;
 use crate::pipeline::refs::{self, RefUpdate};
 
 /// post-receive: after refs are updated, git passes `<old> <new> <ref>` per updated ref. The
-/// exit status cannot undo the push; it is shown to the pusher.
+/// exit status cannot undo the push; it is shown to the pusher. The push's options
+/// (`GIT_PUSH_OPTION_*`) shape the deploy; options that should have refused the push
+/// (`hookops.dry-run`, an unknown one) reach here only without the gate: the push stands, and
+/// nothing deploys.
 pub fn post_receive(repo: Option<&Path>) -> Result<ExitCode> {
     // The session first: it sets libgit2 up (see session.rs) before anything else touches it.
     let session = Session::open(repo)?;
     let updates = refs::read_stdin("post-receive")?;
-    if queue::queue_if_async(&session, &updates)? {
+    let (options, errors) = PushOptions::from_env();
+    if options.dry_run || !errors.is_empty() {
+        return not_deploying(&session, &updates, &options, &errors);
+    }
+    let push = push_context(&session, &updates, options)?;
+    if queue::queue_if_async(&session, &updates, &push)? {
         return Ok(ExitCode::SUCCESS);
     }
     let orphans_failed = take_over_orphans(&session);
-    let code = deploy_updates(&session, &updates, true)?;
+    let code = deploy_updates(&session, &updates, true, &push)?;
     Ok(if orphans_failed {
         ExitCode::FAILURE
     } else {
@@ -88,7 +97,7 @@ fn run_entry(session: &Session, entry: &Path) -> Result<ExitCode> {
     let Some(claimed) = queue::claim(entry)? else {
         return Ok(ExitCode::SUCCESS);
     };
-    let code = deploy_updates(session, &claimed.updates, true);
+    let code = deploy_updates(session, &claimed.updates, true, &claimed.push);
     claimed.done();
     code
 }
@@ -100,6 +109,7 @@ pub fn deploy_updates(
     session: &Session,
     updates: &[RefUpdate],
     coalesce: bool,
+    push: &PushContext,
 ) -> Result<ExitCode> {
     let mut deployer = match Deployer::new(session, crate::ops::after_attempts) {
         Ok(d) => d,
@@ -146,6 +156,8 @@ pub fn deploy_updates(
             }
             let mut req = Request::deploy(env, &u.name, u.old, new);
             req.coalesce = coalesce;
+            req.options = push.options.clone();
+            req.allowed_by = push.allowed_by.get(&req.env.name).cloned();
             jobs.push(Job::Deploy(Box::new(req)));
         }
     }
@@ -206,7 +218,83 @@ pub fn post_merge(repo: Option<&Path>, squash: Option<&str>) -> Result<ExitCode>
         new: Some(head),
         name: branch,
     };
-    deploy_updates(&session, &[update], false)
+    deploy_updates(&session, &[update], false, &PushContext::default())
+}
+
+/// The push's options for its deploys, with the signer of an `allow-prune` override per
+/// environment it concerns (the gate decided whether it was needed; the record names who).
+fn push_context(
+    session: &Session,
+    updates: &[RefUpdate],
+    options: PushOptions,
+) -> Result<PushContext> {
+    let mut push = PushContext {
+        options,
+        ..PushContext::default()
+    };
+    if let Some(m) = &push.options.message {
+        say(&format!("message for the record: {m}"));
+    }
+    if !push.options.allow_prune {
+        return Ok(push);
+    }
+    for u in updates.iter().filter(|u| u.new.is_some()) {
+        for env in session.environments_for(&u.name) {
+            match options::signer(session, &env)? {
+                Signed::By(who) => {
+                    push.allowed_by.insert(env.name.clone(), who);
+                }
+                Signed::No(why) => say(&format!(
+                    "{}: hookops.allow-prune does not count: {why}",
+                    env.name
+                )),
+            }
+        }
+    }
+    Ok(push)
+}
+
+/// Options that should have refused the push reached the deploy: without the gate (`hookops
+/// install --pre-receive`) git accepted it anyway. Nothing deploys; each environment gets a
+/// skipped record saying why, and the pointer stays (the next push deploys from it).
+fn not_deploying(
+    session: &Session,
+    updates: &[RefUpdate],
+    options: &PushOptions,
+    errors: &[String],
+) -> Result<ExitCode> {
+    for e in errors {
+        say(&format!("error: {e}"));
+    }
+    let reason = if errors.is_empty() {
+        "hookops.dry-run: the push landed (no pre-receive gate refused it), but nothing was \
+         deployed"
+            .to_string()
+    } else {
+        format!(
+            "{} push option error{}: the push landed (no pre-receive gate refused it), but \
+             nothing was deployed",
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" }
+        )
+    };
+    for u in updates {
+        let Some(new) = u.new else { continue };
+        for env in session.environments_for(&u.name) {
+            say(&format!(
+                "{}: not deploying {}: {reason}; the next push (or hookops replay) deploys it; \
+                 `hookops install --pre-receive` refuses such pushes",
+                env.name,
+                plan::short_id(new)
+            ));
+            Deployer::record_skip(session, &Request::deploy(env, &u.name, u.old, new), &reason)?;
+        }
+    }
+    Ok(if errors.is_empty() && options.dry_run {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Resolves `main`, `refs/heads/main` or `heads/main` to a full ref name that exists. With
@@ -255,7 +343,11 @@ fn full_ref(session: &Session, name: &str, to: Option<&str>) -> Result<String> {
     )
 }
 
-fn pick_envs(session: &Session, ref_name: &str, only: Option<&str>) -> Result<Vec<Environment>> {
+pub(crate) fn pick_envs(
+    session: &Session,
+    ref_name: &str,
+    only: Option<&str>,
+) -> Result<Vec<Environment>> {
     let envs = session.environments_for(ref_name);
     if envs.is_empty() {
         bail!("{ref_name} is not mapped to an environment");
@@ -275,9 +367,9 @@ fn pick_envs(session: &Session, ref_name: &str, only: Option<&str>) -> Result<Ve
 /// `REF [--from REV] [--to REV]` resolved: the full ref name, the old revision if given
 /// (`Some(None)` for the null id, which means "nothing deployed", as in hook input), and the
 /// new one (default: the ref's tip).
-type Range = (String, Option<Option<Oid>>, Oid);
+pub(crate) type Range = (String, Option<Option<Oid>>, Oid);
 
-fn resolve_range(session: &Session, range: &RangeArgs) -> Result<Range> {
+pub(crate) fn resolve_range(session: &Session, range: &RangeArgs) -> Result<Range> {
     let ref_name = full_ref(session, &range.ref_name, range.to.as_deref())?;
     let to = session.resolve(range.to.as_deref().unwrap_or(&ref_name))?;
     let from = match range.from.as_deref() {

@@ -91,6 +91,44 @@ fn hide_refs(repo: &Repository) -> Result<Vec<&'static str>> {
     Ok(added)
 }
 
+/// What the gate needs of git, set in the repository's own config where its effective config
+/// lacks it: `receive.advertisePushOptions` (else `git push -o` is refused by the client) and
+/// `receive.certNonceSeed` (else git checks no nonce of a signed push, and an old certificate
+/// could be replayed to override a policy). Returns what was set, for the output.
+fn push_options(repo: &Repository) -> Result<Vec<String>> {
+    let config = repo.config()?;
+    let mut local = config
+        .open_level(git2::ConfigLevel::Local)
+        .context("opening the repository's config")?;
+    let mut set = Vec::new();
+    if !config.get_bool(ADVERTISE_PUSH_OPTIONS).unwrap_or(false) {
+        local
+            .set_bool(ADVERTISE_PUSH_OPTIONS, true)
+            .with_context(|| format!("setting {ADVERTISE_PUSH_OPTIONS}"))?;
+        set.push(format!(
+            "{ADVERTISE_PUSH_OPTIONS} = true (git push -o hookops.… reaches the hooks)"
+        ));
+    }
+    if config.get_string(CERT_NONCE_SEED).is_err() {
+        let mut seed = [0u8; 32];
+        use std::io::Read;
+        fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut seed))
+            .context("reading /dev/urandom for receive.certNonceSeed")?;
+        let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+        local
+            .set_str(CERT_NONCE_SEED, &hex)
+            .with_context(|| format!("setting {CERT_NONCE_SEED}"))?;
+        set.push(format!(
+            "{CERT_NONCE_SEED} set (git push --signed works; its nonce stops replays)"
+        ));
+    }
+    Ok(set)
+}
+
+pub const ADVERTISE_PUSH_OPTIONS: &str = "receive.advertisePushOptions";
+pub const CERT_NONCE_SEED: &str = "receive.certNonceSeed";
+
 /// `transfer.hideRefs` then `receive.hideRefs` as libgit2 reads the repository's config (all
 /// levels), in file order.
 fn hide_refs_values(repo: &Repository) -> Result<Vec<String>> {
@@ -112,7 +150,7 @@ fn hide_refs_values(repo: &Repository) -> Result<Vec<String>> {
 }
 const CHAINED: &str = "hookops-chained";
 
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
@@ -241,6 +279,11 @@ pub fn run(repo_arg: Option<&Path>, args: &InstallArgs) -> Result<ExitCode> {
             repo.path().join("config").display()
         );
     }
+    if args.pre_receive {
+        for line in push_options(&repo)? {
+            println!("{}: {line}", repo.path().join("config").display());
+        }
+    }
     let state = repo.path().join(crate::config::STATE_DIR);
     fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     let config = state.join("config.toml");
@@ -307,6 +350,12 @@ fn install_into_hooks_dir(dir: &Path, pre_receive: bool) -> Result<ExitCode> {
          (docs/integrations/gitlab.md); `hookops doctor` checks it",
         HIDDEN_REFS.join(" and ")
     );
+    if pre_receive {
+        println!(
+            "note: for push options and signed pushes (docs/gate.md), also set \
+             {ADVERTISE_PUSH_OPTIONS} = true and {CERT_NONCE_SEED} there"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,6 +2,7 @@
 //! below it. Nothing under `pipeline/`, `ops/`, `record/` or `backends/` imports from here.
 
 pub mod audit;
+pub mod diff;
 pub mod doctor;
 pub mod drift;
 pub mod gate;

@@ -300,7 +300,12 @@ impl Watcher {
             self.retry_sync();
             return Ok(Polled::Nothing);
         }
-        let ok = match crate::commands::hooks::deploy_updates(&self.session, &updates, false) {
+        let ok = match crate::commands::hooks::deploy_updates(
+            &self.session,
+            &updates,
+            false,
+            &Default::default(),
+        ) {
             Ok(code) => code == ExitCode::SUCCESS,
             Err(e) => {
                 // Nothing was attempted (e.g. an unreadable signing key): try again next round

@@ -6,6 +6,7 @@
 pub mod alerts;
 pub mod metrics;
 pub mod page;
+pub mod pending;
 pub mod queue;
 
 use std::fs;

@@ -13,11 +13,16 @@ use serde::{Deserialize, Serialize};
 use crate::backends::repo::Session;
 use crate::config::DeployMode;
 use crate::out::say;
+use crate::pipeline::options::PushContext;
 use crate::pipeline::refs::RefUpdate;
 
 #[derive(Serialize, Deserialize)]
 struct QueueEntry {
     updates: Vec<(Option<String>, Option<String>, String)>,
+    /// The push's options (`hookops.target`, `no-wait`, `message`) and checked overrides: an
+    /// entry without them (written before they existed) deploys without.
+    #[serde(default)]
+    push: PushContext,
 }
 
 fn queue_dir(session: &Session) -> PathBuf {
@@ -124,7 +129,11 @@ pub fn orphaned_for(session: &Session, env: &str) -> Vec<Orphan> {
 }
 
 /// In async mode: queue the updates, start a detached worker, and tell the pusher.
-pub fn queue_if_async(session: &Session, updates: &[RefUpdate]) -> Result<bool> {
+pub fn queue_if_async(
+    session: &Session,
+    updates: &[RefUpdate],
+    push: &PushContext,
+) -> Result<bool> {
     if session.config.deploy.mode != DeployMode::Async {
         return Ok(false);
     }
@@ -148,6 +157,7 @@ pub fn queue_if_async(session: &Session, updates: &[RefUpdate]) -> Result<bool> 
                 )
             })
             .collect(),
+        push: push.clone(),
     };
     let path = dir.join(format!("{stamp}.json"));
     fs::write(&path, serde_json::to_vec(&entry)?)
@@ -177,6 +187,7 @@ pub struct Claimed {
     path: PathBuf,
     _held: fs::File,
     pub updates: Vec<RefUpdate>,
+    pub push: PushContext,
 }
 
 impl Claimed {
@@ -196,7 +207,7 @@ pub fn claim(entry: &Path) -> Result<Option<Claimed>> {
         return Ok(None); // another worker runs it
     }
     let text = fs::read(entry).with_context(|| format!("reading {}", entry.display()))?;
-    let Some(updates) = parse_entry(&text) else {
+    let Some((updates, push)) = parse_entry(&text) else {
         // What a hook killed while writing its entry leaves (an empty or cut file): that push
         // was never queued (its pusher saw no "deploy queued"); discarded, never retried for
         // ever. The next push deploys from the pointer anyway.
@@ -211,11 +222,12 @@ pub fn claim(entry: &Path) -> Result<Option<Claimed>> {
         path: entry.to_path_buf(),
         _held: held,
         updates,
+        push,
     }))
 }
 
-/// The ref updates of a queue entry; None when it is not a whole entry.
-fn parse_entry(text: &[u8]) -> Option<Vec<RefUpdate>> {
+/// The ref updates of a queue entry and its push's context; None when it is not a whole entry.
+fn parse_entry(text: &[u8]) -> Option<(Vec<RefUpdate>, PushContext)> {
     let parsed: QueueEntry = serde_json::from_slice(text).ok()?;
     let id = |s: Option<String>| -> Option<Option<git2::Oid>> {
         match s {
@@ -223,7 +235,7 @@ fn parse_entry(text: &[u8]) -> Option<Vec<RefUpdate>> {
             Some(s) => git2::Oid::from_str(&s).ok().map(Some),
         }
     };
-    parsed
+    let updates = parsed
         .updates
         .into_iter()
         .map(|(old, new, name)| {
@@ -233,7 +245,8 @@ fn parse_entry(text: &[u8]) -> Option<Vec<RefUpdate>> {
                 name,
             })
         })
-        .collect()
+        .collect::<Option<Vec<_>>>()?;
+    Some((updates, parsed.push))
 }
 
 pub fn prune_logs(session: &Session) {

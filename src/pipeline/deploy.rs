@@ -32,6 +32,7 @@ use crate::pipeline::hosts;
 use crate::pipeline::inventory::Inventory;
 use crate::pipeline::inventory_cluster::ClusterCopy;
 use crate::pipeline::journal;
+use crate::pipeline::options::PushOptions;
 use crate::pipeline::plan::{self, Plan};
 use crate::pipeline::planner;
 use crate::pipeline::pointer;
@@ -55,6 +56,10 @@ pub struct Request {
     /// Deploy only these targets (automatic rollback of the failed ones).
     pub only: Option<BTreeSet<String>>,
     pub move_pointer: bool,
+    /// The push's options (`git push -o hookops.…`): which targets now, no health wait, the
+    /// pusher's message; the signer of an `allow-prune` override.
+    pub options: PushOptions,
+    pub allowed_by: Option<String>,
 }
 
 impl Request {
@@ -69,7 +74,17 @@ impl Request {
             coalesce: false,
             only: None,
             move_pointer: true,
+            options: PushOptions::default(),
+            allowed_by: None,
         }
+    }
+
+    /// The targets to deploy: the rollback's, else the push's `hookops.target`.
+    fn only(&self) -> Option<BTreeSet<String>> {
+        self.only.clone().or_else(|| {
+            (!self.options.targets.is_empty())
+                .then(|| self.options.targets.iter().cloned().collect())
+        })
     }
 
     /// The journal entry of this request's attempt.
@@ -124,6 +139,24 @@ impl<'s> Deployer<'s> {
             &req.env.name,
             req.action,
             Outcome::Failed,
+            &req.to.to_string(),
+            &req.ref_name,
+            &payload::now(),
+        );
+        rep.reason = Some(reason.to_string());
+        recorder.write(&session.repo, req.to, &rep)
+    }
+
+    /// A skipped record for a request that is not attempted (a push whose options say not to
+    /// deploy), signed when the server signs.
+    pub fn record_skip(session: &Session, req: &Request, reason: &str) -> Result<()> {
+        let recorder = Recorder {
+            signer: session.signer()?,
+        };
+        let mut rep = recorder.report(
+            &req.env.name,
+            req.action,
+            Outcome::Skipped,
             &req.to.to_string(),
             &req.ref_name,
             &payload::now(),
@@ -279,6 +312,28 @@ impl<'s> Deployer<'s> {
                 return self.failed_early(req, from, &started, e).map(Some);
             }
         };
+        // `hookops.target`: the targets left out stay pending, so the pointer stays too (the
+        // next push deploys from it, theirs included); with none left out it is a whole deploy.
+        let partial;
+        let req = if req.only.is_none() && !plan.left_out.is_empty() {
+            say(&format!(
+                "{}: deploying only {} (hookops.target); pending until a push without it: {}",
+                env.name,
+                if plan.targets.is_empty() {
+                    "what the named targets change (nothing)".to_string()
+                } else {
+                    names(plan.targets.iter().map(|t| t.target.name.as_str()))
+                },
+                names(plan.left_out.iter().map(String::as_str))
+            ));
+            partial = Request {
+                move_pointer: false,
+                ..req.clone()
+            };
+            &partial
+        } else {
+            req
+        };
         for w in &plan.warnings {
             say(&format!("{}: warning: {w}", env.name));
         }
@@ -296,6 +351,7 @@ impl<'s> Deployer<'s> {
             let rep = self.report(req, from, &started, Outcome::Succeeded, Vec::new(), None);
             let rep = Report {
                 kept: kept_lines(&plan),
+                pending: plan.left_out.clone(),
                 ..rep
             };
             self.record_inventory(req, &plan, &mut inv, &[])?;
@@ -346,7 +402,14 @@ impl<'s> Deployer<'s> {
         };
 
         // Apply and health, target by target.
-        let results = apply::execute(session, &self.masker, env, &plan, &secrets, req.to)?;
+        if req.options.no_wait {
+            say(&format!(
+                "{}: not waiting for health (hookops.no-wait)",
+                env.name
+            ));
+        }
+        let wait = !req.options.no_wait;
+        let results = apply::execute(session, &self.masker, env, &plan, &secrets, req.to, wait)?;
         if let Some(why) = self.lease_lost() {
             // What it did delete is forgotten locally (the git copy stays the audit trail);
             // the cluster copy is the next holder's.
@@ -372,6 +435,13 @@ impl<'s> Deployer<'s> {
                 ),
                 (Action::Rollback, _) => format!("rolled back to {to} in {elapsed:.1}s"),
                 (Action::Drift, _) => format!("re-applied {to} in {elapsed:.1}s"),
+                (Action::Deploy, _) if !plan.left_out.is_empty() => format!(
+                    "deployed {} of {to} in {elapsed:.1}s; pending: {} (the deployed pointer \
+                     stays at {} until they deploy)",
+                    names(plan.targets.iter().map(|t| t.target.name.as_str())),
+                    names(plan.left_out.iter().map(String::as_str)),
+                    pointer.map_or_else(|| "nothing".to_string(), plan::short_id)
+                ),
                 (Action::Deploy, _) => format!("deployed {to} in {elapsed:.1}s"),
             };
             say(&format!("{}: {done}", env.name));
@@ -439,7 +509,8 @@ impl<'s> Deployer<'s> {
     /// capabilities learnt lately (`.Capabilities` must answer as the cluster does).
     fn plan(&self, req: &Request, from: Option<Oid>, inv: &mut Inventory<'s>) -> Result<Plan> {
         let (session, env) = (self.session, &req.env);
-        let only = req.only.as_ref();
+        let only = req.only();
+        let only = only.as_ref();
         let planned = planner::plan_with(session, &self.masker, env, (from, req.to), inv, only);
         let unknown = planned.as_ref().is_ok_and(|p| p.unknown_kinds());
         let stale = planned.as_ref().is_ok_and(|p| p.stale_capabilities());
@@ -492,6 +563,7 @@ impl<'s> Deployer<'s> {
         let rep = self.report(req, from, started, result, results, reason);
         Report {
             kept: kept_lines(plan),
+            pending: plan.left_out.clone(),
             ..rep
         }
     }
@@ -583,7 +655,7 @@ impl<'s> Deployer<'s> {
             }
             // A rollback of some targets leaves the others at the newer commit: the base (the
             // tree the declarations describe, mostly) stays that of the deploy it belongs to.
-            if req.only.is_none() {
+            if req.only.is_none() && plan.left_out.is_empty() {
                 inv.set_base(req.to);
             }
         }
@@ -707,6 +779,8 @@ impl<'s> Deployer<'s> {
                     coalesce: false,
                     only: Some(failed.clone()),
                     move_pointer: false,
+                    options: PushOptions::default(),
+                    allowed_by: None,
                 };
                 rep.rolled_back_to = Some(back.to_string());
                 return Ok(Some(rollback));
@@ -738,6 +812,9 @@ impl<'s> Deployer<'s> {
             targets,
             reason: reason.map(|r| self.masker.mask(&r)),
             host: self.session.config.deploy.host.clone().unwrap_or(rep.host),
+            message: req.options.message.as_ref().map(|m| self.masker.mask(m)),
+            no_wait: req.options.no_wait,
+            allowed_by: req.allowed_by.clone(),
             ..rep
         }
     }
@@ -763,6 +840,13 @@ impl<'s> Deployer<'s> {
         }
         Ok(())
     }
+}
+
+/// Target names for a line: `a, b, c`, each escaped.
+fn names<'a>(list: impl Iterator<Item = &'a str>) -> String {
+    list.map(|n| crate::config::printable(n).into_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn kept_lines(plan: &Plan) -> Vec<String> {

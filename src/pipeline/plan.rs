@@ -137,6 +137,8 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// The reference indexes of both sides, for the deploy to keep.
     pub references: References,
+    /// With `only`: the targets the change affects that were left out (they stay pending).
+    pub left_out: Vec<String>,
 }
 
 impl Plan {
@@ -247,7 +249,12 @@ pub fn build<'r>(
     // only the targets under them.
     affected.deploy.retain(|t| env.includes(&t.path));
     affected.removed.retain(|t| env.includes(&t.path));
+    let mut left_out = Vec::new();
     if let Some(only) = cx.only {
+        left_out = (affected.deploy.iter().chain(&affected.removed))
+            .filter(|t| !only.contains(&t.name))
+            .map(|t| t.name.clone())
+            .collect();
         affected.deploy.retain(|t| only.contains(&t.name));
         affected.removed.retain(|t| only.contains(&t.name));
     }
@@ -281,6 +288,7 @@ pub fn build<'r>(
         kept: Vec::new(),
         warnings: affected.unread.clone(),
         references: References::default(),
+        left_out,
     };
     if cold {
         plan.warnings.push(

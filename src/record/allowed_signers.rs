@@ -359,6 +359,42 @@ pub enum Verdict {
     Unsigned,
 }
 
+/// The principals of the line of `signers` whose key made `armored` (an SSHSIG) over
+/// `payload` for `namespace`, allowed for that namespace now; or why none is. For signatures
+/// other than records' (a signed push's certificate: namespace `git`).
+pub fn signer_of(
+    payload: &[u8],
+    armored: &str,
+    namespace: &str,
+    signers: &AllowedSigners,
+) -> Result<String, String> {
+    let sig =
+        SshSig::from_pem(armored.trim()).map_err(|_| "the signature is malformed".to_string())?;
+    if sig.namespace() != namespace {
+        return Err(format!(
+            "the signature is for namespace {:?}, not {namespace:?}",
+            crate::out::clean_line(sig.namespace())
+        ));
+    }
+    let key = PublicKey::from(sig.public_key().clone());
+    if key.verify(namespace, payload, &sig).is_err() {
+        return Err("the signature does not match what it signs".into());
+    }
+    let fingerprint = sig.public_key().fingerprint(HashAlg::Sha256);
+    let now = Some(Utc::now());
+    signers
+        .entries
+        .iter()
+        .filter(|e| &e.key == sig.public_key() && e.allows_namespace(namespace))
+        .find(|e| e.valid_at(now))
+        .map(|e| e.principals.clone())
+        .ok_or_else(|| {
+            format!(
+                "key {fingerprint} is not among the allowed signers for namespace {namespace:?}"
+            )
+        })
+}
+
 /// Checks one record against `signers`; see docs/records.md for the semantics.
 pub fn verify(rec: &ParsedRecord, signers: &AllowedSigners) -> Verdict {
     let Some(armored) = rec.signature.as_deref() else {

@@ -63,6 +63,10 @@ impl Recorder {
             reason: None,
             rolled_back_to: None,
             kept: Vec::new(),
+            message: None,
+            no_wait: false,
+            pending: Vec::new(),
+            allowed_by: None,
             hookops_version: Some(env!("CARGO_PKG_VERSION").to_string()),
         }
     }

@@ -126,8 +126,26 @@ pub struct Report {
     /// Objects no file declares any more that were not deleted, and why (`Kind ns/name: why`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<String>,
+    /// The pusher's note (`git push -o hookops.message=…`), cleaned and capped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// `-o hookops.no-wait`: applied without waiting for health.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_wait: bool,
+    /// `-o hookops.target=…`: targets this commit changes that were left for a later push
+    /// (the pointer stays where it was until they deploy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
+    /// `-o hookops.allow-prune` on a signed push: the signer whose override let it through
+    /// the gate's policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hookops_version: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Report {
@@ -138,6 +156,7 @@ impl Report {
         let mut r = self.clone();
         r.reason = self.reason.as_ref().map(clean);
         r.kept = all(&self.kept);
+        r.message = self.message.as_ref().map(clean);
         for t in &mut r.targets {
             t.reason = t.reason.as_ref().map(clean);
             t.recreated = all(&t.recreated);
@@ -208,6 +227,10 @@ mod tests {
             reason: None,
             rolled_back_to: Some("abc".into()),
             kept: Vec::new(),
+            message: None,
+            no_wait: false,
+            pending: Vec::new(),
+            allowed_by: None,
             hookops_version: None,
         };
         let p = r.payload();

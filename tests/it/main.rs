@@ -8,6 +8,7 @@ mod crash;
 mod declares;
 mod environments;
 mod firsthour;
+mod gatediff;
 mod gitolite;
 mod helm;
 mod hostile;

@@ -22,7 +22,7 @@ fn push(w: &World, refspecs: &[&str]) -> Run {
 /// Snapshots `out` as `name`. `commits` names the commits the test made, so a line that
 /// mentions one says which (`[good]`) rather than only that it is a commit.
 #[track_caller]
-fn assert_pusher_sees(name: &str, out: &Run, commits: &[(&str, &str)]) {
+pub(crate) fn assert_pusher_sees(name: &str, out: &Run, commits: &[(&str, &str)]) {
     assert_output_in("snapshots/pusher", name, out, commits);
 }
 

@@ -320,6 +320,17 @@ fn env_row(page: &Page, env: &EnvView, out: &mut String) {
         }
         (None, _) => out.push_str("<span class=\"sub\">branch not found</span>"),
     }
+    if let Some(d) = &env.pending_diff {
+        // Made when the commit was pushed (or by `hookops diff`): the page asks no cluster.
+        let _ = write!(
+            out,
+            "<details class=\"diff\"><summary>what {} changes ({}, {})</summary><pre>{}</pre></details>",
+            commit_ref(page, &d.commit),
+            escape(&d.by),
+            time(&d.at, false),
+            escape(&d.lines.join("\n"))
+        );
+    }
     out.push_str("</td><td class=\"last\">");
     match &env.last {
         Some(l) => {
@@ -838,6 +849,10 @@ mod tests {
             reason: None,
             rolled_back_to: None,
             kept: Vec::new(),
+            message: None,
+            no_wait: false,
+            pending: Vec::new(),
+            allowed_by: None,
             hookops_version: None,
         }
     }
@@ -884,6 +899,12 @@ mod tests {
                     time: "2026-01-02T03:00:00Z".into(),
                 }),
                 pending: Some(1),
+                pending_diff: Some(crate::ops::pending::Saved {
+                    commit: oid(2).to_string(),
+                    at: "2026-01-02T03:04:00Z".into(),
+                    by: "the gate".into(),
+                    lines: vec![format!("update ConfigMap web {HOSTILE}")],
+                }),
                 queued: true,
                 objects: Some(12_345),
                 last: Some(Summary {

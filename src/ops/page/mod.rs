@@ -55,6 +55,8 @@ pub struct EnvView {
     pub deployed: Option<CommitInfo>,
     /// Commits on the branch not reachable from the pointer.
     pub pending: Option<usize>,
+    /// The live diff the gate or `hookops diff` last showed for a pending commit.
+    pub pending_diff: Option<crate::ops::pending::Saved>,
     pub queued: bool,
     /// Objects in the inventory (`refs/hookops/inventory/<env>`).
     pub objects: Option<usize>,
@@ -229,6 +231,7 @@ pub fn collect(session: &Session) -> Result<Page> {
             tip: session.repo.refname_to_id(&env.ref_name()).ok(),
             deployed: pointer.map(|p| commits.info(p).unwrap_or_else(|| missing(p))),
             pending: crate::pipeline::environments::pending_commits(session, &env).unwrap_or(None),
+            pending_diff: crate::ops::pending::pending(session, &env),
             queued: crate::ops::queue::queued(session, &env.name),
             objects: object_count(&session.repo, &env.name),
             last,
@@ -567,6 +570,10 @@ mod tests {
             reason: None,
             rolled_back_to: back_to.map(|b| oid(b).to_string()),
             kept: Vec::new(),
+            message: None,
+            no_wait: false,
+            pending: Vec::new(),
+            allowed_by: None,
             hookops_version: None,
         };
         Stored {

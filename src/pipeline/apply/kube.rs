@@ -251,6 +251,9 @@ pub struct Run<'a> {
     pub objects: Vec<&'a Object>,
     /// A shared kubectl call already applied them.
     pub applied: bool,
+    /// Wait for the objects' health at the end (not with `hookops.no-wait`; waves and hook
+    /// Jobs still wait, since what comes after them relies on them).
+    pub wait: bool,
 }
 
 impl Run<'_> {
@@ -301,7 +304,9 @@ impl Run<'_> {
         if !self.tp.prune.is_empty() {
             self.prune(r)?;
         }
-        self.healthy(&self.objects)?;
+        if self.wait {
+            self.healthy(&self.objects)?;
+        }
         for h in self.hooks(Hook::PostDeploy) {
             self.run_hook(h, Hook::PostDeploy, r)?;
         }

@@ -36,6 +36,7 @@ pub fn execute(
     plan: &Plan,
     secrets: &Secrets,
     commit: Oid,
+    wait: bool,
 ) -> Result<Vec<TargetReport>> {
     let kubectl = session.kubectl(env, masker.clone())?;
     let env_dir = session.env_dir(&env.name)?;
@@ -94,6 +95,7 @@ pub fn execute(
         masker,
         plan,
         secrets,
+        wait,
     };
     std::thread::scope(|scope| {
         let mut running = 0;
@@ -205,6 +207,8 @@ struct Ctx<'a> {
     masker: &'a Masker,
     plan: &'a Plan,
     secrets: &'a Secrets,
+    /// Wait for health at the end of each Kubernetes target (not with `hookops.no-wait`).
+    wait: bool,
 }
 
 /// A Kubernetes target that can share a kubectl call: it has objects to apply, none of them a
@@ -328,6 +332,7 @@ fn run_target(
         kubectl,
         masker,
         secrets,
+        wait,
         ..
     } = c;
     // A target whose objects a shared kubectl call applied counts from that call's start.
@@ -349,7 +354,7 @@ fn run_target(
     } else if t.kind == TargetType::Terraform {
         terraform::run(env, config, masker, tp, secrets, tf_dir, &mut r)
     } else {
-        run_kube(env, kubectl, tp, secrets, applied.is_some(), &mut r)
+        run_kube(env, kubectl, tp, secrets, applied.is_some(), wait, &mut r)
     };
     if let Err(reason) = outcome {
         r.result = Outcome::Failed;
@@ -371,6 +376,7 @@ fn run_kube(
     tp: &TargetPlan,
     secrets: &Secrets,
     applied: bool,
+    wait: bool,
     r: &mut TargetReport,
 ) -> std::result::Result<(), String> {
     kube::Run {
@@ -379,6 +385,7 @@ fn run_kube(
         tp,
         objects: kube_objects(tp, secrets),
         applied,
+        wait,
     }
     .run(r)
     .map_err(|failure| failure.to_string())
