@@ -116,15 +116,36 @@ pub struct FileEntry {
 }
 
 /// Files under `dir` (recursive or only the directory itself). Symlinks and submodules are
-/// returned so the caller can refuse them with a precise message.
+/// returned so the caller can refuse them with a precise message; a name that is not UTF-8
+/// is an error naming it.
 pub fn files_under(
     repo: &Repository,
     tree: &Tree,
     dir: &str,
     recursive: bool,
 ) -> Result<Vec<FileEntry>> {
+    let listing = list_under(repo, tree, dir, recursive)?;
+    if let Some(path) = listing.bad_names.first() {
+        bail!("{}", not_utf8(path));
+    }
+    Ok(listing.files)
+}
+
+/// What `list_under` finds: the files, and the names that are not UTF-8 (shown escaped).
+pub struct Listing {
+    pub files: Vec<FileEntry>,
+    pub bad_names: Vec<String>,
+}
+
+/// Files under `dir` like `files_under`, with the names that are not UTF-8 listed apart, so
+/// a caller can report each of them beside everything else it finds.
+pub fn list_under(repo: &Repository, tree: &Tree, dir: &str, recursive: bool) -> Result<Listing> {
+    let mut listing = Listing {
+        files: Vec::new(),
+        bad_names: Vec::new(),
+    };
     let sub = match entry(tree, dir) {
-        None => return Ok(Vec::new()),
+        None => return Ok(listing),
         Some((id, mode)) if is_tree(mode) => repo.find_tree(id)?,
         Some(_) => bail!("{dir}: not a directory"),
     };
@@ -133,51 +154,29 @@ pub fn files_under(
     } else {
         format!("{dir}/")
     };
-    let mut files = Vec::new();
+    let mut add = |root: &str, e: &git2::TreeEntry| match e.name() {
+        Some(name) => listing.files.push(FileEntry {
+            path: format!("{prefix}{root}{name}"),
+            id: e.id(),
+            mode: e.filemode(),
+        }),
+        None => listing
+            .bad_names
+            .push(format!("{prefix}{root}{}", escape_name(e.name_bytes()))),
+    };
     if !recursive {
-        for e in sub.iter() {
-            let mode = e.filemode();
-            if is_tree(mode) {
-                continue;
+        for e in sub.iter().filter(|e| !is_tree(e.filemode())) {
+            add("", &e);
+        }
+    } else {
+        sub.walk(TreeWalkMode::PreOrder, |root, e| {
+            if !is_tree(e.filemode()) {
+                add(root, e);
             }
-            let Some(name) = e.name() else {
-                bail!(
-                    "{}",
-                    not_utf8(&format!("{prefix}{}", escape_name(e.name_bytes())))
-                );
-            };
-            files.push(FileEntry {
-                path: format!("{prefix}{name}"),
-                id: e.id(),
-                mode,
-            });
-        }
-        return Ok(files);
+            TreeWalkResult::Ok
+        })?;
     }
-    let mut bad_name = None;
-    sub.walk(TreeWalkMode::PreOrder, |root, e| {
-        let mode = e.filemode();
-        if is_tree(mode) {
-            return TreeWalkResult::Ok;
-        }
-        match e.name() {
-            Some(name) => files.push(FileEntry {
-                path: format!("{prefix}{root}{name}"),
-                id: e.id(),
-                mode,
-            }),
-            None => {
-                bad_name = Some(format!("{prefix}{root}{}", escape_name(e.name_bytes())));
-                return TreeWalkResult::Abort;
-            }
-        }
-        TreeWalkResult::Ok
-    })
-    .ok();
-    if let Some(path) = bad_name {
-        bail!("{}", not_utf8(&path));
-    }
-    Ok(files)
+    Ok(listing)
 }
 
 /// Files a tool keeps in its work directory across deploys (Terraform state and plugins).

@@ -26,7 +26,7 @@ use crate::pipeline::diff::{self, Changes};
 use crate::pipeline::identity::{self, Resolver};
 use crate::pipeline::inventory::{self, Inventory};
 use crate::pipeline::manifest::{Object, ObjectId};
-use crate::pipeline::references::{Closure, RefIndex, References};
+use crate::pipeline::references::{covers, Closure, RefIndex, References};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -260,6 +260,7 @@ pub fn build<'r>(
     }
     // A target that such an attempt declared and that the new tree no longer has is removed
     // too, or its declarations would outlive it and keep what it applied (D10).
+    let mut reinstated: BTreeSet<String> = BTreeSet::new();
     if let Some((base, base_tree, more)) = &attempted {
         let refs = References::for_change_cached(
             repo,
@@ -269,14 +270,26 @@ pub fn build<'r>(
             index_cache.as_ref(),
         )?;
         let gone = targets::affected(repo, Some(base_tree), &new_tree, more, &short, &refs)?;
+        let wanted =
+            |t: &Target| env.includes(&t.path) && cx.only.is_none_or(|o| o.contains(&t.name));
         for t in gone.removed {
             let known = affected
                 .deploy
                 .iter()
                 .chain(&affected.removed)
                 .any(|x| x.name == t.name);
-            if !known && env.includes(&t.path) && cx.only.is_none_or(|o| o.contains(&t.name)) {
+            if !known && wanted(&t) {
                 affected.removed.push(t);
+            }
+        }
+        // And a target of the new tree that such an attempt did not have (a base whose user
+        // it added, and the tip removed again) is deployed, read whole: the attempt took its
+        // declarations away, and from the pointer it looks unchanged (D3.1, D10).
+        for t in gone.deploy {
+            if !affected.deploy.iter().any(|x| x.name == t.name) && wanted(&t) {
+                affected.removed.retain(|x| x.name != t.name);
+                reinstated.insert(t.name.clone());
+                affected.deploy.push(t);
             }
         }
     }
@@ -309,7 +322,7 @@ pub fn build<'r>(
     // Read every target first: CRDs anywhere in the push tell the scope of their kinds.
     let mut read: Vec<Option<Units>> = Vec::new();
     for t in &affected.deploy {
-        let full = old_targets.get(&t.name) != Some(t);
+        let full = old_targets.get(&t.name) != Some(t) || reinstated.contains(&t.name);
         let mut tp = TargetPlan::new(t.clone(), Step::Deploy);
         if t.kind != TargetType::Kubectl {
             let closure = references.new.1.closure(&t.path);
@@ -359,7 +372,7 @@ pub fn build<'r>(
     for (tp, units) in plan.targets.iter_mut().zip(read) {
         let Some(mut units) = units else { continue };
         let t = tp.target.clone();
-        let full = old_targets.get(&t.name) != Some(&t);
+        let full = old_targets.get(&t.name) != Some(&t) || reinstated.contains(&t.name);
         if full {
             // A changed definition (or a first deploy): files it no longer owns are undeclared.
             for u in cx.inventory.file_units_of(&t.path, &t.name)? {
@@ -448,7 +461,32 @@ pub fn build<'r>(
             }
         }
     }
+    // A target that stopped being one because a target that fails now uses it keeps its
+    // declarations: what the failing target would declare instead is unknown, and nothing of
+    // a failing target is pruned (D9). The pointer stays, so the next push sees it again.
+    let failing: Vec<(String, Vec<String>)> = plan
+        .targets
+        .iter()
+        .filter(|tp| tp.error.is_some())
+        .map(|tp| (tp.target.name.clone(), tp.closure.clone()))
+        .collect();
+    let used_by_failing = |t: &Target| {
+        failing.iter().find_map(|(name, closure)| {
+            closure
+                .iter()
+                .any(|p| covers(p, &t.path) || covers(&t.path, p))
+                .then_some(name.as_str())
+        })
+    };
+    let mut held = Vec::new();
     for t in &affected.removed {
+        if let Some(user) = used_by_failing(t) {
+            held.push(format!(
+                "{} is now used by {user}, which fails: its objects stay declared by it until {user} deploys (D9)",
+                t.name
+            ));
+            continue;
+        }
         match t.kind {
             TargetType::Kubectl => {
                 for u in cx.inventory.file_units_of(&t.path, &t.name)? {
@@ -464,6 +502,7 @@ pub fn build<'r>(
         cx.inventory.drop_unit(&inventory::secrets_unit(&t.name))?;
         plan.targets.push(TargetPlan::new(t.clone(), Step::Remove));
     }
+    plan.warnings.extend(held);
     let order = winner::Order::new(affected.tree_targets.as_deref());
     let winners = Winners {
         env,

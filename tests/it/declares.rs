@@ -277,6 +277,20 @@ fn oversized_and_unnamable_manifests_fail_their_target() {
             configmap("cafe", Some(&ns), "1"),
         )
         .unwrap();
+        // And in a new directory (read whole), beside a YAML file that is no manifest: both
+        // are named in one go (the oracle's F19).
+        std::fs::create_dir_all(w.clone.join("fresh")).unwrap();
+        std::fs::write(
+            w.clone.join("fresh").join(name),
+            configmap("fresh", Some(&ns), "1"),
+        )
+        .unwrap();
+        std::fs::write(
+            w.clone.join("fresh/values.yaml"),
+            "replicas: 3
+",
+        )
+        .unwrap();
         w.in_clone(&["add", "-A"]).assert_ok();
         w.in_clone(&["commit", "-q", "-m", "latin-1 name"])
             .assert_ok();
@@ -284,6 +298,8 @@ fn oversized_and_unnamable_manifests_fail_their_target() {
     let out = w.push();
     assert!(out.all().contains("app/caf\\xe9.yaml"), "{}", out.all());
     assert!(out.all().contains("not UTF-8"), "{}", out.all());
+    assert!(out.all().contains("fresh/caf\\xe9.yaml"), "{}", out.all());
+    assert!(out.all().contains("fresh/values.yaml:1"), "{}", out.all());
     assert_eq!(w.pointer("prod").as_deref(), Some(back.as_str()));
 }
 
@@ -369,4 +385,90 @@ fn what_a_failed_attempt_declared_is_reconciled_with_the_tip() {
     );
     // What the failed attempt applied and the tip no longer declares is pruned.
     assert_eq!(value(c, &ns, "app"), None, "{}", out.all());
+}
+
+/// The oracle's F17 and F18, one class: a failed push must not leave a base's objects to be
+/// deleted while the tip still declares them. F18: a push adds an overlay over a deployed base
+/// and fails elsewhere; the next push deletes the overlay, so the base is a target again,
+/// although from the pointer it looks unchanged. F17: a push adds a user of a deployed overlay
+/// that fails to render; the overlay stops being a target, but what its failing user would
+/// declare is unknown, so its objects stay (D9); the push deleting that user deploys the
+/// overlay again. The same live object throughout (its uid), never a DELETE.
+#[test]
+fn a_failed_push_never_costs_a_base_its_objects() {
+    let Some((w, c)) = world("") else { return };
+    let ns = c.unique("failedbase");
+    let uid = |name: &str| {
+        c.get_json("configmap", Some(&ns), name)
+            .map(|o| o["metadata"]["uid"].clone())
+    };
+    w.commit(
+        &[
+            ("ns/ns.yaml", &namespace(&ns)),
+            ("base/kustomization.yaml", &kustomization(&["cm.yaml"])),
+            ("base/cm.yaml", &configmap("base", Some(&ns), "1")),
+            ("app/kustomization.yaml", &kustomization(&["cm.yaml"])),
+            ("app/cm.yaml", &configmap("app", Some(&ns), "1")),
+            ("ov/kustomization.yaml", &kustomization(&["../app"])),
+        ],
+        "a base deployed alone, and an overlay over app",
+    );
+    w.push().assert_ok();
+    let (base0, app0) = (uid("base"), uid("app"));
+    assert!(base0.is_some() && app0.is_some());
+
+    // F18: an overlay over the base, in a push that fails on another target.
+    w.commit(
+        &[
+            ("over/kustomization.yaml", &kustomization(&["../base"])),
+            (
+                "broken/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  labels: {a: b}\n",
+            ),
+        ],
+        "an overlay over the base, and a broken file",
+    );
+    let out = w.push();
+    assert!(out.all().contains("broken/cm.yaml"), "{}", out.all());
+    w.remove(&["over"], "the overlay goes again");
+    let out = w.push();
+    assert!(out.all().contains("broken/cm.yaml"), "{}", out.all());
+    assert_eq!(
+        uid("base"),
+        base0,
+        "the base's object was deleted\n{}",
+        out.all()
+    );
+
+    // F17: a user of the deployed overlay `ov` that fails to render.
+    w.remove(&["broken"], "fixed");
+    w.push().assert_ok();
+    w.commit(
+        &[(
+            "ov2/kustomization.yaml",
+            "resources:\n- ../ov\ncomponents:\n- ../missing\n",
+        )],
+        "a user of ov that cannot render",
+    );
+    let out = w.push();
+    assert!(out.all().contains("ov2"), "{}", out.all());
+    assert!(
+        out.all().contains("ov is now used by ov2, which fails"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(uid("app"), app0, "ov's object was deleted\n{}", out.all());
+    let head = w.remove(&["ov2"], "not that");
+    let out = w.push();
+    out.assert_ok();
+    assert_eq!(uid("app"), app0, "{}", out.all());
+    assert_eq!(uid("base"), base0, "{}", out.all());
+    assert_eq!(w.pointer("prod").as_deref(), Some(head.as_str()));
+    // Both stay in the inventory: drift sees them, and removing their targets prunes them.
+    let drift = w.hookops(&["drift"]);
+    assert!(drift.ok(), "{}", drift.all());
+    w.remove(&["ov", "app", "base"], "all gone");
+    w.push().assert_ok();
+    assert_eq!(uid("app"), None);
+    assert_eq!(uid("base"), None);
 }

@@ -62,8 +62,15 @@ impl Reader<'_, '_> {
             TargetType::Kubectl => {
                 let mut errors = self.bad_names(t);
                 let files: Vec<String> = if full {
-                    match self.files_of(t) {
-                        Ok(files) => files,
+                    match self.listing_of(t) {
+                        Ok((files, bad)) => {
+                            for e in bad {
+                                if !errors.contains(&e) {
+                                    errors.push(e);
+                                }
+                            }
+                            files
+                        }
                         Err(e) => {
                             let e = crate::out::error_line(&e);
                             if !errors.contains(&e) {
@@ -145,14 +152,31 @@ impl Reader<'_, '_> {
     /// The manifest files a kubectl target reads (D4): its own directory's (discovered), or
     /// everything under it (declared); hidden ones never.
     fn files_of(&self, t: &Target) -> Result<Vec<String>> {
-        Ok(
-            objects::files_under(self.repo, self.tree, &t.path, !t.flat)?
-                .into_iter()
-                .filter(|f| manifest::is_manifest_path(&f.path) && t.owns(&f.path))
-                .filter(|f| !f.path.split('/').any(|c| c.starts_with('.')))
-                .map(|f| f.path)
-                .collect(),
-        )
+        let (files, _) = self.listing_of(t)?;
+        Ok(files)
+    }
+
+    /// The manifest files of `t`, and errors for its manifest files whose names are not UTF-8
+    /// (D3.3): a name git cannot give as text fails the target, beside every other broken
+    /// file, and only when it looks like a manifest.
+    fn listing_of(&self, t: &Target) -> Result<(Vec<String>, Vec<String>)> {
+        let listing = objects::list_under(self.repo, self.tree, &t.path, !t.flat)?;
+        let mine = |p: &String| {
+            manifest::is_manifest_path(p) && t.owns(p) && !p.split('/').any(|c| c.starts_with('.'))
+        };
+        let files = listing
+            .files
+            .into_iter()
+            .map(|f| f.path)
+            .filter(mine)
+            .collect();
+        let bad = listing
+            .bad_names
+            .iter()
+            .filter(|p| mine(p))
+            .map(|p| objects::not_utf8(p))
+            .collect();
+        Ok((files, bad))
     }
 
     /// The changed manifest paths of `t` whose names are not UTF-8 (D3.3), as errors.
