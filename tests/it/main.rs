@@ -11,6 +11,7 @@ mod https_git;
 mod isolated;
 mod layouts;
 mod ops;
+mod oracle;
 mod packaging;
 mod page;
 mod realkube;
