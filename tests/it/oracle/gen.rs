@@ -76,7 +76,7 @@ impl Names {
     /// Namespace names a Namespace document may declare: the existing ones and two more that
     /// hold nothing.
     fn declarable_ns(&self) -> Vec<String> {
-        let mut v = self.namespaces.clone();
+        let mut v: Vec<String> = self.namespaces.iter().filter(|n| *n != "default").cloned().collect();
         v.push(format!("{}-free1", self.prefix));
         v.push(format!("{}-free2", self.prefix));
         v
@@ -94,6 +94,7 @@ pub const FEATURES: &[&str] = &[
     "crd",
     "ns",
     "moves",
+    "beside",
     "broken",
     "nonutf8",
     "big",
@@ -509,7 +510,7 @@ impl Gen {
     }
 
     fn op(&mut self, tree: &mut Tree) -> String {
-        let big = Self::manifests(tree).len() > 45;
+        let big = Self::manifests(tree).len() > 24 || kust_dirs(tree).len() > 6;
         let ops: &[(&str, u32)] = &[
             ("plain_dir", if big { 3 } else { 10 }),
             ("new_file", if big { 3 } else { 8 }),
@@ -561,7 +562,8 @@ impl Gen {
 
     fn allowed(&self, op: &str) -> bool {
         let need = match op {
-            "base" | "overlay" | "delete_overlay" | "beside_base" | "generator" => "kustomize",
+            "base" | "overlay" | "delete_overlay" | "generator" => "kustomize",
+            "beside_base" => "beside",
             "component" => "components",
             "patch_edit" => "patches",
             "duplicate" => "dup",
@@ -671,7 +673,7 @@ impl Gen {
                 if self.rng.chance(0.7) {
                     self.overlay_of(tree, &base);
                 }
-                if self.rng.chance(0.3) {
+                if self.on("beside") && self.rng.chance(0.3) {
                     self.beside(tree, &base);
                 }
                 Some(format!("base {}", base.display()))

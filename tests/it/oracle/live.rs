@@ -262,17 +262,18 @@ pub fn mark(backend: &Backend, world: &World) -> usize {
 
 /// Namespaces a history needs before its first push.
 pub fn create_namespaces(backend: &Backend, world: &World, names: &Names) {
-    for ns in &names.namespaces {
-        if ns == "default" {
-            continue;
-        }
-        let mut c = world.base_command("kubectl");
-        c.arg("--kubeconfig")
-            .arg(&world.kubeconfig)
-            .args(["apply", "--server-side", "--field-manager=oracle-setup", "-f", "-"]);
-        let out = crate::util::run_with_stdin(&mut c, &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"));
-        assert!(out.ok(), "kubectl apply namespace {ns}: {}", out.all());
-    }
+    let docs: Vec<String> = names
+        .namespaces
+        .iter()
+        .filter(|n| *n != "default")
+        .map(|ns| format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"))
+        .collect();
+    let mut c = world.base_command("kubectl");
+    c.arg("--kubeconfig")
+        .arg(&world.kubeconfig)
+        .args(["apply", "--server-side", "--field-manager=oracle-setup", "-f", "-"]);
+    let out = crate::util::run_with_stdin(&mut c, &docs.join("---\n"));
+    assert!(out.ok(), "kubectl apply namespaces: {}", out.all());
     let _ = backend;
 }
 

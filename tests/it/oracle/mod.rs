@@ -111,7 +111,7 @@ fn suite(backend: BackendKind, default_pushes: u64, pushes_var: &str) {
         let text = replay::script(&outcome.names, &setup, &outcome.env_extra, &trees, &shrunk, seed);
         let dir = out_dir();
         let _ = std::fs::create_dir_all(&dir);
-        let (check, rule) = shrunk.first();
+        let (check, rule) = f.first();
         let path = dir.join(format!("seed-{seed}-{check:?}-{rule}.sh").to_lowercase());
         let _ = std::fs::write(&path, &text);
         let report = format!(

@@ -212,7 +212,9 @@ impl Session {
     /// Pushes `tree` as push number `step` and checks everything; the evaluator's answer for
     /// it on success.
     pub fn push(&mut self, step: usize, tree: &Tree) -> Result<Declared, Failure> {
+        let t0 = Instant::now();
         let commit = self.commit(step, tree);
+        let t_commit = t0.elapsed();
         let cluster_kinds = live::crd_kinds(&self.backend, &self.world, &self.names);
         let pointer_before = self.world.pointer("prod");
         let live_before = live::objects(&self.backend, &self.world, &self.names);
@@ -222,14 +224,18 @@ impl Session {
             }
         }
         let mark = live::mark(&self.backend, &self.world);
+        let t1 = Instant::now();
         let out = self.world.push();
+        let t_push = t1.elapsed();
         let writes = live::writes_since(&self.backend, &self.world, &self.names, mark);
         let env = Env {
             context_ns: self.names.ctx_ns.clone(),
             duplicates_error: self.setup.duplicates_error,
             cluster_kinds,
         };
+        let t2 = Instant::now();
         let decl = eval::evaluate(&self.world.clone, &env);
+        let t_eval = t2.elapsed();
         let record = self.world.records(&commit).pop();
         let pushed = out.all();
         let mut v = Vec::new();
@@ -349,7 +355,11 @@ impl Session {
 
         // The from-scratch plan and the inventory.
         if succeeded {
+            let t3 = Instant::now();
             v.extend(self.check_plan(&decl));
+            if verbose() {
+                eprintln!("oracle:   plan check {:.2}s", t3.elapsed().as_secs_f64());
+            }
             v.extend(self.check_inventory(&decl));
         }
 
@@ -359,6 +369,18 @@ impl Session {
             }
         }
         self.prev = tree.clone();
+        if verbose() {
+            eprintln!(
+                "oracle: push {}: commit {:.2}s, push {:.2}s, evaluate {:.2}s, all {:.2}s; {} targets, {} objects",
+                step + 1,
+                t_commit.as_secs_f64(),
+                t_push.as_secs_f64(),
+                t_eval.as_secs_f64(),
+                t0.elapsed().as_secs_f64(),
+                decl.targets.len(),
+                decl.objects.len()
+            );
+        }
         v.retain(|x| {
             let c = format!("{:?}", x.check);
             !(self.setup.ignore.contains(&c)
@@ -379,8 +401,9 @@ impl Session {
 
     fn check_plan(&self, decl: &Declared) -> Vec<Violation> {
         let mut v = Vec::new();
+        // One plan (it renders every kustomize target): the JSON, whose `warnings` carry the
+        // duplicate and unread-file reports.
         let out = self.world.hookops(&["plan", "main", "--from", ZERO, "--json"]);
-        let human = self.world.hookops(&["plan", "main", "--from", ZERO]);
         if !out.ok() {
             v.push(viol(Check::Plan, "plan-runs", format!("plan --from 0000… fails: {}", out.all())));
             return v;
@@ -444,10 +467,13 @@ impl Session {
             }
         }
         // D7: every declaring file of a duplicate; D8: every unread file.
-        let text = human.all();
+        let text = out.all();
         for id in decl.duplicates() {
             for d in &decl.objects[&id] {
-                if !text.contains(&d.file) {
+                // A kustomize target's declaration is named by the target (its output has no
+                // file of its own).
+                let kustomize = expected.get(&d.target).map(String::as_str) == Some("kustomize");
+                if !text.contains(&d.file) && !(kustomize && text.contains(&d.target)) {
                     v.push(viol(Check::Plan, "D7-warning", format!(
                         "{id} is declared {} times, but plan does not name {} (D7)",
                         decl.objects[&id].len(),
@@ -487,6 +513,11 @@ impl Session {
             live::clean_cluster(c, &self.names, &self.world.kubeconfig);
         }
     }
+}
+
+/// `HOOKOPS_ORACLE_VERBOSE=1`: where each push's time goes.
+fn verbose() -> bool {
+    std::env::var_os("HOOKOPS_ORACLE_VERBOSE").is_some_and(|v| v != "0")
 }
 
 fn viol(check: Check, rule: &'static str, message: String) -> Violation {
@@ -557,25 +588,30 @@ fn plan_object_key(o: &Value) -> String {
 
 /// The inventory's `objects/` entries: identity key → entry.
 pub fn read_inventory(server: &Path, env: &str) -> BTreeMap<String, Value> {
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(server)
-            .args(args)
-            .output()
-            .expect("git");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let r = format!("refs/hookops/inventory/{env}");
     let mut out = BTreeMap::new();
-    for path in git(&["ls-tree", "-r", "--name-only", &r, "objects"]).lines() {
-        let text = git(&["cat-file", "-p", &format!("{r}:{path}")]);
-        if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&text) {
-            for (k, e) in m {
-                out.insert(k, e);
+    let Ok(repo) = git2::Repository::open_bare(server) else {
+        return out;
+    };
+    let Ok(tree) = repo
+        .revparse_single(&format!("refs/hookops/inventory/{env}"))
+        .and_then(|o| o.peel_to_tree())
+    else {
+        return out;
+    };
+    let Ok(objects) = tree.get_path(Path::new("objects")).and_then(|e| e.to_object(&repo)) else {
+        return out;
+    };
+    let Some(objects) = objects.as_tree() else {
+        return out;
+    };
+    let _ = objects.walk(git2::TreeWalkMode::PreOrder, |_, entry| {
+        if let Ok(blob) = entry.to_object(&repo).and_then(|o| o.peel_to_blob()) {
+            if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(blob.content()) {
+                out.extend(m);
             }
         }
-    }
+        git2::TreeWalkResult::Ok
+    });
     out
 }
 

@@ -98,14 +98,18 @@ users: [{name: sandbox, user: {}}]
     s.push_str("EOF\ngit clone -q server.git work\ncd work\n");
     let empty = Tree::new();
     let mut prev = &empty;
+    let mut made: std::collections::BTreeSet<&Path> = Default::default();
     for (i, t) in trees.iter().enumerate() {
         let _ = writeln!(s, "\n# push {}", i + 1);
+        made.clear();
         for p in prev.keys().filter(|p| !t.contains_key(*p)) {
             let _ = writeln!(s, "rm -f -- {}", qp(p));
         }
         for (p, b) in t.iter().filter(|(p, b)| prev.get(*p) != Some(*b)) {
             if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                let _ = writeln!(s, "mkdir -p -- {}", qp(d));
+                if made.insert(d) {
+                    let _ = writeln!(s, "mkdir -p -- {}", qp(d));
+                }
             }
             match b {
                 Blob::Text(bytes) => {
