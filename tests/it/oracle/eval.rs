@@ -778,7 +778,14 @@ pub fn evaluate(checkout: &Path, env: &Env) -> Declared {
             name,
         };
         if scope.is_none() {
+            // Not a rule of the definition: the server cannot map a kind nobody serves, so
+            // kubectl fails the target (no file is broken).
             out.unknown_scope.insert(id.clone());
+            let t = &mut targets[r.target];
+            let why = format!("{}: {id}: no CRD serves this kind (the server refuses it)", r.file);
+            if !t.failures.contains(&why) {
+                t.failures.push(why);
+            }
         }
         out.objects.entry(id).or_default().push(Decl {
             target: targets[r.target].name.clone(),

@@ -196,8 +196,8 @@ pub struct Gen {
     names: Names,
     counter: u64,
     without: BTreeSet<String>,
-    /// CRDs that some earlier step declared (the cluster keeps them: D10).
-    crd_ever: bool,
+    /// Custom kinds whose CRD some earlier step declared (the cluster keeps them: D10).
+    crd_ever: BTreeSet<K>,
 }
 
 const KUSTOMIZATION: &str = "kustomization.yaml";
@@ -299,7 +299,7 @@ impl Gen {
             names,
             counter: 0,
             without,
-            crd_ever: false,
+            crd_ever: BTreeSet::new(),
         }
     }
 
@@ -319,16 +319,17 @@ impl Gen {
     // ---- objects -------------------------------------------------------------------------
 
     fn pick_kind(&mut self, tree: &Tree, plain: bool) -> K {
-        let crd = self.on("crd") && plain && (self.crd_ever || tree_has_crd(tree));
         let r = self.rng.below(100);
+        let in_tree = tree_crds(tree);
+        let served = |k: K| self.on("crd") && plain && (self.crd_ever.contains(&k) || in_tree.contains(&k));
         match r {
             0..=54 => K::ConfigMap,
             55..=62 => K::Secret,
             63..=70 => K::ServiceAccount,
             71..=77 => K::ClusterRole,
             78..=84 => K::RoleBinding,
-            85..=94 if crd => K::Widget,
-            95..=99 if crd => K::Gadget,
+            85..=94 if served(K::Widget) => K::Widget,
+            95..=99 if served(K::Gadget) => K::Gadget,
             _ => K::ConfigMap,
         }
     }
@@ -492,9 +493,7 @@ impl Gen {
                 did.push(self.op(&mut tree));
             }
         }
-        if tree_has_crd(&tree) {
-            self.crd_ever = true;
-        }
+        self.crd_ever.extend(tree_crds(&tree));
         (tree, did)
     }
 
@@ -776,15 +775,14 @@ impl Gen {
                     ("gadgets.yaml", self.crd("gadgets", "Gadget", "Cluster"))
                 };
                 tree.insert(dir.join(file), Blob::text(text));
-                self.crd_ever = true;
                 Some(format!("CRD {}", dir.join(file).display()))
             }
             "cr" => {
-                if !(self.crd_ever || tree_has_crd(tree)) {
-                    return None;
-                }
+                let mut kinds: Vec<K> = tree_crds(tree).into_iter().chain(self.crd_ever.iter().copied()).collect();
+                kinds.sort();
+                kinds.dedup();
+                let k = *self.rng.pick(&kinds)?;
                 let dir = PathBuf::from(if self.rng.chance(0.5) { "widgets" } else { "apps/custom" });
-                let k = if self.rng.chance(0.6) { K::Widget } else { K::Gadget };
                 let ns = self.pick_ns(k, false);
                 let n = self.next();
                 let name = format!("{}-{}-{n}", self.names.prefix, k.short());
@@ -1013,8 +1011,20 @@ impl Gen {
     }
 }
 
-fn tree_has_crd(tree: &Tree) -> bool {
-    tree.values().any(|b| b.as_str().is_some_and(|t| t.contains("kind: CustomResourceDefinition")))
+/// Custom kinds whose CRD the tree declares.
+fn tree_crds(tree: &Tree) -> BTreeSet<K> {
+    let mut out = BTreeSet::new();
+    for b in tree.values() {
+        if let Some(t) = b.as_str().filter(|t| t.contains("kind: CustomResourceDefinition")) {
+            if t.contains("kind: Widget\n") {
+                out.insert(K::Widget);
+            }
+            if t.contains("kind: Gadget\n") {
+                out.insert(K::Gadget);
+            }
+        }
+    }
+    out
 }
 
 /// Names of objects of kind `k` written anywhere in the tree.

@@ -272,8 +272,10 @@ impl Session {
             for t in decl.targets.iter().filter(|t| !t.failures.is_empty()) {
                 for f in &t.broken_files {
                     let shown = eval::show(f);
+                    // kustomize's own error names the target and what it could not read.
+                    let kustomize = t.kind == eval::Kind::Kustomize && pushed.contains(&t.name);
                     let named = if f.to_str().is_some() {
-                        pushed.contains(&shown)
+                        pushed.contains(&shown) || kustomize
                     } else {
                         pushed.contains(&t.name) && pushed.contains("UTF-8")
                     };
@@ -294,14 +296,11 @@ impl Session {
             protected.insert(id.clone(), ("D10-declared", "the pushed tree declares it".into()));
         }
         if let Some(prev) = &self.prev_decl {
-            let unhealthy: BTreeSet<String> = decl
-                .targets
-                .iter()
-                .map(|t| t.name.clone())
-                .filter(|n| !decl.healthy().contains(n))
-                .collect();
+            // Targets that fail themselves (not those skipped as dependents: whether a target
+            // depends on one whose CRD or Namespace already exists is not in the definition).
+            let failing = decl.failing();
             for (id, ds) in &prev.objects {
-                if ds.iter().any(|d| unhealthy.contains(&d.target)) {
+                if ds.iter().any(|d| failing.contains(&d.target)) {
                     protected
                         .entry(id.clone())
                         .or_insert_with(|| ("D9-untouched", "its target fails in this push: nothing of it is pruned".into()));
@@ -619,7 +618,11 @@ pub fn read_inventory(server: &Path, env: &str) -> BTreeMap<String, Value> {
 fn check_counts(rec: &Value, writes: &[live::Write], decl: &Declared, pushed: &str, _cluster: bool) -> Vec<Violation> {
     let mut v = Vec::new();
     let ok = |s: u16| (200..300).contains(&s);
-    let applied: Vec<&live::Write> = writes.iter().filter(|w| w.apply && ok(w.status)).collect();
+    // Objects the server accepted (an object applied twice, by a shared kubectl call and again
+    // alone after it failed, is one object applied).
+    let mut applied: Vec<&live::Write> = writes.iter().filter(|w| w.apply && ok(w.status)).collect();
+    applied.sort_by(|a, b| a.id.cmp(&b.id));
+    applied.dedup_by(|a, b| a.id == b.id);
     let pruned: BTreeSet<&Id> = writes
         .iter()
         .filter(|w| w.method == "DELETE" && ok(w.status))
@@ -630,7 +633,7 @@ fn check_counts(rec: &Value, writes: &[live::Write], decl: &Declared, pushed: &s
     let rec_pruned: u64 = targets.iter().map(|t| t["pruned"].as_u64().unwrap_or(0)).sum();
     if rec_applied != applied.len() as u64 {
         v.push(viol(Check::Counts, "D10-applied", format!(
-            "recorded applied {rec_applied} in all, but the server accepted {} applies: {:?}",
+            "recorded applied {rec_applied} in all, but the server accepted applies of {} objects: {:?}",
             applied.len(),
             applied.iter().map(|w| w.id.to_string()).collect::<Vec<_>>()
         )));
@@ -853,105 +856,123 @@ pub fn replay_trees(setup: &Setup, names: &Names, trees: &[Tree]) -> Option<Fail
     out
 }
 
-/// Shrinks a failing history while a push still fails the same check: whole steps first
-/// (chunks, then one by one), then files (from every step at once), within `budget`.
+/// Shrinks a failing history while a push still fails the same (check, rule), within
+/// `budget`: first a guess (only the files the failure names, and every kustomization), then
+/// delta debugging over steps, directories and files (from every step at once), then steps
+/// again.
 pub fn shrink(setup: &Setup, names: &Names, trees: &[Tree], failure: &Failure, budget: Duration) -> (Vec<Tree>, Failure) {
-    let started = Instant::now();
+    let deadline = Instant::now() + budget;
     let want = failure.first();
-    let mut best: Vec<Tree> = trees[..=failure.step].to_vec();
-    let mut best_f = failure.clone();
-    let still = |cand: &[Tree]| -> Option<Failure> {
-        if cand.is_empty() {
+    let still = |cand: &[(usize, Tree)]| -> Option<Failure> {
+        if cand.is_empty() || Instant::now() >= deadline {
             return None;
         }
-        replay_trees(setup, names, cand).filter(|f| f.signatures().contains(&want))
+        let plain: Vec<Tree> = cand.iter().map(|(_, t)| t.clone()).collect();
+        replay_trees(setup, names, &plain).filter(|f| f.signatures().contains(&want))
     };
-    // Steps.
-    let mut chunk = best.len().div_ceil(2);
-    while chunk >= 1 && started.elapsed() < budget {
-        let mut i = 0;
-        let mut progressed = false;
-        while i < best.len() && started.elapsed() < budget {
-            let mut cand = best.clone();
-            let end = (i + chunk).min(cand.len());
-            cand.drain(i..end);
-            if let Some(f) = still(&cand) {
-                best = cand[..=f.step].to_vec();
-                best_f = f;
-                progressed = true;
-            } else {
-                i += chunk;
-            }
+    let mut best: Vec<(usize, Tree)> = trees[..=failure.step].iter().cloned().enumerate().collect();
+    let mut best_f = failure.clone();
+    let mut take = |cand: Vec<(usize, Tree)>, best: &mut Vec<(usize, Tree)>, best_f: &mut Failure| -> bool {
+        if cand == *best {
+            return false;
         }
-        if !progressed {
-            if chunk == 1 {
-                break;
+        match still(&cand) {
+            Some(f) => {
+                *best = cand[..=f.step].to_vec();
+                *best_f = f;
+                true
             }
-            chunk = chunk.div_ceil(2).min(chunk - 1).max(1);
+            None => false,
         }
+    };
+
+    // The guess: the last tree, cut to what the failure names.
+    let text: String = failure.violations.iter().map(|v| v.message.as_str()).collect::<Vec<_>>().join("\n");
+    let mentioned: BTreeSet<String> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| w.starts_with(&format!("{}-", names.prefix)))
+        .map(str::to_string)
+        .collect();
+    let relevant = |p: &Path, b: &Blob| {
+        let shown = p.to_string_lossy();
+        p.file_name().is_some_and(|n| n == "kustomization.yaml")
+            || text.contains(shown.as_ref())
+            || match b {
+                Blob::Text(t) => {
+                    let t = String::from_utf8_lossy(t);
+                    mentioned.iter().any(|m| t.contains(m.as_str()))
+                }
+                Blob::Big(_) => true,
+            }
+    };
+    let cut = |t: &Tree| -> Tree { t.iter().filter(|(p, b)| relevant(p, b)).map(|(p, b)| (p.clone(), b.clone())).collect() };
+    let last = best.len() - 1;
+    let guesses = [
+        best.iter().map(|(i, t)| (*i, cut(t))).collect::<Vec<_>>(),
+        vec![(best[last].0, best[last].1.clone())],
+    ];
+    for g in guesses {
+        take(g, &mut best, &mut best_f);
     }
-    // Files.
-    let mut paths: Vec<PathBuf> = best.iter().flat_map(|t| t.keys().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
-    // Whole directories first (a base with its overlay goes in one try), then files.
-    let mut dirs: Vec<PathBuf> = paths
+
+    // Steps, directories, files.
+    let steps: Vec<usize> = best.iter().map(|(i, _)| *i).collect();
+    ddmin(steps, &mut best, &mut best_f, &mut take, &|b, drop| {
+        b.iter().filter(|(i, _)| !drop.contains(i)).cloned().collect()
+    });
+    let dirs: Vec<PathBuf> = best
         .iter()
-        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .flat_map(|(_, t)| t.keys().filter_map(|p| p.parent().map(Path::to_path_buf)))
         .filter(|d| !d.as_os_str().is_empty())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    dirs.reverse();
-    for d in dirs {
-        if started.elapsed() >= budget {
-            break;
-        }
-        let cand: Vec<Tree> = best
-            .iter()
-            .map(|t| t.iter().filter(|(p, _)| !p.starts_with(&d)).map(|(p, b)| (p.clone(), b.clone())).collect())
-            .collect();
-        if cand == best {
-            continue;
-        }
-        if let Some(f) = still(&cand) {
-            best = cand[..=f.step].to_vec();
-            best_f = f;
-        }
-    }
-    paths.retain(|p| best.iter().any(|t| t.contains_key(p)));
-    for p in paths {
-        if started.elapsed() >= budget {
-            break;
-        }
-        let cand: Vec<Tree> = best
-            .iter()
-            .map(|t| {
-                let mut t = t.clone();
-                t.remove(&p);
-                t
-            })
-            .collect();
-        if cand == best {
-            continue;
-        }
-        if let Some(f) = still(&cand) {
-            best = cand[..=f.step].to_vec();
-            best_f = f;
-        }
-    }
-    // Steps once more: fewer files may make more steps unnecessary.
-    let mut i = 0;
-    while i < best.len() && started.elapsed() < budget {
-        let mut cand = best.clone();
-        cand.remove(i);
-        match still(&cand) {
-            Some(f) => {
-                best = cand[..=f.step].to_vec();
-                best_f = f;
+    ddmin(dirs, &mut best, &mut best_f, &mut take, &|b, drop| {
+        b.iter()
+            .map(|(i, t)| (*i, t.iter().filter(|(p, _)| !drop.iter().any(|d| p.starts_with(d))).map(|(p, x)| (p.clone(), x.clone())).collect()))
+            .collect()
+    });
+    let files: Vec<PathBuf> = best.iter().flat_map(|(_, t)| t.keys().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
+    ddmin(files, &mut best, &mut best_f, &mut take, &|b, drop| {
+        b.iter()
+            .map(|(i, t)| (*i, t.iter().filter(|(p, _)| !drop.contains(p)).map(|(p, x)| (p.clone(), x.clone())).collect()))
+            .collect()
+    });
+    let steps: Vec<usize> = best.iter().map(|(i, _)| *i).collect();
+    ddmin(steps, &mut best, &mut best_f, &mut take, &|b, drop| {
+        b.iter().filter(|(i, _)| !drop.contains(i)).cloned().collect()
+    });
+    (best.into_iter().map(|(_, t)| t).collect(), best_f)
+}
+
+type Steps = Vec<(usize, Tree)>;
+
+/// Delta debugging: drops chunks of `units` (halving the chunk size) while `take` accepts the
+/// history `make` builds without them.
+fn ddmin<T: Clone>(
+    mut units: Vec<T>,
+    best: &mut Steps,
+    best_f: &mut Failure,
+    take: &mut dyn FnMut(Steps, &mut Steps, &mut Failure) -> bool,
+    make: &dyn Fn(&Steps, &[T]) -> Steps,
+) {
+    let mut chunk = units.len().div_ceil(2).max(1);
+    while !units.is_empty() {
+        let mut i = 0;
+        while i < units.len() {
+            let end = (i + chunk).min(units.len());
+            let cand = make(best, &units[i..end]);
+            if take(cand, best, best_f) {
+                units.drain(i..end);
+            } else {
+                i = end;
             }
-            None => i += 1,
         }
+        if chunk == 1 {
+            break;
+        }
+        chunk = chunk.div_ceil(2);
     }
-    (best, best_f)
 }
 
 /// `tree` with the name prefix `from` replaced by `to` in paths and contents.

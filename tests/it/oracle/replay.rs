@@ -90,7 +90,10 @@ users: [{name: sandbox, user: {}}]
     );
     s.push_str("current-context: sandbox\nEOF\n");
     for ns in names.namespaces.iter().filter(|n| *n != "default") {
-        let _ = writeln!(s, "kubectl --kubeconfig kubeconfig create namespace {ns} >/dev/null");
+        let _ = writeln!(
+            s,
+            "printf 'apiVersion: v1\\nkind: Namespace\\nmetadata:\\n  name: {ns}\\n' | kubectl --kubeconfig kubeconfig apply --server-side -f - >/dev/null"
+        );
     }
     s.push_str("git init -q --bare -b main server.git\n\"$HOOKOPS\" --repo server.git install >/dev/null\n");
     s.push_str("cat > server.git/hookops/config.toml <<EOF\n[[environment]]\nname = \"prod\"\nbranch = \"main\"\nkubeconfig = \"$W/kubeconfig\"\ncontext = \"sandbox\"\n");
