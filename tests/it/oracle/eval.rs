@@ -364,13 +364,15 @@ fn content_line(start: usize, chunk: &str) -> usize {
 fn parse_file(shown: &str, name: &Path, bytes: &[u8]) -> Result<Vec<Doc>, String> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let text = std::str::from_utf8(bytes).map_err(|_| format!("{shown}: not UTF-8 text"))?;
-    let json = name.as_os_str().as_bytes().ends_with(b".json") && text.trim_start().starts_with('{');
+    let json =
+        name.as_os_str().as_bytes().ends_with(b".json") && text.trim_start().starts_with('{');
     let mut docs = Vec::new();
     if json {
         let mut line = 1 + text.len() - text.trim_start().len();
         line = text[..line - 1].matches('\n').count() + 1;
         for v in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
-            let v = v.map_err(|e| format!("{shown}:{}:{}: invalid JSON: {e}", e.line(), e.column()))?;
+            let v =
+                v.map_err(|e| format!("{shown}:{}:{}: invalid JSON: {e}", e.line(), e.column()))?;
             docs.push(Doc { line, value: v });
         }
         return Ok(docs);
@@ -400,9 +402,9 @@ fn looks_like_kubernetes(name: &Path, bytes: Option<&[u8]>) -> bool {
     }
     let Some(bytes) = bytes else { return true };
     match parse_file("", name, bytes) {
-        Ok(docs) => docs.iter().any(|d| {
-            d.value.get("apiVersion").is_some() && d.value.get("kind").is_some()
-        }),
+        Ok(docs) => docs
+            .iter()
+            .any(|d| d.value.get("apiVersion").is_some() && d.value.get("kind").is_some()),
         Err(_) => {
             let text = String::from_utf8_lossy(bytes);
             if text.contains("{{") {
@@ -436,7 +438,9 @@ fn render(checkout: &Path, dir: &Path, closure: &BTreeSet<PathBuf>) -> Result<St
     dir.hash(&mut h);
     for f in closure {
         f.hash(&mut h);
-        std::fs::read(checkout.join(f)).unwrap_or_default().hash(&mut h);
+        std::fs::read(checkout.join(f))
+            .unwrap_or_default()
+            .hash(&mut h);
     }
     let key = h.finish();
     if let Some(hit) = RENDERS
@@ -491,7 +495,12 @@ fn object_fields(v: &Value) -> Result<(String, String, String), String> {
 }
 
 /// D5: the objects a document declares, lists expanded in place.
-fn expand(v: &Value, line: usize, shown: &str, out: &mut Vec<(usize, Value)>) -> Result<(), String> {
+fn expand(
+    v: &Value,
+    line: usize,
+    shown: &str,
+    out: &mut Vec<(usize, Value)>,
+) -> Result<(), String> {
     if let Some(items) = v.get("items").and_then(|x| x.as_array()) {
         // Reading: "a document with an `items` list ... as kubectl decodes it" -- every
         // item must itself be an object (apiVersion, kind, name); the generator always writes
@@ -636,12 +645,14 @@ pub fn evaluate(checkout: &Path, env: &Env) -> Declared {
                 for f in t.reads.clone() {
                     let shown = show(&f);
                     if f.to_str().is_none() {
-                        t.failures.push(format!("{shown}: file name is not UTF-8 (D3.3)"));
+                        t.failures
+                            .push(format!("{shown}: file name is not UTF-8 (D3.3)"));
                         t.broken_files.push(f.clone());
                         continue;
                     }
                     let Some(bytes) = &file_bytes[&f] else {
-                        t.failures.push(format!("{shown}: over the size limit (D3.3)"));
+                        t.failures
+                            .push(format!("{shown}: over the size limit (D3.3)"));
                         t.broken_files.push(f.clone());
                         continue;
                     };
@@ -726,10 +737,24 @@ pub fn evaluate(checkout: &Path, env: &Env) -> Declared {
     // D6: scopes: the built-in table, the tree's CRDs, the cluster.
     let mut tree_kinds: BTreeMap<(String, String), bool> = BTreeMap::new();
     for r in &raw {
-        if r.doc["kind"] == "CustomResourceDefinition" && group_of(r.doc["apiVersion"].as_str().unwrap_or("")) == "apiextensions.k8s.io" {
-            let g = r.doc.pointer("/spec/group").and_then(|x| x.as_str()).unwrap_or("");
-            let k = r.doc.pointer("/spec/names/kind").and_then(|x| x.as_str()).unwrap_or("");
-            let scope = r.doc.pointer("/spec/scope").and_then(|x| x.as_str()).unwrap_or("");
+        if r.doc["kind"] == "CustomResourceDefinition"
+            && group_of(r.doc["apiVersion"].as_str().unwrap_or("")) == "apiextensions.k8s.io"
+        {
+            let g = r
+                .doc
+                .pointer("/spec/group")
+                .and_then(|x| x.as_str())
+                .unwrap_or("");
+            let k = r
+                .doc
+                .pointer("/spec/names/kind")
+                .and_then(|x| x.as_str())
+                .unwrap_or("");
+            let scope = r
+                .doc
+                .pointer("/spec/scope")
+                .and_then(|x| x.as_str())
+                .unwrap_or("");
             tree_kinds.insert((g.to_string(), k.to_string()), scope != "Cluster");
         }
     }
@@ -741,7 +766,12 @@ pub fn evaluate(checkout: &Path, env: &Env) -> Declared {
         let av = r.doc["apiVersion"].as_str().unwrap_or("");
         let group = group_of(av).to_string();
         let kind = r.doc["kind"].as_str().unwrap_or("").to_string();
-        let name = r.doc.pointer("/metadata/name").and_then(|x| x.as_str()).unwrap_or("").to_string();
+        let name = r
+            .doc
+            .pointer("/metadata/name")
+            .and_then(|x| x.as_str())
+            .unwrap_or("")
+            .to_string();
         let key = (group.clone(), kind.clone());
         let scope = builtin_scope(&group, &kind)
             .or_else(|| tree_kinds.get(&key).copied())
@@ -767,8 +797,16 @@ pub fn evaluate(checkout: &Path, env: &Env) -> Declared {
             makes_ns[r.target].insert(name.clone());
         }
         if kind == "CustomResourceDefinition" {
-            let g = r.doc.pointer("/spec/group").and_then(|x| x.as_str()).unwrap_or("");
-            let k = r.doc.pointer("/spec/names/kind").and_then(|x| x.as_str()).unwrap_or("");
+            let g = r
+                .doc
+                .pointer("/spec/group")
+                .and_then(|x| x.as_str())
+                .unwrap_or("");
+            let k = r
+                .doc
+                .pointer("/spec/names/kind")
+                .and_then(|x| x.as_str())
+                .unwrap_or("");
             makes_kind[r.target].insert((g.to_string(), k.to_string()));
         }
         let id = Id {
@@ -782,7 +820,10 @@ pub fn evaluate(checkout: &Path, env: &Env) -> Declared {
             // kubectl fails the target (no file is broken).
             out.unknown_scope.insert(id.clone());
             let t = &mut targets[r.target];
-            let why = format!("{}: {id}: no CRD serves this kind (the server refuses it)", r.file);
+            let why = format!(
+                "{}: {id}: no CRD serves this kind (the server refuses it)",
+                r.file
+            );
             if !t.failures.contains(&why) {
                 t.failures.push(why);
             }
@@ -802,7 +843,10 @@ pub fn evaluate(checkout: &Path, env: &Env) -> Declared {
             if decls.iter().any(|d| normalised(&d.doc) != first) {
                 for d in decls {
                     let t = targets.iter_mut().find(|t| t.name == d.target).unwrap();
-                    t.failures.push(format!("{}:{}: {id} declared with different content (D7)", d.file, d.line));
+                    t.failures.push(format!(
+                        "{}:{}: {id} declared with different content (D7)",
+                        d.file, d.line
+                    ));
                     t.broken_files.push(PathBuf::from(&d.file));
                 }
             }
@@ -810,7 +854,9 @@ pub fn evaluate(checkout: &Path, env: &Env) -> Declared {
     }
 
     // D9: targets that depend on a failing one (its Namespace or CRD) are skipped.
-    let mut bad: BTreeSet<usize> = (0..targets.len()).filter(|&i| !targets[i].failures.is_empty()).collect();
+    let mut bad: BTreeSet<usize> = (0..targets.len())
+        .filter(|&i| !targets[i].failures.is_empty())
+        .collect();
     loop {
         let before = bad.len();
         for i in 0..targets.len() {
@@ -819,7 +865,8 @@ pub fn evaluate(checkout: &Path, env: &Env) -> Declared {
             }
             let depends = bad.iter().any(|&j| {
                 j != i
-                    && (!makes_ns[j].is_disjoint(&uses_ns[i]) || !makes_kind[j].is_disjoint(&uses_kind[i]))
+                    && (!makes_ns[j].is_disjoint(&uses_ns[i])
+                        || !makes_kind[j].is_disjoint(&uses_kind[i]))
             });
             if depends {
                 bad.insert(i);
@@ -843,7 +890,11 @@ pub fn evaluate(checkout: &Path, env: &Env) -> Declared {
         }
         for f in &d.files {
             let name = f.file_name().unwrap();
-            if !is_manifest_name(name) || KUSTOMIZATION_NAMES.iter().any(|k| k.as_bytes() == name.as_bytes()) {
+            if !is_manifest_name(name)
+                || KUSTOMIZATION_NAMES
+                    .iter()
+                    .any(|k| k.as_bytes() == name.as_bytes())
+            {
                 continue;
             }
             if read.contains(f) || !looks_like_kubernetes(f, file_bytes[f].as_deref()) {

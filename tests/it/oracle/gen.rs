@@ -41,7 +41,8 @@ impl Blob {
             Blob::Text(b) => b.clone(),
             Blob::Big(head) => {
                 let mut b = head.clone().into_bytes();
-                let line = b"# padding to cross the size limit ......................................\n";
+                let line =
+                    b"# padding to cross the size limit ......................................\n";
                 while b.len() + line.len() <= BIG_SIZE {
                     b.extend_from_slice(line);
                 }
@@ -76,7 +77,12 @@ impl Names {
     /// Namespace names a Namespace document may declare: the existing ones and two more that
     /// hold nothing.
     fn declarable_ns(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.namespaces.iter().filter(|n| *n != "default").cloned().collect();
+        let mut v: Vec<String> = self
+            .namespaces
+            .iter()
+            .filter(|n| *n != "default")
+            .cloned()
+            .collect();
         v.push(format!("{}-free1", self.prefix));
         v.push(format!("{}-free2", self.prefix));
         v
@@ -107,7 +113,9 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         let mut bytes = [0u8; 32];
         for (i, chunk) in bytes.chunks_mut(8).enumerate() {
-            chunk.copy_from_slice(&(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes());
+            chunk.copy_from_slice(
+                &(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes(),
+            );
         }
         Rng(TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
     }
@@ -221,7 +229,11 @@ fn relative(from: &Path, to: &Path) -> String {
     let t: Vec<_> = to.components().collect();
     let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
     let mut parts: Vec<String> = vec!["..".to_string(); f.len() - common];
-    parts.extend(t[common..].iter().map(|c| c.as_os_str().to_string_lossy().into_owned()));
+    parts.extend(
+        t[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
     if parts.is_empty() {
         ".".into()
     } else {
@@ -231,7 +243,10 @@ fn relative(from: &Path, to: &Path) -> String {
 
 /// Directories holding a kustomization.
 fn kust_dirs(tree: &Tree) -> Vec<PathBuf> {
-    tree.keys().filter(|p| is_kustomization(p)).map(|p| parent(p)).collect()
+    tree.keys()
+        .filter(|p| is_kustomization(p))
+        .map(|p| parent(p))
+        .collect()
 }
 
 fn kust_text(tree: &Tree, dir: &Path) -> String {
@@ -321,7 +336,8 @@ impl Gen {
     fn pick_kind(&mut self, tree: &Tree, plain: bool) -> K {
         let r = self.rng.below(100);
         let in_tree = tree_crds(tree);
-        let served = |k: K| self.on("crd") && plain && (self.crd_ever.contains(&k) || in_tree.contains(&k));
+        let served =
+            |k: K| self.on("crd") && plain && (self.crd_ever.contains(&k) || in_tree.contains(&k));
         match r {
             0..=54 => K::ConfigMap,
             55..=62 => K::Secret,
@@ -379,7 +395,10 @@ impl Gen {
         if let Ns::Explicit(ns) = &o.ns {
             m.push_str(&format!("  namespace: {ns}\n"));
         }
-        m.push_str(&format!("  annotations:\n    oracle.test/v: \"{}\"\n", o.token));
+        m.push_str(&format!(
+            "  annotations:\n    oracle.test/v: \"{}\"\n",
+            o.token
+        ));
         if o.name.contains("-keep-") {
             m.push_str("    hookops.io/prune: disabled\n");
         }
@@ -613,7 +632,10 @@ impl Gen {
                 let toks = tokens(&text);
                 let old = self.rng.pick(&toks)?.clone();
                 let new = self.token();
-                tree.insert(f.clone(), Blob::text(text.replace(&format!("\"{old}\""), &format!("\"{new}\""))));
+                tree.insert(
+                    f.clone(),
+                    Blob::text(text.replace(&format!("\"{old}\""), &format!("\"{new}\""))),
+                );
                 Some(format!("edit {} ({old} -> {new})", f.display()))
             }
             "comment" => {
@@ -667,7 +689,10 @@ impl Gen {
                     res.push(f.file_name().unwrap().to_string_lossy().into_owned());
                     tree.insert(f, Blob::text(join_docs(&docs)));
                 }
-                tree.insert(base.join(KUSTOMIZATION), Blob::text(kustomization(&res, &[], None, &[])));
+                tree.insert(
+                    base.join(KUSTOMIZATION),
+                    Blob::text(kustomization(&res, &[], None, &[])),
+                );
                 // Mostly with an overlay right away.
                 if self.rng.chance(0.7) {
                     self.overlay_of(tree, &base);
@@ -684,7 +709,10 @@ impl Gen {
                 Some(format!("overlay {} of {}", ov.display(), base.display()))
             }
             "component" => {
-                let at = self.area().join("components").join(format!("c{}", self.next()));
+                let at = self
+                    .area()
+                    .join("components")
+                    .join(format!("c{}", self.next()));
                 let docs = self.docs(tree, 1, false, true);
                 tree.insert(at.join("extra.yaml"), Blob::text(join_docs(&docs)));
                 tree.insert(
@@ -768,7 +796,11 @@ impl Gen {
                 Some(format!("list {}", f.display()))
             }
             "crd" => {
-                let dir = PathBuf::from(if self.rng.chance(0.5) { "crds" } else { "platform/crds" });
+                let dir = PathBuf::from(if self.rng.chance(0.5) {
+                    "crds"
+                } else {
+                    "platform/crds"
+                });
                 let (file, text) = if self.rng.chance(0.5) {
                     ("widgets.yaml", self.crd("widgets", "Widget", "Namespaced"))
                 } else {
@@ -778,11 +810,18 @@ impl Gen {
                 Some(format!("CRD {}", dir.join(file).display()))
             }
             "cr" => {
-                let mut kinds: Vec<K> = tree_crds(tree).into_iter().chain(self.crd_ever.iter().copied()).collect();
+                let mut kinds: Vec<K> = tree_crds(tree)
+                    .into_iter()
+                    .chain(self.crd_ever.iter().copied())
+                    .collect();
                 kinds.sort();
                 kinds.dedup();
                 let k = *self.rng.pick(&kinds)?;
-                let dir = PathBuf::from(if self.rng.chance(0.5) { "widgets" } else { "apps/custom" });
+                let dir = PathBuf::from(if self.rng.chance(0.5) {
+                    "widgets"
+                } else {
+                    "apps/custom"
+                });
                 let ns = self.pick_ns(k, false);
                 let n = self.next();
                 let name = format!("{}-{}-{n}", self.names.prefix, k.short());
@@ -793,7 +832,11 @@ impl Gen {
                 Some(format!("custom resource {}", f.display()))
             }
             "namespace" => {
-                let dir = PathBuf::from(if self.rng.chance(0.5) { "namespaces" } else { "infra" });
+                let dir = PathBuf::from(if self.rng.chance(0.5) {
+                    "namespaces"
+                } else {
+                    "infra"
+                });
                 let names = self.names.declarable_ns();
                 let n = 1 + self.rng.below(2);
                 let docs: Vec<String> = (0..n)
@@ -826,7 +869,10 @@ impl Gen {
                 let toks = tokens(&text);
                 let old = self.rng.pick(&toks)?.clone();
                 let new = self.token();
-                tree.insert(f.clone(), Blob::text(text.replace(&format!("\"{old}\""), &format!("\"{new}\""))));
+                tree.insert(
+                    f.clone(),
+                    Blob::text(text.replace(&format!("\"{old}\""), &format!("\"{new}\""))),
+                );
                 Some(format!("patch edit {}", f.display()))
             }
             "broken" => {
@@ -850,7 +896,10 @@ impl Gen {
             "values" => {
                 let dir = self.existing_or_new_dir(tree);
                 let f = dir.join(format!("values{}.yaml", self.next()));
-                tree.insert(f.clone(), Blob::text("replicas: 3\nimage:\n  tag: \"1.0\"\n"));
+                tree.insert(
+                    f.clone(),
+                    Blob::text("replicas: 3\nimage:\n  tag: \"1.0\"\n"),
+                );
                 Some(format!("non-manifest YAML {}", f.display()))
             }
             "non_utf8" => {
@@ -954,21 +1003,32 @@ impl Gen {
         }
         let mut components = Vec::new();
         if self.on("components") && self.rng.chance(0.3) {
-            let comps: Vec<PathBuf> = kust_dirs(tree).into_iter().filter(|d| is_component(tree, d)).collect();
+            let comps: Vec<PathBuf> = kust_dirs(tree)
+                .into_iter()
+                .filter(|d| is_component(tree, d))
+                .collect();
             if let Some(c) = self.rng.pick(&comps) {
                 components.push(relative(&ov, c));
             }
         }
         tree.insert(
             ov.join(KUSTOMIZATION),
-            Blob::text(kustomization(&[relative(&ov, base)], &components, namespace.as_deref(), &patches)),
+            Blob::text(kustomization(
+                &[relative(&ov, base)],
+                &components,
+                namespace.as_deref(),
+                &patches,
+            )),
         );
         ov
     }
 
     fn overlay_fallback(&mut self, tree: &mut Tree, base: &Path) -> PathBuf {
         let ov = PathBuf::from("ov").join(format!("f{}", self.next()));
-        tree.insert(ov.join(KUSTOMIZATION), Blob::text(kustomization(&[relative(&ov, base)], &[], None, &[])));
+        tree.insert(
+            ov.join(KUSTOMIZATION),
+            Blob::text(kustomization(&[relative(&ov, base)], &[], None, &[])),
+        );
         ov
     }
 
@@ -985,7 +1045,11 @@ impl Gen {
     fn list(&mut self, tree: &Tree) -> String {
         let (list_av, list_kind, k) = match self.rng.below(3) {
             0 => ("v1", "ConfigMapList", Some(K::ConfigMap)),
-            1 => ("rbac.authorization.k8s.io/v1", "RoleBindingList", Some(K::RoleBinding)),
+            1 => (
+                "rbac.authorization.k8s.io/v1",
+                "RoleBindingList",
+                Some(K::RoleBinding),
+            ),
             _ => ("v1", "List", None),
         };
         let n = 1 + self.rng.below(3);
@@ -1015,7 +1079,10 @@ impl Gen {
 fn tree_crds(tree: &Tree) -> BTreeSet<K> {
     let mut out = BTreeSet::new();
     for b in tree.values() {
-        if let Some(t) = b.as_str().filter(|t| t.contains("kind: CustomResourceDefinition")) {
+        if let Some(t) = b
+            .as_str()
+            .filter(|t| t.contains("kind: CustomResourceDefinition"))
+        {
             if t.contains("kind: Widget\n") {
                 out.insert(K::Widget);
             }
@@ -1072,14 +1139,20 @@ fn base_configmap(tree: &Tree, base: &Path) -> Option<String> {
         if !k.contains(&format!("- {name}\n")) {
             continue;
         }
-        if let Some(n) = existing_names(&Tree::from([(p.clone(), b.clone())]), K::ConfigMap).first() {
+        if let Some(n) = existing_names(&Tree::from([(p.clone(), b.clone())]), K::ConfigMap).first()
+        {
             return Some(n.clone());
         }
     }
     None
 }
 
-pub fn kustomization(resources: &[String], components: &[String], namespace: Option<&str>, patches: &[String]) -> String {
+pub fn kustomization(
+    resources: &[String],
+    components: &[String],
+    namespace: Option<&str>,
+    patches: &[String],
+) -> String {
     let mut s = String::from("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n");
     if let Some(ns) = namespace {
         s.push_str(&format!("namespace: {ns}\n"));

@@ -19,8 +19,18 @@ pub fn kinds(names: &Names) -> Vec<(String, &'static str, &'static str, bool)> {
         ("v1".into(), "Secret", "secrets", true),
         ("v1".into(), "ServiceAccount", "serviceaccounts", true),
         ("v1".into(), "Namespace", "namespaces", false),
-        ("rbac.authorization.k8s.io/v1".into(), "ClusterRole", "clusterroles", false),
-        ("rbac.authorization.k8s.io/v1".into(), "RoleBinding", "rolebindings", true),
+        (
+            "rbac.authorization.k8s.io/v1".into(),
+            "ClusterRole",
+            "clusterroles",
+            false,
+        ),
+        (
+            "rbac.authorization.k8s.io/v1".into(),
+            "RoleBinding",
+            "rolebindings",
+            true,
+        ),
         (
             "apiextensions.k8s.io/v1".into(),
             "CustomResourceDefinition",
@@ -56,7 +66,8 @@ impl Backend {
 /// Is this object one of this history's (by name prefix)?
 pub fn ours(names: &Names, id: &Id) -> bool {
     let p = format!("{}-", names.prefix);
-    id.name.starts_with(&p) || (id.kind == "CustomResourceDefinition" && id.name.ends_with(&names.group))
+    id.name.starts_with(&p)
+        || (id.kind == "CustomResourceDefinition" && id.name.ends_with(&names.group))
 }
 
 fn id_of(v: &Value, namespaced: bool) -> Id {
@@ -132,7 +143,11 @@ pub fn objects(backend: &Backend, world: &World, names: &Names) -> BTreeMap<Id, 
 }
 
 /// The custom kinds the server serves (from this history's CRDs): (group, kind) → namespaced.
-pub fn crd_kinds(backend: &Backend, world: &World, names: &Names) -> BTreeMap<(String, String), bool> {
+pub fn crd_kinds(
+    backend: &Backend,
+    world: &World,
+    names: &Names,
+) -> BTreeMap<(String, String), bool> {
     let crds: Vec<Value> = match backend {
         Backend::Sandbox => world
             .sandbox()
@@ -149,7 +164,10 @@ pub fn crd_kinds(backend: &Backend, world: &World, names: &Names) -> BTreeMap<(S
             (
                 (
                     names.group.clone(),
-                    c.pointer("/spec/names/kind").and_then(|x| x.as_str()).unwrap_or("").to_string(),
+                    c.pointer("/spec/names/kind")
+                        .and_then(|x| x.as_str())
+                        .unwrap_or("")
+                        .to_string(),
                 ),
                 c.pointer("/spec/scope").and_then(|x| x.as_str()) != Some("Cluster"),
             )
@@ -161,7 +179,12 @@ pub fn crd_kinds(backend: &Backend, world: &World, names: &Names) -> BTreeMap<(S
 fn plurals(names: &Names) -> BTreeMap<(String, String), (&'static str, bool)> {
     kinds(names)
         .into_iter()
-        .map(|(av, kind, plural, namespaced)| ((group_of(&av).to_string(), plural.to_string()), (kind, namespaced)))
+        .map(|(av, kind, plural, namespaced)| {
+            (
+                (group_of(&av).to_string(), plural.to_string()),
+                (kind, namespaced),
+            )
+        })
         .collect()
 }
 
@@ -169,9 +192,9 @@ fn plurals(names: &Names) -> BTreeMap<(String, String), (&'static str, bool)> {
 pub fn id_from_path(names: &Names, path: &str) -> Option<Id> {
     let path = path.split('?').next().unwrap_or(path);
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let (group, rest) = match parts.first()? {
-        &"api" => ("".to_string(), &parts[2..]),
-        &"apis" => (parts.get(1)?.to_string(), &parts[3.min(parts.len())..]),
+    let (group, rest) = match *parts.first()? {
+        "api" => ("".to_string(), &parts[2.min(parts.len())..]),
+        "apis" => (parts.get(1)?.to_string(), &parts[3.min(parts.len())..]),
         _ => return None,
     };
     let (ns, plural, name) = match rest {
@@ -179,7 +202,9 @@ pub fn id_from_path(names: &Names, path: &str) -> Option<Id> {
         [plural, name] => (None, *plural, *name),
         _ => return None,
     };
-    let (kind, namespaced) = plurals(names).get(&(group.clone(), plural.to_string())).copied()?;
+    let (kind, namespaced) = plurals(names)
+        .get(&(group.clone(), plural.to_string()))
+        .copied()?;
     Some(Id {
         group,
         kind: kind.to_string(),
@@ -189,7 +214,12 @@ pub fn id_from_path(names: &Names, path: &str) -> Option<Id> {
 }
 
 /// Writes served since `mark` (the sandbox's request-log length, or the audit log's size).
-pub fn writes_since(backend: &Backend, world: &World, names: &Names, mark: usize) -> Option<Vec<Write>> {
+pub fn writes_since(
+    backend: &Backend,
+    world: &World,
+    names: &Names,
+    mark: usize,
+) -> Option<Vec<Write>> {
     match backend {
         Backend::Sandbox => Some(
             world
@@ -202,7 +232,10 @@ pub fn writes_since(backend: &Backend, world: &World, names: &Names, mark: usize
                     let id = id_from_path(names, &r.path)?;
                     Some(Write {
                         apply: r.method == "PATCH"
-                            && r.content_type.as_deref().unwrap_or("").contains("apply-patch"),
+                            && r.content_type
+                                .as_deref()
+                                .unwrap_or("")
+                                .contains("apply-patch"),
                         method: r.method,
                         id,
                         status: r.status,
@@ -238,7 +271,10 @@ fn audit_write(names: &Names, e: &Value) -> Option<Write> {
     };
     let uri = e["requestURI"].as_str()?;
     let id = id_from_path(names, uri)?;
-    let status = e.pointer("/responseStatus/code").and_then(|c| c.as_u64()).unwrap_or(0) as u16;
+    let status = e
+        .pointer("/responseStatus/code")
+        .and_then(|c| c.as_u64())
+        .unwrap_or(0) as u16;
     // The audit log keeps no content type; an apply is a patch sent with fieldManager=hookops
     // by kubectl's server-side apply (`force=true`).
     let apply = verb == "patch" && uri.contains("fieldManager=hookops");
@@ -269,9 +305,13 @@ pub fn create_namespaces(backend: &Backend, world: &World, names: &Names) {
         .map(|ns| format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"))
         .collect();
     let mut c = world.base_command("kubectl");
-    c.arg("--kubeconfig")
-        .arg(&world.kubeconfig)
-        .args(["apply", "--server-side", "--field-manager=oracle-setup", "-f", "-"]);
+    c.arg("--kubeconfig").arg(&world.kubeconfig).args([
+        "apply",
+        "--server-side",
+        "--field-manager=oracle-setup",
+        "-f",
+        "-",
+    ]);
     let out = crate::util::run_with_stdin(&mut c, &docs.join("---\n"));
     assert!(out.ok(), "kubectl apply namespaces: {}", out.all());
     let _ = backend;

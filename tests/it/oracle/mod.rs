@@ -61,7 +61,11 @@ fn suite(backend: BackendKind, default_pushes: u64, pushes_var: &str) {
         .filter(|s| !s.is_empty())
         .collect();
     for w in &without {
-        assert!(gen::FEATURES.contains(&w.as_str()), "HOOKOPS_ORACLE_WITHOUT: unknown feature {w}; known: {:?}", gen::FEATURES);
+        assert!(
+            gen::FEATURES.contains(&w.as_str()),
+            "HOOKOPS_ORACLE_WITHOUT: unknown feature {w}; known: {:?}",
+            gen::FEATURES
+        );
     }
     let dups = std::env::var("HOOKOPS_ORACLE_DUPLICATES").unwrap_or_default();
     let ignore: BTreeSet<String> = std::env::var("HOOKOPS_ORACLE_IGNORE")
@@ -85,8 +89,8 @@ fn suite(backend: BackendKind, default_pushes: u64, pushes_var: &str) {
         let setup = Setup {
             backend,
             ignore: ignore.clone(),
-            duplicates_error: dups == "error" || (dups == "mixed" && seed % 2 == 1),
-            ctx_default: seed % 2 == 0,
+            duplicates_error: dups == "error" || (dups == "mixed" && !seed.is_multiple_of(2)),
+            ctx_default: seed.is_multiple_of(2),
         };
         let n = per.min(pushes - done);
         let Some(outcome) = model::run_history(&setup, seed, n, &without) else {
@@ -108,7 +112,14 @@ fn suite(backend: BackendKind, default_pushes: u64, pushes_var: &str) {
         } else {
             (outcome.trees[..=f.step].to_vec(), f.clone())
         };
-        let text = replay::script(&outcome.names, &setup, &outcome.env_extra, &trees, &shrunk, seed);
+        let text = replay::script(
+            &outcome.names,
+            &setup,
+            &outcome.env_extra,
+            &trees,
+            &shrunk,
+            seed,
+        );
         let dir = out_dir();
         let _ = std::fs::create_dir_all(&dir);
         let (check, rule) = f.first();
@@ -136,7 +147,12 @@ fn suite(backend: BackendKind, default_pushes: u64, pushes_var: &str) {
         failures.len(),
         seed0 + i.saturating_sub(1)
     );
-    assert!(failures.is_empty(), "oracle: {} failing histories:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "oracle: {} failing histories:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// Shrinking replays the history many times: on the sandbox only (a cluster failure prints

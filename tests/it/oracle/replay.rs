@@ -6,8 +6,30 @@ use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::gen::{Blob, Names, Tree, BIG_SIZE};
+use super::gen::{Blob, Names, Tree};
 use super::model::{Failure, Setup};
+
+/// The rest of the set-up and the script's verbs: `put PATH CONTENT`, `big PATH HEAD` (HEAD
+/// padded with comment lines past the size limit), `del PATH`, `push N` (commit and push; the
+/// hook's output comes back as `remote:` lines), `show` (what is live, the last record, the
+/// from-scratch plan).
+const HELPERS: &str = r#"EOF
+git clone -q server.git work 2>/dev/null
+cd work
+put() { mkdir -p -- "$(dirname -- "$1")"; printf '%s' "$2" > "$1"; }
+big() { mkdir -p -- "$(dirname -- "$1")"; { printf '%s' "$2"; yes '# padding to cross the size limit' | head -c 8454144 || true; } > "$1"; }
+del() { rm -f -- "$1"; }
+push() { git add -A && git commit -q --allow-empty -m "push $1" && echo "--- push $1" && git push -q origin HEAD:main; }
+show() {
+  echo "--- live"
+  kubectl --kubeconfig ../kubeconfig get configmaps,secrets,serviceaccounts,rolebindings,clusterroles,namespaces -A \
+    -o custom-columns='KIND:.kind,NS:.metadata.namespace,NAME:.metadata.name,V:.metadata.annotations.oracle\.test/v' | grep -v ' system:\| kube-\|<none>$' || true
+  echo "--- record"
+  git -C ../server.git notes --ref=hookops show HEAD | grep '^{' | tail -1
+  echo "--- plan main --from 0000…"
+  "$HOOKOPS" --repo ../server.git plan main --from 0000000000000000000000000000000000000000 || true
+}
+"#;
 
 /// `$'…'` quoting of arbitrary bytes.
 pub fn quote(bytes: &[u8]) -> String {
@@ -33,7 +55,14 @@ fn qp(p: &Path) -> String {
 }
 
 /// The script. `names` are the history's (namespaces to create, the context namespace).
-pub fn script(names: &Names, setup: &Setup, env_extra: &str, trees: &[Tree], failure: &Failure, seed: u64) -> String {
+pub fn script(
+    names: &Names,
+    setup: &Setup,
+    env_extra: &str,
+    trees: &[Tree],
+    failure: &Failure,
+    seed: u64,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "#!/usr/bin/env bash");
     let _ = writeln!(
@@ -98,51 +127,27 @@ users: [{name: sandbox, user: {}}]
     s.push_str("git init -q --bare -b main server.git\n\"$HOOKOPS\" --repo server.git install >/dev/null\n");
     s.push_str("cat > server.git/hookops/config.toml <<EOF\n[[environment]]\nname = \"prod\"\nbranch = \"main\"\nkubeconfig = \"$W/kubeconfig\"\ncontext = \"sandbox\"\n");
     s.push_str(env_extra);
-    s.push_str("EOF\ngit clone -q server.git work\ncd work\n");
+    s.push_str(HELPERS);
     let empty = Tree::new();
     let mut prev = &empty;
-    let mut made: std::collections::BTreeSet<&Path> = Default::default();
     for (i, t) in trees.iter().enumerate() {
         let _ = writeln!(s, "\n# push {}", i + 1);
-        made.clear();
         for p in prev.keys().filter(|p| !t.contains_key(*p)) {
-            let _ = writeln!(s, "rm -f -- {}", qp(p));
+            let _ = writeln!(s, "del {}", qp(p));
         }
         for (p, b) in t.iter().filter(|(p, b)| prev.get(*p) != Some(*b)) {
-            if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if made.insert(d) {
-                    let _ = writeln!(s, "mkdir -p -- {}", qp(d));
-                }
-            }
             match b {
                 Blob::Text(bytes) => {
-                    let _ = writeln!(s, "printf '%s' {} > {}", quote(bytes), qp(p));
+                    let _ = writeln!(s, "put {} {}", qp(p), quote(bytes));
                 }
                 Blob::Big(head) => {
-                    let _ = writeln!(
-                        s,
-                        "{{ printf '%s' {}; yes '# padding to cross the size limit' | head -c {}; }} > {}",
-                        quote(head.as_bytes()),
-                        BIG_SIZE,
-                        qp(p)
-                    );
+                    let _ = writeln!(s, "big {} {}", qp(p), quote(head.as_bytes()));
                 }
             }
         }
-        let _ = writeln!(
-            s,
-            "git add -A && git commit -q --allow-empty -m 'push {}' && git push -q origin HEAD:main",
-            i + 1
-        );
+        let _ = writeln!(s, "push {}", i + 1);
         prev = t;
     }
-    s.push_str(
-        r#"
-# What is live, the record, and the from-scratch plan:
-kubectl --kubeconfig ../kubeconfig get configmaps,secrets,serviceaccounts,rolebindings -A -o custom-columns='KIND:.kind,NS:.metadata.namespace,NAME:.metadata.name,V:.metadata.annotations.oracle\.test/v'
-git -C ../server.git notes --ref=hookops show HEAD | grep '^{' | tail -1
-"$HOOKOPS" --repo ../server.git plan main --from 0000000000000000000000000000000000000000 || true
-"#,
-    );
+    s.push_str("\nshow\n");
     s
 }
