@@ -108,6 +108,9 @@ pub struct Declared {
     pub objects: BTreeMap<Id, Vec<Decl>>,
     /// Identities whose scope no source knows (D6): never pruned on a guess.
     pub unknown_scope: BTreeSet<Id>,
+    /// Identities whose scope only the cluster's discovery knows (D6's last source): a plan,
+    /// which asks no cluster, cannot know it.
+    pub scope_from_cluster: BTreeSet<Id>,
     /// D8: files that look like Kubernetes and that no target reads, with the reason.
     pub unread: Vec<(String, String)>,
     /// Targets skipped because a target they depend on fails (D9).
@@ -815,6 +818,12 @@ pub fn evaluate(checkout: &Path, env: &Env) -> Declared {
             namespace,
             name,
         };
+        if builtin_scope(&id.group, &id.kind).is_none()
+            && !tree_kinds.contains_key(&key)
+            && scope.is_some()
+        {
+            out.scope_from_cluster.insert(id.clone());
+        }
         if scope.is_none() {
             // Not a rule of the definition: the server cannot map a kind nobody serves, so
             // kubectl fails the target (no file is broken).

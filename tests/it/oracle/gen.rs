@@ -101,6 +101,7 @@ pub const FEATURES: &[&str] = &[
     "ns",
     "moves",
     "beside",
+    "deloverlay",
     "broken",
     "nonutf8",
     "big",
@@ -580,7 +581,8 @@ impl Gen {
 
     fn allowed(&self, op: &str) -> bool {
         let need = match op {
-            "base" | "overlay" | "delete_overlay" | "generator" => "kustomize",
+            "base" | "overlay" | "generator" => "kustomize",
+            "delete_overlay" => "deloverlay",
             "beside_base" => "beside",
             "component" => "components",
             "patch_edit" => "patches",

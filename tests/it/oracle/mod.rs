@@ -6,7 +6,7 @@
 //! Environment:
 //! - `HOOKOPS_ORACLE_SEED`: the first history's seed (history i uses seed + i); default: from
 //!   the clock, printed.
-//! - `HOOKOPS_ORACLE_PUSHES`: pushes in all (default 240 on the sandbox; the cluster run does
+//! - `HOOKOPS_ORACLE_PUSHES`: pushes in all (default 200 on the sandbox; the cluster run does
 //!   `HOOKOPS_ORACLE_CLUSTER_PUSHES`, default 24).
 //! - `HOOKOPS_ORACLE_HISTORY`: pushes per history (default 30).
 //! - `HOOKOPS_ORACLE_KEEP_GOING=1`: after a failing history, go on with the next seed.
@@ -164,7 +164,7 @@ fn backend_shrinks(b: BackendKind) -> bool {
 /// A few hundred generated pushes against the kube sandbox, every one checked.
 #[test]
 fn sandbox_histories() {
-    suite(BackendKind::Sandbox, 240, "HOOKOPS_ORACLE_PUSHES");
+    suite(BackendKind::Sandbox, 200, "HOOKOPS_ORACLE_PUSHES");
 }
 
 /// A smaller run against the real test cluster: states and counts (deletes and exact counts
