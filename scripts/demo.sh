@@ -55,6 +55,9 @@ cat > "$demo/server.git/hookops/config.toml" <<CFG
 name = "prod"
 branch = "main"
 kubeconfig = "$kubeconfig"
+# The demo's root only holds terraform_data; on a real server, "apply" lets every pusher of
+# this branch run code as the hook user (local-exec): docs/security.md.
+terraform = "apply"
 
 [signing]
 key = "$demo/signing_ed25519"

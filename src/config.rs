@@ -48,6 +48,34 @@ pub struct ServerConfig {
     pub kustomize: Kustomize,
     #[serde(default)]
     pub web: crate::config::web::Web,
+    #[serde(default)]
+    pub sandbox: Sandbox,
+}
+
+/// `[sandbox]`: renderers of pushed input (`kubectl kustomize`) run in bubblewrap.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sandbox {
+    /// Off: renderers run unconfined, as hookops' user, seeing the whole server. Only for
+    /// hosts where bubblewrap cannot run and pushers are trusted (docs/security.md).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The bubblewrap binary.
+    #[serde(default = "default_bwrap")]
+    pub bwrap: String,
+}
+
+fn default_bwrap() -> String {
+    "bwrap".into()
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            enabled: true,
+            bwrap: default_bwrap(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default, Serialize)]
@@ -57,6 +85,29 @@ pub enum OnFailure {
     Rollback,
     RolloutUndo,
     Stop,
+}
+
+/// What a deploy of an environment does with its Terraform roots (`terraform = …`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TerraformMode {
+    /// `init`, `plan`, and `apply` when the plan has changes (what earlier versions did).
+    #[default]
+    Apply,
+    /// `init` and `plan` only: the plan's summary goes into the record, nothing is applied.
+    PlanOnly,
+    /// Terraform is never run: a changed root fails its target, naming the setting.
+    Off,
+}
+
+impl fmt::Display for TerraformMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TerraformMode::Apply => "apply",
+            TerraformMode::PlanOnly => "plan-only",
+            TerraformMode::Off => "off",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +137,52 @@ pub struct Environment {
     /// Environments as directories: only targets whose path is under (or equal to) one of
     /// these tree paths belong to the environment (docs/environments.md). None: the whole tree.
     pub paths: Option<Vec<String>>,
+    /// An object declared more than once with different content: a warning (the last
+    /// declaration wins, architecture.md D7) or an error for the targets declaring it.
+    #[serde(default)]
+    pub duplicates: Duplicates,
+    /// Terraform roots: applied, only planned, or never run (a pushed root's `local-exec`
+    /// runs as the hook user: docs/security.md).
+    #[serde(default)]
+    pub terraform: TerraformMode,
+    /// `file` (the default): the deploy lock is a file on this server; `lease`: a Lease in the
+    /// environment's cluster as well, for several hosts deploying one environment (docs/ha.md).
+    #[serde(default)]
+    pub lock: LockMode,
+    /// lock = "lease": the Lease's namespace (default `hookops-system`) and name (default
+    /// `hookops-<env>`); seconds: how long an unrenewed Lease stands (15), how long its holder
+    /// goes on without renewing it (10), how often it is renewed or asked for (2).
+    pub lease_namespace: Option<String>,
+    pub lease_name: Option<String>,
+    pub lease_duration: Option<f64>,
+    pub lease_renew: Option<f64>,
+    pub lease_retry: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Duplicates {
+    #[default]
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    #[default]
+    File,
+    Lease,
+}
+
+/// An environment's Lease settings, defaults filled in (`Environment::lease`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseSettings {
+    pub namespace: String,
+    pub name: String,
+    pub duration: Duration,
+    pub renew: Duration,
+    pub retry: Duration,
 }
 
 impl Environment {
@@ -106,7 +203,71 @@ impl Environment {
             tag_deploys: false,
             max_health_timeout: None,
             paths: None,
+            duplicates: Duplicates::Warn,
+            terraform: TerraformMode::Apply,
+            lock: LockMode::File,
+            lease_namespace: None,
+            lease_name: None,
+            lease_duration: None,
+            lease_renew: None,
+            lease_retry: None,
         }
+    }
+
+    /// The Lease settings with their defaults (client-go's leader election: 15 s, 10 s, 2 s).
+    pub fn lease(&self) -> LeaseSettings {
+        let secs = |v: Option<f64>, default: f64| Duration::from_secs_f64(v.unwrap_or(default));
+        LeaseSettings {
+            namespace: self
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| "hookops-system".into()),
+            name: self.lease_name.clone().unwrap_or_else(|| {
+                format!(
+                    "hookops-{}",
+                    self.name.to_ascii_lowercase().replace('_', "-")
+                )
+            }),
+            duration: secs(self.lease_duration, 15.0),
+            renew: secs(self.lease_renew, 10.0),
+            retry: secs(self.lease_retry, 2.0),
+        }
+    }
+
+    /// The Lease keys make sense: names the API server accepts, retry < renew < duration.
+    fn check_lease(&self) -> Result<()> {
+        for (key, v) in [
+            ("lease_duration", self.lease_duration),
+            ("lease_renew", self.lease_renew),
+            ("lease_retry", self.lease_retry),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && (0.1..=3600.0).contains(&v)) {
+                    bail!("{key} must be between 0.1 and 3600 seconds, not {v}");
+                }
+            }
+        }
+        let l = self.lease();
+        if !(l.retry < l.renew && l.renew < l.duration) {
+            bail!(
+                "lease_retry ({:?}) < lease_renew ({:?}) < lease_duration ({:?}) must hold",
+                l.retry,
+                l.renew,
+                l.duration
+            );
+        }
+        for (key, v) in [("lease_namespace", &l.namespace), ("lease_name", &l.name)] {
+            let ok = !v.is_empty()
+                && v.len() <= 63
+                && v.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !v.starts_with('-')
+                && !v.ends_with('-');
+            if !ok {
+                bail!("{key} {v:?} is not a Kubernetes name (1-63 of [a-z0-9-], not starting or ending with '-')");
+            }
+        }
+        Ok(())
     }
 
     /// Whether a tree path (a target's directory, or a changed file) is under (or equal to)
@@ -209,6 +370,9 @@ pub struct DeploySettings {
     /// Environments one push deploys at once (each with its own lock, pointer and record).
     #[serde(default = "default_parallel")]
     pub environments_parallel: usize,
+    /// This host's name in Leases and records (default: the machine's host name), so that two
+    /// hookops hosts are told apart even on one machine (docs/ha.md).
+    pub host: Option<String>,
 }
 
 fn default_parallel() -> usize {
@@ -231,6 +395,7 @@ impl Default for DeploySettings {
             batch: true,
             terraform_lock_timeout: default_lock_timeout(),
             environments_parallel: default_parallel(),
+            host: None,
         }
     }
 }
@@ -248,6 +413,11 @@ pub struct Sync {
     pub known_hosts: Option<PathBuf>,
     /// File holding an HTTPS token.
     pub token_file: Option<PathBuf>,
+    /// Other hookops hosts of the same environments (remote names or URLs): their records are
+    /// fetched and merged, and each environment's pointer follows the newest successful record
+    /// of any of them (docs/ha.md). Nothing is ever pushed to them.
+    #[serde(default)]
+    pub peers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -277,6 +447,10 @@ pub struct Tools {
     pub kubectl: String,
     #[serde(default = "default_terraform")]
     pub terraform: String,
+    /// More variables of hookops' own environment that children inherit, by name or
+    /// `PREFIX*` (backends/process.rs has the built-in list).
+    #[serde(default)]
+    pub pass_env: Vec<String>,
 }
 
 fn default_kubectl() -> String {
@@ -292,6 +466,7 @@ impl Default for Tools {
         Tools {
             kubectl: default_kubectl(),
             terraform: default_terraform(),
+            pass_env: Vec::new(),
         }
     }
 }
@@ -352,6 +527,8 @@ impl ServerConfig {
             if !names.insert(env.name.as_str()) {
                 bail!("{origin}: environment {:?} is defined twice", env.name);
             }
+            env.check_lease()
+                .with_context(|| format!("{origin}: environment {:?}", env.name))?;
             if let Some(paths) = &mut env.paths {
                 check_env_paths(paths)
                     .with_context(|| format!("{origin}: environment {:?}: paths", env.name))?;
@@ -461,22 +638,10 @@ fn check_target_name(name: &str) -> Result<()> {
 }
 
 /// A name on one line of output: control characters (possible in a discovered target's
-/// path) escaped as `\n`, `\u{1b}`. Padding with `{:<20}` counts characters, not bytes.
+/// path) escaped as `\n`, `\u{1b}` (the one sanitiser, `out::clean_line`). Padding with
+/// `{:<20}` counts characters, not bytes.
 pub fn printable(name: &str) -> std::borrow::Cow<'_, str> {
-    if name.chars().any(char::is_control) {
-        name.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect::<String>()
-            .into()
-    } else {
-        name.into()
-    }
+    crate::out::clean_line(name)
 }
 
 fn path_like_name(name: &str) -> bool {
@@ -756,6 +921,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lease_keys_have_defaults_and_are_checked() {
+        let env = |extra: &str| {
+            ServerConfig::parse(
+                &format!("[[environment]]\nname = \"Prod_1\"\nbranch = \"main\"\n{extra}"),
+                "config.toml",
+            )
+            .map(|c| c.environment[0].clone())
+        };
+        let e = env("").unwrap();
+        assert_eq!(e.lock, LockMode::File);
+        let l = e.lease();
+        assert_eq!(
+            (l.namespace.as_str(), l.name.as_str()),
+            ("hookops-system", "hookops-prod-1")
+        );
+        assert_eq!(
+            (l.duration, l.renew, l.retry),
+            (
+                Duration::from_secs(15),
+                Duration::from_secs(10),
+                Duration::from_secs(2)
+            )
+        );
+        let e = env("lock = \"lease\"\nlease_duration = 6\nlease_renew = 4\nlease_retry = 0.5\n")
+            .unwrap();
+        assert_eq!(e.lock, LockMode::Lease);
+        assert_eq!(e.lease().retry, Duration::from_millis(500));
+        for (bad, says) in [
+            ("lease_renew = 20\n", "lease_retry"),
+            ("lease_retry = 0\n", "between 0.1 and 3600"),
+            ("lease_name = \"Big\"\n", "not a Kubernetes name"),
+            ("lock = \"etcd\"\n", "unknown variant"),
+        ] {
+            let err = format!("{:#}", env(bad).unwrap_err());
+            assert!(err.contains(says), "{bad}: {err}");
+            assert!(err.contains("config.toml"), "{err}");
+        }
+    }
+
+    #[test]
     fn tree_config_rejects_server_keys_with_line() {
         let text = "[[target]]\nname = \"web\"\npath = \"k8s\"\ntype = \"kubectl\"\nkubeconfig = \"/etc/x\"\n";
         let err = TreeConfig::parse(text, "hookops.toml")
@@ -892,5 +1097,58 @@ mod tests {
                 proptest::prop_assert!(check_tree_path(&c.target[0].path).is_ok());
             }
         }
+    }
+
+    /// hookops.toml (pushed, untrusted) and the server config under a time budget: a tree
+    /// config that parses names only paths inside the repository and unique targets.
+    #[test]
+    fn fuzz_config() {
+        let tokens: Vec<String> = [
+            "[[target]]\n",
+            "name = \"web\"\n",
+            "name = \"a/b\"\n",
+            "path = \"k8s/web\"\n",
+            "path = \"../x\"\n",
+            "path = \"/etc\"\n",
+            "path = \"\"\n",
+            "type = \"kustomize\"\n",
+            "type = \"terraform\"\n",
+            "type = \"kubectl\"\n",
+            "depends_on = [\"web\"]\n",
+            "watch = [\"a/../b\"]\n",
+            "namespace = \"n\"\n",
+            "[target.secrets]\n",
+            "X = \"secret/data/a#b\"\n",
+            "[[target.secret]]\n",
+            "data = {k = \"p#k\"}\n",
+            "[[environment]]\n",
+            "branch = \"main\"\n",
+            "terraform = \"off\"\n",
+            "terraform = \"plan-only\"\n",
+            "[sandbox]\nenabled = false\n",
+            "[tools]\n",
+            "pass_env = [\"A_*\"]\n",
+            "\"",
+            "=",
+            "\n",
+            "[",
+            "]",
+            "\u{1b}",
+            ".",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        crate::fuzz::run("hookops.toml", crate::fuzz::assembled(tokens, 16), |s| {
+            if let Ok(tree) = TreeConfig::parse(s, "hookops.toml") {
+                let mut names = BTreeSet::new();
+                for t in &tree.target {
+                    assert!(check_tree_path(&t.path).is_ok(), "{t:?}");
+                    assert!(!t.path.split('/').any(|p| p == ".."), "{t:?}");
+                    assert!(names.insert(t.name.clone()), "{t:?}");
+                }
+            }
+            let _ = ServerConfig::parse(s, "config.toml");
+        });
     }
 }

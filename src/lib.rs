@@ -8,6 +8,8 @@ pub mod backends;
 pub mod cli;
 pub mod commands;
 pub mod config;
+#[cfg(test)]
+mod fuzz;
 pub mod gitref;
 pub mod ops;
 pub mod out;
@@ -45,7 +47,17 @@ pub fn main() -> ExitCode {
         _ => "trace",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp_millis()
+        .format(|buf, record| {
+            // Log lines quote tools, servers and pushed names: cleaned like all output.
+            writeln!(
+                buf,
+                "[{} {:<5} {}] {}",
+                buf.timestamp_millis(),
+                record.level(),
+                record.target(),
+                out::clean(&record.args().to_string())
+            )
+        })
         .init();
     match run(cli) {
         Ok(code) => code,

@@ -13,6 +13,25 @@ import (
 	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 )
 
+// auditPolicy logs every write verb of every user at Metadata level (who, what object, when,
+// the answer's code; no bodies, so no Secret data), once per request: the tests read it to
+// check who wrote what and when (docs/test-cluster.md). Events are left out: controllers
+// write them all the time and no test asks about them.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: None
+  resources:
+  - group: ""
+    resources: ["events"]
+  - group: "events.k8s.io"
+    resources: ["events"]
+- level: Metadata
+  verbs: ["create", "update", "patch", "delete", "deletecollection"]
+- level: None
+`
+
 // startAPIServer runs the real kube-apiserver in a goroutine, serving TLS on a listener the
 // OS gave a free loopback port (no bind-then-close race). It returns the server's URL.
 func (t *testenv) startAPIServer(ctx context.Context, etcdURL string, failed chan<- error) (string, error) {
@@ -21,6 +40,10 @@ func (t *testenv) startAPIServer(ctx context.Context, etcdURL string, failed cha
 		return "", err
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
+	policy := t.path("audit-policy.yaml")
+	if err := writeAtomic(policy, []byte(auditPolicy), 0o644); err != nil {
+		return "", err
+	}
 
 	s := options.NewServerRunOptions()
 	fs := pflag.NewFlagSet("kube-apiserver", pflag.ContinueOnError)
@@ -45,6 +68,13 @@ func (t *testenv) startAPIServer(ctx context.Context, etcdURL string, failed cha
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
 		"--allow-privileged=true",
+		// Every write, at Metadata level, one JSON line per request (auditPolicy), written
+		// before the response is sent ("blocking"), so a test reads what the server accepted.
+		"--audit-log-path=" + t.path("audit.log"),
+		"--audit-policy-file=" + policy,
+		"--audit-log-format=json",
+		"--audit-log-mode=blocking",
+		"--audit-log-maxsize=0",
 	}
 	if err := fs.Parse(args); err != nil {
 		return "", err

@@ -21,6 +21,12 @@ var deployerRules = []rbacv1.PolicyRule{{
 	APIGroups: []string{"", "apps", "batch", "networking.k8s.io"},
 	Resources: []string{"configmaps", "secrets", "services", "serviceaccounts", "deployments", "statefulsets", "daemonsets", "replicasets", "jobs", "ingresses"},
 	Verbs:     []string{"get", "list", "watch", "create", "update", "patch", "delete"},
+}, {
+	// lock = "lease": the Lease itself (environments.md, ha.md); its inventory copy is a
+	// ConfigMap, which the rule above already grants.
+	APIGroups: []string{"coordination.k8s.io"},
+	Resources: []string{"leases"},
+	Verbs:     []string{"get", "create", "update"},
 }}
 
 // createDeployer makes the ServiceAccount hookops-deployer in hookops-system with a

@@ -8,8 +8,19 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::backends::mask::Masker;
-use crate::backends::process::{Command, Output};
+use crate::backends::process::{Command, Deadline, Output, KILLED_AT_DEADLINE};
+use crate::backends::sandbox::{Render, Sandbox};
 use crate::config::Environment;
+
+/// What every cluster write asks before it starts (lock = "lease": the holder's fence,
+/// backends/lease.rs): how long it may take, or why it must not start at all. The write then
+/// runs with kubectl's `--request-timeout` below that, and is killed at `deadline`.
+pub trait Gate: Send + Sync {
+    fn permit(&self) -> Result<Duration>;
+    fn deadline(&self) -> Deadline;
+    /// Why writes stopped, once they did.
+    fn lost(&self) -> Option<String>;
+}
 
 #[derive(Clone)]
 pub struct Kubectl {
@@ -20,6 +31,12 @@ pub struct Kubectl {
     pub masker: Masker,
     /// Whether kubectl runs with Go's collector tuned (see `GO_GC`).
     pub tune_gc: bool,
+    /// Where `kubectl kustomize` renders pushed kustomizations.
+    pub sandbox: Sandbox,
+    /// `[kustomize] allow_remote`: the renderer may reach the network.
+    pub allow_remote: bool,
+    /// Asked before every write (apply, create, delete, rollout undo); None: no Lease.
+    pub gate: Option<std::sync::Arc<dyn Gate>>,
 }
 
 /// kubectl is a short-lived Go program that spends about a quarter of its CPU time collecting
@@ -40,7 +57,29 @@ impl Kubectl {
             cache_dir: cache_dir.to_path_buf(),
             masker,
             tune_gc: GO_GC.iter().all(|(var, _)| std::env::var_os(var).is_none()),
+            sandbox: Sandbox::default(),
+            allow_remote: false,
+            gate: None,
         }
+    }
+
+    /// Runs a call that writes to the cluster: the one place the Lease's fence is asked. The
+    /// error of a write the fence refused or stopped is the gate's own (`LeaseLost`), so the
+    /// attempt can tell a lost Lease from a failed apply.
+    fn write(&self, c: Command) -> Result<Output> {
+        let Some(gate) = &self.gate else {
+            return c.run(&self.masker);
+        };
+        let left = gate.permit()?;
+        let out = c
+            .arg(format!("--request-timeout={}ms", left.as_millis().max(1)))
+            .deadline(gate.deadline())
+            .run(&self.masker)?;
+        if out.code.is_none() && out.stderr.ends_with(KILLED_AT_DEADLINE) {
+            gate.permit()?;
+            anyhow::bail!("kubectl killed at the Lease's renew deadline");
+        }
+        Ok(out)
     }
 
     fn command(&self) -> Command {
@@ -74,12 +113,20 @@ impl Kubectl {
         }
     }
 
-    /// Renders a kustomization directory (no cluster contact).
-    pub fn kustomize(&self, dir: &Path) -> Result<Output> {
-        Command::new(&self.program, "kubectl")
-            .arg("kustomize")
-            .arg(dir.as_os_str())
-            .run(&self.masker)
+    /// Renders the kustomization in `dir` of `root` (the target's materialised closure), in the
+    /// sandbox: no cluster contact, nothing outside `root` readable, no network unless
+    /// `[kustomize] allow_remote`.
+    pub fn kustomize(&self, root: &Path, dir: &str) -> Result<Output> {
+        let dir = root.join(dir);
+        let render = Render {
+            program: &self.program,
+            config_key: "kubectl",
+            args: vec!["kustomize".into(), dir.clone().into_os_string()],
+            root,
+            dir: &dir,
+            network: self.allow_remote,
+        };
+        self.sandbox.run(&render, &self.masker)
     }
 
     /// One server-side apply of a manifest stream.
@@ -100,9 +147,11 @@ impl Kubectl {
         if let Some(mode) = dry_run {
             c = c.arg(format!("--dry-run={mode}"));
         }
-        Self::with_namespace(c, namespace)
-            .stdin(stream.into_bytes())
-            .run(&self.masker)
+        let c = Self::with_namespace(c, namespace).stdin(stream.into_bytes());
+        match dry_run {
+            Some(_) => c.run(&self.masker),
+            None => self.write(c),
+        }
     }
 
     /// `kubectl create -f -` (hook Jobs with `generateName`, create-only objects), printing
@@ -111,9 +160,7 @@ impl Kubectl {
         let c = self
             .short_command()
             .args(["create", "-o", "name", "-f", "-"]);
-        Self::with_namespace(c, namespace)
-            .stdin(stream.into_bytes())
-            .run(&self.masker)
+        self.write(Self::with_namespace(c, namespace).stdin(stream.into_bytes()))
     }
 
     /// Deletes the objects and waits until they are gone (a re-create must not race the
@@ -127,36 +174,37 @@ impl Kubectl {
             "-f",
             "-",
         ]);
-        Self::with_namespace(c, namespace)
-            .stdin(stubs.into_bytes())
-            .run(&self.masker)
+        self.write(Self::with_namespace(c, namespace).stdin(stubs.into_bytes()))
     }
 
     /// Deletes the finished hook Jobs carrying `selector` (and their pods, in the background).
     pub fn delete_selected(&self, kind: &str, selector: &str, namespace: &str) -> Result<Output> {
-        self.short_command()
-            .args([
-                "delete",
-                kind,
-                "-l",
-                selector,
-                "--ignore-not-found",
-                "--wait=false",
-                "--cascade=background",
-                "--namespace",
-                namespace,
-            ])
-            .run(&self.masker)
+        self.write(self.short_command().args([
+            "delete",
+            kind,
+            "-l",
+            selector,
+            "--ignore-not-found",
+            "--wait=false",
+            "--cascade=background",
+            "--namespace",
+            namespace,
+        ]))
     }
 
     /// Deletes exactly the named objects (stubs on stdin); already-gone objects are fine.
+    /// Prints `kind/name` for each object deleted, nothing for one that was gone.
     pub fn delete(&self, stubs: String, namespace: Option<&str>) -> Result<Output> {
-        let c =
-            self.short_command()
-                .args(["delete", "--ignore-not-found", "--wait=false", "-f", "-"]);
-        Self::with_namespace(c, namespace)
-            .stdin(stubs.into_bytes())
-            .run(&self.masker)
+        let c = self.short_command().args([
+            "delete",
+            "--ignore-not-found",
+            "--wait=false",
+            "-o",
+            "name",
+            "-f",
+            "-",
+        ]);
+        self.write(Self::with_namespace(c, namespace).stdin(stubs.into_bytes()))
     }
 
     /// `kubectl diff`: exit 0 no difference, 1 difference, >1 error.
@@ -192,7 +240,7 @@ impl Kubectl {
 
     pub fn rollout_undo(&self, resource: &str, namespace: Option<&str>) -> Result<Output> {
         let c = self.command().args(["rollout", "undo", resource]);
-        Self::with_namespace(c, namespace).run(&self.masker)
+        self.write(Self::with_namespace(c, namespace))
     }
 
     pub fn get_json(&self, resource: &str, namespace: Option<&str>) -> Result<Output> {
@@ -207,6 +255,31 @@ impl Kubectl {
         S: Into<std::ffi::OsString>,
     {
         self.command().args(args).run(&self.masker)
+    }
+
+    /// `raw` with `stdin` (the Lease's own writes, which the Lease client makes unfenced).
+    pub fn raw_stdin<I, S>(&self, args: I, stdin: Vec<u8>) -> Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString>,
+    {
+        self.command().args(args).stdin(stdin).run(&self.masker)
+    }
+
+    /// A server-side apply (field manager `hookops`) of objects that are hookops' own state
+    /// (the inventory's cluster copy), through the fence like every write.
+    pub fn apply_state(&self, stream: Vec<u8>, namespace: &str) -> Result<Output> {
+        let c = self.short_command().args([
+            "apply",
+            "--server-side",
+            "--field-manager=hookops",
+            "--force-conflicts",
+            "--namespace",
+            namespace,
+            "-f",
+            "-",
+        ]);
+        self.write(c.stdin(stream))
     }
 }
 
@@ -223,6 +296,9 @@ mod tests {
             cache_dir: PathBuf::from("/c"),
             masker: Masker::default(),
             tune_gc: true,
+            sandbox: Sandbox::default(),
+            allow_remote: false,
+            gate: None,
         };
         let env = |k: &Kubectl| k.short_command().env;
         assert_eq!(

@@ -55,6 +55,18 @@ pub fn decode_text(bytes: Vec<u8>) -> std::result::Result<String, &'static str> 
     }
 }
 
+/// A file name as bytes, shown as text: UTF-8 as it is, other bytes as `\xNN`.
+pub fn escape_name(name: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in name.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 /// What sits at `path` in `tree`, if anything.
 pub fn entry(tree: &Tree, path: &str) -> Option<(Oid, i32)> {
     if path.is_empty() {

@@ -1,16 +1,113 @@
 //! The one way hookops runs a child process (duct): arguments never carry secrets (those go
 //! through stdin or the environment), children die with hookops (Linux parent-death signal),
-//! output is masked before anyone sees it, and a missing binary is named with the config key
-//! that chooses it.
+//! output is masked before anyone sees it, a missing binary is named with the config key that
+//! chooses it, and every child gets an explicit environment: what the command sets, plus only
+//! the allow-listed variables of hookops' own (never git's hook variables: `GIT_DIR`,
+//! `GIT_QUARANTINE_PATH`, `GIT_OBJECT_DIRECTORY`, push options…).
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::backends::mask::Masker;
+
+/// The variables a child inherits from hookops' own environment (set by the operator: the
+/// service manager, the git server, the login), by exact name or as `PREFIX*`; every other
+/// variable is dropped (the proxy settings, `PROXY_VARS`, pass too). docs/security.md lists
+/// them with their reasons; `[tools] pass_env` adds more.
+pub const PASS_ENV: &[&str] = &[
+    // Finding programs, the user's own configuration, language and time.
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TMPDIR",
+    // CA bundles (and `PROXY_VARS`), for every tool that talks to the network.
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    // kubectl: the default kubeconfig (environments without `kubeconfig`) and Go's collector
+    // settings (backends/kube.rs).
+    "KUBECONFIG",
+    "GOGC",
+    "GOMEMLIMIT",
+    // Terraform's own settings (CLI config, plugin cache, registry tokens) and checkpoint.
+    "TF_*",
+    "CHECKPOINT_DISABLE",
+    // Cloud credentials for exec auth plugins (aws eks get-token, gke-gcloud-auth-plugin,
+    // kubelogin) and Terraform providers.
+    "AWS_*",
+    "AZURE_*",
+    "ARM_*",
+    "GOOGLE_*",
+    "CLOUDSDK_*",
+    // git for `[sync]` and `watch`: where its config is, and the SSH agent.
+    "GIT_CONFIG_GLOBAL",
+    "GIT_CONFIG_SYSTEM",
+    "GIT_CONFIG_NOSYSTEM",
+    "SSH_AUTH_SOCK",
+];
+
+/// The proxy settings, which children inherit too (and a sandboxed renderer with network).
+pub const PROXY_VARS: [&str; 8] = [
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+];
+
+/// `[tools] pass_env` of the server config: more names or `PREFIX*` patterns children inherit.
+static EXTRA_PASS_ENV: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Sets the operator's additions to [`PASS_ENV`] (`[tools] pass_env`), for every child started
+/// from now on.
+pub fn pass_env(extra: &[String]) {
+    if let Ok(mut e) = EXTRA_PASS_ENV.write() {
+        *e = extra.to_vec();
+    }
+}
+
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pattern,
+    }
+}
+
+/// Whether a variable of hookops' environment reaches children.
+pub fn passes(name: &str) -> bool {
+    let extra = EXTRA_PASS_ENV.read().map(|e| e.clone()).unwrap_or_default();
+    PASS_ENV.iter().copied().any(|p| matches(p, name))
+        || PROXY_VARS.contains(&name)
+        || extra.iter().any(|p| matches(p, name))
+}
+
+/// A child's whole environment: the allow-listed part of `inherited` (hookops' own), then
+/// `set` on top.
+fn child_env(
+    inherited: impl Iterator<Item = (OsString, OsString)>,
+    set: &[(String, String)],
+) -> BTreeMap<OsString, OsString> {
+    let mut env: BTreeMap<OsString, OsString> = inherited
+        .filter(|(k, _)| k.to_str().is_some_and(passes))
+        .collect();
+    for (k, v) in set {
+        env.insert(k.into(), v.into());
+    }
+    env
+}
 
 /// A finished child: exit code and masked output.
 #[derive(Debug)]
@@ -71,6 +168,9 @@ pub fn first_line(text: &str) -> Option<String> {
         .map(|l| l.trim_start_matches(['│', '╷', ' ']).to_string())
 }
 
+/// What ends the stderr of a child `run` killed at its deadline.
+pub const KILLED_AT_DEADLINE: &str = "\nkilled by hookops: its deadline passed\n";
+
 /// Where a command's program comes from, for the error when it cannot be found.
 #[derive(Clone, Copy)]
 pub enum Origin {
@@ -80,6 +180,10 @@ pub enum Origin {
     Path(&'static str),
 }
 
+/// When a running child must be killed, asked again each time it passes (it may have moved
+/// on meanwhile: a renewed Lease); `None`: at once.
+pub type Deadline = std::sync::Arc<dyn Fn() -> Option<Instant> + Send + Sync>;
+
 /// A command to run, and where its program comes from (for error messages).
 pub struct Command {
     pub program: String,
@@ -88,6 +192,7 @@ pub struct Command {
     pub env: Vec<(String, String)>,
     pub dir: Option<PathBuf>,
     pub stdin: Option<Vec<u8>>,
+    pub deadline: Option<Deadline>,
 }
 
 impl Command {
@@ -109,6 +214,7 @@ impl Command {
             env: Vec::new(),
             dir: None,
             stdin: None,
+            deadline: None,
         }
     }
 
@@ -141,11 +247,16 @@ impl Command {
         self
     }
 
+    /// `run` kills the child (SIGKILL) once `deadline` has passed; its output then ends with
+    /// `KILLED_AT_DEADLINE`.
+    pub fn deadline(mut self, deadline: Deadline) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
     fn expression(&self) -> duct::Expression {
-        let mut e = duct::cmd(&self.program, &self.args);
-        for (k, v) in &self.env {
-            e = e.env(k, v);
-        }
+        let mut e = duct::cmd(&self.program, &self.args)
+            .full_env(child_env(std::env::vars_os(), &self.env));
         if let Some(d) = &self.dir {
             e = e.dir(d);
         }
@@ -175,19 +286,42 @@ impl Command {
         }
     }
 
-    /// Runs to completion, capturing masked output.
+    /// Runs to completion (or to its deadline), capturing masked output.
     pub fn run(&self, masker: &Masker) -> Result<Output> {
         let started = Instant::now();
-        let out = self
-            .expression()
-            .stdout_capture()
-            .stderr_capture()
-            .run()
-            .map_err(|e| self.spawn_error(e))?;
+        let expression = self.expression().stdout_capture().stderr_capture();
+        let (out, killed) = match &self.deadline {
+            None => (expression.run().map_err(|e| self.spawn_error(e))?, false),
+            Some(deadline) => {
+                let handle = expression.start().map_err(|e| self.spawn_error(e))?;
+                let mut killed = false;
+                loop {
+                    match deadline() {
+                        Some(at) if at > Instant::now() => {
+                            if handle.wait_deadline(at)?.is_some() {
+                                break;
+                            }
+                        }
+                        _ => {
+                            killed = handle.try_wait()?.is_none();
+                            if killed {
+                                handle.kill()?;
+                            }
+                            break;
+                        }
+                    }
+                }
+                (handle.into_output()?, killed)
+            }
+        };
+        let mut stderr = masker.mask(&String::from_utf8_lossy(&out.stderr));
+        if killed {
+            stderr.push_str(KILLED_AT_DEADLINE);
+        }
         Ok(Output {
-            code: out.status.code(),
+            code: if killed { None } else { out.status.code() },
             stdout: masker.mask(&String::from_utf8_lossy(&out.stdout)),
-            stderr: masker.mask(&String::from_utf8_lossy(&out.stderr)),
+            stderr,
             elapsed: started.elapsed(),
         })
     }
@@ -311,6 +445,54 @@ mod tests {
         assert_eq!(out("just this\n").reason(), "just this");
     }
 
+    /// What a hook's environment holds (git's variables, a push option, an unknown variable)
+    /// never reaches a child; the allow-listed variables and the command's own do.
+    #[test]
+    fn children_get_an_explicit_environment() {
+        let hook: Vec<(OsString, OsString)> = [
+            ("GIT_DIR", "/srv/git/x.git"),
+            ("GIT_QUARANTINE_PATH", "/srv/git/x.git/objects/q"),
+            ("GIT_OBJECT_DIRECTORY", "/srv/git/x.git/objects/q"),
+            ("GIT_ALTERNATE_OBJECT_DIRECTORIES", "/srv/git/x.git/objects"),
+            ("GIT_PUSH_OPTION_COUNT", "1"),
+            ("GIT_PUSH_OPTION_0", "hookops.dry-run"),
+            ("GIT_INDEX_FILE", "/tmp/index"),
+            ("HOOKOPS_TEST_UNLISTED", "1"),
+            ("PATH", "/usr/bin"),
+            ("LC_ALL", "C"),
+            ("TF_CLI_CONFIG_FILE", "/dev/null"),
+            ("GIT_CONFIG_GLOBAL", "/home/git/.gitconfig"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        let env = child_env(hook.into_iter(), &[("TF_INPUT".into(), "0".into())]);
+        let names: Vec<&str> = env.keys().filter_map(|k| k.to_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "GIT_CONFIG_GLOBAL",
+                "LC_ALL",
+                "PATH",
+                "TF_CLI_CONFIG_FILE",
+                "TF_INPUT"
+            ]
+        );
+        assert!(!passes("HOOKOPS_EXTRA_TEST"));
+        pass_env(&["HOOKOPS_EXTRA_*".to_string()]);
+        assert!(passes("HOOKOPS_EXTRA_TEST"));
+        pass_env(&[]);
+        // A real child sees exactly what it was given on top of the allow-listed variables.
+        let out = Command::new("env", "env")
+            .env("TF_INPUT", "0")
+            .run(&Masker::new())
+            .unwrap();
+        assert!(out.stdout.lines().all(|l| l
+            .split('=')
+            .next()
+            .is_some_and(|n| passes(n) || n == "TF_INPUT")));
+    }
+
     #[test]
     fn missing_binary_names_the_key() {
         let err = Command::new("/nonexistent/kubectl", "kubectl")
@@ -333,6 +515,42 @@ mod tests {
         assert_eq!(out.code, Some(3));
         assert!(!out.stderr.contains("hunter22"));
         assert_eq!(out.reason(), "the secret is ***");
+    }
+
+    #[test]
+    fn a_child_is_killed_at_its_deadline_and_the_deadline_may_move() {
+        use std::sync::{Arc, Mutex};
+        let start = Instant::now();
+        let gone: Deadline = Arc::new(move || Some(start + Duration::from_millis(200)));
+        let out = Command::new("sleep", "shell")
+            .arg("5")
+            .deadline(gone)
+            .run(&Masker::new())
+            .unwrap();
+        assert_eq!(out.code, None);
+        assert!(out.stderr.ends_with(KILLED_AT_DEADLINE), "{}", out.stderr);
+        assert!(out.elapsed < Duration::from_secs(2), "{:?}", out.elapsed);
+
+        // Moved forward while the child runs: it finishes.
+        let at = Arc::new(Mutex::new(Instant::now() + Duration::from_millis(100)));
+        let mover = {
+            let at = Arc::clone(&at);
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    *at.lock().unwrap() = Instant::now() + Duration::from_millis(100);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        let moving: Deadline = Arc::new(move || Some(*at.lock().unwrap()));
+        let out = Command::new("sh", "shell")
+            .args(["-c", "sleep 0.3; echo done"])
+            .deadline(moving)
+            .run(&Masker::new())
+            .unwrap();
+        mover.join().unwrap();
+        assert!(out.success(), "{out:?}");
+        assert_eq!(out.stdout, "done\n");
     }
 
     #[test]

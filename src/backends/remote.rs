@@ -800,6 +800,48 @@ pub fn sync(session: &Session) -> Result<()> {
     sync_to(&session.repo, &url, &creds)
 }
 
+/// Where a peer's refs are fetched to: `refs/hookops/peers/<12 hex of its URL>/`.
+fn peer_prefix(url: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(url.as_bytes());
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("refs/hookops/peers/{hex}")
+}
+
+/// The refs holding the peers' deployed pointers of `env` (glob patterns).
+pub fn peer_pointer_globs(env: &str) -> Vec<String> {
+    vec![format!("refs/hookops/peers/*/deployed/{env}")]
+}
+
+/// `[sync] peers`: fetches every peer's records and deployed pointers (never pushes: hookops
+/// refuses pushes to its refs) and union-merges the records into ours. The pointers land
+/// under `refs/hookops/peers/`, for `pipeline::hosts::follow_pointer`.
+pub fn fetch_peers(session: &Session) -> Result<()> {
+    let creds = Creds::from_config(&session.config.sync)?;
+    let repo = &session.repo;
+    for peer in &session.config.sync.peers {
+        let url = remote_url(repo, peer)?;
+        let prefix = peer_prefix(&url);
+        let notes = format!("{prefix}/notes");
+        let specs = [
+            format!("+{NOTES_REF}:{notes}"),
+            format!("+{}:{prefix}/deployed/*", config::pointer_ref("*")),
+        ];
+        let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
+        fetch(repo, &url, &specs, &creds)
+            .with_context(|| format!("fetching records from peer {}", display_url(&url)))?;
+        if let Ok(theirs) = repo.refname_to_id(&notes) {
+            notes::merge_union(repo, theirs).with_context(|| {
+                format!(
+                    "merging the notes of {} into {NOTES_REF}",
+                    display_url(&url)
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Fetches the remote's notes, union-merges them into ours, then pushes our notes (a
 /// fast-forward of theirs by construction) and our deployed pointers (forced: a rollback
 /// legitimately moves a pointer backwards). When another deployer pushed notes in between,

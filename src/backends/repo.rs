@@ -1,14 +1,15 @@
 //! One opened repository with its server config: where hookops state lives, which branch is
 //! the default, and where each environment's deployed pointer points.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::sync::{Arc, Mutex, Once};
 
 use anyhow::{Context, Result};
 use git2::{Oid, Repository};
 
-use crate::backends::kube::Kubectl;
+use crate::backends::kube::{Gate, Kubectl};
 use crate::config::{pointer_ref, Environment, ServerConfig, STATE_DIR};
 use crate::record::Signer;
 
@@ -16,6 +17,9 @@ pub struct Session {
     pub repo: Repository,
     pub git_dir: PathBuf,
     pub config: ServerConfig,
+    /// lock = "lease": the fence of each environment whose Lease this session holds; every
+    /// kubectl made for that environment asks it before writing.
+    gates: Mutex<BTreeMap<String, Arc<dyn Gate>>>,
 }
 
 impl Session {
@@ -31,10 +35,12 @@ impl Session {
         };
         let git_dir = repo.path().to_path_buf();
         let config = ServerConfig::load(&git_dir)?;
+        crate::backends::process::pass_env(&config.tools.pass_env);
         Ok(Session {
             repo,
             git_dir,
             config,
+            gates: Mutex::default(),
         })
     }
 
@@ -57,12 +63,38 @@ impl Session {
         masker: crate::backends::mask::Masker,
     ) -> Result<Kubectl> {
         let cache = self.env_dir(&env.name)?.join("kube-cache");
-        Ok(Kubectl::new(
-            &self.config.tools.kubectl,
-            env,
-            &cache,
-            masker,
-        ))
+        let mut kubectl = Kubectl::new(&self.config.tools.kubectl, env, &cache, masker);
+        kubectl.sandbox = crate::backends::sandbox::Sandbox::from_config(&self.config.sandbox);
+        kubectl.allow_remote = self.config.kustomize.allow_remote;
+        kubectl.gate = self.gate(&env.name);
+        Ok(kubectl)
+    }
+
+    /// The fence of `env`'s Lease while this session holds it (None: no Lease).
+    pub fn gate(&self, env: &str) -> Option<Arc<dyn Gate>> {
+        self.gates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(env)
+            .cloned()
+    }
+
+    /// From now on (`Some`) or no longer (`None`), `env`'s cluster writes ask `gate` first.
+    pub fn set_gate(&self, env: &str, gate: Option<Arc<dyn Gate>>) {
+        let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        match gate {
+            Some(g) => gates.insert(env.to_string(), g),
+            None => gates.remove(env),
+        };
+    }
+
+    /// This host's name: `[deploy] host`, else the machine's (Leases and records).
+    pub fn host(&self) -> String {
+        self.config
+            .deploy
+            .host
+            .clone()
+            .unwrap_or_else(crate::record::payload::hostname)
     }
 
     /// The branch HEAD names (a bare repository's default branch; a clone's current branch).
@@ -122,6 +154,7 @@ impl Session {
             repo,
             git_dir: git_dir.to_path_buf(),
             config: config.clone(),
+            gates: Mutex::default(),
         })
     }
 

@@ -190,8 +190,11 @@ impl<'a> Terraform<'a> {
         result
     }
 
-    /// `plan -detailed-exitcode` only: Ok(true) when the root differs from its state.
-    pub fn drifted(&self, dir: &Path, line: &mut dyn FnMut(&str)) -> Result<bool> {
+    /// init and `plan -detailed-exitcode` without the state lock (nothing is written, and an
+    /// operator applying by hand is not kept waiting): None when the root matches its state,
+    /// else the plan's summary line (`Plan: 1 to add, 0 to change, 0 to destroy.`). For
+    /// `terraform = "plan-only"` and drift checks.
+    pub fn plan_summary(&self, dir: &Path, line: &mut dyn FnMut(&str)) -> Result<Option<String>> {
         self.init(dir, line)?;
         let plan = self.step(
             "plan",
@@ -205,10 +208,22 @@ impl<'a> Terraform<'a> {
             line,
         )?;
         match plan.code {
-            Some(0) => Ok(false),
-            Some(2) => Ok(true),
+            Some(0) => Ok(None),
+            Some(2) => Ok(Some(
+                plan.stdout
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| l.starts_with("Plan:"))
+                    .unwrap_or("changes planned")
+                    .to_string(),
+            )),
             _ => bail!("terraform plan failed: {}", error_line(&plan)),
         }
+    }
+
+    /// Whether the root differs from its state (`plan_summary`).
+    pub fn drifted(&self, dir: &Path, line: &mut dyn FnMut(&str)) -> Result<bool> {
+        Ok(self.plan_summary(dir, line)?.is_some())
     }
 
     pub fn destroy(&self, dir: &Path, line: &mut dyn FnMut(&str)) -> Result<Counts> {

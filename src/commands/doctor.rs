@@ -1,7 +1,7 @@
 //! `hookops doctor`: one line per check, a fix hint for each failure, non-zero on any failure.
 //! Checks the tools (git, kubectl, terraform), each environment's cluster and identity (what it
 //! deploys as, and whether it may write in its namespaces), Vault, the signing key, the hooks,
-//! and the notes ref.
+//! whether pushes can write hookops' refs (`receive.hideRefs`), and the notes ref.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +54,8 @@ pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
     let masker = Masker::new();
     tools(&mut r, config, &masker);
     hooks(&mut r, &session);
+    hidden_refs(&mut r, &session);
+    sandbox(&mut r, config);
     state(&mut r, &session);
     match crate::record::notes::list(&session.repo) {
         Ok(n) => r.ok(
@@ -174,22 +176,94 @@ fn tools(r: &mut Checks, config: &ServerConfig, masker: &Masker) {
     }
 }
 
-/// GitLab's server-wide hooks directory: `[hooks] custom_hooks_dir` of Gitaly's config, read
-/// from `HOOKOPS_GITALY_CONFIG` or Omnibus' `/var/opt/gitlab/gitaly/config.toml`.
-fn gitlab_custom_hooks_dir() -> Option<PathBuf> {
+/// Gitaly's config, read from `HOOKOPS_GITALY_CONFIG` or Omnibus'
+/// `/var/opt/gitlab/gitaly/config.toml`, when there is one.
+fn gitaly_config() -> Option<toml::Value> {
     let path = std::env::var_os("HOOKOPS_GITALY_CONFIG")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/opt/gitlab/gitaly/config.toml"));
     let text = std::fs::read_to_string(&path).ok()?;
-    let value: toml::Value = match text.parse() {
-        Ok(v) => v,
+    match text.parse() {
+        Ok(v) => Some(v),
         Err(e) => {
             log::warn!("ignoring Gitaly config {}: {e}", path.display());
-            return None;
+            None
         }
-    };
+    }
+}
+
+/// GitLab's server-wide hooks directory: `[hooks] custom_hooks_dir` of Gitaly's config.
+fn gitlab_custom_hooks_dir() -> Option<PathBuf> {
+    let value = gitaly_config()?;
     let dir = value.get("hooks")?.get("custom_hooks_dir")?.as_str()?;
     Some(PathBuf::from(dir))
+}
+
+/// Whether pushes can write hookops' refs: the effective `transfer.hideRefs` and
+/// `receive.hideRefs` of the repository as git reads them (every config file, in order), then
+/// what Gitaly passes to its git processes (`[[git.config]]`, applied last).
+fn hidden_refs(r: &mut Checks, session: &Session) {
+    use crate::commands::install::{hidden_by, hide_refs_fix, HIDDEN_REFS, SAMPLE_REFS};
+    let out = Command::from_path("git", "hookops reads the repository's git config with git")
+        .arg("--git-dir")
+        .arg(session.git_dir.as_os_str())
+        .args(["config", "--get-regexp", r"^(transfer|receive)\.hiderefs$"])
+        .env("LC_ALL", "C")
+        .run(&Masker::new());
+    let mut values: Vec<String> = match out {
+        // Exit 1: no such key.
+        Ok(o) if o.success() || o.code == Some(1) => o
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(_, v)| v.to_string()))
+            .collect(),
+        Ok(o) => {
+            return r.fail(
+                "pushes",
+                &format!("git config: {}", o.reason()),
+                "check the repository's git config",
+            )
+        }
+        Err(e) => return r.fail("pushes", &format!("{e:#}"), "install git"),
+    };
+    let gitaly = gitaly_config();
+    let entries = gitaly
+        .as_ref()
+        .and_then(|v| v.get("git")?.get("config")?.as_array().cloned())
+        .unwrap_or_default();
+    for e in entries {
+        let key = e.get("key").and_then(|k| k.as_str()).unwrap_or("");
+        if key.eq_ignore_ascii_case("receive.hideRefs")
+            || key.eq_ignore_ascii_case("transfer.hideRefs")
+        {
+            if let Some(v) = e.get("value").and_then(|v| v.as_str()) {
+                values.push(v.to_string());
+            }
+        }
+    }
+    let open: Vec<&str> = SAMPLE_REFS
+        .into_iter()
+        .filter(|name| !hidden_by(&values, name))
+        .collect();
+    if open.is_empty() {
+        r.ok(
+            "pushes",
+            &format!(
+                "receive.hideRefs hides {}: pushes cannot write them",
+                HIDDEN_REFS.join(" and ")
+            ),
+        );
+    } else {
+        r.fail(
+            "pushes",
+            &format!(
+                "a push can write {} (receive.hideRefs does not hide them): it could rewrite \
+                 records, move pointers or forge the inventory",
+                open.join(", ")
+            ),
+            &hide_refs_fix(&session.git_dir),
+        );
+    }
 }
 
 /// The paths in `dir` whose file names pass `keep`, sorted; none if it cannot be read.
@@ -258,6 +332,41 @@ fn hooks(r: &mut Checks, session: &Session) {
             "hooks",
             &format!("no hookops {hook} hook in {}", dir.display()),
             "run `hookops install`",
+        ),
+    }
+}
+
+/// Whether renderers of pushed input (`kubectl kustomize`) can run in the sandbox.
+fn sandbox(r: &mut Checks, config: &ServerConfig) {
+    let sb = crate::backends::sandbox::Sandbox::from_config(&config.sandbox);
+    if !sb.enabled {
+        return r.warn(
+            "sandbox",
+            "off ([sandbox] enabled = false): kustomize renders pushed kustomizations unconfined, \
+             seeing everything the hookops user can read",
+        );
+    }
+    let network = if config.kustomize.allow_remote {
+        "network allowed ([kustomize] allow_remote)"
+    } else {
+        "no network"
+    };
+    match sb.probe(&config.tools.kubectl, "kubectl", &["version", "--client"]) {
+        Ok(_) => r.ok(
+            "sandbox",
+            &format!(
+                "{}: kustomize renders with only the target's files visible, {network}",
+                sb.bwrap
+            ),
+        ),
+        Err(e) => r.fail(
+            "sandbox",
+            &format!(
+                "{}: kustomize targets are refused",
+                crate::out::error_line(&e)
+            ),
+            "install bubblewrap (Debian: apt install bubblewrap) and allow unprivileged user \
+             namespaces, or set [sandbox] enabled = false",
         ),
     }
 }
@@ -332,19 +441,7 @@ fn cluster(r: &mut Checks, session: &Session, env: &Environment, masker: &Masker
         let mut denied = Vec::new();
         for verb in ["create", "patch", "delete"] {
             for resource in ["configmaps", "deployments.apps"] {
-                let out = kubectl.raw([
-                    "auth",
-                    "can-i",
-                    verb,
-                    resource,
-                    "-n",
-                    &ns,
-                    "--request-timeout=5s",
-                ]);
-                if !out
-                    .map(|o| o.success() && o.stdout.trim().starts_with("yes"))
-                    .unwrap_or(false)
-                {
+                if !can_i(&kubectl, verb, resource, &ns) {
                     denied.push(format!("{verb} {resource}"));
                 }
             }
@@ -363,6 +460,69 @@ fn cluster(r: &mut Checks, session: &Session, env: &Environment, masker: &Masker
                 "grant the service account a Role there (docs/security.md)",
             );
         }
+    }
+    lock(r, env, &kubectl);
+}
+
+/// `kubectl auth can-i VERB RESOURCE -n NAMESPACE` (a SelfSubjectAccessReview): yes or not.
+fn can_i(kubectl: &crate::backends::kube::Kubectl, verb: &str, resource: &str, ns: &str) -> bool {
+    kubectl
+        .raw([
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "-n",
+            ns,
+            "--request-timeout=5s",
+        ])
+        .is_ok_and(|o| o.success() && o.stdout.trim().starts_with("yes"))
+}
+
+/// The lock mode, and with lock = "lease" whether the deployer may take the Lease and write
+/// the inventory's copy beside it (a SelfSubjectAccessReview each: `kubectl auth can-i`).
+fn lock(r: &mut Checks, env: &Environment, kubectl: &crate::backends::kube::Kubectl) {
+    let check = format!("env {}", env.name);
+    if env.lock == crate::config::LockMode::File {
+        return r.ok(
+            &check,
+            "lock = \"file\": one host deploys this environment (docs/ha.md for several)",
+        );
+    }
+    let l = env.lease();
+    let mut denied = Vec::new();
+    for (verb, resource) in [
+        ("get", "leases.coordination.k8s.io"),
+        ("create", "leases.coordination.k8s.io"),
+        ("update", "leases.coordination.k8s.io"),
+        ("get", "configmaps"),
+        ("list", "configmaps"),
+        ("create", "configmaps"),
+        ("patch", "configmaps"),
+        ("delete", "configmaps"),
+    ] {
+        if !can_i(kubectl, verb, resource, &l.namespace) {
+            denied.push(format!("{verb} {resource}"));
+        }
+    }
+    if denied.is_empty() {
+        r.ok(
+            &check,
+            &format!(
+                "lock = \"lease\": Lease {}/{} ({:?} long, renewed every {:?}, given up after {:?} unrenewed); the deployer may take it and write the inventory copy",
+                l.namespace, l.name, l.duration, l.retry, l.renew
+            ),
+        );
+    } else {
+        r.fail(
+            &check,
+            &format!(
+                "lock = \"lease\": may not {} in namespace {}",
+                denied.join(", "),
+                l.namespace
+            ),
+            "grant the Lease rules of docs/security.md in that namespace",
+        );
     }
 }
 

@@ -12,7 +12,7 @@ use anyhow::Result;
 
 use crate::backends::repo::Session;
 use crate::backends::terraform::{self, Terraform};
-use crate::config::{Environment, TargetType};
+use crate::config::{Environment, TargetType, TerraformMode};
 use crate::out::say;
 use crate::pipeline::deploy::{Deployer, Request};
 use crate::pipeline::manifest;
@@ -63,9 +63,18 @@ pub fn check(session: &Session, envs: &[Environment], repair: bool) -> Result<Ex
         }
         let kubectl = session.kubectl(env, deployer.masker.clone())?;
         let env_dir = session.env_dir(&env.name)?;
-        let tree = crate::pipeline::targets::commit_tree(&session.repo, pointer)?;
+        let tree = crate::pipeline::declare::targets::commit_tree(&session.repo, pointer)?;
         let mut targets = Vec::new();
-        for tp in plan.targets.iter().filter(|t| t.step == Step::Deploy) {
+        // `terraform = "off"`: no terraform runs here, not even a plan (it runs providers).
+        let runs = |tp: &&crate::pipeline::plan::TargetPlan| {
+            tp.target.kind != TargetType::Terraform || env.terraform != TerraformMode::Off
+        };
+        for tp in plan
+            .targets
+            .iter()
+            .filter(|t| t.step == Step::Deploy)
+            .filter(runs)
+        {
             let clock = Instant::now();
             let t = &tp.target;
             let mut r = TargetReport {

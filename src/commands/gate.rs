@@ -1,6 +1,7 @@
 //! The pre-receive gate: before refs move, plan what each pushed commit would deploy from the
 //! quarantined objects (`Repository::open_from_env` sees them) and reject the push, naming file,
-//! line and reason, if the plan fails: invalid TOML or YAML, bad paths, cycles, policy. With
+//! line and reason, if the plan fails: invalid TOML or YAML, bad paths, cycles, policy; and
+//! any update of hookops' own refs (`refs/notes/hookops`, `refs/hookops/…`). With
 //! `[gate] mode = "server"` it also asks the cluster (`kubectl apply --dry-run=server`) and
 //! Terraform (`terraform validate`). It writes nothing to git and contacts no cluster in local
 //! mode.
@@ -15,7 +16,7 @@ use crate::backends::mask::Masker;
 use crate::backends::process::Command;
 use crate::backends::repo::Session;
 use crate::backends::terraform::Terraform;
-use crate::config::{GateMode, TargetType};
+use crate::config::{GateMode, TargetType, TerraformMode};
 use crate::pipeline::manifest;
 use crate::pipeline::plan::Step;
 use crate::pipeline::planner;
@@ -31,6 +32,16 @@ pub fn pre_receive(repo: Option<&Path>) -> Result<ExitCode> {
 pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
     let mut problems: Vec<String> = Vec::new();
     for u in updates {
+        // git refuses these itself where `receive.hideRefs` is set (`hookops install`); the
+        // gate also covers hosts whose config lacks it.
+        if crate::commands::install::is_hookops_ref(&u.name) {
+            problems.push(format!(
+                "{}: hookops' own ref: records, deployed pointers and inventories are written \
+                 by hookops alone, never by a push",
+                u.name
+            ));
+            continue;
+        }
         let Some(new) = u.new else { continue };
         let envs = session.environments_for(&u.name);
         if envs.is_empty() {
@@ -55,6 +66,16 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
                 }
             };
             for tp in &plan.targets {
+                if tp.target.kind == TargetType::Terraform
+                    && tp.step == Step::Deploy
+                    && env.terraform == TerraformMode::Off
+                {
+                    problems.push(format!(
+                        "{}: target {}: Terraform roots are not run here (terraform = \"off\" \
+                         for environment {} in the server config)",
+                        u.name, tp.target.name, env.name
+                    ));
+                }
                 if let Some(why) = &tp.error {
                     problems.push(format!("{}: target {}: {why}", u.name, tp.target.name));
                 }
@@ -86,7 +107,7 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
                         ));
                     }
                 }
-                if tp.target.kind == TargetType::Terraform {
+                if tp.target.kind == TargetType::Terraform && env.terraform != TerraformMode::Off {
                     if let Err(e) = validate_terraform(session, &env.name, tp, new) {
                         problems.push(format!(
                             "{}: target {}: {}",
@@ -103,7 +124,11 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for p in &problems {
-        eprintln!("hookops: push rejected: {p}");
+        // Names, paths and tool messages of the pushed tree: cleaned, one line each.
+        eprintln!(
+            "hookops: push rejected: {}",
+            crate::out::one_line(&crate::out::clean(p))
+        );
     }
     Ok(ExitCode::FAILURE)
 }
@@ -117,7 +142,7 @@ fn validate_terraform(
     let scratch = tempfile::Builder::new()
         .prefix("gate-")
         .tempdir_in(session.env_dir(env)?)?;
-    let tree = crate::pipeline::targets::commit_tree(&session.repo, commit)?;
+    let tree = crate::pipeline::declare::targets::commit_tree(&session.repo, commit)?;
     let dir = Terraform::materialise(
         &session.repo,
         &tree,

@@ -1,7 +1,9 @@
 //! `hookops install`: writes the hook shims. A bare repository gets post-receive (and, asked
 //! for, the pre-receive gate); a clone gets post-merge. `core.hooksPath` is honoured; a Gitea-
 //! style `hooks/<hook>.d/` directory gets a file of its own; a hook already in place is kept and
-//! still runs first; running install twice changes nothing.
+//! still runs first; running install twice changes nothing. It also sets `receive.hideRefs` for
+//! hookops' own refs, so that git itself refuses a push that would rewrite records, pointers or
+//! inventories (docs/security.md).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,101 @@ use git2::Repository;
 use crate::cli::InstallArgs;
 
 const MARKER: &str = "# hookops-shim";
+
+/// The refs only hookops writes: records, and under `refs/hookops/` the deployed pointers,
+/// inventories, the reference index and the copies `[sync]` and `watch` fetch. `install`
+/// puts these in `receive.hideRefs`, and the gate refuses them too.
+pub const HIDDEN_REFS: [&str; 2] = ["refs/hookops", "refs/notes/hookops"];
+
+/// Whether `values` (the `transfer.hideRefs` then `receive.hideRefs` values, in git's order)
+/// hide `name` from receive-pack, which then refuses to update it. git's own rule
+/// (`ref_is_hidden`): the last matching value decides, `!` un-hides, `^` matches the full name
+/// (hookops' refs are never in a namespace), and a value matches a ref equal to it or under it.
+pub fn hidden_by(values: &[String], name: &str) -> bool {
+    for v in values.iter().rev() {
+        let (neg, v) = match v.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, v.as_str()),
+        };
+        let v = v.strip_prefix('^').unwrap_or(v).trim_end_matches('/');
+        if let Some(rest) = name.strip_prefix(v) {
+            if rest.is_empty() || rest.starts_with('/') {
+                return !neg;
+            }
+        }
+    }
+    false
+}
+
+/// A ref that only hookops may write.
+pub fn is_hookops_ref(name: &str) -> bool {
+    hidden_by(&HIDDEN_REFS.map(String::from), name)
+}
+
+/// Sample refs `doctor` checks the effective setting against: one of each kind hookops writes.
+pub const SAMPLE_REFS: [&str; 4] = [
+    "refs/notes/hookops",
+    "refs/hookops/deployed/prod",
+    "refs/hookops/inventory/prod",
+    "refs/hookops/references",
+];
+
+/// The commands that make git refuse pushes to hookops' refs in the repository at `git_dir`.
+pub fn hide_refs_fix(git_dir: &Path) -> String {
+    let dir = quote(&git_dir.display().to_string());
+    HIDDEN_REFS
+        .iter()
+        .map(|r| format!("git --git-dir={dir} config --add receive.hideRefs {r}"))
+        .collect::<Vec<_>>()
+        .join(" && ")
+}
+
+/// Adds hookops' refs to the repository's own `receive.hideRefs` where its effective config
+/// does not hide them yet; returns the values added.
+fn hide_refs(repo: &Repository) -> Result<Vec<&'static str>> {
+    let effective = hide_refs_values(repo)?;
+    let mut local = repo
+        .config()?
+        .open_level(git2::ConfigLevel::Local)
+        .context("opening the repository's config")?;
+    let mut added = Vec::new();
+    for r in HIDDEN_REFS {
+        let sample = if r == "refs/hookops" {
+            "refs/hookops/deployed/x"
+        } else {
+            r
+        };
+        if hidden_by(&effective, sample) {
+            continue;
+        }
+        // A regular expression that matches no value: the value is added, none replaced.
+        local
+            .set_multivar("receive.hideRefs", "^$.", r)
+            .with_context(|| format!("setting receive.hideRefs {r}"))?;
+        added.push(r);
+    }
+    Ok(added)
+}
+
+/// `transfer.hideRefs` then `receive.hideRefs` as libgit2 reads the repository's config (all
+/// levels), in file order.
+fn hide_refs_values(repo: &Repository) -> Result<Vec<String>> {
+    let config = repo.config()?;
+    let mut values = Vec::new();
+    for key in ["transfer.hideRefs", "receive.hideRefs"] {
+        let mut entries = match config.multivar(key, None) {
+            Ok(e) => e,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {key}")),
+        };
+        while let Some(entry) = entries.next() {
+            if let Some(v) = entry?.value() {
+                values.push(v.to_string());
+            }
+        }
+    }
+    Ok(values)
+}
 const CHAINED: &str = "hookops-chained";
 
 fn quote(s: &str) -> String {
@@ -143,6 +240,12 @@ pub fn run(repo_arg: Option<&Path>, args: &InstallArgs) -> Result<ExitCode> {
     for hook in hooks {
         println!("{}", install_hook(&dir, hook, bin)?);
     }
+    for r in hide_refs(&repo)? {
+        println!(
+            "{}: receive.hideRefs {r} (pushes cannot write hookops' refs)",
+            repo.path().join("config").display()
+        );
+    }
     let state = repo.path().join(crate::config::STATE_DIR);
     fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     Ok(ExitCode::SUCCESS)
@@ -161,6 +264,12 @@ fn install_into_hooks_dir(dir: &Path, pre_receive: bool) -> Result<ExitCode> {
     for hook in hooks {
         println!("{}", install_hook(dir, hook, &bin)?);
     }
+    // No repository here to configure: the host must hide hookops' refs itself.
+    println!(
+        "note: set receive.hideRefs = {} in the git config the server's repositories use \
+         (docs/integrations/gitlab.md); `hookops doctor` checks it",
+        HIDDEN_REFS.join(" and ")
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -178,6 +287,37 @@ fn current_bin() -> Result<String> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn hide_refs_follows_gits_rule() {
+        let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ours = v(&["refs/hookops/", "refs/notes/hookops"]);
+        for r in SAMPLE_REFS {
+            assert!(hidden_by(&ours, r), "{r}");
+        }
+        assert!(!hidden_by(&ours, "refs/notes/hookops-other"));
+        assert!(!hidden_by(&ours, "refs/hookopsx/a"));
+        assert!(!hidden_by(&ours, "refs/heads/main"));
+        // The last matching value decides.
+        let undone = v(&["refs/hookops", "!refs/hookops/deployed"]);
+        assert!(!hidden_by(&undone, "refs/hookops/deployed/prod"));
+        assert!(hidden_by(&undone, "refs/hookops/inventory/prod"));
+        assert!(hidden_by(&v(&["^refs/notes"]), "refs/notes/hookops"));
+        assert!(is_hookops_ref("refs/hookops/anything/at/all"));
+    }
+
+    #[test]
+    fn install_hides_hookops_refs_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        assert_eq!(hide_refs(&repo).unwrap(), HIDDEN_REFS.to_vec());
+        assert!(
+            hide_refs(&repo).unwrap().is_empty(),
+            "second run adds nothing"
+        );
+        let values = hide_refs_values(&repo).unwrap();
+        assert_eq!(values, HIDDEN_REFS.map(String::from).to_vec());
+    }
 
     #[test]
     fn shim_quotes_and_chains() {

@@ -35,6 +35,12 @@ pub(crate) fn run_jobs(session: &Session, deployer: &mut Deployer, jobs: Vec<Job
 /// locally; a sync failure is reported and makes the exit status non-zero, but undoes nothing.
 /// Returns whether anything failed.
 pub(crate) fn sync_after(session: &Session, failed: bool) -> bool {
+    // `[sync] peers`: the other hosts' records, so `history` here shows theirs too.
+    if !session.config.sync.peers.is_empty() {
+        if let Err(e) = crate::backends::remote::fetch_peers(session) {
+            say(&format!("sync: {}", crate::out::error_line(&e)));
+        }
+    }
     if !session.config.sync.push {
         return failed;
     }

@@ -13,19 +13,24 @@
 //! alerts) is the caller's `after` function, called outside the locks.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
 use git2::Oid;
 
+use crate::backends::kube::Gate;
+use crate::backends::lease::{Acquired, Held};
 use crate::backends::mask::Masker;
 use crate::backends::repo::Session;
-use crate::config::{Environment, OnFailure};
+use crate::config::{Environment, LockMode, OnFailure};
 use crate::out::say;
 use crate::pipeline::apply;
 use crate::pipeline::environments;
 use crate::pipeline::health;
+use crate::pipeline::hosts;
 use crate::pipeline::inventory::Inventory;
+use crate::pipeline::inventory_cluster::ClusterCopy;
 use crate::pipeline::journal;
 use crate::pipeline::plan::{self, Plan};
 use crate::pipeline::planner;
@@ -92,6 +97,8 @@ pub struct Deployer<'s> {
     pub after: AfterAttempts,
     /// Records written and not yet handed to `after`.
     pub written: Vec<Report>,
+    /// lock = "lease": the Lease of the environment being deployed, and its inventory copy.
+    lease: Option<(Held, ClusterCopy)>,
 }
 
 impl<'s> Deployer<'s> {
@@ -105,6 +112,7 @@ impl<'s> Deployer<'s> {
             masker: Masker::new(),
             after,
             written: Vec::new(),
+            lease: None,
         })
     }
 
@@ -130,11 +138,101 @@ impl<'s> Deployer<'s> {
     pub fn run(&mut self, req: &Request) -> Result<Option<Report>> {
         let result = {
             let _lock = environments::lock(self.session, &req.env)?;
-            journal::recover(self.session, &self.recorder, &req.env.name)
-                .and_then(|()| self.run_locked(req))
+            if req.env.lock == LockMode::Lease {
+                self.run_leased(req)
+            } else {
+                journal::recover(self.session, &self.recorder, &req.env.name)
+                    .and_then(|()| self.run_locked(req))
+            }
         };
         self.after_attempts();
         result
+    }
+
+    /// lock = "lease" (docs/ha.md): the file lock held, the environment's Lease is taken too
+    /// (`hosts::take`), the inventory's cluster copy read, and the attempt runs with every
+    /// cluster write fenced by the Lease; the Lease is released at the end.
+    fn run_leased(&mut self, req: &Request) -> Result<Option<Report>> {
+        let (session, env) = (self.session, &req.env);
+        let started = payload::now();
+        let flight = hosts::in_flight(&env.name, req.action, req.to, &req.ref_name, &started);
+        let held = match hosts::take(session, &self.recorder, env, flight, req.coalesce) {
+            Ok(Acquired::Held(h)) => *h,
+            Ok(Acquired::GaveUp(reason)) => return self.skip(req, &started, reason).map(Some),
+            Err(e) => return self.lease_failed(req, &started, e.context("taking the Lease")),
+        };
+        session.set_gate(&env.name, Some(Arc::new(held.fence()) as Arc<dyn Gate>));
+        let ready = ClusterCopy::new(session, env).and_then(|mut copy| {
+            journal::recover(session, &self.recorder, &env.name)?;
+            if let Some(line) = copy.pull(&session.repo)? {
+                say(&format!("{}: {line}", env.name));
+            }
+            Ok(copy)
+        });
+        let (held, result) = match ready {
+            Ok(copy) => {
+                self.lease = Some((held, copy));
+                let result = self.run_locked(req);
+                (self.lease.take().map(|(held, _)| held), result)
+            }
+            Err(e) => (Some(held), self.lease_failed(req, &started, e)),
+        };
+        session.set_gate(&env.name, None);
+        if let Some(Err(e)) = held.map(Held::release) {
+            say(&format!("{}: releasing the Lease: {e:#}", env.name));
+        }
+        result
+    }
+
+    /// The Lease could not be taken, or what it guards not read: a failed record, nothing
+    /// written to the cluster.
+    fn lease_failed(
+        &mut self,
+        req: &Request,
+        started: &str,
+        e: anyhow::Error,
+    ) -> Result<Option<Report>> {
+        say(&format!(
+            "{}: {}: FAILED: {}",
+            req.env.name,
+            plan::short_id(req.to),
+            crate::out::error_line(&e)
+        ));
+        self.failed_early(req, self.session.pointer(&req.env.name), started, e)
+            .map(Some)
+    }
+
+    /// Why the Lease of this attempt is lost, once it is.
+    fn lease_lost(&self) -> Option<String> {
+        self.lease.as_ref().and_then(|(h, _)| h.fence().lost())
+    }
+
+    /// An attempt that lost its Lease stops: no more writes, no failure policy, the pointer
+    /// stays; its record says so.
+    fn interrupted_by_lease(
+        &mut self,
+        req: &Request,
+        from: Option<Oid>,
+        started: &str,
+        targets: Vec<TargetReport>,
+        why: String,
+    ) -> Result<Report> {
+        say(&format!(
+            "{}: {} interrupted: lease lost ({why}); stopped without writing more",
+            req.env.name,
+            plan::short_id(req.to)
+        ));
+        let rep = self.report(
+            req,
+            from,
+            started,
+            Outcome::Failed,
+            targets,
+            Some(format!("interrupted: lease lost ({why})")),
+        );
+        self.recorder.write(&self.session.repo, req.to, &rep)?;
+        self.written.push(rep.clone());
+        Ok(rep)
     }
 
     /// Hands the records written since the last call to `after`.
@@ -184,7 +282,7 @@ impl<'s> Deployer<'s> {
         for w in &plan.warnings {
             say(&format!("{}: warning: {w}", env.name));
         }
-        for k in &plan.kept {
+        for k in plan.kept.iter().filter(|k| !k.noted) {
             say(&format!(
                 "{}: keeping {} (no longer in git): {}",
                 env.name, k.id, k.reason
@@ -222,7 +320,18 @@ impl<'s> Deployer<'s> {
         // server is in the inventory before it is sent, so a kill at any point leaves nothing
         // hookops applied unrecorded.
         let mut attempt = journal::begin(session, req.journal_entry(from, &started))?;
-        self.record_inventory(req, &plan, &mut inv, &[])?;
+        let ahead = self
+            .announce(req, &plan, &started)
+            .and_then(|()| self.record_inventory(req, &plan, &mut inv, &[]));
+        if let Err(e) = ahead {
+            let Some(why) = self.lease_lost() else {
+                return Err(e);
+            };
+            let rep = self.interrupted_by_lease(req, from, &started, Vec::new(), why)?;
+            attempt.recorded(None)?;
+            attempt.end()?;
+            return Ok(Some(rep));
+        }
 
         // Secrets.
         let secrets = match secrets::fetch(session, &mut self.masker, &plan) {
@@ -238,6 +347,15 @@ impl<'s> Deployer<'s> {
 
         // Apply and health, target by target.
         let results = apply::execute(session, &self.masker, env, &plan, &secrets, req.to)?;
+        if let Some(why) = self.lease_lost() {
+            // What it did delete is forgotten locally (the git copy stays the audit trail);
+            // the cluster copy is the next holder's.
+            let _ = self.record_inventory(req, &plan, &mut inv, &results);
+            let rep = self.interrupted_by_lease(req, from, &started, results, why)?;
+            attempt.recorded(None)?;
+            attempt.end()?;
+            return Ok(Some(rep));
+        }
         self.record_inventory(req, &plan, &mut inv, &results)?;
 
         // Record and pointer.
@@ -258,6 +376,18 @@ impl<'s> Deployer<'s> {
         self.failed(req, &plan, pointer, rep, attempt, elapsed)
     }
 
+    /// lock = "lease": the attempt's commit and targets go into the Lease's annotations, so a
+    /// host that takes it over after this one dies can name what was in flight.
+    fn announce(&self, req: &Request, plan: &Plan, started: &str) -> Result<()> {
+        let Some((held, _)) = &self.lease else {
+            return Ok(());
+        };
+        let mut flight =
+            hosts::in_flight(&req.env.name, req.action, req.to, &req.ref_name, started);
+        flight.targets = plan.targets.iter().map(|t| t.target.name.clone()).collect();
+        held.set_in_flight(flight)
+    }
+
     /// With `coalesce`, a request whose branch has moved on is skipped (a newer push waits for
     /// the lock) and recorded as such.
     fn superseded(&mut self, req: &Request, started: &str) -> Result<Option<Report>> {
@@ -273,7 +403,12 @@ impl<'s> Deployer<'s> {
         else {
             return Ok(None);
         };
-        let reason = format!("superseded by {tip}");
+        self.skip(req, started, format!("superseded by {tip}"))
+            .map(Some)
+    }
+
+    /// A request that is not attempted: said, and recorded as skipped.
+    fn skip(&mut self, req: &Request, started: &str, reason: String) -> Result<Report> {
         say(&format!(
             "{}: {} skipped: {reason}",
             req.env.name,
@@ -288,7 +423,7 @@ impl<'s> Deployer<'s> {
             Some(reason),
         );
         self.recorder.write(&self.session.repo, req.to, &rep)?;
-        Ok(Some(rep))
+        Ok(rep)
     }
 
     /// The plan stage; kinds the tree does not define are asked of the cluster's discovery and
@@ -407,7 +542,7 @@ impl<'s> Deployer<'s> {
     /// Brings the inventory up to date: before applying (`results` empty), the new tree's
     /// declarations and every object the attempt may send; after, the objects it deleted.
     fn record_inventory(
-        &self,
+        &mut self,
         req: &Request,
         plan: &Plan,
         inv: &mut Inventory,
@@ -420,17 +555,19 @@ impl<'s> Deployer<'s> {
             for k in plan.kept.iter().filter(|k| k.forget) {
                 inv.forget(&k.id)?;
             }
+            // Named once, when it leaves git; not by every later deploy.
+            for k in plan.kept.iter().filter(|k| !k.forget && !k.noted) {
+                inv.note_kept(&k.id)?;
+            }
             // A rollback of some targets leaves the others at the newer commit: the base (the
             // tree the declarations describe, mostly) stays that of the deploy it belongs to.
             if req.only.is_none() {
                 inv.set_base(req.to);
             }
         }
-        for r in results.iter().filter(|r| r.pruned > 0) {
-            for tp in plan.targets.iter().filter(|t| t.target.name == r.name) {
-                for (id, _) in &tp.prune {
-                    inv.forget(id)?;
-                }
+        for key in results.iter().flat_map(|r| &r.settled) {
+            if let Some(id) = crate::pipeline::inventory::parse_key(key) {
+                inv.forget(&id)?;
             }
         }
         inv.save(&format!(
@@ -438,7 +575,11 @@ impl<'s> Deployer<'s> {
             req.env.name,
             if results.is_empty() { "plan" } else { "result" },
             req.to
-        ))
+        ))?;
+        match &mut self.lease {
+            Some((_, copy)) => copy.push(&self.session.repo),
+            None => Ok(()),
+        }
     }
 
     /// A deploy that failed before any target ran (plan, Vault): its record, metrics, alert.
@@ -574,6 +715,7 @@ impl<'s> Deployer<'s> {
             from: from.map(|f| f.to_string()),
             targets,
             reason: reason.map(|r| self.masker.mask(&r)),
+            host: self.session.config.deploy.host.clone().unwrap_or(rep.host),
             ..rep
         }
     }
@@ -604,6 +746,7 @@ impl<'s> Deployer<'s> {
 fn kept_lines(plan: &Plan) -> Vec<String> {
     plan.kept
         .iter()
+        .filter(|k| !k.noted)
         .map(|k| format!("{}: {}", k.id, k.reason))
         .collect()
 }

@@ -6,7 +6,7 @@
 //! pruned, the new path's applied).
 
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result};
 use git2::{Oid, Repository, Tree, TreeEntry};
@@ -17,6 +17,10 @@ use crate::backends::objects;
 pub struct Changes {
     /// Every path touched, old and new side, sorted.
     pub paths: BTreeSet<String>,
+    /// Paths touched whose name (of the file or of a directory on the way) is not UTF-8, shown
+    /// with the bad bytes escaped, each with the nearest directory above it that is UTF-8:
+    /// they fail that directory's target (architecture.md, D3.3).
+    pub bad_names: BTreeMap<String, String>,
 }
 
 impl Changes {
@@ -26,15 +30,59 @@ impl Changes {
 }
 
 /// Paths that differ between `old` (None: nothing deployed, every file is new) and `new`.
-/// Paths that are not UTF-8 are left out. A file replaced by a directory (or the reverse)
-/// counts as the file and every file of the directory, as in `git diff-tree -r`.
+/// Paths that are not UTF-8 are kept apart (`bad_names`). A file replaced by a directory (or
+/// the reverse) counts as the file and every file of the directory, as in `git diff-tree -r`.
 pub fn changed_paths(repo: &Repository, old: Option<&Tree>, new: &Tree) -> Result<Changes> {
     let mut changes = Changes::default();
+    let mut out = Out {
+        paths: &mut changes.paths,
+        bad: &mut changes.bad_names,
+    };
     match old {
-        Some(old) => compare(repo, old, new, "", &mut changes.paths)?,
-        None => all_files(repo, new, "", &mut changes.paths)?,
+        Some(old) => compare(repo, old, new, "", &mut out)?,
+        None => all_files(repo, new, "", &mut out)?,
     }
     Ok(changes)
+}
+
+/// Where the walk puts what it finds.
+struct Out<'a> {
+    paths: &'a mut BTreeSet<String>,
+    bad: &'a mut BTreeMap<String, String>,
+}
+
+impl Out<'_> {
+    /// Every file under a name that is not UTF-8 (`e` at `prefix`), remembered with `prefix`.
+    fn bad_names(&mut self, repo: &Repository, e: &TreeEntry, prefix: &str) -> Result<()> {
+        let shown = escaped_join(prefix, e.name_bytes());
+        if !objects::is_tree(e.filemode()) {
+            self.bad.insert(shown, prefix.to_string());
+            return Ok(());
+        }
+        let t = find_tree(repo, e.id(), &shown)?;
+        let mut err = None;
+        t.walk(git2::TreeWalkMode::PreOrder, |root, f| {
+            if !objects::is_tree(f.filemode()) {
+                let path = format!("{shown}/{root}{}", objects::escape_name(f.name_bytes()));
+                self.bad.insert(path, prefix.to_string());
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .unwrap_or_else(|e| err = Some(e));
+        match err {
+            Some(e) => Err(e).with_context(|| format!("{shown}: cannot read tree")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn escaped_join(prefix: &str, name: &[u8]) -> String {
+    let name = objects::escape_name(name);
+    if prefix.is_empty() {
+        name
+    } else {
+        format!("{prefix}/{name}")
+    }
 }
 
 /// Git's tree order: names compare as bytes, a directory as if its name ended in `/`.
@@ -63,13 +111,7 @@ fn join(prefix: &str, name: &[u8]) -> Option<String> {
 }
 
 /// Walks both trees in order; descends only where the subtree ids differ.
-fn compare(
-    repo: &Repository,
-    old: &Tree,
-    new: &Tree,
-    prefix: &str,
-    out: &mut BTreeSet<String>,
-) -> Result<()> {
+fn compare(repo: &Repository, old: &Tree, new: &Tree, prefix: &str, out: &mut Out) -> Result<()> {
     let (mut i, mut j) = (0, 0);
     loop {
         match (old.get(i), new.get(j)) {
@@ -93,13 +135,18 @@ fn compare(
                 }
                 Ordering::Equal => {
                     if x.id() != y.id() || x.filemode() != y.filemode() {
-                        if let Some(path) = join(prefix, x.name_bytes()) {
-                            if objects::is_tree(x.filemode()) {
+                        match join(prefix, x.name_bytes()) {
+                            Some(path) if objects::is_tree(x.filemode()) => {
                                 let t1 = find_tree(repo, x.id(), &path)?;
                                 let t2 = find_tree(repo, y.id(), &path)?;
                                 compare(repo, &t1, &t2, &path, out)?;
-                            } else {
-                                out.insert(path);
+                            }
+                            Some(path) => {
+                                out.paths.insert(path);
+                            }
+                            None => {
+                                out.bad_names(repo, &x, prefix)?;
+                                out.bad_names(repo, &y, prefix)?;
                             }
                         }
                     }
@@ -112,25 +159,20 @@ fn compare(
 }
 
 /// An entry on one side only: the file, or every file of the directory.
-fn gone_or_new(
-    repo: &Repository,
-    e: &TreeEntry,
-    prefix: &str,
-    out: &mut BTreeSet<String>,
-) -> Result<()> {
+fn gone_or_new(repo: &Repository, e: &TreeEntry, prefix: &str, out: &mut Out) -> Result<()> {
     let Some(path) = join(prefix, e.name_bytes()) else {
-        return Ok(());
+        return out.bad_names(repo, e, prefix);
     };
     if objects::is_tree(e.filemode()) {
         let t = find_tree(repo, e.id(), &path)?;
         all_files(repo, &t, &path, out)
     } else {
-        out.insert(path);
+        out.paths.insert(path);
         Ok(())
     }
 }
 
-fn all_files(repo: &Repository, t: &Tree, prefix: &str, out: &mut BTreeSet<String>) -> Result<()> {
+fn all_files(repo: &Repository, t: &Tree, prefix: &str, out: &mut Out) -> Result<()> {
     for e in t.iter() {
         gone_or_new(repo, &e, prefix, out)?;
     }

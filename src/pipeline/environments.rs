@@ -12,9 +12,9 @@ use serde_json::Value;
 
 use crate::backends::repo::Session;
 use crate::config::{Environment, Target, TREE_CONFIG};
+use crate::pipeline::declare::targets;
 use crate::pipeline::diff::{self, Changes};
 use crate::pipeline::inventory::Inventory;
-use crate::pipeline::targets;
 
 /// Whether a change (the paths it touches, `new` the tree it leads to) can concern `env`: the
 /// one place that decides whether an environment with `paths` is started at all. Today: a
@@ -380,6 +380,7 @@ mod tests {
     fn changed(paths: &[&str]) -> Changes {
         Changes {
             paths: paths.iter().map(|p| p.to_string()).collect(),
+            ..Changes::default()
         }
     }
 

@@ -56,6 +56,10 @@ pub struct Entry {
     /// For a CustomResourceDefinition: the kind it defines and that kind's scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crd: Option<(String, Scope)>,
+    /// No longer declared, kept (a Namespace or CRD), and said so once: later deploys keep it
+    /// without a word (`plan` and `drift` still list it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub noted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -151,6 +155,9 @@ pub struct Inventory<'r> {
     kinds: BTreeMap<String, Scope>,
     orphans: BTreeSet<String>,
     dirty_meta: bool,
+    /// Identities a unit stopped declaring since the last `take_touched`: another declaration
+    /// of theirs may win now (D7).
+    touched: BTreeSet<String>,
 }
 
 impl<'r> Inventory<'r> {
@@ -168,6 +175,7 @@ impl<'r> Inventory<'r> {
             kinds: BTreeMap::new(),
             orphans: BTreeSet::new(),
             dirty_meta: false,
+            touched: BTreeSet::new(),
         };
         let name = inventory_ref(env);
         let Ok(r) = repo.find_reference(&name) else {
@@ -327,6 +335,7 @@ impl<'r> Inventory<'r> {
         now.dedup();
         for k in &before {
             if now.binary_search(k).is_err() {
+                self.touched.insert(k.clone());
                 if let Some(id) = parse_key(k) {
                     let u = unit.to_string();
                     // Read before the update: a CRD never applied loses its entry with its
@@ -360,11 +369,13 @@ impl<'r> Inventory<'r> {
                     applied: false,
                     keep: false,
                     crd: None,
+                    noted: false,
                 });
                 e.api_version = api_version;
                 e.target = target;
                 e.keep = keep;
                 e.crd = crd;
+                e.noted = false;
                 if !e.declared_by.contains(&u) {
                     e.declared_by.push(u);
                     e.declared_by.sort();
@@ -394,6 +405,14 @@ impl<'r> Inventory<'r> {
             return Ok(());
         }
         self.declare(unit, "", &[])
+    }
+
+    /// The identities some unit stopped declaring since the last call.
+    pub fn take_touched(&mut self) -> Vec<ObjectId> {
+        std::mem::take(&mut self.touched)
+            .iter()
+            .filter_map(|k| parse_key(k))
+            .collect()
     }
 
     /// Marks objects as sent to the server (they may exist there from now on).
@@ -438,6 +457,15 @@ impl<'r> Inventory<'r> {
     /// Whether some unit declares exactly this identity.
     pub fn declared(&mut self, id: &ObjectId) -> Result<bool> {
         Ok(self.entry(id)?.is_some_and(|e| !e.declared_by.is_empty()))
+    }
+
+    /// Remembers that a kept object was named once (it is not named by every deploy).
+    pub fn note_kept(&mut self, id: &ObjectId) -> Result<()> {
+        self.update_entry(id, |slot| {
+            if let Some(e) = slot {
+                e.noted = true;
+            }
+        })
     }
 
     /// Forgets an object (deleted, or kept for good).
@@ -843,5 +871,164 @@ mod tests {
         let id = parse_key("|Namespace||apps").unwrap();
         assert_eq!((id.namespace, id.kind.as_str()), (None, "Namespace"));
         assert!(parse_key("only|two").is_none());
+    }
+}
+
+// ---- the whole inventory as one document: its copy in the cluster (lock = "lease",
+// pipeline/inventory_cluster.rs) ----
+
+/// An inventory as one compact document: `{"format":1,"files":{path: text}}`, every file of
+/// its tree by path (each file is JSON text, kept byte for byte, so an import rebuilds the
+/// very same tree), and the SHA-256 of the document.
+pub struct Exported {
+    pub bytes: Vec<u8>,
+    pub hash: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Document {
+    format: u32,
+    files: BTreeMap<String, String>,
+}
+
+impl Exported {
+    fn of(bytes: Vec<u8>) -> Exported {
+        let hash = Exported::hash_of(&bytes);
+        Exported { bytes, hash }
+    }
+
+    /// The hash an export of `bytes` carries.
+    pub fn hash_of(bytes: &[u8]) -> String {
+        hex(&Sha256::digest(bytes))
+    }
+}
+
+/// The inventory of `env` as one document (None: no inventory yet).
+pub fn export(repo: &Repository, env: &str) -> Result<Option<Exported>> {
+    let Ok(head) = repo.refname_to_id(&inventory_ref(env)) else {
+        return Ok(None);
+    };
+    let tree = repo.find_commit(head)?.tree()?;
+    let mut files = BTreeMap::new();
+    let mut failed = None;
+    tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
+        if entry.kind() != Some(git2::ObjectType::Blob) {
+            return git2::TreeWalkResult::Ok;
+        }
+        let path = format!("{root}{}", entry.name().unwrap_or_default());
+        match repo
+            .find_blob(entry.id())
+            .map(|b| String::from_utf8(b.content().to_vec()))
+        {
+            Ok(Ok(text)) => {
+                files.insert(path, text);
+                git2::TreeWalkResult::Ok
+            }
+            _ => {
+                failed = Some(path);
+                git2::TreeWalkResult::Abort
+            }
+        }
+    })
+    .or_else(|e| if failed.is_some() { Ok(()) } else { Err(e) })?;
+    if let Some(path) = failed {
+        bail!("{}: {path} is not UTF-8 text", inventory_ref(env));
+    }
+    let doc = Document { format: 1, files };
+    Ok(Some(Exported::of(serde_json::to_vec(&doc)?)))
+}
+
+/// Makes `bytes` (an `export`) the inventory of `env`: a new commit on its ref whose tree is
+/// the document's, the local history kept as its parent.
+pub fn import(repo: &Repository, env: &str, bytes: &[u8], message: &str) -> Result<()> {
+    let doc: Document = serde_json::from_slice(bytes).context("an unreadable inventory copy")?;
+    if doc.format != 1 {
+        bail!(
+            "an inventory copy of format {} (this hookops reads 1)",
+            doc.format
+        );
+    }
+    let empty = repo.find_tree(repo.treebuilder(None)?.write()?)?;
+    let mut b = TreeUpdateBuilder::new();
+    for (path, text) in &doc.files {
+        if path
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..")
+        {
+            bail!("an inventory copy with the path {path:?}");
+        }
+        b.upsert(path.as_str(), repo.blob(text.as_bytes())?, FileMode::Blob);
+    }
+    let tree = repo.find_tree(b.create_updated(repo, &empty)?)?;
+    let name = inventory_ref(env);
+    let head = repo.refname_to_id(&name).ok();
+    let parent = head.map(|h| repo.find_commit(h)).transpose()?;
+    if parent.as_ref().is_some_and(|p| p.tree_id() == tree.id()) {
+        return Ok(());
+    }
+    let who = repo
+        .signature()
+        .or_else(|_| Signature::now("hookops", "hookops@localhost"))?;
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    let commit = repo.commit(None, &who, &who, message, &tree, &parents)?;
+    crate::gitref::swap(repo, &name, commit, head, message)
+        .with_context(|| format!("updating {name} (it moved meanwhile?)"))
+}
+
+#[cfg(test)]
+mod export_tests {
+    use super::*;
+    use crate::pipeline::manifest::parse;
+
+    #[test]
+    fn an_export_imports_into_another_repository_as_the_same_tree() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (ra, rb) = (
+            Repository::init_bare(a.path()).unwrap(),
+            Repository::init_bare(b.path()).unwrap(),
+        );
+        assert!(export(&ra, "e").unwrap().is_none());
+        let mut o = parse(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
+            "x.yaml",
+            None,
+        )
+        .unwrap();
+        identity::Resolver::new("default".into()).resolve(&mut o[0], None);
+        let mut inv = Inventory::load(&ra, "e").unwrap();
+        inv.declare(&file_unit("apps/x.yaml"), "apps", &[&o[0]])
+            .unwrap();
+        inv.declare(&kustomize_unit("k"), "k", &[&o[0]]).unwrap();
+        inv.mark_applied([&o[0].id]).unwrap();
+        inv.set_base(Oid::from_str("0123456789abcdef0123456789abcdef01234567").unwrap());
+        inv.save("t").unwrap();
+
+        let doc = export(&ra, "e").unwrap().unwrap();
+        assert_eq!(doc.hash.len(), 64);
+        import(&rb, "e", &doc.bytes, "imported").unwrap();
+        let tree = |r: &Repository| {
+            r.find_commit(r.refname_to_id(&inventory_ref("e")).unwrap())
+                .unwrap()
+                .tree_id()
+        };
+        assert_eq!(tree(&ra), tree(&rb));
+        let mut back = Inventory::load(&rb, "e").unwrap();
+        assert!(back.entry(&o[0].id).unwrap().unwrap().applied);
+        assert_eq!(back.base, inv.base);
+        assert_eq!(export(&rb, "e").unwrap().unwrap().hash, doc.hash);
+
+        // The same again: no new commit. Another: a child of the local history.
+        let head = rb.refname_to_id(&inventory_ref("e")).unwrap();
+        import(&rb, "e", &doc.bytes, "again").unwrap();
+        assert_eq!(rb.refname_to_id(&inventory_ref("e")).unwrap(), head);
+        back.forget(&o[0].id).unwrap();
+        back.save("b").unwrap();
+        import(&rb, "e", &doc.bytes, "back").unwrap();
+        let now = rb.refname_to_id(&inventory_ref("e")).unwrap();
+        assert_eq!(rb.find_commit(now).unwrap().parent_count(), 1);
+        assert_eq!(tree(&rb), tree(&ra));
+
+        assert!(import(&rb, "e", br#"{"format":1,"files":{"../x":"{}"}}"#, "m").is_err());
+        assert!(import(&rb, "e", b"nonsense", "m").is_err());
     }
 }

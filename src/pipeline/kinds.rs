@@ -150,26 +150,37 @@ pub fn group_of(api_version: &str) -> &str {
     }
 }
 
-/// Kinds and scopes from `kubectl api-resources -o wide --no-headers` (its columns: NAME,
-/// SHORTNAMES (may be blank), APIVERSION, NAMESPACED, KIND, VERBS, …).
-pub fn parse_api_resources(text: &str) -> BTreeMap<String, Scope> {
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
+/// The rows of `kubectl api-resources -o wide --no-headers` (its columns: NAME, SHORTNAMES
+/// (may be blank), APIVERSION, NAMESPACED, KIND, VERBS, …): (apiVersion, namespaced, kind).
+fn api_resources(text: &str) -> impl Iterator<Item = (&str, bool, &str)> {
+    text.lines().filter_map(|line| {
         let cols: Vec<&str> = line.split_whitespace().collect();
-        let Some(i) = cols
+        let i = cols
             .iter()
             .position(|c| *c == "true" || *c == "false")
-            .filter(|i| *i >= 2 && *i + 1 < cols.len())
-        else {
-            continue;
-        };
-        let group = group_of(cols[i - 1]);
-        let scope = if cols[i] == "true" {
-            Scope::Namespaced
-        } else {
-            Scope::Cluster
-        };
-        out.insert(kind_key(group, cols[i + 1]), scope);
-    }
-    out
+            .filter(|i| *i >= 2 && *i + 1 < cols.len())?;
+        Some((cols[i - 1], cols[i] == "true", cols[i + 1]))
+    })
+}
+
+/// Kinds and scopes from `kubectl api-resources -o wide --no-headers`.
+pub fn parse_api_resources(text: &str) -> BTreeMap<String, Scope> {
+    api_resources(text)
+        .map(|(version, namespaced, kind)| {
+            let scope = if namespaced {
+                Scope::Namespaced
+            } else {
+                Scope::Cluster
+            };
+            (kind_key(group_of(version), kind), scope)
+        })
+        .collect()
+}
+
+/// The apiVersion each kind is served at, `group/kind` → `apiVersion`, from the same output
+/// (discovery lists each kind once, at its group's preferred version).
+pub fn parse_served_versions(text: &str) -> BTreeMap<String, String> {
+    api_resources(text)
+        .map(|(version, _, kind)| (kind_key(group_of(version), kind), version.to_string()))
+        .collect()
 }

@@ -400,20 +400,26 @@ fn push_object(
     };
     let api_version = map.get("apiVersion").and_then(Value::as_str);
     let kind = map.get("kind").and_then(Value::as_str);
-    let (Some(api_version), Some(kind)) = (api_version, kind) else {
-        bail!("{source}: document has no apiVersion and kind");
-    };
-    if kind.ends_with("List") && api_version == "v1" {
-        let items = map
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+    // A list, as kubectl decodes one: any document with an `items` list (`v1 List`, typed
+    // lists such as `RoleBindingList`), whatever its kind. Items without apiVersion and kind
+    // are of the list's kind without "List", at the list's apiVersion (D5).
+    if let Some(items) = map.get("items").and_then(Value::as_array) {
         for item in items {
+            let mut item = item.clone();
+            if let (Some(obj), Some(v), Some(k)) = (item.as_object_mut(), api_version, kind) {
+                let k = k.strip_suffix("List").unwrap_or(k);
+                if !obj.contains_key("apiVersion") && !obj.contains_key("kind") && !k.is_empty() {
+                    obj.insert("apiVersion".into(), Value::String(v.to_string()));
+                    obj.insert("kind".into(), Value::String(k.to_string()));
+                }
+            }
             push_object(item, source, default_namespace, cluster_custom, out)?;
         }
         return Ok(());
     }
+    let (Some(api_version), Some(kind)) = (api_version, kind) else {
+        bail!("{source}: document has no apiVersion and kind");
+    };
     let name = value
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -528,7 +534,12 @@ fn outer_json_key(text: &str) -> bool {
 
 /// Files kubectl applies from a directory: YAML and JSON.
 pub fn is_manifest_path(path: &str) -> bool {
-    path.ends_with(".yaml") || path.ends_with(".yml") || is_json_path(path)
+    is_manifest_name(path.as_bytes())
+}
+
+/// [`is_manifest_path`] of a name that may not be UTF-8.
+pub fn is_manifest_name(name: &[u8]) -> bool {
+    name.ends_with(b".yaml") || name.ends_with(b".yml") || name.ends_with(b".json")
 }
 
 fn is_json_path(path: &str) -> bool {
@@ -751,6 +762,30 @@ mod tests {
         assert!(err.to_string().contains("no metadata.name"));
     }
 
+    #[test]
+    fn typed_lists_expand_as_kubectl_decodes_them() {
+        // A typed list: any kind with an `items` list (issue 25: a monitoring bundle ships two).
+        let text = "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBindingList\nitems:\n- apiVersion: rbac.authorization.k8s.io/v1\n  kind: RoleBinding\n  metadata: {name: a, namespace: mon}\n  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: r}\n- metadata: {name: b, namespace: mon}\n  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: r}\n";
+        let objs = parse(text, "rb.yaml", None).unwrap();
+        let ids: Vec<String> = objs.iter().map(|o| o.id.to_string()).collect();
+        assert_eq!(
+            ids,
+            [
+                "RoleBinding.rbac.authorization.k8s.io mon/a",
+                "RoleBinding.rbac.authorization.k8s.io mon/b"
+            ]
+        );
+        // An item without apiVersion and kind takes the list's.
+        assert_eq!(objs[1].api_version, "rbac.authorization.k8s.io/v1");
+        assert!(parse(
+            "apiVersion: v1\nkind: ConfigMapList\nitems: []\n",
+            "e.yaml",
+            None
+        )
+        .unwrap()
+        .is_empty());
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics(s in "\\PC*") {
@@ -759,5 +794,60 @@ mod tests {
             let _ = parse(&s, "x.json", Some("ns"));
             let _ = looks_like_kube(&s, "x.json");
         }
+    }
+    /// Manifests assembled from YAML's and Kubernetes' own pieces (anchors, aliases, merge
+    /// keys, flow collections, documents, BOMs, control characters): every object that parses
+    /// has a kind, a name and its file.
+    #[test]
+    fn fuzz_manifest() {
+        let tokens: Vec<String> = [
+            "apiVersion: v1\n",
+            "kind: ConfigMap\n",
+            "kind: Namespace\n",
+            "metadata:\n",
+            "  name: x\n",
+            "  namespace: y\n",
+            "  generateName: g\n",
+            "data:\n",
+            "  k: v\n",
+            "---\n",
+            "...\n",
+            "&a ",
+            "*a",
+            "<<: ",
+            "- ",
+            ": ",
+            "\n",
+            "  ",
+            "{",
+            "}",
+            "[",
+            "]",
+            "\"",
+            "'",
+            ",",
+            "#",
+            "\u{feff}",
+            "!!binary ",
+            "%YAML 1.2\n",
+            "? ",
+            "|\n",
+            ">-\n",
+            "{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"name\":\"s\"}}",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        crate::fuzz::run("manifest", crate::fuzz::assembled(tokens, 24), |s| {
+            for path in ["x.yaml", "x.json"] {
+                if let Ok(objects) = parse(s, path, Some("ns")) {
+                    for o in objects {
+                        assert!(!o.id.kind.is_empty() && !o.id.name.is_empty(), "{o:?}");
+                        assert!(o.source.starts_with(path), "{o:?}");
+                    }
+                }
+                let _ = looks_like_kube(s, path);
+            }
+        });
     }
 }

@@ -7,22 +7,23 @@
 //! (or reach the network), are checked here, so a refused target never reaches apply.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use git2::{Oid, Repository, Tree};
 use serde::Serialize;
 
-use crate::backends::kube::Kubectl;
 use crate::backends::objects;
-use crate::config::{Environment, SecretSpec, Target, TargetType};
-use crate::pipeline::annotations;
+use crate::config::{Duplicates, Environment, Target, TargetType};
+use crate::pipeline::annotations::{self, ApplyMode};
+pub use crate::pipeline::declare::read::{secret_id, Renderer};
+use crate::pipeline::declare::read::{secret_objects, Reader, Units};
+use crate::pipeline::declare::targets::{self, Affected};
+use crate::pipeline::declare::winner;
 use crate::pipeline::diff::{self, Changes};
 use crate::pipeline::identity::{self, Resolver};
 use crate::pipeline::inventory::{self, Inventory};
-use crate::pipeline::manifest::{self, Object, ObjectId};
+use crate::pipeline::manifest::{Object, ObjectId};
 use crate::pipeline::references::{Closure, RefIndex, References};
-use crate::pipeline::targets::{self, Affected};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -91,9 +92,6 @@ impl TargetPlan {
     }
 }
 
-/// Objects by inventory unit (a manifest file, a kustomization, a target's Secrets).
-type Units = Vec<(String, Vec<Object>)>;
-
 /// An object that no file declares any more but that is not deleted.
 #[derive(Debug, Clone, Serialize)]
 pub struct Kept {
@@ -104,6 +102,9 @@ pub struct Kept {
     /// remembered, so drift and later plans keep naming it.
     #[serde(skip)]
     pub forget: bool,
+    /// An earlier deploy named it already: a deploy keeps it without a word.
+    #[serde(skip)]
+    pub noted: bool,
 }
 
 pub struct Plan {
@@ -138,15 +139,6 @@ impl Plan {
     }
 }
 
-/// Inputs for rendering kustomize targets.
-pub struct Renderer<'a> {
-    pub kubectl: &'a Kubectl,
-    /// A private scratch directory.
-    pub scratch: &'a Path,
-    /// `[kustomize] allow_remote`: kustomizations may name remote resources.
-    pub allow_remote: bool,
-}
-
 /// What a plan may change beyond itself: the inventory (declarations of the new tree are
 /// recorded in memory; the caller saves them or not) and the identity resolver.
 pub struct PlanContext<'a, 'r> {
@@ -173,18 +165,34 @@ pub fn build(
     let mut changes = diff::changed_paths(repo, old_tree.as_ref(), &new_tree)?;
     let short = short_id(to);
     // Installed where something is already deployed (an upgrade, `replay --from`): what the
-    // deployed tree declares is taken as applied, so removing it later prunes it.
+    // deployed tree declares is taken as applied, so removing it later prunes it. That is the
+    // plan of a first deploy of the deployed tree, as if it had been applied.
     if !cx.inventory.exists() {
-        if let (Some(old), Some(old_id)) = (&old_tree, from) {
-            seed(
+        if let Some(old_id) = from {
+            let adopted = build(
                 repo,
                 env,
-                old,
+                None,
                 old_id,
                 renderer,
-                &mut cx.resolver.clone(),
-                cx.inventory,
+                PlanContext {
+                    inventory: &mut *cx.inventory,
+                    resolver: &mut cx.resolver.clone(),
+                    only: None,
+                    prune_namespaces: cx.prune_namespaces,
+                    prune_crds: cx.prune_crds,
+                },
             )?;
+            for tp in adopted.targets.iter().filter(|t| t.blocked().is_some()) {
+                log::warn!(
+                    "adopting {}: target {}: {}",
+                    short_id(old_id),
+                    tp.target.name,
+                    tp.blocked().unwrap_or_default()
+                );
+            }
+            cx.inventory.mark_applied(adopted.may_apply())?;
+            cx.inventory.take_touched();
         }
     }
     cx.resolver
@@ -199,6 +207,7 @@ pub fn build(
             changes
                 .paths
                 .extend(more.paths.into_iter().filter(|p| !known.contains(p)));
+            changes.bad_names.extend(more.bad_names);
         }
     }
     let references =
@@ -222,19 +231,20 @@ pub fn build(
     let mut plan = Plan {
         from,
         to,
-        changed_paths: changes.paths.len(),
+        changed_paths: changes.paths.len() + changes.bad_names.len(),
         targets: Vec::new(),
         kept: Vec::new(),
-        warnings: Vec::new(),
+        warnings: affected.unread.clone(),
         references: References::default(),
     };
     let old_targets = old_definitions(repo, old_tree.as_ref(), &affected, &references)?;
-    let sides = Sides {
+    let reader = Reader {
         repo,
-        new: &new_tree,
+        tree: &new_tree,
         index: &references.new.1,
         changes: &changes,
         renderer,
+        side: "new",
     };
     // Read every target first: CRDs anywhere in the push tell the scope of their kinds.
     let mut read: Vec<Option<Units>> = Vec::new();
@@ -255,28 +265,14 @@ pub fn build(
                 .collect();
             tp.closure = closure.paths;
         }
-        if tp.error.is_some() {
+        if tp.error.is_some() || !t.kind.is_kube() {
             read.push(None);
-        } else if t.kind.is_kube() {
-            match sides.objects(t, &new_tree, full).and_then(|units| {
-                // Every object's hookops.io/ annotations are valid, or the target fails whole.
-                let errors: Vec<String> = units
-                    .iter()
-                    .flat_map(|(_, objs)| objs)
-                    .filter_map(|o| annotations::controls(o).err())
-                    .map(|e| e.to_string())
-                    .collect();
-                if errors.is_empty() {
-                    Ok(units)
-                } else {
-                    bail!("{}", errors.join("; "))
-                }
-            }) {
+        } else {
+            match reader.units(t, full) {
                 Ok(units) => {
                     tp.files = units
                         .iter()
-                        .filter(|(u, _)| u.starts_with("f:"))
-                        .map(|(u, _)| u[2..].to_string())
+                        .filter_map(|(u, _)| u.strip_prefix("f:").map(str::to_string))
                         .collect();
                     read.push(Some(units));
                 }
@@ -285,8 +281,6 @@ pub fn build(
                     read.push(None);
                 }
             }
-        } else {
-            read.push(None);
         }
         plan.targets.push(tp);
     }
@@ -296,11 +290,8 @@ pub fn build(
         }
     }
     let mut unknown: BTreeSet<String> = BTreeSet::new();
-    let mut declared_units: BTreeSet<String> = BTreeSet::new();
-    // Where each object was first declared, and which target applies it: the last to declare
-    // it, so that an object declared twice is applied once, as the last one says.
-    let mut first_source: BTreeMap<ObjectId, (String, usize)> = BTreeMap::new();
-    for (i, (tp, units)) in plan.targets.iter_mut().zip(read).enumerate() {
+    let mut parsed: Parsed = BTreeMap::new();
+    for (tp, units) in plan.targets.iter_mut().zip(read) {
         let Some(mut units) = units else { continue };
         let t = tp.target.clone();
         let full = old_targets.get(&t.name) != Some(&t);
@@ -318,16 +309,12 @@ pub fn build(
                 .iter()
                 .filter_map(|(u, _)| u.strip_prefix("f:").map(str::to_string))
                 .collect();
-            for mut o in sides.hooks_elsewhere(&t, &new_tree, &read) {
+            for mut o in reader.hooks_elsewhere(&t, &read) {
                 cx.resolver.resolve(&mut o, t.namespace.as_deref());
                 tp.hooks.push(o);
             }
         }
-        let mut secrets: Vec<Object> = secret_objects(&t);
-        units.push((
-            inventory::secrets_unit(&t.name),
-            std::mem::take(&mut secrets),
-        ));
+        units.push((inventory::secrets_unit(&t.name), secret_objects(&t)));
         for (unit, objs) in &mut units {
             for o in objs.iter_mut() {
                 if !cx.resolver.resolve(o, t.namespace.as_deref()) {
@@ -338,51 +325,26 @@ pub fn build(
                     ));
                 }
             }
+            // Hook Jobs are created anew every deploy: never in the inventory, never pruned.
+            let (hooks, declared): (Vec<Object>, Vec<Object>) = std::mem::take(objs)
+                .into_iter()
+                .partition(|o| annotations::controls(o).is_ok_and(|c| c.hook.is_some()));
+            tp.hooks.extend(hooks);
+            *objs = declared;
+            for (id, sources) in winner::last_of_each(objs) {
+                plan.warnings.push(format!(
+                    "{id} is declared {} times in one file ({}): the last copy is applied (declares D7)",
+                    sources.len(),
+                    sources.join(", ")
+                ));
+            }
             if unit.starts_with("s:") {
                 tp.secret_ids = objs.iter().map(|o| o.id.clone()).collect();
             }
-            // Hook Jobs are created anew every deploy: never in the inventory, never pruned.
-            let refs: Vec<&Object> = objs
-                .iter()
-                .filter(|o| annotations::controls(o).is_ok_and(|c| c.hook.is_none()))
-                .collect();
+            let refs: Vec<&Object> = objs.iter().collect();
             cx.inventory.declare(unit, &t.name, &refs)?;
-            declared_units.insert(unit.clone());
+            parsed.insert(unit.clone(), std::mem::take(objs));
         }
-        for (unit, objs) in units {
-            if unit.starts_with("s:") {
-                continue;
-            }
-            for o in objs {
-                let controls = annotations::controls(&o).unwrap_or_default();
-                if controls.hook.is_some() {
-                    tp.hooks.push(o);
-                    continue;
-                }
-                if controls.apply == annotations::ApplyMode::Disabled {
-                    continue;
-                }
-                match first_source.get_mut(&o.id) {
-                    Some((first, owner)) => {
-                        plan.warnings.push(format!(
-                            "{} is declared twice ({first} and {}); it is applied once, as the last one says",
-                            o.id, o.source
-                        ));
-                        tp.apply.retain(|x| x.id != o.id);
-                        *owner = i;
-                    }
-                    None => {
-                        first_source.insert(o.id.clone(), (o.source.clone(), i));
-                    }
-                }
-                tp.apply.push(o);
-            }
-        }
-    }
-    // Declared by several targets: only the last one applies it (each still declares it).
-    for (i, tp) in plan.targets.iter_mut().enumerate() {
-        tp.apply
-            .retain(|o| first_source.get(&o.id).is_none_or(|(_, owner)| *owner == i));
     }
     for u in unknown {
         plan.warnings.push(format!(
@@ -402,7 +364,7 @@ pub fn build(
         // A file outside the environment's `paths` (issue 18) that the new tree still has is
         // not undeclared: narrowing the paths deletes nothing, deleting the file does.
         let kept_outside = !env.includes(p) && objects::entry(&new_tree, p).is_some();
-        if declared_units.contains(&unit) || errored.iter().any(|t| t.owns(p)) || kept_outside {
+        if parsed.contains_key(&unit) || errored.iter().any(|t| t.owns(p)) || kept_outside {
             continue;
         }
         if let Some(u) = cx.inventory.unit(&unit)? {
@@ -426,15 +388,237 @@ pub fn build(
         cx.inventory.drop_unit(&inventory::secrets_unit(&t.name))?;
         plan.targets.push(TargetPlan::new(t.clone(), Step::Remove));
     }
+    let order = winner::Order::new(affected.tree_targets.as_deref());
+    let winners = Winners {
+        env,
+        reader: &reader,
+        order: &order,
+        declared: affected.tree_targets.as_deref(),
+    };
+    winners.assign(&mut plan, &mut cx, parsed)?;
     prunes(&mut plan, &mut cx)?;
     for tp in &mut plan.targets {
         if tp.refused.is_none() {
             tp.refused = policy(env, tp);
         }
     }
-    plan.targets = order(plan.targets)?;
+    plan.targets = order_targets(plan.targets)?;
     plan.references = references;
     Ok(plan)
+}
+
+/// The objects read by this plan, by inventory unit, resolved.
+type Parsed = BTreeMap<String, Vec<Object>>;
+
+/// Who applies what (D7): every identity this plan declares, or that a unit stopped
+/// declaring while others still do, is applied from its winning declaration, by the target of
+/// that declaration, whichever declaring file changed.
+struct Winners<'a, 'r> {
+    env: &'a Environment,
+    reader: &'a Reader<'a, 'r>,
+    order: &'a winner::Order,
+    /// The targets of the new tree's `hookops.toml`, if it has one.
+    declared: Option<&'a [Target]>,
+}
+
+impl Winners<'_, '_> {
+    fn assign(&self, plan: &mut Plan, cx: &mut PlanContext, mut parsed: Parsed) -> Result<()> {
+        let mut todo: Vec<ObjectId> = Vec::new();
+        let mut seen: BTreeSet<ObjectId> = BTreeSet::new();
+        // The plan's own declarations first, in declaration order, so that every target
+        // applies its objects in the order its files list them.
+        let mut units: Vec<(winner::Place, &String)> = Vec::new();
+        for u in parsed.keys() {
+            if let Some(t) = self.unit_target(cx, u) {
+                units.push((self.order.place(&t, u), u));
+            }
+        }
+        units.sort();
+        for (_, u) in units {
+            for o in &parsed[u] {
+                if seen.insert(o.id.clone()) {
+                    todo.push(o.id.clone());
+                }
+            }
+        }
+        let mut others = cx.inventory.take_touched();
+        others.sort();
+        todo.extend(others.into_iter().filter(|id| seen.insert(id.clone())));
+        let blocked: BTreeSet<String> = plan
+            .targets
+            .iter()
+            .filter(|t| t.blocked().is_some())
+            .map(|t| t.target.name.clone())
+            .collect();
+        for id in todo {
+            let Some(entry) = cx.inventory.entry(&id)? else {
+                continue;
+            };
+            let mut declarers: Vec<(String, String)> = Vec::new();
+            for u in &entry.declared_by {
+                if let Some(unit) = cx.inventory.unit(u)? {
+                    declarers.push((u.clone(), unit.target));
+                }
+            }
+            let Some((unit, target)) = self.order.winner(&declarers).cloned() else {
+                continue;
+            };
+            if cx.only.is_some_and(|only| !only.contains(&target)) || blocked.contains(&target) {
+                continue;
+            }
+            if declarers.len() > 1 {
+                self.duplicate(plan, cx, &mut parsed, &id, &declarers, &unit)?;
+            }
+            // A target's Vault Secrets are made by the secrets stage, never from a file.
+            if unit.starts_with("s:") {
+                continue;
+            }
+            let Some(o) = self
+                .load(cx, &mut parsed, &unit, &target)?
+                .and_then(|objs| objs.iter().find(|o| o.id == id).cloned())
+            else {
+                continue;
+            };
+            if annotations::controls(&o).is_ok_and(|c| c.apply == ApplyMode::Disabled) {
+                continue;
+            }
+            let i = self.target_plan(plan, &target, &unit);
+            if plan.targets[i].blocked().is_none() {
+                plan.targets[i].apply.push(o);
+            }
+        }
+        Ok(())
+    }
+
+    /// The target (by name) that declared a unit, as the inventory says.
+    fn unit_target(&self, cx: &mut PlanContext, unit: &str) -> Option<String> {
+        cx.inventory.unit(unit).ok().flatten().map(|u| u.target)
+    }
+
+    /// The objects of `unit`, read once (a unit this plan did not read: the winning copy of
+    /// an identity lives in a file the change did not touch).
+    fn load<'p>(
+        &self,
+        cx: &mut PlanContext,
+        parsed: &'p mut Parsed,
+        unit: &str,
+        target: &str,
+    ) -> Result<Option<&'p Vec<Object>>> {
+        if !parsed.contains_key(unit) {
+            let t = self.definition(target, unit);
+            let mut objs = match self.reader.unit(&t, unit) {
+                Ok(objs) => objs,
+                Err(e) => {
+                    log::warn!("reading {unit} of target {target}: {e:#}");
+                    return Ok(None);
+                }
+            };
+            for o in &mut objs {
+                cx.resolver.resolve(o, t.namespace.as_deref());
+            }
+            winner::last_of_each(&mut objs);
+            parsed.insert(unit.to_string(), objs);
+        }
+        Ok(parsed.get(unit))
+    }
+
+    /// The definition of a target named in the inventory: from the plan, `hookops.toml`, or
+    /// discovery's rule (named by its path).
+    fn definition(&self, target: &str, unit: &str) -> Target {
+        if let Some(t) = self
+            .declared
+            .and_then(|ts| ts.iter().find(|t| t.name == target))
+        {
+            return t.clone();
+        }
+        let path = if target == "." { "" } else { target };
+        let kind = if unit.starts_with("k:") {
+            TargetType::Kustomize
+        } else {
+            TargetType::Kubectl
+        };
+        targets::discovered(path, kind)
+    }
+
+    /// The index of `target`'s plan, added when the plan does not have it yet (it applies
+    /// only what it wins).
+    fn target_plan(&self, plan: &mut Plan, target: &str, unit: &str) -> usize {
+        if let Some(i) = plan
+            .targets
+            .iter()
+            .position(|t| t.target.name == target && t.step == Step::Deploy)
+        {
+            return i;
+        }
+        let mut tp = TargetPlan::new(self.definition(target, unit), Step::Deploy);
+        if let Some(path) = unit.strip_prefix("f:") {
+            tp.files.push(path.to_string());
+        }
+        plan.targets.push(tp);
+        plan.targets.len() - 1
+    }
+
+    /// An identity declared more than once: a warning naming every declaration, or with
+    /// `duplicates = "error"` and different contents, a failure of every declaring target.
+    fn duplicate(
+        &self,
+        plan: &mut Plan,
+        cx: &mut PlanContext,
+        parsed: &mut Parsed,
+        id: &ObjectId,
+        declarers: &[(String, String)],
+        winner: &str,
+    ) -> Result<()> {
+        let mut copies: Vec<(String, Option<Object>)> = Vec::new();
+        let mut sorted = declarers.to_vec();
+        sorted.sort_by_key(|(u, t)| self.order.place(t, u));
+        for (u, t) in &sorted {
+            let copy = self
+                .load(cx, parsed, u, t)?
+                .and_then(|objs| objs.iter().find(|o| &o.id == id).cloned());
+            copies.push((u.clone(), copy));
+        }
+        let shown = |u: &str, copy: &Option<Object>| match copy {
+            Some(o) => o.source.clone(),
+            None => u.to_string(),
+        };
+        let names: Vec<String> = copies.iter().map(|(u, c)| shown(u, c)).collect();
+        let winning = copies
+            .iter()
+            .find(|(u, _)| u == winner)
+            .map(|(u, c)| shown(u, c))
+            .unwrap_or_else(|| winner.to_string());
+        let differ = copies.windows(2).any(|w| match (&w[0].1, &w[1].1) {
+            (Some(a), Some(b)) => !winner::same_content(a, b),
+            _ => true,
+        });
+        let what = format!(
+            "{id} is declared {} times ({})",
+            copies.len(),
+            names.join(", ")
+        );
+        if differ && self.env.duplicates == Duplicates::Error {
+            let why = format!(
+                "{what} with different contents, and environment {} sets duplicates = \"error\"",
+                self.env.name
+            );
+            for (u, t) in declarers {
+                let i = self.target_plan(plan, t, u);
+                plan.targets[i].apply.clear();
+                plan.targets[i].error.get_or_insert_with(|| why.clone());
+            }
+            return Ok(());
+        }
+        plan.warnings.push(format!(
+            "{what}: {}; {winning} wins, as the last in declaration order (declares D7)",
+            if differ {
+                "their contents differ"
+            } else {
+                "identical copies"
+            }
+        ));
+        Ok(())
+    }
 }
 
 /// Prune = inventory − declared: every object hookops applied that no unit declares any more,
@@ -475,6 +659,7 @@ fn prunes(plan: &mut Plan, cx: &mut PlanContext) -> Result<()> {
                 target: e.target,
                 reason: reason.to_string(),
                 forget,
+                noted: e.noted,
             });
             continue;
         }
@@ -487,60 +672,6 @@ fn prunes(plan: &mut Plan, cx: &mut PlanContext) -> Result<()> {
             }
         };
         plan.targets[idx].prune.push((id, e.api_version));
-    }
-    Ok(())
-}
-
-/// Declares everything `tree` holds as applied (adopting an environment that was deployed
-/// before it had an inventory).
-fn seed(
-    repo: &Repository,
-    env: &Environment,
-    tree: &Tree,
-    id: Oid,
-    renderer: &Renderer,
-    resolver: &mut Resolver,
-    inv: &mut Inventory,
-) -> Result<()> {
-    let label = short_id(id);
-    let changes = diff::changed_paths(repo, None, tree)?;
-    let references = References::for_change(repo, None, (id, tree), &changes)?;
-    let mut affected = targets::affected(repo, None, tree, &changes, &label, &references)?;
-    affected.deploy.retain(|t| env.includes(&t.path));
-    let sides = Sides {
-        repo,
-        new: tree,
-        index: &references.new.1,
-        changes: &changes,
-        renderer,
-    };
-    let mut all = Vec::new();
-    for t in affected.deploy.iter().filter(|t| t.kind.is_kube()) {
-        match sides.objects(t, tree, true) {
-            Ok(units) => all.push((t, units)),
-            Err(e) => log::warn!("adopting {label}: target {}: {e:#}", t.name),
-        }
-    }
-    for (_, units) in &all {
-        for (_, objs) in units {
-            resolver.learn(objs);
-        }
-    }
-    for (t, units) in all {
-        let mut units = units;
-        units.push((inventory::secrets_unit(&t.name), secret_objects(t)));
-        for (unit, mut objs) in units {
-            for o in &mut objs {
-                resolver.resolve(o, t.namespace.as_deref());
-            }
-            // As in `build`: hook Jobs are never in the inventory.
-            let refs: Vec<&Object> = objs
-                .iter()
-                .filter(|o| annotations::controls(o).is_ok_and(|c| c.hook.is_none()))
-                .collect();
-            inv.declare(&unit, &t.name, &refs)?;
-            inv.mark_applied(refs.iter().map(|o| &o.id))?;
-        }
     }
     Ok(())
 }
@@ -597,154 +728,6 @@ fn old_definitions(
     Ok(out)
 }
 
-struct Sides<'a, 'r> {
-    repo: &'r Repository,
-    new: &'a Tree<'r>,
-    /// The reference index of the tree being read (kustomize closures).
-    index: &'a RefIndex,
-    changes: &'a Changes,
-    renderer: &'a Renderer<'a>,
-}
-
-impl Sides<'_, '_> {
-    /// Objects of a Kubernetes target by inventory unit: for kubectl targets, one unit per
-    /// changed file (every file when `full`); for kustomize, the whole rendered output. Every
-    /// broken file is reported, not just the first.
-    fn objects(&self, t: &Target, tree: &Tree, full: bool) -> Result<Vec<(String, Vec<Object>)>> {
-        let ns = t.namespace.as_deref();
-        match t.kind {
-            TargetType::Kubectl => {
-                let files: Vec<String> = if full {
-                    objects::files_under(self.repo, tree, &t.path, !t.flat)?
-                        .into_iter()
-                        .filter(|f| manifest::is_manifest_path(&f.path) && t.owns(&f.path))
-                        .map(|f| f.path)
-                        .collect()
-                } else {
-                    self.changes
-                        .paths
-                        .iter()
-                        .filter(|p| manifest::is_manifest_path(p) && t.owns(p))
-                        .filter(|p| p.starts_with(&t.path) || t.path.is_empty())
-                        .cloned()
-                        .collect()
-                };
-                let mut units = Vec::new();
-                let mut errors = Vec::new();
-                for f in &files {
-                    if f.rsplit('/').next().is_some_and(|n| n.starts_with('.')) {
-                        continue;
-                    }
-                    let parsed =
-                        objects::read_path(self.repo, tree, f).and_then(|text| match text {
-                            Some(text) => manifest::parse(&text, f, ns).map(Some),
-                            None => Ok(None),
-                        });
-                    match parsed {
-                        Ok(Some(objs)) => units.push((inventory::file_unit(f), objs)),
-                        Ok(None) => {}
-                        Err(e) => errors.push(crate::out::error_line(&e)),
-                    }
-                }
-                if !errors.is_empty() {
-                    bail!("{}", errors.join("; "));
-                }
-                Ok(units)
-            }
-            TargetType::Kustomize => {
-                let rendered = self.render(t, tree)?;
-                let objects = manifest::parse(&rendered, &format!("{} (kustomize)", t.path), ns)?;
-                Ok(vec![(inventory::kustomize_unit(&t.path), objects)])
-            }
-            TargetType::Terraform => Ok(Vec::new()),
-        }
-    }
-
-    /// The hook Jobs of a kubectl target's files other than `read` (which were parsed whole).
-    /// Only files that mention `hookops.io/hook` are parsed; one that does not parse is
-    /// skipped here (its own change reports it).
-    fn hooks_elsewhere(&self, t: &Target, tree: &Tree, read: &[String]) -> Vec<Object> {
-        let Ok(files) = objects::files_under(self.repo, tree, &t.path, !t.flat) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for f in files {
-            if !manifest::is_manifest_path(&f.path) || !t.owns(&f.path) || read.contains(&f.path) {
-                continue;
-            }
-            let Ok(Some(text)) = objects::read_path(self.repo, tree, &f.path) else {
-                continue;
-            };
-            if !text.contains("hookops.io/hook") {
-                continue;
-            }
-            if let Ok(objs) = manifest::parse(&text, &f.path, t.namespace.as_deref()) {
-                out.extend(
-                    objs.into_iter()
-                        .filter(|o| annotations::controls(o).is_ok_and(|c| c.hook.is_some())),
-                );
-            }
-        }
-        out
-    }
-
-    fn render(&self, t: &Target, tree: &Tree) -> Result<String> {
-        let root = self.renderer.scratch.join(if std::ptr::eq(tree, self.new) {
-            "new"
-        } else {
-            "old"
-        });
-        let closure = self.index.closure(&t.path);
-        objects::clean_dir(&root)?;
-        std::fs::create_dir_all(&root)?;
-        objects::materialise(self.repo, tree, &t.path, &root)
-            .with_context(|| format!("target {}", t.name))?;
-        let extra = closure.paths.iter().filter(|p| **p != t.path);
-        for p in extra.chain(&t.watch) {
-            if objects::entry(tree, p).is_some() {
-                objects::materialise_path(self.repo, tree, p, &root)
-                    .with_context(|| format!("target {}", t.name))?;
-            }
-        }
-        let out = self.renderer.kubectl.kustomize(&root.join(&t.path))?;
-        if !out.success() {
-            bail!(
-                "target {}: kustomize failed: {}",
-                t.name,
-                objects::repository_paths(&out.reason(), &root)
-            );
-        }
-        Ok(out.stdout)
-    }
-}
-
-/// Placeholder objects standing for the Vault-generated Secrets of a target (identity only).
-fn secret_objects(t: &Target) -> Vec<Object> {
-    t.secret
-        .iter()
-        .map(|s| Object {
-            id: secret_id(t, s),
-            api_version: "v1".into(),
-            body: serde_json::Value::Null,
-            cluster: false,
-            source: format!(
-                "{} [[target.secret]] {}",
-                crate::config::TREE_CONFIG,
-                s.name
-            ),
-        })
-        .collect()
-}
-
-pub fn secret_id(t: &Target, s: &SecretSpec) -> ObjectId {
-    ObjectId {
-        group: String::new(),
-        kind: "Secret".into(),
-        namespace: s.namespace.clone().or_else(|| t.namespace.clone()),
-        name: s.name.clone(),
-    }
-}
-
 /// `allowed_namespaces` and `allow_cluster_scoped`: a target with any object outside them is
 /// refused whole.
 fn policy(env: &Environment, tp: &TargetPlan) -> Option<String> {
@@ -793,7 +776,7 @@ fn policy(env: &Environment, tp: &TargetPlan) -> Option<String> {
 
 /// Dependency order among the planned targets; targets that create namespaces or CRDs go
 /// first unless a dependency says otherwise.
-fn order(mut targets: Vec<TargetPlan>) -> Result<Vec<TargetPlan>> {
+fn order_targets(mut targets: Vec<TargetPlan>) -> Result<Vec<TargetPlan>> {
     targets.sort_by_key(|t| !t.has_foundation());
     let defs: Vec<Target> = targets
         .iter()
@@ -856,6 +839,7 @@ pub fn to_json(plan: &Plan, env: &str) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::kube::Kubectl;
     use crate::backends::mask::Masker;
     use crate::pipeline::fixtures::{commit, repo};
 
@@ -1140,13 +1124,9 @@ mod tests {
             ],
         );
         let p = deploy(&repo, &e, None, c1);
-        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
-        assert!(
-            p.warnings[0].starts_with(
-                "ConfigMap apps/shared is declared twice (a/one.yaml:1 and a/two.yaml:1)"
-            ),
-            "{:?}",
-            p.warnings
+        assert_eq!(
+            p.warnings,
+            ["ConfigMap apps/shared is declared 3 times (a/one.yaml:1, a/two.yaml:1, b/shared.yaml:1): identical copies; b/shared.yaml:1 wins, as the last in declaration order (declares D7)"]
         );
         // Applied once in all: by the last target that declares it.
         assert!(
@@ -1168,6 +1148,80 @@ mod tests {
         let c3 = commit(&repo, Some(c2), &[("b/shared.yaml", None)]);
         let p = deploy(&repo, &e, Some(c2), c3);
         assert_eq!(pruned(target(&p, "b")), ["ConfigMap apps/shared"]);
+    }
+
+    #[test]
+    fn the_last_declaration_wins_whichever_file_changes() {
+        // Issue 25, 4: a comment-only edit of the losing file applied its copy; deleting the
+        // winning file left its content running.
+        let (_d, repo) = repo();
+        let e = env("e");
+        let v = |n: &str| {
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: k8s\n  namespace: apps\ndata:\n  version: \"{n}\"\n")
+        };
+        let c1 = commit(
+            &repo,
+            None,
+            &[
+                ("x/a.yaml", Some(&v("1.29"))),
+                ("x/b.yaml", Some(&v("1.30"))),
+            ],
+        );
+        let p = deploy(&repo, &e, None, c1);
+        let live = |p: &Plan| {
+            let o = &target(p, "x").apply[0];
+            format!(
+                "{} {}",
+                o.source,
+                o.body["data"]["version"].as_str().unwrap()
+            )
+        };
+        assert_eq!(live(&p), "x/b.yaml:1 1.30");
+        assert!(
+            p.warnings[0].contains("their contents differ; x/b.yaml:1 wins"),
+            "{:?}",
+            p.warnings
+        );
+
+        // A comment in the losing file: the winner's copy is applied (it was read for it).
+        let c2 = commit(
+            &repo,
+            Some(c1),
+            &[("x/a.yaml", Some(&format!("# a comment\n{}", v("1.29"))))],
+        );
+        let p = deploy(&repo, &e, Some(c1), c2);
+        assert_eq!(live(&p), "x/b.yaml:1 1.30");
+
+        // The winning file goes: the next declaration in order is applied, nothing pruned.
+        let c3 = commit(&repo, Some(c2), &[("x/b.yaml", None)]);
+        let p = deploy(&repo, &e, Some(c2), c3);
+        assert_eq!(live(&p), "x/a.yaml:1 1.29");
+        assert!(all_pruned(&p).is_empty());
+
+        // Across targets: the later target in declaration order wins, and applies it.
+        let c4 = commit(&repo, Some(c3), &[("y/c.yaml", Some(&v("1.31")))]);
+        let p = deploy(&repo, &e, Some(c3), c4);
+        assert_eq!(applied(target(&p, "y")), ["ConfigMap apps/k8s"]);
+        assert!(
+            p.targets.iter().all(|t| t.target.name == "y"),
+            "{:?}",
+            sequence(&p)
+        );
+
+        // duplicates = "error": different copies fail every declaring target.
+        let strict = Environment {
+            duplicates: crate::config::Duplicates::Error,
+            ..env("e")
+        };
+        let c5 = commit(&repo, Some(c4), &[("y/c.yaml", Some(&v("1.32")))]);
+        let p = plan_as(&repo, &strict, Some(c4), c5, false).unwrap();
+        for name in ["x", "y"] {
+            let err = target(&p, name).error.clone().unwrap_or_default();
+            assert!(
+                err.contains("declared 2 times") && err.contains("duplicates = \"error\""),
+                "{name}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -24,7 +24,9 @@ use crate::pipeline::manifest;
 pub const INDEX_REF: &str = "refs/hookops/references";
 
 /// Bumped when the stored format or what is indexed changes: older indexes are rebuilt.
-const FORMAT: u32 = 1;
+/// 2: kustomization fields read case-insensitively, every file-reading field, and server-local
+/// Terraform module sources refused (an index of 1 could hide `Resources: [../../..]`).
+const FORMAT: u32 = 2;
 
 /// The file names kustomize looks for in a directory.
 pub const KUSTOMIZATION: &[&str] = &["kustomization.yaml", "kustomization.yml", "Kustomization"];
@@ -148,6 +150,26 @@ pub fn resolve(dir: &str, raw: &str) -> std::result::Result<String, &'static str
     Ok(parts.join("/"))
 }
 
+/// A Terraform module source that go-getter would read from the server's own file system:
+/// an absolute or home path, `file:` URLs, and forced getters (`git::`, `hg::`, `file::`…)
+/// given a path or a `file:` URL rather than a network address (`git::file:///srv/git/x.git`,
+/// `git::/srv/git/x.git`, `git::../../other.git`).
+fn server_local(raw: &str) -> bool {
+    let local = |s: &str| {
+        let lower = s.to_ascii_lowercase();
+        s.starts_with(['/', '\\', '~', '.'])
+            || lower.starts_with("file:")
+            || (s.len() > 1 && s.as_bytes()[0].is_ascii_alphabetic() && s.as_bytes()[1] == b':')
+    };
+    if local(raw) && !raw.starts_with("./") && !raw.starts_with("../") {
+        return true;
+    }
+    match raw.split_once("::") {
+        Some((getter, rest)) if getter.chars().all(|c| c.is_ascii_alphanumeric()) => local(rest),
+        _ => false,
+    }
+}
+
 /// A kustomize entry that names a remote resource whatever the tree holds.
 fn is_url(raw: &str) -> bool {
     raw.contains("://")
@@ -192,6 +214,119 @@ fn yaml_line(text: &str, key: &str, value: &str) -> usize {
         .unwrap_or(1)
 }
 
+/// Strings of a field that holds a list of them or one.
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    match v {
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        serde_json::Value::String(s) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// The mappings of a field that holds a list of them (`patches`, generators, charts).
+fn objects_in(
+    v: &serde_json::Value,
+) -> impl Iterator<Item = &serde_json::Map<String, serde_json::Value>> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.as_object())
+}
+
+/// A field name as Go's encoding/json compares it with a struct's: case-insensitively, with
+/// Unicode simple case folding (`bytes.EqualFold`). Field names are ASCII, and the only other
+/// characters that fold onto ASCII letters are KELVIN SIGN (k) and LONG S (s).
+fn fold(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            '\u{212a}' => 'k',
+            '\u{17f}' => 's',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Whether a YAML merge key (`<<`) is anywhere in the document, block or flow style: read as
+/// written it is a plain key, kustomize's YAML library merges it.
+fn has_merge_key(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Object(m) => m.iter().any(|(k, v)| k == "<<" || has_merge_key(v)),
+        serde_json::Value::Array(a) => a.iter().any(has_merge_key),
+        _ => false,
+    }
+}
+
+/// The line where `key` is written as a mapping key (`key:` after indentation or `- `).
+fn key_line(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start().trim_start_matches(['-', ' ']);
+            [
+                format!("{key}:"),
+                format!("\"{key}\":"),
+                format!("'{key}':"),
+            ]
+            .iter()
+            .any(|k| t.starts_with(k.as_str()))
+        })
+        .map_or(1, |i| i + 1)
+}
+
+/// The kustomization fields that are lists of paths (or URLs).
+const PATH_LISTS: [&str; 9] = [
+    "resources",
+    "bases",
+    "components",
+    "crds",
+    "configurations",
+    "generators",
+    "transformers",
+    "validators",
+    "patchesStrategicMerge",
+];
+
+/// A kustomization being read.
+struct Kust<'t> {
+    file: &'t str,
+    text: &'t str,
+}
+
+impl Kust<'_> {
+    /// The values of kustomize field `name` in `map`, each with its key as written: keys
+    /// match as encoding/json matches them (`fold`). Two spellings of one field are a problem.
+    fn field<'v>(
+        &self,
+        reader: &mut Reader,
+        map: &'v serde_json::Map<String, serde_json::Value>,
+        name: &str,
+    ) -> Vec<(&'v str, &'v serde_json::Value)> {
+        let want = fold(name);
+        let found: Vec<(&str, &serde_json::Value)> = map
+            .iter()
+            .filter(|(k, _)| fold(k) == want)
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        if found.len() > 1 {
+            let keys: Vec<String> = found.iter().map(|(k, _)| format!("{k:?}")).collect();
+            let line = found
+                .iter()
+                .map(|(k, _)| key_line(self.text, k))
+                .max()
+                .unwrap_or(1);
+            reader.out.problems.push(format!(
+                "{}:{line}: {} are one kustomize field ({name}: kustomize matches field names \
+                 case-insensitively): write it once",
+                self.file,
+                keys.join(" and ")
+            ));
+        }
+        found
+    }
+}
+
 /// Collects the references of one directory.
 struct Reader<'a> {
     dir: &'a str,
@@ -231,6 +366,11 @@ impl Reader<'_> {
         }
     }
 
+    /// The paths a kustomization reads, field by field as kustomize reads them: kustomize
+    /// (sigs.k8s.io/kustomize/api v5.5, the one in kubectl 1.32) turns the YAML into JSON and
+    /// decodes it with Go's encoding/json, which matches field names case-insensitively. So
+    /// `Resources:` is `resources:`, and a file that spells one field two ways is refused (Go
+    /// keeps one of them, and which is not worth guessing).
     fn kustomization(&mut self, file: &str, text: &str) {
         if let Err(e) = manifest::check_syntax(text, file) {
             self.out.problems.push(format!("{e:#}"));
@@ -243,62 +383,121 @@ impl Reader<'_> {
                 return;
             }
         };
-        let Some(map) = doc.as_object() else { return };
-        let strings = |v: &serde_json::Value| -> Vec<String> {
-            match v {
-                serde_json::Value::Array(a) => a
-                    .iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect(),
-                serde_json::Value::String(s) => vec![s.clone()],
-                _ => Vec::new(),
-            }
-        };
-        for key in [
-            "resources",
-            "bases",
-            "components",
-            "crds",
-            "configurations",
-            "generators",
-            "transformers",
-            "validators",
-            "patchesStrategicMerge",
-        ] {
-            for raw in map.get(key).map(strings).unwrap_or_default() {
-                self.kustomize_entry(file, text, key, &raw);
-            }
+        // kustomize's YAML library applies merge keys (`<<: {resources: [...]}`); read as
+        // written they would hide fields.
+        if has_merge_key(&doc) {
+            let line = text
+                .lines()
+                .position(|l| l.contains("<<"))
+                .map_or(1, |i| i + 1);
+            self.out.problems.push(format!(
+                "{file}:{line}: YAML merge keys (`<<`) are refused in kustomizations: write \
+                 the fields out"
+            ));
+            return;
         }
-        for key in ["patches", "patchesJson6902", "replacements"] {
-            let Some(items) = map.get(key).and_then(|v| v.as_array()) else {
-                continue;
-            };
-            for item in items {
-                if let Some(raw) = item.get("path").and_then(|p| p.as_str()) {
-                    self.kustomize_entry(file, text, key, raw);
+        let Some(map) = doc.as_object() else { return };
+        let k = Kust { file, text };
+        for name in PATH_LISTS {
+            for (key, v) in k.field(self, map, name) {
+                for raw in strings(v) {
+                    self.kustomize_entry(file, text, key, &raw);
                 }
             }
         }
-        if let Some(raw) = map
-            .get("openapi")
-            .and_then(|o| o.get("path"))
-            .and_then(|p| p.as_str())
-        {
-            self.kustomize_entry(file, text, "openapi", raw);
+        for name in ["patches", "patchesJson6902", "replacements"] {
+            for (key, v) in k.field(self, map, name) {
+                for item in objects_in(v) {
+                    for (_, p) in k.field(self, item, "path") {
+                        if let Some(raw) = p.as_str() {
+                            self.kustomize_entry(file, text, key, raw);
+                        }
+                    }
+                }
+            }
         }
-        for key in ["configMapGenerator", "secretGenerator"] {
-            let Some(items) = map.get(key).and_then(|v| v.as_array()) else {
-                continue;
-            };
-            for item in items {
-                for field in ["files", "envs", "env"] {
-                    for raw in item.get(field).map(strings).unwrap_or_default() {
-                        // `files` entries may name their key: `key=path`.
-                        let path = match raw.split_once('=') {
-                            Some((_, p)) if field == "files" => p.to_string(),
-                            _ => raw.clone(),
-                        };
-                        self.kustomize_entry(file, text, key, &path);
+        // `openapi` is a map[string]string in kustomize: its key is matched exactly.
+        for (key, v) in k.field(self, map, "openapi") {
+            if let Some(raw) = v.get("path").and_then(|p| p.as_str()) {
+                self.kustomize_entry(file, text, key, raw);
+            }
+        }
+        for name in ["configMapGenerator", "secretGenerator"] {
+            for (key, v) in k.field(self, map, name) {
+                for item in objects_in(v) {
+                    for field in ["files", "envs", "env", "ageIdentities"] {
+                        for (_, f) in k.field(self, item, field) {
+                            for raw in strings(f) {
+                                // `files` entries may name their key: `key=path`.
+                                let path = match raw.split_once('=') {
+                                    Some((_, p)) if field == "files" => p.to_string(),
+                                    _ => raw.clone(),
+                                };
+                                self.kustomize_entry(file, text, key, &path);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Helm charts (inflated only with `--enable-helm`, which hookops does not pass today):
+        // their chart home, values files and helm's config home are paths all the same.
+        for (key, v) in k.field(self, map, "helmGlobals") {
+            if let Some(globals) = v.as_object() {
+                for field in ["chartHome", "configHome"] {
+                    for (_, f) in k.field(self, globals, field) {
+                        for raw in strings(f) {
+                            self.kustomize_entry(file, text, key, &raw);
+                        }
+                    }
+                }
+            }
+        }
+        let charts: [(&str, &[&str], &str, &str); 2] = [
+            (
+                "helmCharts",
+                &["valuesFile", "additionalValuesFiles"],
+                "name",
+                "repo",
+            ),
+            (
+                "helmChartInflationGenerator",
+                &["chartHome", "values", "helmHome"],
+                "chartName",
+                "chartRepoUrl",
+            ),
+        ];
+        for (name, paths, chart, repo) in charts {
+            for (key, v) in k.field(self, map, name) {
+                for item in objects_in(v) {
+                    for field in paths {
+                        for (_, f) in k.field(self, item, field) {
+                            for raw in strings(f) {
+                                self.kustomize_entry(file, text, key, &raw);
+                            }
+                        }
+                    }
+                    // The chart's directory is its name under the chart home.
+                    for (_, f) in k.field(self, item, chart) {
+                        let raw = f.as_str().unwrap_or("");
+                        if raw.contains('/') || raw.contains('\\') || raw == ".." {
+                            let at = format!("{file}:{}", yaml_line(text, key, raw));
+                            self.out.problems.push(format!(
+                                "{at}: {key} {chart} {raw:?} is not a chart name: only a name \
+                                 under the chart home is read"
+                            ));
+                        }
+                    }
+                    for (_, f) in k.field(self, item, repo) {
+                        let raw = f.as_str().unwrap_or("").trim();
+                        if !raw.is_empty() {
+                            self.out.remote.push(Ref {
+                                path: raw.to_string(),
+                                raw: raw.to_string(),
+                                at: format!("{file}:{}", yaml_line(text, key, raw)),
+                                module: None,
+                            });
+                        }
                     }
                 }
             }
@@ -345,8 +544,9 @@ impl Reader<'_> {
                     }),
                     Err(why) => self.out.problems.push(format!("{at}: {what} {why}")),
                 }
-            } else if raw.starts_with('/') || raw.starts_with("file:") {
-                // go-getter would copy it from the server's file system.
+            } else if server_local(raw) {
+                // go-getter would copy it from the server's file system (another repository
+                // on the server, the state directory, anything the hook user can read).
                 self.out.problems.push(format!(
                     "{at}: {what} reads the server's file system: only paths inside the \
                      repository (./ or ../) are read"
@@ -485,10 +685,15 @@ impl RefIndex {
             .is_some_and(|users| users.iter().any(|u| u != dir))
     }
 
-    /// Whether another directory reads files directly in `dir` (a kustomization's resources,
-    /// patches or generator files): those are its inputs, not a kubectl target.
-    pub fn is_read(&self, dir: &str) -> bool {
-        let direct = |path: &str| parent(path) == Some(dir);
+    /// Whether another directory reads *files* directly in `dir` (a kustomization's resources,
+    /// patches or generator files): those are its inputs, not a kubectl target (D3.2). A
+    /// referenced subdirectory does not count: a directory above or beside a base is judged on
+    /// its own files.
+    pub fn is_read(&self, dir: &str, tree: &Tree) -> bool {
+        let direct = |path: &str| {
+            parent(path) == Some(dir)
+                && objects::entry(tree, path).is_some_and(|(_, mode)| !objects::is_tree(mode))
+        };
         let by_other = |users: &BTreeSet<String>| users.iter().any(|u| u != dir);
         if dir.is_empty() {
             return self
@@ -501,6 +706,11 @@ impl RefIndex {
             .range(prefix.clone()..)
             .take_while(|(path, _)| path.starts_with(&prefix))
             .any(|(path, users)| direct(path) && by_other(users))
+    }
+
+    /// Whether some directory references exactly this path (a kustomization lists the file).
+    pub fn is_named(&self, path: &str) -> bool {
+        self.users.contains_key(path)
     }
 
     /// The directories that read `path`, directly or through other directories.
@@ -719,6 +929,24 @@ impl References {
             .collect()
     }
 
+    /// Directories referenced in the old tree and not in the new one, found from the
+    /// directories whose references changed: a base or module whose last user went (D3.1).
+    pub fn newly_unreferenced(&self, changes: &Changes) -> BTreeSet<String> {
+        let Some(old) = self.old_index() else {
+            return BTreeSet::new();
+        };
+        let new = &self.new.1;
+        changes
+            .paths
+            .iter()
+            .filter(|p| is_reference_file(p.rsplit('/').next().unwrap_or(p)))
+            .filter_map(|p| parent(p))
+            .filter_map(|d| old.dirs.get(d))
+            .flat_map(|refs| refs.refs.iter().map(|r| r.path.clone()))
+            .filter(|p| old.is_referenced(p) && !new.is_referenced(p))
+            .collect()
+    }
+
     /// Stores both indexes under [`INDEX_REF`], keeping those of the commits `keep` names.
     pub fn save(&self, repo: &Repository, keep: &BTreeSet<Oid>) -> Result<()> {
         let mut entries: Vec<(Oid, &RefIndex)> = vec![(self.new.0, &self.new.1)];
@@ -861,6 +1089,319 @@ mod tests {
 
     fn set(items: &[&str]) -> BTreeSet<String> {
         items.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The references and problems of a kustomization `text` in directory `app/web`.
+    fn kustomization_refs(text: &str) -> DirRefs {
+        let (_d, repo) = repo();
+        let t = tree(&repo, None, &[("app/web/kustomization.yaml", Some(text))]);
+        let sub = repo
+            .find_tree(objects::entry(&t, "app/web").unwrap().0)
+            .unwrap();
+        read_dir(&repo, &sub, "app/web").unwrap_or_default()
+    }
+
+    /// Every field kustomize reads a path from, spelt as kustomize also accepts it (any case,
+    /// KELVIN SIGN for k, LONG S for s), each climbing out of the repository: each is refused
+    /// with its line. (Before issue 26 only the exact lower-camel spellings were read.)
+    #[test]
+    fn kustomization_fields_are_read_as_kustomize_reads_them() {
+        let text = "\
+RESOURCES: [../../../etc]
+Bases: [../../../b]
+cOmponents: [../../../c]
+CRDs: [/etc/crd.yaml]
+configuratioNs: [../../../conf.yaml]
+Generators: [../../../gen]
+TRANSFORMERS: [../../../tr]
+Validators: [../../../val]
+PatchesStrategicMerge: [../../../psm.yaml]
+Patches:
+- Path: ../../../p.yaml
+patchesjson6902:
+- PATH: ../../../j.yaml
+Replacements:
+- paTH: ../../../r.yaml
+openapi:
+  path: ../../../o.json
+ConfigMapGenerator:
+- name: a
+  Files: [k=../../../f]
+  ENVS: [../../../e.env]
+  Env: ../../../one.env
+SecretGenerator:
+- name: s
+  files: [/etc/shadow]
+HelmGlobals:
+  ChartHome: ../../../charts
+  configHome: /root/.config/helm
+HelmCharts:
+- Name: ../../x
+  ValuesFile: ../../../v.yaml
+  additionalValuesFiles: [/etc/v2.yaml]
+helmChartInflationGenerator:
+- chartHome: ../../../old
+  values: /etc/old.yaml
+\u{212a}ind: Kustomization
+re\u{17f}ources: [../../../long-s]
+";
+        let refs = kustomization_refs(text);
+        let problems = refs.problems.join("\n");
+        for (line, raw) in [
+            (1, "../../../etc"),
+            (2, "../../../b"),
+            (3, "../../../c"),
+            (4, "/etc/crd.yaml"),
+            (5, "../../../conf.yaml"),
+            (6, "../../../gen"),
+            (7, "../../../tr"),
+            (8, "../../../val"),
+            (9, "../../../psm.yaml"),
+            (11, "../../../p.yaml"),
+            (13, "../../../j.yaml"),
+            (15, "../../../r.yaml"),
+            (17, "../../../o.json"),
+            (20, "../../../f"),
+            (21, "../../../e.env"),
+            (22, "../../../one.env"),
+            (25, "/etc/shadow"),
+            (27, "../../../charts"),
+            (28, "/root/.config/helm"),
+            (30, "../../x"),
+            (31, "../../../v.yaml"),
+            (32, "/etc/v2.yaml"),
+            (34, "../../../old"),
+            (35, "/etc/old.yaml"),
+            (37, "../../../long-s"),
+        ] {
+            let at = format!("app/web/kustomization.yaml:{line}: ");
+            assert!(
+                refs.problems
+                    .iter()
+                    .any(|p| p.starts_with(&at) && p.contains(&format!("{raw:?}"))),
+                "{raw} at line {line} not refused:\n{problems}"
+            );
+        }
+        assert!(refs.refs.is_empty(), "{:?}", refs.refs);
+    }
+
+    #[test]
+    fn kustomization_with_two_spellings_of_a_field_or_a_merge_key_is_refused() {
+        let two = kustomization_refs("resources: [a.yaml]\nResources: [b.yaml]\n");
+        assert!(
+            two.problems
+                .iter()
+                .any(|p| p.starts_with("app/web/kustomization.yaml:2: ")
+                    && p.contains("\"Resources\" and \"resources\" are one kustomize field")),
+            "{:?}",
+            two.problems
+        );
+        let nested = kustomization_refs("patches:\n- path: a.yaml\n  Path: b.yaml\n");
+        assert!(
+            nested
+                .problems
+                .iter()
+                .any(|p| p.starts_with("app/web/kustomization.yaml:3: ")),
+            "{:?}",
+            nested.problems
+        );
+        let flow = kustomization_refs("{x: 1, <<: {resources: [../../../etc]}}\n");
+        assert!(
+            flow.problems.iter().any(|p| p.contains("YAML merge keys")),
+            "{:?}",
+            flow.problems
+        );
+        let merge = kustomization_refs("x: 1\n<<:\n  resources: [../../../etc]\n");
+        assert_eq!(
+            merge.problems,
+            vec![
+                "app/web/kustomization.yaml:2: YAML merge keys (`<<`) are refused in \
+                  kustomizations: write the fields out"
+                    .to_string()
+            ]
+        );
+        // A remote chart and a remote resource in odd spelling are remote references.
+        let remote = kustomization_refs(
+            "Resources: [https://example.test/x.yaml]\nhelmCharts:\n- name: c\n  Repo: https://charts.test\n",
+        );
+        assert_eq!(remote.remote.len(), 2, "{remote:?}");
+        // The ordinary spelling still reads as before.
+        let plain = kustomization_refs("resources: [../base, cm.yaml]\n");
+        assert_eq!(
+            plain
+                .refs
+                .iter()
+                .map(|r| r.path.as_str())
+                .collect::<Vec<_>>(),
+            vec!["app/base", "app/web/cm.yaml"]
+        );
+    }
+
+    fn read_kustomization(text: &str) -> DirRefs {
+        let mut r = Reader {
+            dir: "app/web",
+            out: DirRefs::default(),
+        };
+        r.kustomization("app/web/kustomization.yaml", text);
+        r.out
+    }
+
+    /// Kustomizations under a time budget (`scripts/fuzz.sh`), two ways. Token soup: reading
+    /// never panics and every local reference it keeps is a repository path that the raw
+    /// entry resolves to. Differential: a kustomization whose field names are spelt as
+    /// kustomize also accepts them (any case, KELVIN SIGN, LONG S) reads exactly like the
+    /// same kustomization spelt plainly.
+    #[test]
+    fn fuzz_kustomization() {
+        use proptest::prelude::*;
+        let fields: Vec<&str> = PATH_LISTS.iter().copied().chain(["openapi"]).collect();
+        const VALUES: [&str; 10] = [
+            "../../..",
+            "../base",
+            "/etc",
+            "cm.yaml",
+            "https://x.test/a.yaml",
+            "./a/../../../b",
+            "github.com/o/r",
+            "k=../../../../f",
+            "..",
+            "a b",
+        ];
+        let tokens: Vec<String> = fields
+            .iter()
+            .chain(VALUES.iter())
+            .chain(&[
+                "Resources",
+                "reſources",
+                "Path",
+                "path",
+                "files",
+                "envs",
+                "patches",
+                "configMapGenerator",
+                "helmCharts",
+                "valuesFile",
+                "name",
+                "<<",
+                ": ",
+                "- ",
+                "\n",
+                "  ",
+                "[",
+                "]",
+                ", ",
+                "\"",
+                "&a ",
+                "*a",
+                "{",
+                "}",
+            ])
+            .map(|t| t.to_string())
+            .collect();
+        crate::fuzz::run(
+            "kustomization (token soup)",
+            crate::fuzz::assembled(tokens, 20),
+            |s| {
+                let refs = read_kustomization(s);
+                for r in &refs.refs {
+                    assert_eq!(
+                        resolve("app/web", &r.raw).as_deref(),
+                        Ok(r.path.as_str()),
+                        "{r:?}"
+                    );
+                    assert!(!r.path.starts_with('/') && !r.path.split('/').any(|p| p == ".."));
+                }
+            },
+        );
+        let entries = proptest::collection::btree_map(
+            0..fields.len(),
+            (
+                any::<u64>(),
+                proptest::collection::vec(0..VALUES.len(), 1..3),
+            ),
+            1..5,
+        );
+        crate::fuzz::run("kustomization (spellings)", entries, |entries| {
+            let spell = |field: &str, mask: u64| -> String {
+                field
+                    .chars()
+                    .enumerate()
+                    .map(|(i, c)| match (mask >> (i % 64)) & 3 {
+                        1 => c.to_ascii_uppercase(),
+                        2 if c == 's' => '\u{17f}',
+                        2 if c == 'k' => '\u{212a}',
+                        _ => c,
+                    })
+                    .collect()
+            };
+            let text = |odd: bool| -> String {
+                entries
+                    .iter()
+                    .map(|(&f, (mask, values))| {
+                        let key = if odd {
+                            spell(fields[f], *mask)
+                        } else {
+                            fields[f].to_string()
+                        };
+                        let list: Vec<String> =
+                            values.iter().map(|&v| format!("{:?}", VALUES[v])).collect();
+                        if fields[f] == "openapi" {
+                            format!("{key}:\n  path: {}\n", list[0])
+                        } else {
+                            format!("{key}: [{}]\n", list.join(", "))
+                        }
+                    })
+                    .collect()
+            };
+            let (plain, odd) = (
+                read_kustomization(&text(false)),
+                read_kustomization(&text(true)),
+            );
+            let paths = |d: &DirRefs| -> Vec<(String, String)> {
+                d.refs
+                    .iter()
+                    .map(|r| (r.path.clone(), r.at.clone()))
+                    .collect()
+            };
+            assert_eq!(paths(&plain), paths(&odd), "{}", text(true));
+            assert_eq!(plain.remote.len(), odd.remote.len(), "{}", text(true));
+            assert_eq!(
+                plain.problems.len(),
+                odd.problems.len(),
+                "{}\n{:?}",
+                text(true),
+                odd.problems
+            );
+        });
+    }
+
+    #[test]
+    fn terraform_sources_local_to_the_server_are_refused() {
+        for raw in [
+            "/srv/git/other.git",
+            "file:///srv/git/other.git",
+            "git::file:///srv/git/other.git",
+            "git::/srv/git/other.git",
+            "git::../../../../other.git",
+            "git::~/other.git",
+            "hg::file:///srv/hg/x",
+            "file::/etc",
+            "FILE:///etc",
+        ] {
+            assert!(server_local(raw), "{raw}");
+        }
+        for raw in [
+            "../modules/x",
+            "./x",
+            "hashicorp/consul/aws",
+            "git::https://example.test/x.git?ref=v1",
+            "git::ssh://git@example.test/x.git",
+            "git@example.test:org/x.git",
+            "github.com/org/x",
+            "s3::https://s3.amazonaws.com/b/x.zip",
+        ] {
+            assert!(!server_local(raw), "{raw}");
+        }
     }
 
     #[test]
@@ -1007,7 +1548,11 @@ mod tests {
         ] {
             assert!(!index.is_referenced(dir), "{dir}");
         }
-        assert!(index.is_read("shared") && index.is_read("config") && !index.is_read("envs"));
+        assert!(
+            index.is_read("shared", &t)
+                && index.is_read("config", &t)
+                && !index.is_read("envs", &t)
+        );
         assert_eq!(
             index.users_of("modules/thing/main.tf"),
             set(&["envs/prod", "envs/staging"])

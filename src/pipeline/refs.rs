@@ -122,4 +122,37 @@ mod tests {
             let _ = parse_updates(&s, "post-receive");
         }
     }
+
+    /// Hook stdin as git writes it and as it could be garbled: what parses is a list of
+    /// valid ref names under refs/ with ids of the right length, and prints back as it came.
+    #[test]
+    fn fuzz_hook_stdin() {
+        let tokens: Vec<String> = [
+            "0".repeat(40),
+            "a1".repeat(20),
+            "b2".repeat(32),
+            "A".repeat(40),
+            " ".into(),
+            "\n".into(),
+            "\r\n".into(),
+            "\t".into(),
+            "refs/heads/main".into(),
+            "refs/notes/hookops".into(),
+            "refs/heads/a..b".into(),
+            "refs/".into(),
+            "HEAD".into(),
+            "\u{1b}[2J".into(),
+        ]
+        .to_vec();
+        crate::fuzz::run("hook stdin", crate::fuzz::assembled(tokens, 14), |s| {
+            if let Ok(updates) = parse_updates(s, "post-receive") {
+                for u in &updates {
+                    assert!(u.name.starts_with("refs/"), "{u:?}");
+                    assert!(git2::Reference::is_valid_name(&u.name), "{u:?}");
+                    assert!(!u.name.chars().any(|c| c.is_control() || c == ' '), "{u:?}");
+                }
+                assert!(updates.len() <= s.lines().count());
+            }
+        });
+    }
 }

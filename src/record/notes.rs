@@ -67,9 +67,11 @@ impl Recorder {
         }
     }
 
-    /// Appends the record, signed, to the note of `commit`.
+    /// Appends the record, signed, to the note of `commit`. Its free text (reasons, kept,
+    /// re-created and hook lines: tool and server messages, pushed names) is cleaned
+    /// (`out::clean`) first, so no reader of the record ever prints a control sequence.
     pub fn write(&self, repo: &Repository, commit: Oid, rep: &Report) -> Result<()> {
-        let payload = rep.payload();
+        let payload = rep.cleaned().payload();
         let signature = match &self.signer {
             Some(s) => Some(s.sign(&payload)?),
             None => None,

@@ -62,6 +62,11 @@ pub struct TargetReport {
     /// Hook Jobs run: `pre-deploy Job ns/name: succeeded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<String>,
+    /// Identities (inventory keys) the prune step settled: deleted, found gone already, or of
+    /// a kind the server does not serve (so they cannot exist there). The inventory forgets
+    /// them; `pruned` counts only the deleted ones.
+    #[serde(skip)]
+    pub settled: Vec<String>,
 }
 
 impl TargetReport {
@@ -78,6 +83,7 @@ impl TargetReport {
             drifted: None,
             recreated: Vec::new(),
             hooks: Vec::new(),
+            settled: Vec::new(),
         }
     }
 }
@@ -108,6 +114,21 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report with its free text cleaned (`out::clean`); names, ids and times as they are.
+    pub fn cleaned(&self) -> Report {
+        let clean = |s: &String| crate::out::clean(s).into_owned();
+        let all = |v: &[String]| v.iter().map(clean).collect();
+        let mut r = self.clone();
+        r.reason = self.reason.as_ref().map(clean);
+        r.kept = all(&self.kept);
+        for t in &mut r.targets {
+            t.reason = t.reason.as_ref().map(clean);
+            t.recreated = all(&t.recreated);
+            t.hooks = all(&t.hooks);
+        }
+        r
+    }
+
     /// The compact one-line JSON that is signed.
     pub fn payload(&self) -> String {
         // Serialising plain structs of strings and numbers cannot fail.
@@ -164,6 +185,7 @@ mod tests {
                 drifted: None,
                 recreated: Vec::new(),
                 hooks: Vec::new(),
+                settled: Vec::new(),
             }],
             reason: None,
             rolled_back_to: Some("abc".into()),

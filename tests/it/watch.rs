@@ -25,7 +25,14 @@ fn world() -> Option<World> {
     }
     let mut w = World::new();
     w.start_sandbox();
+    // The upstream is a forge where hookops is not installed: no hook, and none of the
+    // `receive.hideRefs` that `install` sets (the mirrors push their records to it).
     std::fs::remove_file(w.server.join("hooks/post-receive")).expect("removing the server hook");
+    w.git(
+        Some(&w.server),
+        &["config", "--unset-all", "receive.hideRefs"],
+    )
+    .assert_ok();
     Some(w)
 }
 

@@ -90,9 +90,9 @@ svg .base{stroke:var(--line)}svg text{fill:var(--dim);font-size:11px}svg text.la
 footer{margin-top:24px;color:var(--dim);font-size:12.5px}
 "#;
 
-/// Escapes text for HTML text and double-quoted attribute values. Control characters and
-/// the invisible bidirectional controls (which could make a subject read as something else)
-/// are shown as `\u{…}`.
+/// Escapes text for HTML text and double-quoted attribute values. What `out::is_unsafe` names
+/// (control characters, the invisible bidirectional controls that could make a subject read
+/// as something else) is shown as `\u{…}`.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
@@ -103,17 +103,13 @@ pub fn escape(s: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             '\n' | '\t' => out.push(c),
-            c if c.is_control() || is_bidi_control(c) => {
+            c if crate::out::is_unsafe(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
         }
     }
     out
-}
-
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// At most `max` characters, with an ellipsis when cut.

@@ -12,6 +12,8 @@ use crate::backends::kube::Kubectl;
 use crate::config::Environment;
 use crate::pipeline::annotations::{self, ApplyMode, Hook, HookDelete};
 use crate::pipeline::health;
+use crate::pipeline::inventory;
+use crate::pipeline::kinds::{self, kind_key};
 use crate::pipeline::manifest::{self, Object, ObjectId};
 use crate::pipeline::plan::TargetPlan;
 use crate::record::payload::TargetReport;
@@ -26,6 +28,24 @@ pub fn needs_steps(tp: &TargetPlan) -> bool {
             annotations::controls(o)
                 .is_ok_and(|c| c.wave != 0 || c.force || c.apply == ApplyMode::CreateOnly)
         })
+}
+
+/// Objects `kubectl delete -o name` reports as deleted (one `kind/name` line each; objects
+/// already gone print nothing with `--ignore-not-found`).
+fn deleted(stdout: &str) -> usize {
+    stdout.lines().filter(|l| l.contains('/')).count()
+}
+
+/// Whether kubectl could not map a kind to a resource of the server.
+fn unmapped(stderr: &str) -> bool {
+    [
+        "resource mapping not found",
+        "no matches for kind",
+        "the server doesn't have a resource type",
+        "could not find the requested resource",
+    ]
+    .iter()
+    .any(|m| stderr.contains(m))
 }
 
 /// Objects kubectl reports as written (`kind/name serverside-applied`, `created`, …).
@@ -98,23 +118,75 @@ impl Run<'_> {
             }
         }
         if !self.tp.prune.is_empty() {
-            let out = self
-                .kubectl
-                .delete(manifest::stubs_stream(&self.tp.prune), self.ns())
-                .map_err(Failure::Tool)?;
-            if !out.success() {
-                return Err(Failure::Refused {
-                    call: "kubectl delete",
-                    why: out.reason(),
-                });
-            }
-            r.pruned = self.tp.prune.len();
+            self.prune(r)?;
         }
         self.healthy(&self.objects)?;
         for h in self.hooks(Hook::PostDeploy) {
             self.run_hook(h, Hook::PostDeploy, r)?;
         }
         Ok(())
+    }
+
+    /// Deletes what the target prunes (architecture.md, D10), counting only what existed.
+    /// An object whose kind the server does not map (a version it stopped serving, a CRD that
+    /// went) is named through the version of its group the server serves, and one whose kind
+    /// the server does not serve at all cannot exist there: it is settled without a request.
+    fn prune(&self, r: &mut TargetReport) -> Outcome {
+        let mut stubs = self.tp.prune.clone();
+        for retry in [false, true] {
+            let out = self
+                .kubectl
+                .delete(manifest::stubs_stream(&stubs), self.ns())
+                .map_err(Failure::Tool)?;
+            r.pruned += deleted(&out.stdout);
+            if out.success() {
+                r.settled
+                    .extend(stubs.iter().map(|(id, _)| inventory::key(id)));
+                return Ok(());
+            }
+            if retry || !unmapped(&out.stderr) {
+                return Err(Failure::Refused {
+                    call: "kubectl delete",
+                    why: out.reason(),
+                });
+            }
+            let served = self.served_versions()?;
+            let mut left = Vec::new();
+            for (id, version) in stubs {
+                match served.get(&kind_key(&id.group, &id.kind)) {
+                    Some(served) => left.push((id, served.clone())),
+                    None => {
+                        crate::out::say(&format!(
+                            "{}: {}: {id} ({version}): the cluster serves no version of its kind, \
+                             so it cannot exist there; forgotten",
+                            self.env.name, self.tp.target.name
+                        ));
+                        r.settled.push(inventory::key(&id));
+                    }
+                }
+            }
+            if left.is_empty() {
+                return Ok(());
+            }
+            stubs = left;
+        }
+        Ok(())
+    }
+
+    /// The version of each kind the server serves, `group/kind` → `apiVersion` (discovery's
+    /// preferred version), from `kubectl api-resources`.
+    fn served_versions(&self) -> std::result::Result<BTreeMap<String, String>, Failure> {
+        let out = self
+            .kubectl
+            .raw(["api-resources", "-o", "wide", "--no-headers"])
+            .map_err(Failure::Tool)?;
+        if !out.success() {
+            return Err(Failure::Refused {
+                call: "kubectl api-resources",
+                why: out.reason(),
+            });
+        }
+        Ok(kinds::parse_served_versions(&out.stdout))
     }
 
     fn healthy(&self, objects: &[&Object]) -> Outcome {

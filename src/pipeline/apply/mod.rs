@@ -57,7 +57,7 @@ pub fn execute(
         }
         let Some(rev) = rev else { continue };
         let dir = tf::work_dir(&env_dir, &tp.target);
-        let tree = crate::pipeline::targets::commit_tree(repo, rev)?;
+        let tree = crate::pipeline::declare::targets::commit_tree(repo, rev)?;
         let done = Terraform::materialise(repo, &tree, &tp.target, &tp.closure, &dir)
             .map_err(|e| format!("{e:#}"));
         tf_dirs.insert(tp.target.name.clone(), done);

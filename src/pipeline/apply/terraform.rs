@@ -1,12 +1,14 @@
 //! The apply stage of one Terraform root: `terraform apply` (or `destroy` for a removed root when
 //! `allow_destroy` is set) in the work directory the scheduler wrote it to, with the Vault
-//! values it names in its environment; counts what changed.
+//! values it names in its environment; counts what changed. The environment's `terraform`
+//! setting may allow only a plan (`plan-only`: its summary is the target's reason) or nothing
+//! (`off`: a changed root fails, naming the setting).
 
 use std::path::PathBuf;
 
 use crate::backends::mask::Masker;
 use crate::backends::terraform::Terraform;
-use crate::config::Environment;
+use crate::config::{Environment, TerraformMode};
 use crate::out::say;
 use crate::pipeline::plan::{Step, TargetPlan};
 use crate::pipeline::secrets::Secrets;
@@ -22,6 +24,20 @@ pub fn run(
     r: &mut TargetReport,
 ) -> std::result::Result<(), String> {
     let t = &tp.target;
+    let setting = format!(
+        "terraform = \"{}\" for environment {} in the server config",
+        env.terraform, env.name
+    );
+    if env.terraform != TerraformMode::Apply && tp.step == Step::Remove {
+        r.result = Outcome::Skipped;
+        r.reason = Some(format!("removed Terraform root not destroyed: {setting}"));
+        return Ok(());
+    }
+    if env.terraform == TerraformMode::Off {
+        return Err(format!(
+            "Terraform roots are not run here ({setting}); nothing was run"
+        ));
+    }
     if tp.step == Step::Remove && !env.allow_destroy {
         r.result = Outcome::Skipped;
         r.reason = Some("removed Terraform root not destroyed: allow_destroy = false".into());
@@ -38,13 +54,22 @@ pub fn run(
     );
     let prefix = format!("{}: {}", env.name, t.name);
     let mut line = |l: &str| say(&format!("{prefix}: {l}"));
+    let repo_paths = |e: anyhow::Error| {
+        crate::backends::objects::repository_paths(&format!("{e:#}"), &work_root(&root, t))
+    };
+    if env.terraform == TerraformMode::PlanOnly {
+        let summary = tf
+            .plan_summary(&root, &mut line)
+            .map_err(repo_paths)?
+            .unwrap_or_else(|| "No changes.".into());
+        r.reason = Some(format!("planned, not applied ({setting}): {summary}"));
+        return Ok(());
+    }
     let counts = match tp.step {
         Step::Deploy => tf.deploy(&root, &mut line),
         Step::Remove => tf.destroy(&root, &mut line),
     }
-    .map_err(|e| {
-        crate::backends::objects::repository_paths(&format!("{e:#}"), &work_root(&root, t))
-    })?;
+    .map_err(repo_paths)?;
     r.applied = counts.changed;
     r.pruned = counts.destroyed;
     Ok(())

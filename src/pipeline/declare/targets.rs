@@ -40,6 +40,7 @@ pub struct Discovery<'r, 'i> {
     index: &'i RefIndex,
     kinds: HashMap<Oid, Option<TargetType>>,
     kube_dirs: HashMap<Oid, bool>,
+    components: HashMap<Oid, bool>,
 }
 
 fn hidden(path: &str) -> bool {
@@ -61,7 +62,7 @@ pub fn discovered_name(path: &str) -> String {
     }
 }
 
-fn discovered(path: &str, kind: TargetType) -> Target {
+pub fn discovered(path: &str, kind: TargetType) -> Target {
     Target {
         name: discovered_name(path),
         path: path.to_string(),
@@ -93,6 +94,7 @@ impl<'r, 'i> Discovery<'r, 'i> {
             index,
             kinds: HashMap::new(),
             kube_dirs: HashMap::new(),
+            components: HashMap::new(),
         }
     }
 
@@ -129,22 +131,55 @@ impl<'r, 'i> Discovery<'r, 'i> {
         kind
     }
 
-    /// Whether the directory itself holds at least one Kubernetes YAML file.
+    /// Whether the directory's kustomization is a `kind: Component` (never built alone, D3.1).
+    fn is_component(&mut self, dir: &Tree) -> bool {
+        if let Some(c) = self.components.get(&dir.id()) {
+            return *c;
+        }
+        let component = dir
+            .iter()
+            .find(|e| KUSTOMIZATION.iter().any(|k| k.as_bytes() == e.name_bytes()))
+            .and_then(|e| objects::read_blob(self.repo, e.id(), "kustomization").ok())
+            .and_then(|bytes| serde_yaml_ng::from_slice::<serde_json::Value>(&bytes).ok())
+            .is_some_and(|v| v.get("kind").and_then(|k| k.as_str()) == Some("Component"));
+        self.components.insert(dir.id(), component);
+        component
+    }
+
+    /// Whether root directory `dir` (of `kind`) is a target of its own (D3.1): not referenced
+    /// by another root, and not a kustomize Component.
+    fn is_target_root(&mut self, tree: &Tree, dir: &str, kind: TargetType) -> bool {
+        if self.index.is_referenced(dir) {
+            return false;
+        }
+        kind != TargetType::Kustomize
+            || !self
+                .subtree(tree, dir)
+                .is_some_and(|sub| self.is_component(&sub))
+    }
+
+    /// Whether the directory itself holds at least one Kubernetes manifest file (D3.2), or one
+    /// that cannot be read to tell (D3.3: over the size limit, or a name that is not UTF-8),
+    /// so that deploying it fails naming the file instead of the directory being skipped.
     fn holds_kube(&mut self, dir: &Tree, path: &str) -> Result<bool> {
         if let Some(k) = self.kube_dirs.get(&dir.id()) {
             return Ok(*k);
         }
         let mut found = false;
-        for (full, id) in manifest_files(dir, path) {
-            // A file too large to read is not deployed. One that is not text counts when it
-            // looks like a manifest, so that deploying it fails naming it.
-            let text = match objects::read_text(self.repo, id, &full) {
-                Ok(text) => text,
-                Err(_) => match objects::read_blob(self.repo, id, &full) {
-                    Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-                    Err(_) => continue,
-                },
+        for f in manifest_files(dir, path) {
+            let Some(full) = f.path else {
+                found = true;
+                break;
             };
+            let Ok(bytes) = objects::read_blob(self.repo, f.id, &full) else {
+                // Over the size limit: never guessed from its size (D3.3).
+                found = true;
+                break;
+            };
+            // One that is not text counts when it looks like a manifest, so that deploying it
+            // fails naming it.
+            let text = objects::decode_text(bytes.clone())
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
             if manifest::looks_like_kube(&text, &full) {
                 found = true;
                 break;
@@ -177,7 +212,7 @@ impl<'r, 'i> Discovery<'r, 'i> {
             return Ok(None);
         }
         if let Some((d, kind)) = self.claimer(tree, parent(path)) {
-            if self.index.is_referenced(&d) {
+            if !self.is_target_root(tree, &d, kind) {
                 return Ok(None);
             }
             return Ok(Some(discovered(&d, kind)));
@@ -188,7 +223,10 @@ impl<'r, 'i> Discovery<'r, 'i> {
         let Some(sub) = self.subtree(tree, d) else {
             return Ok(None);
         };
-        if manifest::is_manifest_path(path) && self.holds_kube(&sub, d)? && !self.index.is_read(d) {
+        if manifest::is_manifest_path(path)
+            && self.holds_kube(&sub, d)?
+            && !self.index.is_read(d, tree)
+        {
             return Ok(Some(discovered(d, TargetType::Kubectl)));
         }
         Ok(None)
@@ -201,25 +239,110 @@ impl<'r, 'i> Discovery<'r, 'i> {
             return None;
         }
         let (d, kind) = self.claimer(tree, Some(dir))?;
-        (!self.index.is_referenced(&d)).then(|| discovered(&d, kind))
+        self.is_target_root(tree, &d, kind)
+            .then(|| discovered(&d, kind))
+    }
+
+    /// The changed files of `tree` that look like Kubernetes manifests and that none of
+    /// `targets` (the targets found for the change) reads, with the reason (D8). Inside a
+    /// Terraform root every file is the root's input; a file that a kustomization or module
+    /// block names, directly or through a directory, is read by its users.
+    fn unread(
+        &mut self,
+        tree: &Tree,
+        changes: &Changes,
+        targets: &[Target],
+        refs: &References,
+    ) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for path in &changes.paths {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            if KUSTOMIZATION.contains(&name) && !hidden(path) {
+                let dir = parent(path).unwrap_or("");
+                let lone = self.claimer(tree, Some(dir)).is_some_and(|(d, _)| d == dir)
+                    && !self.index.is_referenced(dir)
+                    && self
+                        .subtree(tree, dir)
+                        .is_some_and(|sub| self.is_component(&sub));
+                if lone {
+                    out.push(format!(
+                        "{path} is a kustomize Component that no kustomization uses \
+                         (components:), and a Component cannot be built alone: nothing deploys \
+                         it (declares D3, D8)"
+                    ));
+                }
+            }
+            if hidden(path)
+                || !manifest::is_manifest_path(path)
+                || targets
+                    .iter()
+                    .any(|t| t.kind == TargetType::Kubectl && t.owns(path))
+                || refs.new.1.is_named(path)
+                || crate::pipeline::references::is_reference_file(
+                    path.rsplit('/').next().unwrap_or(path),
+                )
+            {
+                continue;
+            }
+            let Some(dir) = parent(path) else { continue };
+            let why = match self.claimer(tree, Some(dir)) {
+                Some((_, TargetType::Terraform)) => continue,
+                Some((root, _)) if self.index.is_referenced(&root) => format!(
+                    "it is inside {root}, a kustomize base or component, and no kustomization reads it"
+                ),
+                Some((root, _)) => format!(
+                    "it is inside kustomize target {}, whose kustomization does not read it",
+                    discovered_name(&root)
+                ),
+                None if self.index.is_read(dir, tree) => format!(
+                    "its directory {} is kustomization input (a kustomization reads files there), \
+                     and nothing reads this file",
+                    discovered_name(dir)
+                ),
+                None => continue,
+            };
+            let Some((id, mode)) = objects::entry(tree, path) else {
+                continue;
+            };
+            if objects::is_tree(mode) || objects::is_link(mode) {
+                continue;
+            }
+            let looks = match objects::read_blob(self.repo, id, path) {
+                Ok(bytes) => manifest::looks_like_kube(&String::from_utf8_lossy(&bytes), path),
+                Err(_) => true,
+            };
+            if looks {
+                out.push(format!(
+                    "{path} looks like a Kubernetes manifest, but no target deploys it: {why} \
+                     (declares D8)"
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// Every target in the tree (first deploys only).
     pub fn all(&mut self, tree: &Tree<'r>) -> Result<Vec<Target>> {
         let mut out = Vec::new();
-        self.walk(tree.clone(), String::new(), &mut out)?;
+        self.walk(tree, tree.clone(), String::new(), &mut out)?;
         Ok(out)
     }
 
-    fn walk(&mut self, dir: Tree<'r>, path: String, out: &mut Vec<Target>) -> Result<()> {
+    fn walk(
+        &mut self,
+        root: &Tree<'r>,
+        dir: Tree<'r>,
+        path: String,
+        out: &mut Vec<Target>,
+    ) -> Result<()> {
         if let Some(kind) = self.root_kind(&dir) {
             // A base or module, and everything under it, deploys through its users.
-            if !self.index.is_referenced(&path) {
+            if self.is_target_root(root, &path, kind) {
                 out.push(discovered(&path, kind));
             }
             return Ok(());
         }
-        if self.holds_kube(&dir, &path)? && !self.index.is_read(&path) {
+        if self.holds_kube(&dir, &path)? && !self.index.is_read(&path, root) {
             out.push(discovered(&path, TargetType::Kubectl));
         }
         let subdirs: Vec<(String, Oid)> = dir
@@ -235,7 +358,7 @@ impl<'r, 'i> Discovery<'r, 'i> {
             } else {
                 format!("{path}/{name}")
             };
-            self.walk(sub, sub_path, out)?;
+            self.walk(root, sub, sub_path, out)?;
         }
         Ok(())
     }
@@ -250,6 +373,11 @@ pub struct Affected {
     /// Every target of the new tree that is known (declared trees: all; discovered: the ones
     /// near the change), for dependency ordering.
     pub declared: bool,
+    /// The new tree's `hookops.toml` targets, in its order (D2, D7), when it has one.
+    pub tree_targets: Option<Vec<Target>>,
+    /// Changed files that look like Kubernetes manifests and that no target reads, each with
+    /// the reason (D8).
+    pub unread: Vec<String>,
 }
 
 pub fn affected(
@@ -291,7 +419,8 @@ pub fn affected(
                     found.entry(t.name.clone()).or_insert(t);
                 }
             }
-            for dir in &users {
+            // A base or module whose last user went is a target of its own (D3.1).
+            for dir in users.iter().chain(&refs.newly_unreferenced(changes)) {
                 if let Some(t) = discovery.target_at(new, dir) {
                     found.entry(t.name.clone()).or_insert(t);
                 }
@@ -299,8 +428,28 @@ pub fn affected(
             found.into_values().collect()
         }
     };
+    let mut new_targets = new_targets;
+    let mut unread = Vec::new();
     if new_declared.is_none() {
+        // A name that is not UTF-8 fails the target of its directory, found or made (D3.3).
+        for (shown, dir) in &changes.bad_names {
+            if hidden(shown) || !manifest::is_manifest_path(shown) {
+                continue;
+            }
+            let owner = discovery.target_at(new, dir).or_else(|| {
+                discovery
+                    .claimer(new, Some(dir))
+                    .is_none()
+                    .then(|| discovered(dir, TargetType::Kubectl))
+            });
+            if let Some(t) = owner {
+                if !new_targets.iter().any(|x| x.name == t.name) {
+                    new_targets.push(t);
+                }
+            }
+        }
         check_discovered(&new_targets)?;
+        unread = discovery.unread(new, changes, &new_targets, refs)?;
     }
     let empty = RefIndex::default();
     let old_index = refs.old_index().unwrap_or(&empty);
@@ -335,6 +484,8 @@ pub fn affected(
 
     let mut result = Affected {
         declared: new_declared.is_some(),
+        tree_targets: new_declared.clone(),
+        unread,
         ..Default::default()
     };
     for t in &new_targets {
@@ -364,10 +515,11 @@ pub fn affected(
                     if !holds {
                         refuse_broken_yaml(repo, sub, t)?;
                     }
-                    holds && !refs.new.1.is_read(&t.path)
+                    holds && !refs.new.1.is_read(&t.path, new)
                 }
                 (Some(sub), kind) => {
-                    discovery.root_kind(sub) == Some(kind) && !refs.new.1.is_referenced(&t.path)
+                    discovery.root_kind(sub) == Some(kind)
+                        && discovery.is_target_root(new, &t.path, kind)
                 }
             };
             if still {
@@ -383,8 +535,9 @@ pub fn affected(
 /// more, and its objects are then pruned. A manifest that merely stopped parsing must not do
 /// that: if a YAML or JSON file left in the directory is malformed, the deploy fails naming it.
 fn refuse_broken_yaml(repo: &Repository, dir: &Tree, t: &Target) -> Result<()> {
-    for (path, id) in manifest_files(dir, &t.path) {
-        let text = objects::read_text(repo, id, &path)?;
+    for f in manifest_files(dir, &t.path) {
+        let Some(path) = f.path else { continue };
+        let text = objects::read_text(repo, f.id, &path)?;
         manifest::check_syntax(&text, &path).with_context(|| {
             format!(
                 "target {} deployed Kubernetes objects from this directory; \
@@ -396,26 +549,42 @@ fn refuse_broken_yaml(repo: &Repository, dir: &Tree, t: &Target) -> Result<()> {
     Ok(())
 }
 
+/// A manifest file directly in a directory: its path from the root (None when its name is not
+/// UTF-8, D3.3) and its blob.
+pub struct ManifestFile {
+    pub path: Option<String>,
+    pub shown: String,
+    pub id: Oid,
+}
+
 /// The manifest files directly in `dir` (found at `path`) that discovery reads: regular
-/// files, not hidden, named `*.yaml`, `*.yml` or `*.json`; with their paths from the root.
-fn manifest_files(dir: &Tree, path: &str) -> Vec<(String, Oid)> {
+/// files, not hidden, named `*.yaml`, `*.yml` or `*.json` (D1), with their paths from the root.
+/// Names that are not UTF-8 are returned too, with their bytes escaped for messages.
+pub fn manifest_files(dir: &Tree, path: &str) -> Vec<ManifestFile> {
     dir.iter()
         .filter_map(|e| {
-            let name = e.name()?;
+            let name = e.name_bytes();
             let mode = e.filemode();
             if objects::is_tree(mode)
                 || objects::is_link(mode)
-                || name.starts_with('.')
-                || !manifest::is_manifest_path(name)
+                || name.starts_with(b".")
+                || !manifest::is_manifest_name(name)
             {
                 return None;
             }
-            let full = if path.is_empty() {
-                name.to_string()
-            } else {
-                format!("{path}/{name}")
+            let join = |name: &str| {
+                if path.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{path}/{name}")
+                }
             };
-            Some((full, e.id()))
+            let utf8 = std::str::from_utf8(name).ok();
+            Some(ManifestFile {
+                path: utf8.map(join),
+                shown: join(&objects::escape_name(name)),
+                id: e.id(),
+            })
         })
         .collect()
 }
@@ -681,6 +850,161 @@ mod tests {
         let a = affected_by(&repo, Some(&old), &new).unwrap();
         assert_eq!(names(&a.deploy), ["overlays/prod"]);
         assert_eq!(names(&a.removed), ["extra"]);
+    }
+
+    #[test]
+    fn a_base_whose_last_user_goes_is_a_target_of_its_own() {
+        // Issue 25, 1: deleting the last overlay pruned the base's objects.
+        let (_d, repo) = repo();
+        let old = tree(
+            &repo,
+            None,
+            &[
+                ("base/kustomization.yaml", Some("resources:\n- cm.yaml\n")),
+                ("base/cm.yaml", Some(&cm("c", "1"))),
+                (
+                    "overlay/kustomization.yaml",
+                    Some("resources:\n- ../base\n"),
+                ),
+            ],
+        );
+        assert_eq!(
+            names(&affected_by(&repo, None, &old).unwrap().deploy),
+            ["overlay"]
+        );
+        let new = tree(&repo, Some(&old), &[("overlay/kustomization.yaml", None)]);
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["base"]);
+        assert_eq!(names(&a.removed), ["overlay"]);
+        // The same when the overlay stops naming it without going.
+        let new = tree(
+            &repo,
+            Some(&old),
+            &[("overlay/kustomization.yaml", Some("resources: []\n"))],
+        );
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["base", "overlay"]);
+        assert!(a.removed.is_empty());
+    }
+
+    #[test]
+    fn manifests_beside_or_above_a_base_are_a_target() {
+        // Issue 25, 2: m/install.yaml beside m/base/ (used by ov/) was never deployed.
+        let (_d, repo) = repo();
+        let t = tree(
+            &repo,
+            None,
+            &[
+                ("m/install.yaml", Some(&cm("install", "1"))),
+                ("m/base/kustomization.yaml", Some("resources:\n- cm.yaml\n")),
+                ("m/base/cm.yaml", Some(&cm("b", "1"))),
+                ("ov/kustomization.yaml", Some("resources:\n- ../m/base\n")),
+            ],
+        );
+        let a = affected_by(&repo, None, &t).unwrap();
+        assert_eq!(names(&a.deploy), ["m", "ov"]);
+        let new = tree(
+            &repo,
+            Some(&t),
+            &[("m/install.yaml", Some(&cm("install", "2")))],
+        );
+        let a = affected_by(&repo, Some(&t), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["m"]);
+    }
+
+    #[test]
+    fn a_component_is_never_a_target_of_its_own() {
+        let (_d, repo) = repo();
+        let component = "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\nresources:\n- cm.yaml\n";
+        let old = tree(
+            &repo,
+            None,
+            &[
+                ("comp/kustomization.yaml", Some(component)),
+                ("comp/cm.yaml", Some(&cm("c", "1"))),
+                ("app/kustomization.yaml", Some("components:\n- ../comp\n")),
+            ],
+        );
+        assert_eq!(
+            names(&affected_by(&repo, None, &old).unwrap().deploy),
+            ["app"]
+        );
+        // Its last user goes: still no target (it cannot be built alone), and said so.
+        let new = tree(&repo, Some(&old), &[("app/kustomization.yaml", None)]);
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert!(a.deploy.is_empty(), "{:?}", names(&a.deploy));
+        let new = tree(
+            &repo,
+            Some(&new),
+            &[(
+                "comp/kustomization.yaml",
+                Some(&format!("{component}# edited\n")),
+            )],
+        );
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert!(a.deploy.is_empty(), "{:?}", names(&a.deploy));
+        assert!(
+            a.unread.iter().any(|w| w.starts_with(
+                "comp/kustomization.yaml is a kustomize Component that no kustomization uses"
+            )),
+            "{:?}",
+            a.unread
+        );
+    }
+
+    #[test]
+    fn what_no_target_reads_is_reported() {
+        let (_d, repo) = repo();
+        let t = tree(
+            &repo,
+            None,
+            &[
+                ("app/kustomization.yaml", Some("resources:\n- cm.yaml\n")),
+                ("app/cm.yaml", Some(&cm("a", "1"))),
+                ("app/forgotten.yaml", Some(&cm("f", "1"))),
+                ("app/notes.yaml", Some("just: yaml\n")),
+                (
+                    "ov/kustomization.yaml",
+                    Some("resources:\n- ../app\npatches:\n- path: ../patches/p.yaml\n"),
+                ),
+                ("patches/p.yaml", Some(&cm("a", "2"))),
+                ("patches/unused.yaml", Some(&cm("u", "2"))),
+                ("infra/main.tf", Some(MODULE)),
+                ("infra/templates/cm.yaml", Some(&cm("tf", "1"))),
+            ],
+        );
+        let a = affected_by(&repo, None, &t).unwrap();
+        assert_eq!(names(&a.deploy), ["infra", "ov"]);
+        assert_eq!(a.unread.len(), 2, "{:#?}", a.unread);
+        assert!(a.unread[0].starts_with("app/forgotten.yaml looks like a Kubernetes manifest, but no target deploys it: it is inside app, a kustomize base or component"), "{}", a.unread[0]);
+        assert!(a.unread[1].starts_with("patches/unused.yaml looks like a Kubernetes manifest, but no target deploys it: its directory patches is kustomization input"), "{}", a.unread[1]);
+    }
+
+    #[test]
+    fn oversized_manifests_and_names_that_are_not_utf8_make_a_target() {
+        // Issue 25, 7: both were skipped in silence in a new directory.
+        let (_d, repo) = repo();
+        let old = layout(&repo);
+        let big = format!("# {}\n", "x".repeat(objects::MAX_FILE_BYTES));
+        let new = tree(&repo, Some(&old), &[("huge/cm.yaml", Some(&big))]);
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["huge"]);
+
+        let blob = repo.blob(cm("odd", "1").as_bytes()).unwrap();
+        let mut b = repo.treebuilder(None).unwrap();
+        b.insert(b"caf\xe9.yaml".as_slice(), blob, 0o100644)
+            .unwrap();
+        let odd = b.write().unwrap();
+        let mut root = repo.treebuilder(Some(&old)).unwrap();
+        root.insert("odd", odd, 0o040000).unwrap();
+        let new = repo.find_tree(root.write().unwrap()).unwrap();
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["odd"]);
+        let changes = diff::changed_paths(&repo, Some(&old), &new).unwrap();
+        assert_eq!(
+            changes.bad_names.keys().collect::<Vec<_>>(),
+            ["odd/caf\\xe9.yaml"]
+        );
     }
 
     #[test]

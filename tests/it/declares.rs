@@ -1,0 +1,316 @@
+//! Issue 25, "what a tree declares": each reproduction of the issue through a real `git push`
+//! into the real test cluster (tests/it/cluster.rs), against the definition in
+//! docs/architecture.md (rules D1–D10). The randomized model-based check of the same
+//! definition is tests/it/oracle/.
+
+use crate::cluster::{world, Cluster};
+use crate::util::{configmap, namespace, World};
+
+fn value(c: &Cluster, ns: &str, name: &str) -> Option<String> {
+    c.get_json("configmap", Some(ns), name)
+        .and_then(|o| o["data"]["value"].as_str().map(str::to_string))
+}
+
+fn kustomization(resources: &[&str]) -> String {
+    let mut s = String::from("resources:\n");
+    for r in resources {
+        s.push_str(&format!("- {r}\n"));
+    }
+    s
+}
+
+/// The newest record's target entry named `name`.
+fn target(w: &World, rev: &str, name: &str) -> serde_json::Value {
+    let rec = w.last_record(rev);
+    rec["targets"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("no target {name} in {rec}"))
+}
+
+#[test]
+fn deleting_a_bases_last_overlay_keeps_the_bases_objects() {
+    let Some((w, c)) = world("") else { return };
+    let ns = c.unique("lastoverlay");
+    w.commit(
+        &[
+            ("ns.yaml", &namespace(&ns)),
+            ("base/kustomization.yaml", &kustomization(&["cm.yaml"])),
+            ("base/cm.yaml", &configmap("kept", Some(&ns), "1")),
+            ("overlay/kustomization.yaml", &kustomization(&["../base"])),
+        ],
+        "base and its only overlay",
+    );
+    w.push().assert_ok();
+    assert_eq!(value(c, &ns, "kept").as_deref(), Some("1"));
+    let uid = c.get_json("configmap", Some(&ns), "kept").unwrap()["metadata"]["uid"].clone();
+
+    let head = w.remove(&["overlay"], "the last overlay goes");
+    let out = w.push();
+    out.assert_ok();
+    // The base is a target of its own now: its ConfigMap is the same object, never deleted.
+    let live = c
+        .get_json("configmap", Some(&ns), "kept")
+        .expect("the base's ConfigMap stays");
+    assert_eq!(live["metadata"]["uid"], uid, "{}", out.all());
+    assert_eq!(w.last_record(&head)["result"], "succeeded");
+    assert_eq!(target(&w, &head, "overlay")["pruned"], 0, "{}", out.all());
+    assert_eq!(w.pointer("prod").as_deref(), Some(head.as_str()));
+    let drift = w.hookops(&["drift"]);
+    assert!(drift.ok(), "{}", drift.all());
+}
+
+#[test]
+fn manifests_beside_a_base_are_deployed_and_redeployed() {
+    let Some((w, c)) = world("") else { return };
+    let ns = c.unique("beside");
+    w.commit(
+        &[
+            ("ns.yaml", &namespace(&ns)),
+            ("m/install.yaml", &configmap("install", Some(&ns), "1")),
+            ("m/base/kustomization.yaml", &kustomization(&["cm.yaml"])),
+            ("m/base/cm.yaml", &configmap("from-base", Some(&ns), "1")),
+            ("ov/kustomization.yaml", &kustomization(&["../m/base"])),
+        ],
+        "install.yaml above a base",
+    );
+    w.push().assert_ok();
+    assert_eq!(value(c, &ns, "install").as_deref(), Some("1"));
+    assert_eq!(value(c, &ns, "from-base").as_deref(), Some("1"));
+
+    w.commit(
+        &[("m/install.yaml", &configmap("install", Some(&ns), "2"))],
+        "edit",
+    );
+    let out = w.push();
+    out.assert_ok();
+    assert!(
+        !out.all().contains("no deploy targets changed"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(value(c, &ns, "install").as_deref(), Some("2"));
+}
+
+#[test]
+fn removing_an_object_of_an_unserved_version_does_not_wedge_the_environment() {
+    let Some((w, c)) = world("") else { return };
+    let ns = c.unique("unserved");
+    let pdb = format!(
+        "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget\nmetadata:\n  name: web\n  namespace: {ns}\nspec:\n  minAvailable: 1\n  selector:\n    matchLabels: {{app: web}}\n"
+    );
+    w.commit(
+        &[
+            ("ns/ns.yaml", &namespace(&ns)),
+            ("app/pdb.yaml", &pdb),
+            ("app/cm.yaml", &configmap("app", Some(&ns), "1")),
+        ],
+        "a PodDisruptionBudget of a version the server no longer serves",
+    );
+    let out = w.push();
+    assert!(out.all().contains("policy/v1beta1"), "{}", out.all());
+    assert_eq!(w.pointer("prod"), None);
+
+    let head = w.remove(&["app/pdb.yaml"], "drop it");
+    let out = w.push();
+    out.assert_ok();
+    assert_eq!(w.last_record(&head)["result"], "succeeded", "{}", out.all());
+    assert_eq!(w.pointer("prod").as_deref(), Some(head.as_str()));
+    assert_eq!(target(&w, &head, "app")["pruned"], 0, "{}", out.all());
+    // And the next push is an ordinary one.
+    let next = w.commit(
+        &[("app/cm.yaml", &configmap("app", Some(&ns), "2"))],
+        "edit",
+    );
+    w.push().assert_ok();
+    assert_eq!(w.pointer("prod").as_deref(), Some(next.as_str()));
+    assert_eq!(value(c, &ns, "app").as_deref(), Some("2"));
+}
+
+#[test]
+fn the_same_object_in_two_files_follows_the_last_declaration_on_every_push() {
+    let Some((w, c)) = world("") else { return };
+    let ns = c.unique("twice");
+    w.commit(
+        &[
+            ("ns/ns.yaml", &namespace(&ns)),
+            ("app/a.yaml", &configmap("k8s", Some(&ns), "1.29")),
+            ("app/b.yaml", &configmap("k8s", Some(&ns), "1.30")),
+        ],
+        "one object, two files",
+    );
+    let out = w.push();
+    out.assert_ok();
+    assert!(
+        out.all()
+            .contains("app/a.yaml:1, app/b.yaml:1): their contents differ; app/b.yaml:1 wins"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(value(c, &ns, "k8s").as_deref(), Some("1.30"));
+
+    // A comment-only edit of the losing file changes nothing live.
+    w.commit(
+        &[(
+            "app/a.yaml",
+            &format!("# reviewed\n{}", configmap("k8s", Some(&ns), "1.29")),
+        )],
+        "comment",
+    );
+    w.push().assert_ok();
+    assert_eq!(value(c, &ns, "k8s").as_deref(), Some("1.30"));
+    let drift = w.hookops(&["drift"]);
+    assert!(drift.ok(), "{}", drift.all());
+
+    // Deleting the winning file applies the next declaration in order.
+    w.remove(&["app/b.yaml"], "the winner goes");
+    w.push().assert_ok();
+    assert_eq!(value(c, &ns, "k8s").as_deref(), Some("1.29"));
+}
+
+#[test]
+fn typed_lists_are_deployed_like_kubectl_deploys_them() {
+    let Some((w, c)) = world("") else { return };
+    let ns = c.unique("lists");
+    let bindings = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBindingList\nitems:\n- apiVersion: rbac.authorization.k8s.io/v1\n  kind: RoleBinding\n  metadata: {{name: readers, namespace: {ns}}}\n  roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}}\n  subjects:\n  - {{kind: ServiceAccount, name: default, namespace: {ns}}}\n"
+    );
+    let maps = format!(
+        "apiVersion: v1\nkind: ConfigMapList\nitems:\n- metadata: {{name: one, namespace: {ns}}}\n  data: {{value: \"1\"}}\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {{name: two, namespace: {ns}}}\n  data: {{value: \"2\"}}\n"
+    );
+    let head = w.commit(
+        &[
+            ("ns/ns.yaml", &namespace(&ns)),
+            ("app/bindings.yaml", &bindings),
+            ("app/maps.yaml", &maps),
+        ],
+        "typed lists",
+    );
+    let out = w.push();
+    out.assert_ok();
+    assert_eq!(target(&w, &head, "app")["applied"], 3, "{}", out.all());
+    assert!(c.get_json("rolebinding", Some(&ns), "readers").is_some());
+    assert_eq!(value(c, &ns, "one").as_deref(), Some("1"));
+    assert_eq!(value(c, &ns, "two").as_deref(), Some("2"));
+}
+
+#[test]
+fn counts_are_what_the_server_did() {
+    let Some((w, c)) = world("") else { return };
+    let ns = c.unique("counts");
+    w.commit(
+        &[
+            ("ns/ns.yaml", &namespace(&ns)),
+            ("app/a.yaml", &configmap("a", Some(&ns), "1")),
+            ("app/b.yaml", &configmap("b", Some(&ns), "1")),
+        ],
+        "two objects",
+    );
+    w.push().assert_ok();
+    // Someone deletes one by hand; then git stops declaring both.
+    let out = c.kubectl(&["delete", "configmap", "a", "-n", &ns]);
+    assert!(out.status.success());
+    w.remove(&["app/a.yaml", "app/b.yaml"], "both go");
+    let head2 = w.commit(
+        &[("app/c.yaml", &configmap("c", Some(&ns), "1"))],
+        "and one comes",
+    );
+    let out = w.push();
+    out.assert_ok();
+    // One object existed to delete: pruned 1, not 2.
+    assert_eq!(target(&w, &head2, "app")["pruned"], 1, "{}", out.all());
+    assert!(out.all().contains("pruned 1"), "{}", out.all());
+
+    // An object declared by two targets is applied and counted by the winning one only.
+    let bad = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shared\n  namespace: {ns}\ndata:\n  value: 1\n"
+    );
+    let head = w.commit(
+        &[
+            ("x/shared.yaml", &configmap("shared", Some(&ns), "1")),
+            ("y/shared.yaml", &bad),
+        ],
+        "the winning copy is invalid",
+    );
+    let out = w.push();
+    assert_eq!(w.last_record(&head)["result"], "failed", "{}", out.all());
+    let x = target(&w, &head, "x");
+    assert_eq!(x["applied"], 0, "{}", out.all());
+    assert_eq!(target(&w, &head, "y")["result"], "failed", "{}", out.all());
+}
+
+#[test]
+fn oversized_and_unnamable_manifests_fail_their_target() {
+    let Some((w, c)) = world("") else { return };
+    let ns = c.unique("silent");
+    let first = w.commit(
+        &[
+            ("ns/ns.yaml", &namespace(&ns)),
+            ("app/cm.yaml", &configmap("app", Some(&ns), "1")),
+        ],
+        "start",
+    );
+    w.push().assert_ok();
+
+    // Over 8 MiB, in a new directory: the push fails naming it, the pointer stays.
+    let huge = format!(
+        "# {}\n{}",
+        "x".repeat(9 << 20),
+        configmap("huge", Some(&ns), "1")
+    );
+    w.commit(&[("new/huge.yaml", &huge)], "huge");
+    let out = w.push();
+    assert!(out.all().contains("new/huge.yaml"), "{}", out.all());
+    assert!(out.all().contains("too large"), "{}", out.all());
+    assert_eq!(w.pointer("prod").as_deref(), Some(first.as_str()));
+    w.remove(&["new"], "not that");
+    let back = w.head();
+    w.push().assert_ok();
+    assert_eq!(w.pointer("prod").as_deref(), Some(back.as_str()));
+
+    // A name that is not UTF-8, in an existing target.
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(b"caf\xe9.yaml");
+        std::fs::write(
+            w.clone.join("app").join(name),
+            configmap("cafe", Some(&ns), "1"),
+        )
+        .unwrap();
+        w.in_clone(&["add", "-A"]).assert_ok();
+        w.in_clone(&["commit", "-q", "-m", "latin-1 name"])
+            .assert_ok();
+    }
+    let out = w.push();
+    assert!(out.all().contains("app/caf\\xe9.yaml"), "{}", out.all());
+    assert!(out.all().contains("not UTF-8"), "{}", out.all());
+    assert_eq!(w.pointer("prod").as_deref(), Some(back.as_str()));
+}
+
+#[test]
+fn files_no_target_reads_are_named_on_the_push() {
+    let Some((w, c)) = world("") else { return };
+    let ns = c.unique("unread");
+    w.commit(
+        &[
+            ("ns/ns.yaml", &namespace(&ns)),
+            ("app/kustomization.yaml", &kustomization(&["cm.yaml"])),
+            ("app/cm.yaml", &configmap("listed", Some(&ns), "1")),
+            (
+                "app/forgotten.yaml",
+                &configmap("forgotten", Some(&ns), "1"),
+            ),
+        ],
+        "a file the kustomization does not list",
+    );
+    let out = w.push();
+    out.assert_ok();
+    assert!(
+        out.all().contains(
+            "app/forgotten.yaml looks like a Kubernetes manifest, but no target deploys it"
+        ),
+        "{}",
+        out.all()
+    );
+    assert_eq!(value(c, &ns, "forgotten"), None);
+}
