@@ -113,11 +113,22 @@ pub struct Declared {
     pub scope_from_cluster: BTreeSet<Id>,
     /// D8: files that look like Kubernetes and that no target reads, with the reason.
     pub unread: Vec<(String, String)>,
+    /// Unreferenced Components (D3.1): reported as a whole.
+    pub unused_components: Vec<PathBuf>,
     /// Targets skipped because a target they depend on fails (D9).
     pub skipped: BTreeSet<String>,
 }
 
 impl Declared {
+    /// Is the unread file `f` reported in `text`? Reading: a file under an unused Component is
+    /// reported by the report of the Component ("nothing deploys it").
+    pub fn reported(&self, f: &str, text: &str) -> bool {
+        text.contains(f)
+            || self.unused_components.iter().any(|c| {
+                Path::new(f).starts_with(c) && text.contains(&show(&c.join("kustomization.yaml")))
+            })
+    }
+
     pub fn failing(&self) -> BTreeSet<String> {
         self.targets
             .iter()
@@ -569,6 +580,7 @@ pub fn evaluate(checkout: &Path, env: &Env) -> Declared {
             continue;
         }
         if kind == Kind::Kustomize && kustomizations[r].component {
+            out.unused_components.push(r.clone());
             out.unread.push((
                 show(&kustomizations[r].file),
                 "a kustomize Component that no kustomization uses (D3.1)".into(),

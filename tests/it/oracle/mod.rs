@@ -12,8 +12,8 @@
 //! - `HOOKOPS_ORACLE_KEEP_GOING=1`: after a failing history, go on with the next seed.
 //! - `HOOKOPS_ORACLE_SHRINK_SECS`: time for shrinking one failure (default 120).
 //! - `HOOKOPS_ORACLE_WITHOUT=dup,lists`: feature families left out (see `gen::FEATURES`).
-//! - `HOOKOPS_ORACLE_DUPLICATES=error|mixed`: environments with `duplicates = "error"` (all,
-//!   or every other history); default none.
+//! - `HOOKOPS_ORACLE_DUPLICATES=warn|error|mixed`: environments with `duplicates = "error"`
+//!   (none, all, or every other history; default mixed).
 //! - `HOOKOPS_ORACLE_IGNORE=Unread,D7-content`: checks or rules not counted as failures, to
 //!   look past a known finding while exploring (printed; never set by CI).
 //! - `HOOKOPS_ORACLE_OUT`: where replay scripts go (default `target/oracle/`).
@@ -67,7 +67,7 @@ fn suite(backend: BackendKind, default_pushes: u64, pushes_var: &str) {
             gen::FEATURES
         );
     }
-    let dups = std::env::var("HOOKOPS_ORACLE_DUPLICATES").unwrap_or_default();
+    let dups = std::env::var("HOOKOPS_ORACLE_DUPLICATES").unwrap_or_else(|_| "mixed".into());
     let ignore: BTreeSet<String> = std::env::var("HOOKOPS_ORACLE_IGNORE")
         .unwrap_or_default()
         .split(',')

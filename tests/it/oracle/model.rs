@@ -424,7 +424,7 @@ impl Session {
             let p = PathBuf::from(f);
             if self.prev.get(&p) != tree.get(&p)
                 && tree.contains_key(&p)
-                && !pushed.contains(f.as_str())
+                && !decl.reported(f, &pushed)
             {
                 v.push(viol(
                     Check::Unread,
@@ -612,7 +612,7 @@ impl Session {
             }
         }
         for (f, why) in &decl.unread {
-            if !text.contains(f.as_str()) {
+            if !decl.reported(f, &text) {
                 v.push(viol(
                     Check::Plan,
                     "D8",
