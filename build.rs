@@ -23,9 +23,14 @@ use clap_complete::Shell;
 #[path = "src/cli.rs"]
 mod cli;
 
+/// The man pages' EXIT STATUS, FILES, ENVIRONMENT and EXAMPLES sections.
+#[path = "man/sections.rs"]
+mod manual;
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/cli.rs");
+    println!("cargo:rerun-if-changed=man/sections.rs");
     println!("cargo:rerun-if-env-changed=HOOKOPS_GIT_COMMIT");
 
     let manifest_dir =
@@ -111,7 +116,9 @@ fn generate(out_dir: &Path) -> std::io::Result<()> {
 
     // One page for `hookops` and one per visible subcommand (`hookops-install.1`, …), the
     // layout `man hookops-install` and git-style `hookops help install` readers expect.
-    clap_mangen::generate_to(cli::Cli::command(), &man_dir)?;
+    let mut top = cli::Cli::command().disable_help_subcommand(true);
+    top.build();
+    man_pages(&top, &man_dir)?;
 
     let mut cmd = cli::Cli::command();
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
@@ -129,6 +136,24 @@ fn generate(out_dir: &Path) -> std::io::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Writes the page of `cmd` and of each visible subcommand: clap_mangen's sections from the
+/// command line, then what `--help` cannot say (`manual::sections`), before VERSION.
+fn man_pages(cmd: &clap::Command, dir: &Path) -> std::io::Result<()> {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        man_pages(sub, dir)?;
+    }
+    let page = clap_mangen::Man::new(cmd.clone());
+    let mut roff = Vec::new();
+    page.render(&mut roff)?;
+    let mut text = String::from_utf8_lossy(&roff).into_owned();
+    let extra = manual::sections(cmd.get_name());
+    match text.find("\n.SH VERSION") {
+        Some(at) => text.insert_str(at + 1, &extra),
+        None => text.push_str(&extra),
+    }
+    fs::write(dir.join(page.get_filename()), text)
 }
 
 /// `<profile dir>/assets` for `OUT_DIR` = `<profile dir>/build/<pkg>-<hash>/out`.

@@ -2,9 +2,20 @@
 # The demo: a scratch bare repository and clone, the hook installed, examples/demo (a Terraform
 # root with terraform_data and Kubernetes manifests) pushed through the real hook, then a one-file
 # change, the notes log and a verification of the record with ssh-keygen.
-# Usage: scripts/demo.sh [path/to/hookops]
+#
+# It deploys to a kube-sandbox (the bundled Kubernetes API emulator) started for the demo on
+# 127.0.0.1 and stopped at its end: never to a cluster you did not name, whatever your current
+# kubectl context is. `--context NAME` deploys to that context of your kubeconfig instead
+# (it creates namespace `web` there, with a ConfigMap and a Deployment, and leaves them).
+# Usage: scripts/demo.sh [--context NAME] [path/to/hookops]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+context=
+if [ "${1:-}" = --context ]; then
+  [ $# -ge 2 ] || { echo "demo: --context needs a kubectl context name" >&2; exit 2; }
+  context=$2
+  shift 2
+fi
 hookops=${1:-$(command -v hookops || echo "$here/target/release/hookops")}
 sandbox_bin="$(dirname "$hookops")/kube-sandbox"
 [ -x "$sandbox_bin" ] || sandbox_bin=$(command -v kube-sandbox || true)
@@ -23,16 +34,23 @@ printf '[user]\n\tname = Demo\n\temail = demo@example.invalid\n[init]\n\tdefault
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 step "cluster"
-if kubectl cluster-info --request-timeout=3s >/dev/null 2>&1; then
+if [ -n "$context" ]; then
   kubeconfig=${KUBECONFIG:-$HOME/.kube/config}
-  echo "using your current kubectl context: $(kubectl config current-context)"
+  case "$kubeconfig" in
+    *:*) echo "demo: KUBECONFIG lists several files; set it to the one holding context $context" >&2; exit 1 ;;
+  esac
+  kubectl --kubeconfig "$kubeconfig" config get-contexts "$context" >/dev/null 2>&1 ||
+    { echo "demo: $kubeconfig has no context named $context" >&2; exit 1; }
+  echo "using the kubectl context you named: $context (of $kubeconfig)"
 else
-  [ -x "$sandbox_bin" ] || { echo "demo: no reachable cluster and no kube-sandbox binary" >&2; exit 1; }
+  [ -x "$sandbox_bin" ] || { echo "demo: the kube-sandbox binary is missing (./install.sh installs it beside hookops)" >&2; exit 1; }
   "$sandbox_bin" --listen 127.0.0.1:0 --port-file "$demo/sandbox.port" --log "$demo/sandbox.log" &
   sandbox_pid=$!
   for _ in $(seq 100); do [ -s "$demo/sandbox.port" ] && break; sleep 0.05; done
+  [ -s "$demo/sandbox.port" ] || { echo "demo: kube-sandbox did not start (see $demo/sandbox.log)" >&2; exit 1; }
   port=$(cat "$demo/sandbox.port")
   kubeconfig="$demo/kubeconfig"
+  context=sandbox
   cat > "$kubeconfig" <<KC
 apiVersion: v1
 kind: Config
@@ -41,7 +59,10 @@ users: [{name: sandbox, user: {}}]
 contexts: [{name: sandbox, context: {cluster: sandbox, user: sandbox}}]
 current-context: sandbox
 KC
-  echo "no reachable cluster: using the kube sandbox (a Kubernetes API emulator) on 127.0.0.1:$port"
+  # Nothing the demo runs may fall back to your own kubeconfig.
+  export KUBECONFIG="$kubeconfig"
+  echo "using a kube-sandbox (a Kubernetes API emulator) on 127.0.0.1:$port, not your clusters"
+  echo "(./install.sh --context NAME deploys the demo to a kubectl context of yours instead)"
 fi
 
 step "server: a bare repository with the hook installed"
@@ -55,6 +76,7 @@ cat > "$demo/server.git/hookops/config.toml" <<CFG
 name = "prod"
 branch = "main"
 kubeconfig = "$kubeconfig"
+context = "$context"
 # The demo's root only holds terraform_data; on a real server, "apply" lets every pusher of
 # this branch run code as the hook user (local-exec): docs/security.md.
 terraform = "apply"

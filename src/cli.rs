@@ -51,6 +51,10 @@ pub enum Command {
         /// Print JSON
         #[arg(long)]
         json: bool,
+        /// The server's config.toml, to plan with its environments from a clone (a clone has
+        /// none of its own: without it the defaults apply, and plan says so)
+        #[arg(long, value_name = "FILE")]
+        server_config: Option<PathBuf>,
     },
     /// Deploy records, newest first
     History {
@@ -75,9 +79,9 @@ pub enum Command {
     },
     /// Re-deploy an earlier commit (default: the previous good deploy)
     Rollback {
-        /// The environment
+        /// The environment (may be left out when only one is configured)
         #[arg(long)]
-        env: String,
+        env: Option<String>,
         /// The revision to roll back to (a commit, tag or deploy tag)
         #[arg(long, value_name = "REV")]
         to: Option<String>,
@@ -86,9 +90,12 @@ pub enum Command {
     Verify {
         /// The commit whose records to check
         rev: String,
-        /// ssh-keygen allowed_signers file
+        /// ssh-keygen allowed_signers file (default: [signing] allowed_signers)
         #[arg(long, value_name = "FILE")]
-        allowed_signers: PathBuf,
+        allowed_signers: Option<PathBuf>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Compare the cluster and Terraform state with the deployed commit
     Drift {
@@ -98,9 +105,25 @@ pub enum Command {
         /// Re-apply what drifted
         #[arg(long)]
         repair: bool,
+        /// Print JSON (the targets, drifted objects and their diffs)
+        #[arg(long, conflicts_with = "repair")]
+        json: bool,
+    },
+    /// The objects an environment manages: kind, namespace, name, target and file
+    Objects {
+        /// Only this environment
+        #[arg(long)]
+        env: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Check tools, clusters, Vault, keys and hooks; non-zero on any problem
-    Doctor,
+    Doctor {
+        /// Print JSON (one object per check: state, check, detail, fix)
+        #[arg(long)]
+        json: bool,
+    },
     /// Poll a remote into the --repo mirror and deploy
     Watch(WatchArgs),
     /// Run a queued asynchronous deploy (started by the hook in async mode)

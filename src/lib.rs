@@ -93,7 +93,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::PreReceive => commands::gate::pre_receive(repo),
         Command::Replay(range) => commands::hooks::replay(repo, &range),
-        Command::Plan { range, json } => commands::hooks::plan(repo, &range, json),
+        Command::Plan {
+            range,
+            json,
+            server_config,
+        } => commands::hooks::plan(repo, &range, json, server_config.as_deref()),
         Command::History {
             env,
             json,
@@ -103,13 +107,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Some(file) => ops::page::status_html(repo, file.as_deref()),
             None => commands::audit::status(repo, json),
         },
-        Command::Rollback { env, to } => commands::rollback::run(repo, &env, to.as_deref()),
+        Command::Rollback { env, to } => {
+            commands::rollback::run(repo, env.as_deref(), to.as_deref())
+        }
         Command::Verify {
             rev,
             allowed_signers,
-        } => commands::audit::verify(repo, &rev, &allowed_signers),
-        Command::Drift { env, repair } => commands::drift::run(repo, env.as_deref(), repair),
-        Command::Doctor => commands::doctor::run(repo),
+            json,
+        } => commands::audit::verify(repo, &rev, allowed_signers.as_deref(), json),
+        Command::Drift { env, repair, json } => {
+            commands::drift::run(repo, env.as_deref(), repair, json)
+        }
+        Command::Objects { env, json } => commands::audit::objects(repo, env.as_deref(), json),
+        Command::Doctor { json } => commands::doctor::run(repo, json),
         Command::Watch(args) => commands::watch::run(repo, &args),
         Command::Worker { entry } => commands::hooks::worker(repo, &entry),
     }

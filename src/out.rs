@@ -93,6 +93,20 @@ pub fn one_line(s: &str) -> String {
         .join(" ")
 }
 
+/// The width of a column of names: its widest cell up to `MAX_COLUMN`. A longer cell does not
+/// widen every line of the table: it overflows its own.
+pub fn column_width<'a>(cells: impl IntoIterator<Item = &'a str>) -> usize {
+    cells
+        .into_iter()
+        .map(|c| c.chars().count())
+        .filter(|&w| w <= MAX_COLUMN)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The widest a column of names grows.
+pub const MAX_COLUMN: usize = 40;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +128,15 @@ mod tests {
         assert_eq!(clean_line("a\tb\nc"), "a\\tb\\nc");
         let e = anyhow::anyhow!("line one\n\tx\u{1b}[2J").context("kubectl apply");
         assert_eq!(error_line(&e), "kubectl apply: line one x\\u{1b}[2J");
+    }
+
+    #[test]
+    fn one_long_name_does_not_widen_the_column() {
+        let long = "x".repeat(400);
+        assert_eq!(super::column_width(["web", long.as_str(), "infra"]), 5);
+        assert_eq!(
+            super::column_width(["web", "a-forty-character-name-is-still-aligned!"]),
+            40
+        );
     }
 }

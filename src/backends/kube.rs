@@ -207,16 +207,20 @@ impl Kubectl {
         self.write(Self::with_namespace(c, namespace).stdin(stubs.into_bytes()))
     }
 
-    /// `kubectl diff`: exit 0 no difference, 1 difference, >1 error.
+    /// `kubectl diff`: exit 0 no difference, 1 difference, >1 error. Always with plain
+    /// `diff -u -N` (whatever the server user's `KUBECTL_EXTERNAL_DIFF`): livediff reads it.
     pub fn diff(&self, stream: String, namespace: Option<&str>) -> Result<Output> {
-        let c = self.short_command().args([
-            "diff",
-            "--server-side",
-            "--field-manager=hookops",
-            "--force-conflicts",
-            "-f",
-            "-",
-        ]);
+        let c = self
+            .short_command()
+            .env("KUBECTL_EXTERNAL_DIFF", "diff -u -N")
+            .args([
+                "diff",
+                "--server-side",
+                "--field-manager=hookops",
+                "--force-conflicts",
+                "-f",
+                "-",
+            ]);
         Self::with_namespace(c, namespace)
             .stdin(stream.into_bytes())
             .run(&self.masker)
@@ -241,6 +245,14 @@ impl Kubectl {
     pub fn rollout_undo(&self, resource: &str, namespace: Option<&str>) -> Result<Output> {
         let c = self.command().args(["rollout", "undo", resource]);
         self.write(Self::with_namespace(c, namespace))
+    }
+
+    /// The objects named by the stubs on stdin that exist, as JSON (a `List` for several).
+    pub fn get_stream(&self, stubs: String) -> Result<Output> {
+        self.command()
+            .args(["get", "--ignore-not-found", "-o", "json", "-f", "-"])
+            .stdin(stubs.into_bytes())
+            .run(&self.masker)
     }
 
     pub fn get_json(&self, resource: &str, namespace: Option<&str>) -> Result<Output> {

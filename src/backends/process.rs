@@ -127,7 +127,8 @@ impl Output {
     /// The line that says why the command failed: an error line rather than the warnings,
     /// deprecation notes and log noise that tools print first.
     pub fn reason(&self) -> String {
-        error_line(&self.stderr)
+        klog_error(&self.stderr)
+            .or_else(|| error_line(&self.stderr))
             .or_else(|| first_line(&self.stderr))
             .or_else(|| first_line(&self.stdout))
             .unwrap_or_else(|| format!("exited with status {:?}", self.code))
@@ -142,6 +143,38 @@ fn noise(line: &str) -> bool {
         && matches!(l.as_bytes()[0], b'E' | b'W' | b'I')
         && l.as_bytes()[1..5].iter().all(u8::is_ascii_digit);
     l.starts_with("Warning:") || l.starts_with("warning:") || klog || l.contains("err=<")
+}
+
+/// The error kubectl logs through klog when a command fails, without klog's prefix
+/// (`E1206 17:10:49.953 31345 run.go:72] "command failed" err="…"`), whole: a multi-line
+/// `err=<` block (kustomize's, which names the cause on its later lines) becomes one line.
+fn klog_error(text: &str) -> Option<String> {
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let Some((_, err)) = line.split_once(" err=") else {
+            continue;
+        };
+        if !line.contains("] ") {
+            continue;
+        }
+        if err.trim() == "<" {
+            let block: Vec<&str> = lines
+                .by_ref()
+                .map(str::trim)
+                .take_while(|l| *l != ">")
+                .filter(|l| !l.is_empty())
+                .collect();
+            return (!block.is_empty()).then(|| block.join(" "));
+        }
+        let quoted = err.trim();
+        let inner = quoted
+            .strip_prefix('"')
+            .and_then(|q| q.strip_suffix('"'))
+            .unwrap_or(quoted);
+        let unescaped = inner.replace("\\n", " ").replace("\\\"", "\"");
+        return Some(crate::out::one_line(&unescaped));
+    }
+    None
 }
 
 fn error_line(text: &str) -> Option<String> {
@@ -427,6 +460,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn klog_errors_lose_their_prefix_and_keep_their_cause() {
+        let one = "E1206 17:10:49.953   31345 run.go:72] \"command failed\" err=\"namespaces \\\"nope\\\" not found\"\n";
+        assert_eq!(
+            Output {
+                code: Some(1),
+                stdout: String::new(),
+                stderr: one.into(),
+                elapsed: Duration::ZERO
+            }
+            .reason(),
+            "namespaces \"nope\" not found"
+        );
+        let block = "E1206 17:10:49.953   31345 run.go:72] \"command failed\" err=<\n\ttrouble configuring builtin HelmChartInflationGenerator with config: `\n\tname: x\n\t`: must specify --enable-helm\n >\n";
+        let why = Output {
+            code: Some(1),
+            stdout: String::new(),
+            stderr: block.into(),
+            elapsed: Duration::ZERO,
+        }
+        .reason();
+        assert!(
+            why.starts_with("trouble configuring builtin HelmChartInflationGenerator"),
+            "{why}"
+        );
+        assert!(why.ends_with("must specify --enable-helm"), "{why}");
+    }
+
+    #[test]
     fn the_reason_is_the_error_not_the_warnings_before_it() {
         let out = |stderr: &str| Output {
             code: Some(1),
@@ -519,7 +580,7 @@ mod tests {
 
     #[test]
     fn a_child_is_killed_at_its_deadline_and_the_deadline_may_move() {
-        use std::sync::{Arc, Mutex};
+        use std::sync::Arc;
         let start = Instant::now();
         let gone: Deadline = Arc::new(move || Some(start + Duration::from_millis(200)));
         let out = Command::new("sleep", "shell")
@@ -531,24 +592,14 @@ mod tests {
         assert!(out.stderr.ends_with(KILLED_AT_DEADLINE), "{}", out.stderr);
         assert!(out.elapsed < Duration::from_secs(2), "{:?}", out.elapsed);
 
-        // Moved forward while the child runs: it finishes.
-        let at = Arc::new(Mutex::new(Instant::now() + Duration::from_millis(100)));
-        let mover = {
-            let at = Arc::clone(&at);
-            std::thread::spawn(move || {
-                for _ in 0..10 {
-                    *at.lock().unwrap() = Instant::now() + Duration::from_millis(100);
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            })
-        };
-        let moving: Deadline = Arc::new(move || Some(*at.lock().unwrap()));
+        // Moved forward while the child runs (a renewed Lease): it finishes. The deadline is
+        // always 100 ms ahead when asked, so no scheduling delay under load can pass it.
+        let renewed: Deadline = Arc::new(|| Some(Instant::now() + Duration::from_millis(100)));
         let out = Command::new("sh", "shell")
             .args(["-c", "sleep 0.3; echo done"])
-            .deadline(moving)
+            .deadline(renewed)
             .run(&Masker::new())
             .unwrap();
-        mover.join().unwrap();
         assert!(out.success(), "{out:?}");
         assert_eq!(out.stdout, "done\n");
     }

@@ -26,13 +26,7 @@ impl Session {
     /// `--repo DIR`, else `$GIT_DIR` (with a pre-receive hook's quarantine), else the
     /// repository around the current directory.
     pub fn open(dir: Option<&Path>) -> Result<Session> {
-        init_libgit2();
-        let repo = match dir {
-            Some(d) => Repository::open(d)
-                .with_context(|| format!("{}: not a git repository", d.display()))?,
-            None => Repository::open_from_env()
-                .context("not inside a git repository (use --repo DIR or set GIT_DIR)")?,
-        };
+        let repo = open_repository(dir)?;
         let git_dir = repo.path().to_path_buf();
         let config = ServerConfig::load(&git_dir)?;
         crate::backends::process::pass_env(&config.tools.pass_env);
@@ -42,6 +36,20 @@ impl Session {
             config,
             gates: Mutex::default(),
         })
+    }
+
+    /// Plans with another server config than the repository's (`plan --server-config` in a
+    /// clone, which has none).
+    pub fn use_config_file(&mut self, path: &Path) -> Result<()> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        self.config = ServerConfig::parse(&text, &path.display().to_string())?;
+        Ok(())
+    }
+
+    /// The server config's path (it may not exist: then the defaults apply).
+    pub fn config_path(&self) -> PathBuf {
+        self.state_dir().join("config.toml")
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -132,15 +140,17 @@ impl Session {
         }
     }
 
-    /// Resolves a revision (`main`, a tag, an id, `HEAD~2`) to a commit, naming it in errors.
+    /// Resolves a revision (`main`, a tag, an id, `HEAD~2`) to a commit, naming it in errors
+    /// (and nothing of libgit2's).
     pub fn resolve(&self, rev: &str) -> Result<Oid> {
-        let obj = self
-            .repo
-            .revparse_single(rev)
-            .with_context(|| format!("unknown revision {rev:?}"))?;
-        let commit = obj
-            .peel_to_commit()
-            .with_context(|| format!("{rev:?} does not name a commit"))?;
+        let obj = self.repo.revparse_single(rev).map_err(|e| {
+            log::debug!("{rev}: {e}");
+            anyhow::anyhow!("unknown revision {rev:?} in {}", self.git_dir.display())
+        })?;
+        let commit = obj.peel_to_commit().map_err(|e| {
+            log::debug!("{rev}: {e}");
+            anyhow::anyhow!("{rev:?} does not name a commit")
+        })?;
         Ok(commit.id())
     }
 
@@ -168,21 +178,113 @@ impl Session {
         let dir = self.state_dir().join("locks");
         let mut files = Vec::with_capacity(sorted.len());
         for name in sorted {
-            let (file, path) = lock_file(&dir, &format!("{name}.lock"))?;
+            let (mut file, path) = lock_file(&dir, &format!("{name}.lock"))?;
             if file.try_lock().is_err() {
-                log::info!("{name}: waiting for another hookops run on this environment to finish");
+                // The pusher waits: say for whom, and since when.
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                crate::out::say(&format!(
+                    "{name}: waiting for another hookops run to finish ({})",
+                    holder_text(holder.trim())
+                ));
                 file.lock()
                     .with_context(|| format!("locking {}", path.display()))?;
             }
+            record_holder(&mut file, &path);
             files.push(file);
         }
         Ok(EnvLocks { _files: files })
     }
 }
 
+/// `--repo DIR`, else `$GIT_DIR` (with a pre-receive hook's quarantine), else the repository
+/// around the current directory; a failure names the path, never libgit2's codes.
+pub fn open_repository(dir: Option<&Path>) -> Result<Repository> {
+    init_libgit2();
+    match dir {
+        Some(d) => Repository::open(d).map_err(|e| {
+            log::debug!("opening {}: {e}", d.display());
+            if !d.exists() {
+                anyhow::anyhow!(
+                    "{}: no such directory (create a server repository with `git init --bare {}`)",
+                    d.display(),
+                    d.display()
+                )
+            } else if e.code() == git2::ErrorCode::NotFound {
+                anyhow::anyhow!("{}: not a git repository", d.display())
+            } else {
+                anyhow::anyhow!(
+                    "{}: cannot open the repository: {}",
+                    d.display(),
+                    e.message()
+                )
+            }
+        }),
+        None => Repository::open_from_env().map_err(|e| {
+            log::debug!("opening the repository from the environment: {e}");
+            match std::env::var_os("GIT_DIR") {
+                Some(d) => {
+                    anyhow::anyhow!("GIT_DIR={}: not a git repository", Path::new(&d).display())
+                }
+                None => anyhow::anyhow!(
+                    "not inside a git repository (use --repo DIR, or run it in a repository)"
+                ),
+            }
+        }),
+    }
+}
+
 /// Deploy locks held; dropping it releases them.
 pub struct EnvLocks {
     _files: Vec<File>,
+}
+
+/// Writes who holds a lock into its file (`pid host start-time command`), for whoever waits.
+/// Only a message depends on it: a failure to write is logged, not fatal.
+fn record_holder(file: &mut File, path: &Path) {
+    use std::io::{Seek, Write};
+    // The subcommand and its first argument, without global options (`--repo DIR`, `-v`).
+    let mut command = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--repo" {
+            args.next();
+        } else if !a.starts_with('-') && command.len() < 2 {
+            command.push(a);
+        }
+    }
+    let line = format!(
+        "{} {} {} {}\n",
+        std::process::id(),
+        crate::record::payload::hostname(),
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        command.join(" ")
+    );
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        log::info!("{}: recording the holder: {e}", path.display());
+    }
+}
+
+/// `pid 123 on host since 2026-01-02T03:04:05Z (post-receive)` from a lock file's line.
+fn holder_text(line: &str) -> String {
+    let mut parts = line.splitn(4, ' ');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(pid), Some(host), Some(since)) if !pid.is_empty() => {
+            let command = parts.next().unwrap_or("").trim();
+            format!(
+                "pid {pid} on {host} since {since}{}",
+                if command.is_empty() {
+                    String::new()
+                } else {
+                    format!(", hookops {command}")
+                }
+            )
+        }
+        _ => "its holder is not recorded".to_string(),
+    }
 }
 
 /// Opens (creating it and its directory) the file `dir/name` that a lock is taken on; the file

@@ -1,7 +1,9 @@
 //! Terraform roots: materialised from git objects into a persistent per-environment, per-target
 //! work directory (state and plugins survive between deploys), then `init`, `plan
 //! -detailed-exitcode -out`, and `apply` of that plan only when it has changes. Secrets reach
-//! terraform as environment variables, never as arguments or files.
+//! terraform as environment variables, never as arguments or files. The pusher sees one summary
+//! line per root (`Plan: 1 to add …`, or `No changes.`, and errors); the whole output goes to
+//! the root's log file.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,6 +25,8 @@ pub struct Terraform<'a> {
     pub lock_timeout_secs: u64,
     /// Environment variables for terraform only (Vault secrets).
     pub env: Vec<(String, String)>,
+    /// Where the whole output goes (else to the debug log): `with_log`.
+    pub log: Option<PathBuf>,
 }
 
 /// What a run did: resources added+changed, and destroyed.
@@ -84,7 +88,28 @@ impl<'a> Terraform<'a> {
             masker,
             lock_timeout_secs: config.deploy.terraform_lock_timeout,
             env,
+            log: None,
         }
+    }
+
+    /// Writes terraform's whole output (masked) to `path`, replacing the last run's: the
+    /// pusher gets only summary lines (`summary_line`).
+    pub fn with_log(mut self, path: PathBuf) -> Self {
+        // A new run, a new log; the file may hold plan details: owner only.
+        let created = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .and_then(|f| {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            });
+        match created {
+            Ok(()) => self.log = Some(path),
+            Err(e) => log::info!("{}: {e}", path.display()),
+        }
+        self
     }
 
     fn command(&self, dir: &Path) -> Command {
@@ -126,13 +151,25 @@ impl<'a> Terraform<'a> {
     }
 
     fn step(&self, name: &str, c: Command, line: &mut dyn FnMut(&str)) -> Result<Output> {
+        use std::io::Write;
         let started = Instant::now();
+        let mut log = self
+            .log
+            .as_ref()
+            .and_then(|p| std::fs::OpenOptions::new().append(true).open(p).ok());
         let out = c.stream(self.masker, |l| {
-            if !l.trim().is_empty() {
-                line(&format!(
-                    "[{name} {:.1}s] {l}",
-                    started.elapsed().as_secs_f64()
-                ));
+            if l.trim().is_empty() {
+                return;
+            }
+            let stamped = format!("[{name} {:.1}s] {l}", started.elapsed().as_secs_f64());
+            match log.as_mut() {
+                Some(f) => {
+                    let _ = writeln!(f, "{stamped}");
+                }
+                None => log::debug!("terraform: {stamped}"),
+            }
+            if let Some(summary) = summary_line(l) {
+                line(&format!("{name}: {summary}"));
             }
         })?;
         Ok(out)
@@ -264,6 +301,17 @@ fn error_line(out: &Output) -> String {
         .unwrap_or_else(|| out.reason())
 }
 
+/// The lines of terraform's output a pusher needs: what the plan would do (or a destroy did),
+/// and errors; None for the rest (resource details, provider chatter), which only the log has.
+fn summary_line(line: &str) -> Option<&str> {
+    let l = line.trim_start_matches(['│', '╷', '╵', ' ']);
+    // The apply's own result is the target's result line (`applied 1`).
+    ["Plan: ", "No changes.", "Destroy complete!", "Error: "]
+        .iter()
+        .any(|p| l.starts_with(p))
+        .then_some(l)
+}
+
 /// Parses "Apply complete! Resources: 1 added, 2 changed, 0 destroyed." (or the destroy form).
 fn counts(output: &str) -> Counts {
     let mut c = Counts::default();
@@ -287,6 +335,31 @@ fn counts(output: &str) -> Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pusher_gets_summaries_and_errors_only() {
+        for (line, shown) in [
+            ("Plan: 1 to add, 0 to change, 0 to destroy.", true),
+            (
+                "No changes. Your infrastructure matches the configuration.",
+                true,
+            ),
+            (
+                "Apply complete! Resources: 1 added, 0 changed, 0 destroyed.",
+                false,
+            ),
+            ("Destroy complete! Resources: 1 destroyed.", true),
+            ("Changes to Outputs:", false),
+            ("│ Error: Invalid reference", true),
+            ("  # terraform_data.demo will be created", false),
+            ("      + id     = (known after apply)", false),
+            ("Initializing the backend...", false),
+            ("terraform_data.demo: Creating...", false),
+        ] {
+            assert_eq!(summary_line(line).is_some(), shown, "{line}");
+        }
+        assert_eq!(summary_line("│ Error: x"), Some("Error: x"));
+    }
 
     #[test]
     fn apply_summary() {

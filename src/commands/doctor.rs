@@ -12,32 +12,80 @@ use anyhow::Result;
 use crate::backends::mask::Masker;
 use crate::backends::process::Command;
 use crate::backends::repo::Session;
+use crate::commands::emit;
 use crate::config::{Environment, ServerConfig, STATE_DIR};
 use crate::pipeline::environments;
 
-/// The checks printed so far, one line each, and how many failed.
+/// The checks printed so far, one line each (or kept for `--json`), and how many failed.
 struct Checks {
     failures: usize,
+    /// `--json`: the checks, printed as one array at the end instead of line by line.
+    json: Option<Vec<serde_json::Value>>,
 }
 
 impl Checks {
-    fn ok(&self, check: &str, detail: &str) {
-        println!("ok    {check}: {detail}");
+    fn line(&mut self, state: &str, check: &str, detail: &str, hint: Option<&str>) {
+        match &mut self.json {
+            Some(list) => list.push(serde_json::json!({
+                "state": state.trim().to_lowercase(),
+                "check": check,
+                "detail": detail,
+                "fix": hint,
+            })),
+            None => match hint {
+                // A closed stdout (`doctor | head`) ends the output, not the checks.
+                Some(h) => {
+                    let _ = emit(&format!("{state:<5} {check}: {detail} (fix: {h})"));
+                }
+                None => {
+                    let _ = emit(&format!("{state:<5} {check}: {detail}"));
+                }
+            },
+        }
+    }
+
+    fn ok(&mut self, check: &str, detail: &str) {
+        self.line("ok", check, detail, None);
     }
 
     /// Worth knowing, not a problem: does not make doctor fail.
-    fn warn(&self, check: &str, detail: &str) {
-        println!("warn  {check}: {detail}");
+    fn warn(&mut self, check: &str, detail: &str) {
+        self.line("warn", check, detail, None);
     }
 
     fn fail(&mut self, check: &str, detail: &str, hint: &str) {
         self.failures += 1;
-        println!("FAIL  {check}: {detail} (fix: {hint})");
+        self.line("FAIL", check, detail, Some(hint));
+    }
+
+    /// The closing line (or the JSON array) and the exit status, which a closed stdout does
+    /// not change.
+    fn finish(self) -> Result<ExitCode> {
+        let code = if self.failures > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+        if let Some(list) = self.json {
+            let _ = emit(&serde_json::Value::Array(list).to_string());
+        } else if self.failures > 0 {
+            let _ = emit(&format!(
+                "{} problem{} found",
+                self.failures,
+                if self.failures == 1 { "" } else { "s" }
+            ));
+        } else {
+            let _ = emit("all checks passed");
+        }
+        Ok(code)
     }
 }
 
-pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
-    let mut r = Checks { failures: 0 };
+pub fn run(repo: Option<&Path>, json: bool) -> Result<ExitCode> {
+    let mut r = Checks {
+        failures: 0,
+        json: json.then(Vec::new),
+    };
     let session = match Session::open(repo) {
         Ok(s) => s,
         Err(e) => {
@@ -46,7 +94,7 @@ pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
                 &crate::out::error_line(&e),
                 "fix the repository path or the server config",
             );
-            return Ok(ExitCode::FAILURE);
+            return r.finish();
         }
     };
     r.ok("repository", &session.git_dir.display().to_string());
@@ -114,17 +162,8 @@ pub fn run(repo: Option<&Path>) -> Result<ExitCode> {
     for env in &envs {
         cluster(&mut r, &session, env, &masker);
     }
-    layout(&r, &session, &envs);
-    if r.failures > 0 {
-        println!(
-            "{} problem{} found",
-            r.failures,
-            if r.failures == 1 { "" } else { "s" }
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    println!("all checks passed");
-    Ok(ExitCode::SUCCESS)
+    layout(&mut r, &session, &envs);
+    r.finish()
 }
 
 fn tools(r: &mut Checks, config: &ServerConfig, masker: &Masker) {
@@ -438,6 +477,7 @@ fn cluster(r: &mut Checks, session: &Session, env: &Environment, masker: &Masker
         .clone()
         .unwrap_or_else(|| vec!["default".into()]);
     for ns in namespaces {
+        namespace_exists(r, &check, &kubectl, env, &ns);
         let mut denied = Vec::new();
         for verb in ["create", "patch", "delete"] {
             for resource in ["configmaps", "deployments.apps"] {
@@ -526,10 +566,58 @@ fn lock(r: &mut Checks, env: &Environment, kubectl: &crate::backends::kube::Kube
     }
 }
 
+/// A namespace the policy names must exist before the first push unless the environment may
+/// create it (a Namespace is cluster-scoped): otherwise that push fails with `namespaces "web"
+/// not found` (docs/environments.md, "The namespace policy").
+fn namespace_exists(
+    r: &mut Checks,
+    check: &str,
+    kubectl: &crate::backends::kube::Kubectl,
+    env: &Environment,
+    ns: &str,
+) {
+    let out = kubectl.raw(["get", "namespace", ns, "-o", "name", "--request-timeout=5s"]);
+    match out {
+        Ok(o) if o.success() => r.ok(check, &format!("namespace {ns} exists")),
+        Ok(o) if o.stderr.contains("NotFound") || o.stderr.contains("not found") => {
+            if env.cluster_scoped_allowed() {
+                r.warn(
+                    check,
+                    &format!(
+                        "namespace {ns} does not exist: the first push must declare it (a \
+                         Namespace manifest), or create it with `kubectl create namespace {ns}`"
+                    ),
+                )
+            } else {
+                r.fail(
+                    check,
+                    &format!(
+                        "namespace {ns} does not exist, and the policy may not create it \
+                         (allowed_namespaces without allow_cluster_scoped = true): the first \
+                         push would fail"
+                    ),
+                    &format!(
+                        "create it once as a cluster admin (`kubectl create namespace {ns}`), or \
+                         declare it in git and set allow_cluster_scoped = true (docs/environments.md)"
+                    ),
+                )
+            }
+        }
+        Ok(o) => r.warn(
+            check,
+            &format!("cannot tell whether namespace {ns} exists: {}", o.reason()),
+        ),
+        Err(e) => r.warn(
+            check,
+            &format!("cannot tell whether namespace {ns} exists: {e:#}"),
+        ),
+    }
+}
+
 /// Environments as directories: targets of a branch's tip that no environment deploys (when
 /// every environment of the branch has `paths`), and environments sharing an API server.
 /// Warnings, not failures: a directory may be left out on purpose.
-fn layout(r: &Checks, session: &Session, envs: &[Environment]) {
+fn layout(r: &mut Checks, session: &Session, envs: &[Environment]) {
     let mut by_branch: BTreeMap<String, Vec<Environment>> = BTreeMap::new();
     for e in envs {
         by_branch.entry(e.ref_name()).or_default().push(e.clone());

@@ -58,7 +58,21 @@ pub fn check(session: &Session, updates: &[RefUpdate]) -> Result<ExitCode> {
             }
             // What a deploy would do: from the pointer (nothing deployed: the whole tree).
             let from = session.pointer(&env.name);
-            let plan = match planner::plan(session, &env, from, new) {
+            let planned = planner::plan(session, &env, from, new).and_then(|p| {
+                // Custom resources whose CRD was installed outside git: ask the environment's
+                // cluster which kinds it serves, as a deploy does, when it answers.
+                if !p.unknown_kinds() {
+                    return Ok(p);
+                }
+                match planner::learn_kinds(session, &Masker::new(), &env) {
+                    Ok(()) => planner::plan(session, &env, from, new),
+                    Err(e) => {
+                        log::info!("{}: asking the cluster for its kinds: {e:#}", env.name);
+                        Ok(p)
+                    }
+                }
+            });
+            let plan = match planned {
                 Ok(p) => p,
                 Err(e) => {
                     problems.push(format!("{}: {}", u.name, crate::out::error_line(&e)));

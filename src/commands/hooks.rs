@@ -4,12 +4,12 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use git2::Oid;
 
 use crate::backends::repo::Session;
 use crate::cli::RangeArgs;
-use crate::commands::{exit, run_jobs, sync_after};
+use crate::commands::{emit, exit, run_jobs, sync_after};
 use crate::config::Environment;
 use crate::ops::queue;
 use crate::out::say;
@@ -29,7 +29,45 @@ pub fn post_receive(repo: Option<&Path>) -> Result<ExitCode> {
     if queue::queue_if_async(&session, &updates)? {
         return Ok(ExitCode::SUCCESS);
     }
-    deploy_updates(&session, &updates, true)
+    let orphans_failed = take_over_orphans(&session);
+    let code = deploy_updates(&session, &updates, true)?;
+    Ok(if orphans_failed {
+        ExitCode::FAILURE
+    } else {
+        code
+    })
+}
+
+/// Runs the queue entries whose async worker died, so a lost deploy does not wait for the
+/// next push of its branch: every deploying run (a push, the worker, `replay`, `drift`) calls
+/// this first. An entry whose branch has moved on is settled the way coalescing settles any
+/// push (a `skipped` record, superseded by the tip), one already deployed needs nothing; the
+/// others deploy. Whether any of them failed.
+pub fn take_over_orphans(session: &Session) -> bool {
+    let mut failed = false;
+    for orphan in queue::orphaned(session) {
+        let name = orphan
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        say(&format!(
+            "taking over queued deploy {name} (its worker died)"
+        ));
+        // One entry that cannot run must not keep the others queued for ever.
+        match run_entry(session, &orphan) {
+            Ok(ExitCode::SUCCESS) => {}
+            Ok(_) => failed = true,
+            Err(e) => {
+                say(&format!(
+                    "queued deploy {name}: {}",
+                    crate::out::error_line(&e)
+                ));
+                failed = true;
+            }
+        }
+    }
+    failed
 }
 
 /// The detached worker: runs its queued push while holding the entry's lock, then every entry
@@ -37,20 +75,8 @@ pub fn post_receive(repo: Option<&Path>) -> Result<ExitCode> {
 pub fn worker(repo: Option<&Path>, entry: &Path) -> Result<ExitCode> {
     let session = Session::open(repo)?;
     let mut code = run_entry(&session, entry)?;
-    for orphan in queue::orphaned(&session) {
-        say(&format!(
-            "taking over {} (its worker died)",
-            orphan.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        // One entry that cannot run must not keep the others queued for ever.
-        match run_entry(&session, &orphan) {
-            Ok(ExitCode::SUCCESS) => {}
-            Ok(_) => code = ExitCode::FAILURE,
-            Err(e) => {
-                say(&format!("{}: {e:#}", orphan.display()));
-                code = ExitCode::FAILURE;
-            }
-        }
+    if take_over_orphans(&session) {
+        code = ExitCode::FAILURE;
     }
     // The page was last rendered while this worker's entry still counted as queued.
     crate::ops::page::refresh(&session);
@@ -183,21 +209,50 @@ pub fn post_merge(repo: Option<&Path>, squash: Option<&str>) -> Result<ExitCode>
     deploy_updates(&session, &[update], false)
 }
 
-/// Resolves `main`, `refs/heads/main` or `heads/main` to a full ref name that exists.
-fn full_ref(session: &Session, name: &str) -> Result<String> {
-    if name.starts_with("refs/") {
-        session
-            .repo
-            .find_reference(name)
-            .with_context(|| format!("unknown ref {name:?}"))?;
-        return Ok(name.to_string());
+/// Resolves `main`, `refs/heads/main` or `heads/main` to a full ref name that exists. With
+/// `to` given, a branch that does not exist yet is fine: `plan new --to HEAD` is what pushing
+/// HEAD to a new branch would do.
+fn full_ref(session: &Session, name: &str, to: Option<&str>) -> Result<String> {
+    let candidates = if name.starts_with("refs/") {
+        vec![name.to_string()]
+    } else {
+        vec![format!("refs/heads/{name}"), format!("refs/{name}")]
+    };
+    if let Some(found) = candidates
+        .iter()
+        .find(|c| session.repo.find_reference(c).is_ok())
+    {
+        return Ok(found.clone());
     }
-    for candidate in [format!("refs/heads/{name}"), format!("refs/{name}")] {
-        if session.repo.find_reference(&candidate).is_ok() {
-            return Ok(candidate);
+    if to.is_some() {
+        return Ok(candidates[0].clone());
+    }
+    // HEAD names a branch that has no commit yet: a repository before its first commit.
+    if session.repo.head().is_err() && session.default_branch().as_deref() == Some(&candidates[0]) {
+        bail!(
+            "branch {name:?} has no commits yet: commit the tree, then run this again \
+             (or name a commit with --to)"
+        );
+    }
+    let branches: Vec<String> = session
+        .repo
+        .branches(Some(git2::BranchType::Local))
+        .map(|list| {
+            list.flatten()
+                .filter_map(|(b, _)| b.name().ok().flatten().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    bail!(
+        "unknown ref {name:?}: no such branch in {}{}; to see what pushing a commit to it \
+         would do, add --to REV (e.g. --to HEAD)",
+        session.git_dir.display(),
+        if branches.is_empty() {
+            " (it has no branches yet)".to_string()
+        } else {
+            format!(" (branches: {})", branches.join(", "))
         }
-    }
-    bail!("unknown ref {name:?} (not a branch)")
+    )
 }
 
 fn pick_envs(session: &Session, ref_name: &str, only: Option<&str>) -> Result<Vec<Environment>> {
@@ -223,7 +278,7 @@ fn pick_envs(session: &Session, ref_name: &str, only: Option<&str>) -> Result<Ve
 type Range = (String, Option<Option<Oid>>, Oid);
 
 fn resolve_range(session: &Session, range: &RangeArgs) -> Result<Range> {
-    let ref_name = full_ref(session, &range.ref_name)?;
+    let ref_name = full_ref(session, &range.ref_name, range.to.as_deref())?;
     let to = session.resolve(range.to.as_deref().unwrap_or(&ref_name))?;
     let from = match range.from.as_deref() {
         None => None,
@@ -237,6 +292,7 @@ fn resolve_range(session: &Session, range: &RangeArgs) -> Result<Range> {
 pub fn replay(repo: Option<&Path>, range: &RangeArgs) -> Result<ExitCode> {
     let session = Session::open(repo)?;
     let (ref_name, from, to) = resolve_range(&session, range)?;
+    let orphans_failed = take_over_orphans(&session);
     let mut deployer = Deployer::new(&session, crate::ops::after_attempts)?;
     let mut jobs = Vec::new();
     for env in pick_envs(&session, &ref_name, range.env.as_deref())? {
@@ -244,19 +300,54 @@ pub fn replay(repo: Option<&Path>, range: &RangeArgs) -> Result<ExitCode> {
         req.from = from;
         jobs.push(Job::Deploy(Box::new(req)));
     }
-    let failed = run_jobs(&session, &mut deployer, jobs);
+    let failed = run_jobs(&session, &mut deployer, jobs) || orphans_failed;
     Ok(exit(sync_after(&session, failed)))
 }
 
 /// `plan REF`: what a replay would do, without contacting a cluster or writing records or
 /// pointers (it may keep the reference index, a cache, under `refs/hookops/references`).
-pub fn plan(repo: Option<&Path>, range: &RangeArgs, json: bool) -> Result<ExitCode> {
-    let session = Session::open(repo)?;
+pub fn plan(
+    repo: Option<&Path>,
+    range: &RangeArgs,
+    json: bool,
+    server_config: Option<&Path>,
+) -> Result<ExitCode> {
+    let mut session = Session::open(repo)?;
+    // Said once for the whole plan, not per environment; on stderr beside JSON.
+    let print: fn(&str) = if json {
+        |w| eprintln!("hookops: warning: {w}")
+    } else {
+        |w| {
+            let _ = emit(&format!("warning: {w}"));
+        }
+    };
+    let note: fn(&str) = if json {
+        |w| eprintln!("hookops: {w}")
+    } else {
+        |w| {
+            let _ = emit(w);
+        }
+    };
+    match server_config {
+        Some(file) => {
+            session.use_config_file(file)?;
+            note(&format!("environments from {}", file.display()));
+        }
+        None if !session.config_path().exists() => note(&format!(
+            "no server config in {}: the defaults apply (the branch HEAD names deploys as \
+             environment \"default\"); plan with the server's environments: --server-config FILE",
+            session.git_dir.display()
+        )),
+        None => {}
+    }
     let (ref_name, from_arg, to) = resolve_range(&session, range)?;
     let mut all = Vec::new();
     let mut broken = false;
     let picked = pick_envs(&session, &ref_name, range.env.as_deref())?;
     let mut ranges = Vec::new();
+    // A clone does not hold the server's deployed pointers (unless records are synced to it):
+    // whether anything is deployed is unknown here, not "nothing".
+    let unknown_pointer = !session.repo.is_bare();
     for env in &picked {
         let from = match from_arg {
             Some(f) => f,
@@ -269,14 +360,8 @@ pub fn plan(repo: Option<&Path>, range: &RangeArgs, json: bool) -> Result<ExitCo
             all.push(plan::to_json(&p, &env.name));
             continue;
         }
-        print_plan(&env.name, &p);
+        print_plan(&env.name, &p, unknown_pointer && from_arg.is_none())?;
     }
-    // Said once for the whole plan, not per environment; on stderr beside JSON.
-    let print: fn(&str) = if json {
-        |w| eprintln!("hookops: warning: {w}")
-    } else {
-        |w| println!("warning: {w}")
-    };
     report_unplaced(
         &session,
         &session.environments_for(&ref_name),
@@ -294,7 +379,7 @@ pub fn plan(repo: Option<&Path>, range: &RangeArgs, json: bool) -> Result<ExitCo
         } else {
             serde_json::Value::Array(all)
         };
-        println!("{value}");
+        emit(&value.to_string())?;
     }
     Ok(if broken {
         ExitCode::FAILURE
@@ -303,22 +388,30 @@ pub fn plan(repo: Option<&Path>, range: &RangeArgs, json: bool) -> Result<ExitCo
     })
 }
 
-fn print_plan(env: &str, p: &plan::Plan) {
+fn print_plan(env: &str, p: &plan::Plan, pointer_unknown: bool) -> std::io::Result<()> {
     let range = match p.from {
         Some(f) => format!("{}..{}", plan::short_id(f), plan::short_id(p.to)),
-        None => format!("{} (first deploy)", plan::short_id(p.to)),
+        None if pointer_unknown => format!(
+            "{} (the whole tree: what the server deployed is not known in this clone; \
+             --from REV plans from a commit)",
+            plan::short_id(p.to)
+        ),
+        None => format!(
+            "{} (first deploy: nothing deployed yet)",
+            plan::short_id(p.to)
+        ),
     };
-    println!(
+    emit(&format!(
         "{env}: {range}: {} changed paths, {} targets",
         p.changed_paths,
         p.targets.len()
-    );
+    ))?;
     for tp in &p.targets {
         let step = match tp.step {
             Step::Deploy => "deploy",
             Step::Remove => "remove",
         };
-        println!(
+        emit(&format!(
             "  {step} {} ({}, {})",
             crate::config::printable(&tp.target.name),
             tp.target.kind,
@@ -327,43 +420,50 @@ fn print_plan(env: &str, p: &plan::Plan) {
             } else {
                 crate::config::printable(&tp.target.path)
             }
-        );
+        ))?;
         if let Some(why) = &tp.error {
-            println!("    ERROR: {why}");
+            emit(&format!("    ERROR: {why}"))?;
         }
         if let Some(why) = &tp.refused {
-            println!("    REFUSED: {why}");
+            emit(&format!("    REFUSED: {why}"))?;
         }
         for used in &tp.uses {
-            println!("    uses {used}");
+            emit(&format!("    uses {used}"))?;
         }
         for o in &tp.apply {
             let what = crate::pipeline::annotations::controls(o)
                 .map(|c| c.describe())
                 .unwrap_or_default();
             if what.is_empty() {
-                println!("    apply {} ({})", o.id, o.source);
+                emit(&format!("    apply {} ({})", o.id, o.source))?;
             } else {
-                println!("    apply {} ({}): {what}", o.id, o.source);
+                emit(&format!("    apply {} ({}): {what}", o.id, o.source))?;
             }
         }
         for o in &tp.hooks {
             let what = crate::pipeline::annotations::controls(o)
                 .map(|c| c.describe())
                 .unwrap_or_default();
-            println!("    run {} ({}): {what}", o.id, o.source);
+            emit(&format!("    run {} ({}): {what}", o.id, o.source))?;
         }
         for s in &tp.target.secret {
-            println!("    apply {} (from vault)", plan::secret_id(&tp.target, s));
+            emit(&format!(
+                "    apply {} (from vault)",
+                plan::secret_id(&tp.target, s)
+            ))?;
         }
         for (id, _) in &tp.prune {
-            println!("    prune {id}");
+            emit(&format!("    prune {id}"))?;
         }
     }
     for k in &p.kept {
-        println!("  keep {} (target {}): {}", k.id, k.target, k.reason);
+        emit(&format!(
+            "  keep {} (target {}): {}",
+            k.id, k.target, k.reason
+        ))?;
     }
     for w in &p.warnings {
-        println!("  warning: {w}");
+        emit(&format!("  warning: {w}"))?;
     }
+    Ok(())
 }

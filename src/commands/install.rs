@@ -220,12 +220,7 @@ pub fn run(repo_arg: Option<&Path>, args: &InstallArgs) -> Result<ExitCode> {
     if let Some(dir) = &args.hooks_dir {
         return install_into_hooks_dir(dir, args.pre_receive);
     }
-    let repo = match args.dir.as_deref().or(repo_arg) {
-        Some(d) => {
-            Repository::open(d).with_context(|| format!("{}: not a git repository", d.display()))?
-        }
-        None => Repository::open_from_env().context("not inside a git repository")?,
-    };
+    let repo = crate::backends::repo::open_repository(args.dir.as_deref().or(repo_arg))?;
     let bin = current_bin()?;
     let bin = bin.as_str();
     let dir = hooks_dir(&repo)?;
@@ -248,8 +243,50 @@ pub fn run(repo_arg: Option<&Path>, args: &InstallArgs) -> Result<ExitCode> {
     }
     let state = repo.path().join(crate::config::STATE_DIR);
     fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let config = state.join("config.toml");
+    if !config.exists() {
+        fs::write(&config, CONFIG_TEMPLATE)
+            .with_context(|| format!("writing {}", config.display()))?;
+        println!(
+            "{}: written, every line commented (the defaults apply); edit it to name your environments",
+            config.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
+
+/// The server config `install` starts a repository with: every line commented, so the
+/// defaults apply until the operator edits it (docs/configuration.md has every key).
+pub const CONFIG_TEMPLATE: &str = r#"# hookops server config: environments, credentials, policy. Only the server's operator can
+# write this file; the pushed tree (hookops.toml) can only declare targets.
+# Every key: docs/configuration.md (/usr/share/doc/hookops/configuration.md).
+#
+# As it is (all commented), the default branch deploys as environment "default" with
+# kubectl's current context of the user git runs the hook as, and records are unsigned.
+# Check it with: hookops --repo <this repository> doctor
+
+# [[environment]]
+# name = "prod"
+# branch = "main"
+# kubeconfig = "/srv/hookops/prod.kubeconfig"  # a service account's (docs/security.md)
+# context = "prod"
+# # Objects may only go to these namespaces. They must exist in the cluster before the first
+# # push, or be declared in the tree (a Namespace manifest) with allow_cluster_scoped = true;
+# # `hookops doctor` checks.
+# allowed_namespaces = ["web"]
+# on_failure = "rollback"                       # or "rollout-undo", "stop"
+# # Terraform roots run with the pusher's code: a `local-exec` provisioner or an external
+# # data source runs any command on this server as the hook's user. Leave Terraform off
+# # unless every pusher may do that (docs/security.md).
+# terraform = "off"
+
+# [gate]                                        # with `hookops install --pre-receive`
+# mode = "local"
+
+# [signing]                                     # sign every record (ssh-keygen -t ed25519)
+# key = "/srv/hookops/signing_ed25519"
+# allowed_signers = "/srv/hookops/allowed_signers"
+"#;
 
 /// `--hooks-dir`: a hooks directory that serves bare server repositories but is not the
 /// `hooks/` of one (GitLab's `custom_hooks`, its server-wide `custom_hooks_dir`), so there is no
@@ -384,6 +421,26 @@ mod tests {
         let refuse = d.join("pre-receive.hookops-chained");
         exe(&refuse, "#!/bin/sh\ncat >/dev/null\nexit 3\n");
         assert_eq!(run("pre-receive", true), (Some(3), String::new()));
+    }
+
+    /// The template parses as it is (the defaults), and so does its example once uncommented,
+    /// `terraform = "off"` included: an operator who removes the `# ` gets a valid config.
+    #[test]
+    fn config_template_parses_commented_and_uncommented() {
+        let as_is = crate::config::ServerConfig::parse(CONFIG_TEMPLATE, "template").unwrap();
+        assert!(as_is.environment.is_empty());
+        let uncommented: String = CONFIG_TEMPLATE
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = crate::config::ServerConfig::parse(&uncommented, "template").unwrap();
+        assert_eq!(config.environment.len(), 1, "{uncommented}");
+        assert_eq!(
+            config.environment[0].terraform,
+            crate::config::TerraformMode::Off
+        );
     }
 
     #[test]

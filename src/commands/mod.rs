@@ -53,6 +53,14 @@ pub(crate) fn sync_after(session: &Session, failed: bool) -> bool {
     }
 }
 
+/// Prints one line on stdout, returning the error of a closed pipe (`history | head`) instead of
+/// panicking the way `println!` does: main ends quietly on it, like `git log | head`.
+pub(crate) fn emit(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+}
+
 /// The exit status of a command that deploys.
 pub(crate) fn exit(failed: bool) -> ExitCode {
     if failed {

@@ -1,5 +1,6 @@
-//! `hookops rollback --env E [--to REV]`: a full deploy of an earlier commit (by default the
-//! previous successful one, from the records) that moves the pointer back.
+//! `hookops rollback [--env E] [--to REV]`: a full deploy of an earlier commit (by default the
+//! previous successful one, from the records) that moves the pointer back. `--env` may be left
+//! out when only one environment is configured.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -12,10 +13,24 @@ use crate::pipeline::deploy::{Deployer, Request};
 use crate::pipeline::fanout::Job;
 use crate::record::payload::Action;
 
-/// `rollback --env E [--to REV]`: a full deploy of an earlier commit that moves the pointer.
-pub fn run(repo: Option<&Path>, env_name: &str, to: Option<&str>) -> Result<ExitCode> {
+/// `rollback [--env E] [--to REV]`: a full deploy of an earlier commit that moves the pointer.
+pub fn run(repo: Option<&Path>, env_name: Option<&str>, to: Option<&str>) -> Result<ExitCode> {
     let session = Session::open(repo)?;
-    let env = session.environment(env_name)?;
+    let env = match env_name {
+        Some(name) => session.environment(name)?,
+        None => {
+            let mut all = session.environments();
+            if all.len() != 1 {
+                let names: Vec<String> = all.into_iter().map(|e| e.name).collect();
+                bail!(
+                    "several environments are configured ({}): say which with --env",
+                    names.join(", ")
+                );
+            }
+            all.remove(0)
+        }
+    };
+    let env_name = env.name.as_str();
     let Some(pointer) = session.pointer(&env.name) else {
         bail!("environment {env_name} has never deployed; nothing to roll back");
     };

@@ -77,6 +77,52 @@ pub fn orphaned(session: &Session) -> Vec<PathBuf> {
     out
 }
 
+/// An orphaned entry as `status` reports it.
+pub struct Orphan {
+    pub path: PathBuf,
+    /// The entry's file name.
+    pub name: String,
+    /// When the push was queued (the entry's modification time).
+    pub queued_at: String,
+    /// The pushed commits it holds.
+    pub commits: Vec<String>,
+}
+
+/// The orphaned entries (see `orphaned`) holding a push for `env`. Reads only: `status`
+/// reports them, a deploying run takes them over.
+pub fn orphaned_for(session: &Session, env: &str) -> Vec<Orphan> {
+    orphaned(session)
+        .into_iter()
+        .filter_map(|path| {
+            let entry: QueueEntry = serde_json::from_slice(&fs::read(&path).ok()?).ok()?;
+            let mine = entry
+                .updates
+                .iter()
+                .any(|(_, _, name)| session.environments_for(name).iter().any(|x| x.name == env));
+            if !mine {
+                return None;
+            }
+            let queued_at = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .map(|t| {
+                    chrono::DateTime::<chrono::Utc>::from(t)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                })
+                .unwrap_or_default();
+            Some(Orphan {
+                name: path.file_name()?.to_string_lossy().into_owned(),
+                queued_at,
+                commits: entry
+                    .updates
+                    .into_iter()
+                    .filter_map(|(_, new, _)| new)
+                    .collect(),
+                path,
+            })
+        })
+        .collect()
+}
+
 /// In async mode: queue the updates, start a detached worker, and tell the pusher.
 pub fn queue_if_async(session: &Session, updates: &[RefUpdate]) -> Result<bool> {
     if session.config.deploy.mode != DeployMode::Async {

@@ -99,12 +99,18 @@ pub fn controls(o: &Object) -> Result<Controls> {
         };
         let v = value.as_str().unwrap_or("");
         let bad = || {
+            let expected = allowed(name);
             anyhow::anyhow!(
-                "{}: {} {}: annotation {key}: {value} is not one of {}",
+                "{}: {} {}: annotation {key}: {value} is not {}{expected}",
                 o.source,
                 o.id.kind,
                 o.id.name,
-                allowed(name)
+                // "one of a, b" for a list, "an integer" as it is.
+                if expected.contains(", ") {
+                    "one of "
+                } else {
+                    ""
+                },
             )
         };
         match name {

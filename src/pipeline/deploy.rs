@@ -362,11 +362,19 @@ impl<'s> Deployer<'s> {
         let rep = self.outcome(req, from, &started, &plan, results);
         let elapsed = clock.elapsed().as_secs_f64();
         if rep.result == Outcome::Succeeded {
-            say(&format!(
-                "{}: deployed {} in {elapsed:.1}s",
-                env.name,
-                plan::short_id(req.to)
-            ));
+            // The pusher's last line says what runs now: after a rollback, not their commit.
+            let to = plan::short_id(req.to);
+            let done = match (req.action, from) {
+                // The failure policy's rollback of the failed targets (`on_failure`).
+                (Action::Rollback, Some(f)) if req.only.is_some() => format!(
+                    "rolled back to {to} in {elapsed:.1}s; the deploy of {} FAILED",
+                    plan::short_id(f)
+                ),
+                (Action::Rollback, _) => format!("rolled back to {to} in {elapsed:.1}s"),
+                (Action::Drift, _) => format!("re-applied {to} in {elapsed:.1}s"),
+                (Action::Deploy, _) => format!("deployed {to} in {elapsed:.1}s"),
+            };
+            say(&format!("{}: {done}", env.name));
             self.finish(req, pointer, &rep, Some(&mut attempt))?;
             attempt.end()?;
             return Ok(Some(rep));

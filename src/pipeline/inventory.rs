@@ -594,6 +594,29 @@ impl<'r> Inventory<'r> {
     }
 }
 
+impl Inventory<'_> {
+    /// Every object of the inventory, in identity order (`hookops objects`): reads every shard.
+    pub fn all(&mut self) -> Result<Vec<(ObjectId, Entry)>> {
+        let mut shards = Vec::new();
+        if let Some(tree) = &self.tree {
+            if let Ok(objects) = tree.get_path(std::path::Path::new("objects")) {
+                let dir = self.repo.find_tree(objects.id())?;
+                shards.extend(dir.iter().filter_map(|e| e.name().map(str::to_string)));
+            }
+        }
+        let mut out = Vec::new();
+        for shard in shards {
+            for (k, e) in self.shard(&shard)?.iter() {
+                if let Some(id) = parse_key(k) {
+                    out.push((id, e.clone()));
+                }
+            }
+        }
+        out.sort_by_key(|(id, _)| key(id));
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

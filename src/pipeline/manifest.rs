@@ -396,6 +396,18 @@ fn push_object(
     out: &mut Vec<Object>,
 ) -> Result<()> {
     let Some(map) = value.as_object() else {
+        // What a repository using Git LFS holds for the file: three `key value` lines, which
+        // YAML reads as one string.
+        if value
+            .as_str()
+            .is_some_and(|t| t.starts_with("version https://git-lfs.github.com/spec/"))
+        {
+            bail!(
+                "{source}: a Git LFS pointer, not the manifest: hookops reads the objects git \
+                 stores, and LFS keeps the content elsewhere; keep manifests out of LFS \
+                 (.gitattributes)"
+            );
+        }
         bail!("{source}: a manifest document must be a mapping");
     };
     let api_version = map.get("apiVersion").and_then(Value::as_str);
@@ -433,9 +445,12 @@ fn push_object(
                 .filter(|n| !n.is_empty())
         });
     let Some(name) = name else {
-        bail!(
-            "{source}: {kind} has no metadata.name (generateName is only for hookops.io/hook Jobs)"
-        );
+        if value.pointer("/metadata/generateName").is_some() {
+            bail!(
+                "{source}: {kind} has no metadata.name (generateName is only for hookops.io/hook Jobs)"
+            );
+        }
+        bail!("{source}: {kind} has no metadata.name");
     };
     let group = group_of(api_version).to_string();
     // The built-in table of identity.rs; the identity stage resolves the rest (CRDs of the tree,

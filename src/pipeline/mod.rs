@@ -20,6 +20,7 @@ pub mod inventory;
 pub mod inventory_cluster;
 pub mod journal;
 pub mod kinds;
+pub mod livediff;
 pub mod manifest;
 pub mod plan;
 pub mod planner;

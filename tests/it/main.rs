@@ -7,6 +7,7 @@ mod core;
 mod crash;
 mod declares;
 mod environments;
+mod firsthour;
 mod gitolite;
 mod hostile;
 mod https_git;

@@ -23,6 +23,18 @@ fn push(w: &World, refspecs: &[&str]) -> Run {
 /// mentions one says which (`[good]`) rather than only that it is a commit.
 #[track_caller]
 fn assert_pusher_sees(name: &str, out: &Run, commits: &[(&str, &str)]) {
+    assert_output_in("snapshots/pusher", name, out, commits);
+}
+
+/// Snapshots what a hookops command printed (`snapshots/commands/NAME.snap`), with the same
+/// placeholders as what a pusher sees: the messages a user meets outside a push.
+#[track_caller]
+pub(crate) fn assert_command_output(name: &str, out: &Run, commits: &[(&str, &str)]) {
+    assert_output_in("snapshots/commands", name, out, commits);
+}
+
+#[track_caller]
+fn assert_output_in(dir: &str, name: &str, out: &Run, commits: &[(&str, &str)]) {
     let text = format!(
         "exit status: {}\n----- stdout -----\n{}----- stderr -----\n{}",
         out.code.map_or("signal".to_string(), |c| c.to_string()),
@@ -30,7 +42,7 @@ fn assert_pusher_sees(name: &str, out: &Run, commits: &[(&str, &str)]) {
         out.stderr
     );
     let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path("snapshots/pusher");
+    settings.set_snapshot_path(dir);
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     for (commit, label) in commits {

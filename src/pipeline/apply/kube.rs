@@ -288,7 +288,7 @@ impl Run<'_> {
             r.applied += applied_lines(&out.stdout);
             return Err(Failure::Refused {
                 call: "kubectl apply",
-                why: out.reason(),
+                why: locate(&out.reason(), objs),
             });
         }
         let forced: Vec<&Object> = immutable
@@ -471,6 +471,30 @@ pub enum Failure {
     },
 }
 
+/// kubectl's reason with the object and file it is about, where kubectl names neither (the
+/// manifests went on stdin): `namespaces "nope" not found`, `name: "x" … from "STDIN": no
+/// matches for kind "Foo"`, `ConfigMap "x" is invalid`.
+pub fn locate(why: &str, objects: &[&Object]) -> String {
+    let mentioned = |o: &&&Object| {
+        let name = format!("\"{}\"", o.id.name);
+        o.id.namespace
+            .as_ref()
+            .is_some_and(|ns| why.contains(&format!("namespaces \"{ns}\" not found")))
+            || (why.contains(&format!("kind \"{}\"", o.id.kind))
+                && why.contains(&format!("name: {name}")))
+            || why.contains(&format!("{} {name}", o.id.kind))
+    };
+    match objects.iter().find(mentioned) {
+        Some(o) => format!(
+            "{}: {} ({})",
+            o.source,
+            why.replace("from \"STDIN\": ", ""),
+            o.id
+        ),
+        None => why.to_string(),
+    }
+}
+
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -511,6 +535,40 @@ mod tests {
             &text.replace("migrate", "other"),
             &id
         ));
+    }
+
+    #[test]
+    fn kubectl_reasons_name_the_file_and_object() {
+        let object = |kind: &str, ns: &str, name: &str, source: &str| Object {
+            id: ObjectId {
+                group: String::new(),
+                kind: kind.into(),
+                namespace: Some(ns.into()),
+                name: name.into(),
+            },
+            api_version: "v1".into(),
+            body: serde_json::Value::Null,
+            source: source.into(),
+            cluster: false,
+        };
+        let a = object("ConfigMap", "web", "a", "k8s/a.yaml:1");
+        let b = object("Widget", "nope", "w", "k8s/w.yaml:4");
+        let objs = [&a, &b];
+        assert_eq!(
+            locate("namespaces \"nope\" not found", &objs),
+            "k8s/w.yaml:4: namespaces \"nope\" not found (Widget nope/w)"
+        );
+        assert_eq!(
+            locate(
+                "resource mapping not found for name: \"w\" namespace: \"nope\" from \"STDIN\": no matches for kind \"Widget\" in version \"x/v1\"",
+                &objs
+            ),
+            "k8s/w.yaml:4: resource mapping not found for name: \"w\" namespace: \"nope\" no matches for kind \"Widget\" in version \"x/v1\" (Widget nope/w)"
+        );
+        assert_eq!(
+            locate("the server is on fire", &objs),
+            "the server is on fire"
+        );
     }
 
     #[test]

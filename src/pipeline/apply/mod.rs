@@ -87,13 +87,7 @@ pub fn execute(
     let mut started = vec![false; plan.targets.len()];
     let (tx, rx) = mpsc::channel::<(usize, TargetReport)>();
     let ctx = Ctx {
-        width: plan
-            .targets
-            .iter()
-            .map(|t| t.target.name.chars().count())
-            .max()
-            .unwrap_or(0)
-            .max(8),
+        width: crate::out::column_width(plan.targets.iter().map(|t| t.target.name.as_str())).max(8),
         env,
         config,
         kubectl: &kubectl,
@@ -301,7 +295,7 @@ pub fn skipped(tp: &TargetPlan, reason: String) -> TargetReport {
     }
 }
 
-/// One aligned result line per target; `width` is the longest target name of the deploy.
+/// One aligned result line per target; `width` is the target name column's (`out::column_width`).
 pub fn print_target(env: &str, r: &TargetReport, width: usize) {
     let mut counts = format!("applied {}", r.applied);
     if r.pruned > 0 {

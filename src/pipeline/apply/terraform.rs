@@ -47,15 +47,30 @@ pub fn run(
         return Err("nothing to run (no deployed revision of this root)".into());
     };
     let root = dir?;
+    // The whole output beside the root's work directory; the pusher gets summaries.
+    // `<name>.log`, not with_extension: a target name may hold dots.
+    let mut log = work_root(&root, t).into_os_string();
+    log.push(".log");
+    let log = PathBuf::from(log);
     let tf = Terraform::new(
         config,
         masker,
         secrets.env.get(&t.name).cloned().unwrap_or_default(),
-    );
-    let prefix = format!("{}: {}", env.name, t.name);
+    )
+    .with_log(log.clone());
+    let prefix = format!("{}: {}", env.name, crate::config::printable(&t.name));
     let mut line = |l: &str| say(&format!("{prefix}: {l}"));
+    // Named from the repository (`<GIT_DIR>/hookops/work/…`) on failure: the pusher sees no
+    // server paths.
+    let shown = log.to_string_lossy();
+    let shown = shown
+        .find("/hookops/work/")
+        .map_or(shown.as_ref(), |at| &shown[at + 1..]);
     let repo_paths = |e: anyhow::Error| {
-        crate::backends::objects::repository_paths(&format!("{e:#}"), &work_root(&root, t))
+        format!(
+            "{} (whole output: <GIT_DIR>/{shown})",
+            crate::backends::objects::repository_paths(&format!("{e:#}"), &work_root(&root, t))
+        )
     };
     if env.terraform == TerraformMode::PlanOnly {
         let summary = tf

@@ -205,9 +205,9 @@ impl Reader<'_, '_> {
         }
         let out = self.renderer.kubectl.kustomize(&root, &t.path)?;
         if !out.success() {
+            // The target is named by whoever reports its error (its result line, the gate).
             bail!(
-                "target {}: kustomize failed: {}",
-                t.name,
+                "kustomize failed: {}",
                 objects::repository_paths(&out.reason(), &root)
             );
         }
