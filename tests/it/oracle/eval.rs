@@ -749,6 +749,13 @@ pub fn evaluate(checkout: &Path, env: &Env) -> Declared {
         }
     }
 
+    // Targets that already fail on their files (D3.3, D5) or their references.
+    let unreadable: BTreeSet<String> = targets
+        .iter()
+        .filter(|t| !t.failures.is_empty())
+        .map(|t| t.name.clone())
+        .collect();
+
     // D6: scopes: the built-in table, the tree's CRDs, the cluster.
     let mut tree_kinds: BTreeMap<(String, String), bool> = BTreeMap::new();
     for r in &raw {
@@ -858,11 +865,19 @@ pub fn evaluate(checkout: &Path, env: &Env) -> Declared {
     }
 
     // D7: `duplicates = "error"`: different copies fail every target declaring them.
+    // Reading: a target that fails on its own files declares nothing that can be compared
+    // (D9), so its readable copies do not make the others fail.
     if env.duplicates_error {
-        for (id, decls) in &out.objects {
-            let first = normalised(&decls[0].doc);
+        for (id, all) in &out.objects {
+            let decls: Vec<&Decl> = all
+                .iter()
+                .filter(|d| !unreadable.contains(&d.target))
+                .collect();
+            let Some(first) = decls.first().map(|d| normalised(&d.doc)) else {
+                continue;
+            };
             if decls.iter().any(|d| normalised(&d.doc) != first) {
-                for d in decls {
+                for d in &decls {
                     let t = targets.iter_mut().find(|t| t.name == d.target).unwrap();
                     t.failures.push(format!(
                         "{}:{}: {id} declared with different content (D7)",
