@@ -43,8 +43,7 @@ pub struct Kubectl {
 /// garbage it would free by exiting anyway (a 100-object apply: 156 ms of CPU with the default
 /// collector, 116 ms without; docs/performance.md). hookops therefore runs it with the collector
 /// off up to a heap of 512 MiB, above which Go collects as usual, for the calls that end by
-/// themselves in moments (apply, delete, diff; not `rollout status`, which may watch for
-/// minutes). Setting `GOGC` or `GOMEMLIMIT` in hookops' own environment turns this off: kubectl
+/// themselves in moments (apply, delete, diff, get). Setting `GOGC` or `GOMEMLIMIT` in hookops' own environment turns this off: kubectl
 /// then inherits those values.
 pub const GO_GC: [(&str, &str); 2] = [("GOGC", "off"), ("GOMEMLIMIT", "512MiB")];
 
@@ -93,9 +92,9 @@ impl Kubectl {
         c.arg("--cache-dir").arg(self.cache_dir.as_os_str())
     }
 
-    /// `command()` for a call that ends by itself in moments (apply, delete, diff): with the
-    /// collector tuned. Not for `rollout status`, which may watch for minutes: without a
-    /// collector its heap would grow to the limit.
+    /// `command()` for a call that ends by itself in moments (apply, delete, diff, get): with
+    /// the collector tuned. Not for a call that may run for minutes (`rollout undo` waits on
+    /// nothing, but is rare): without a collector its heap would grow to the limit.
     fn short_command(&self) -> Command {
         let mut c = self.command();
         if self.tune_gc {
@@ -226,22 +225,6 @@ impl Kubectl {
             .run(&self.masker)
     }
 
-    pub fn rollout_status(
-        &self,
-        resource: &str,
-        namespace: Option<&str>,
-        timeout: Duration,
-    ) -> Result<Output> {
-        let c = self.command().args([
-            "rollout".to_string(),
-            "status".to_string(),
-            resource.to_string(),
-            "--watch=true".to_string(),
-            format!("--timeout={}s", timeout.as_secs().max(1)),
-        ]);
-        Self::with_namespace(c, namespace).run(&self.masker)
-    }
-
     pub fn rollout_undo(&self, resource: &str, namespace: Option<&str>) -> Result<Output> {
         let c = self.command().args(["rollout", "undo", resource]);
         self.write(Self::with_namespace(c, namespace))
@@ -256,7 +239,20 @@ impl Kubectl {
     }
 
     pub fn get_json(&self, resource: &str, namespace: Option<&str>) -> Result<Output> {
-        let c = self.command().args(["get", resource, "-o", "json"]);
+        let c = self.short_command().args(["get", resource, "-o", "json"]);
+        Self::with_namespace(c, namespace).run(&self.masker)
+    }
+
+    /// The objects of `resource` matching the label `selector`, as a JSON list.
+    pub fn get_selected_json(
+        &self,
+        resource: &str,
+        selector: &str,
+        namespace: Option<&str>,
+    ) -> Result<Output> {
+        let c = self
+            .short_command()
+            .args(["get", resource, "-l", selector, "-o", "json"]);
         Self::with_namespace(c, namespace).run(&self.masker)
     }
 
@@ -320,10 +316,7 @@ mod tests {
                 ("GOMEMLIMIT".to_string(), "512MiB".to_string())
             ]
         );
-        assert!(
-            k.command().env.is_empty(),
-            "rollout status watches: no tuning"
-        );
+        assert!(k.command().env.is_empty(), "only short calls are tuned");
         k.tune_gc = false;
         assert!(env(&k).is_empty());
     }

@@ -55,6 +55,13 @@ pub fn decode_text(bytes: Vec<u8>) -> std::result::Result<String, &'static str> 
     }
 }
 
+/// Why a file whose name is not UTF-8 (`shown` escaped) is refused.
+pub fn not_utf8(shown: &str) -> String {
+    format!(
+        "{shown}: the file name is not UTF-8, so it cannot be read or named to kubectl (rename it)"
+    )
+}
+
 /// A file name as bytes, shown as text: UTF-8 as it is, other bytes as `\xNN`.
 pub fn escape_name(name: &[u8]) -> String {
     let mut out = String::new();
@@ -133,7 +140,12 @@ pub fn files_under(
             if is_tree(mode) {
                 continue;
             }
-            let name = e.name().context("non-UTF-8 file name")?;
+            let Some(name) = e.name() else {
+                bail!(
+                    "{}",
+                    not_utf8(&format!("{prefix}{}", escape_name(e.name_bytes())))
+                );
+            };
             files.push(FileEntry {
                 path: format!("{prefix}{name}"),
                 id: e.id(),
@@ -155,15 +167,15 @@ pub fn files_under(
                 mode,
             }),
             None => {
-                bad_name = Some(format!("{prefix}{root}"));
+                bad_name = Some(format!("{prefix}{root}{}", escape_name(e.name_bytes())));
                 return TreeWalkResult::Abort;
             }
         }
         TreeWalkResult::Ok
     })
     .ok();
-    if let Some(dir) = bad_name {
-        bail!("{dir}: a file name is not UTF-8");
+    if let Some(path) = bad_name {
+        bail!("{}", not_utf8(&path));
     }
     Ok(files)
 }

@@ -442,14 +442,16 @@ fn cluster(r: &mut Checks, session: &Session, env: &Environment, masker: &Masker
     };
     let version = kubectl.raw(["version", "-o", "json", "--request-timeout=5s"]);
     let server = match version {
-        Ok(out) if out.success() => serde_json::from_str::<serde_json::Value>(&out.stdout)
-            .ok()
-            .and_then(|v| {
-                v.pointer("/serverVersion/gitVersion")
-                    .and_then(|g| g.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| "unknown version".into()),
+        Ok(out) if out.success() => {
+            let v = serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap_or_default();
+            if let Some(slow) = slow_kubectl(&v) {
+                r.warn("kubectl", &slow);
+            }
+            v.pointer("/serverVersion/gitVersion")
+                .and_then(|g| g.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| "unknown version".into())
+        }
         Ok(out) => {
             return r.fail(
                 &check,
@@ -566,6 +568,29 @@ fn lock(r: &mut Checks, env: &Environment, kubectl: &crate::backends::kube::Kube
     }
 }
 
+/// kubectl 1.32 and 1.33 decode the server's whole OpenAPI v3 document for every object they
+/// send as a document of its own, to learn whether strict field validation is supported
+/// (kubernetes/kubernetes#127095; cached from 1.34 on). What that costs hookops, from
+/// `kubectl version -o json`'s client version.
+fn slow_kubectl(version: &serde_json::Value) -> Option<String> {
+    let client = version.get("clientVersion")?;
+    let minor = client.get("minor")?.as_str()?.trim_end_matches('+');
+    if client.get("major")?.as_str()? != "1" || !matches!(minor, "32" | "33") {
+        return None;
+    }
+    let git = client
+        .get("gitVersion")
+        .and_then(|g| g.as_str())
+        .unwrap_or("1.x");
+    Some(format!(
+        "{git} decodes the server's OpenAPI v3 document once per object it applies (about 20 ms \
+         of CPU each, 20 s for 1,000 objects; kubernetes/kubernetes#127095, fixed in 1.34): \
+         hookops sends two or more objects as one List, which kubectl validates with the v2 \
+         schema read once per call, so only one-object applies pay it; kubectl 1.34 or newer \
+         avoids it altogether"
+    ))
+}
+
 /// A namespace the policy names must exist before the first push unless the environment may
 /// create it (a Namespace is cluster-scoped): otherwise that push fails with `namespaces "web"
 /// not found` (docs/environments.md, "The namespace policy").
@@ -650,5 +675,26 @@ fn layout(r: &mut Checks, session: &Session, envs: &[Environment]) {
             "api servers",
             &environments::shared_server_line(&server, &names),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kubectl_1_32_and_1_33_are_named_slow() {
+        let v = |major: &str, minor: &str| {
+            json!({"clientVersion": {"major": major, "minor": minor,
+                                     "gitVersion": format!("v{major}.{minor}.4")}})
+        };
+        let slow = slow_kubectl(&v("1", "32+")).unwrap();
+        assert!(slow.starts_with("v1.32+.4 decodes"), "{slow}");
+        assert!(slow.contains("#127095"), "{slow}");
+        assert!(slow_kubectl(&v("1", "33")).is_some());
+        assert!(slow_kubectl(&v("1", "34")).is_none());
+        assert!(slow_kubectl(&v("1", "31")).is_none());
+        assert!(slow_kubectl(&json!({"serverVersion": {}})).is_none());
     }
 }

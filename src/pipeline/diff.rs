@@ -40,7 +40,7 @@ pub fn changed_paths(repo: &Repository, old: Option<&Tree>, new: &Tree) -> Resul
     };
     match old {
         Some(old) => compare(repo, old, new, "", &mut out)?,
-        None => all_files(repo, new, "", &mut out)?,
+        None => all_files(repo, new, "", true, &mut out)?,
     }
     Ok(changes)
 }
@@ -117,20 +117,20 @@ fn compare(repo: &Repository, old: &Tree, new: &Tree, prefix: &str, out: &mut Ou
         match (old.get(i), new.get(j)) {
             (None, None) => return Ok(()),
             (Some(x), None) => {
-                gone_or_new(repo, &x, prefix, out)?;
+                gone_or_new(repo, &x, prefix, false, out)?;
                 i += 1;
             }
             (None, Some(y)) => {
-                gone_or_new(repo, &y, prefix, out)?;
+                gone_or_new(repo, &y, prefix, true, out)?;
                 j += 1;
             }
             (Some(x), Some(y)) => match git_order(&x, &y) {
                 Ordering::Less => {
-                    gone_or_new(repo, &x, prefix, out)?;
+                    gone_or_new(repo, &x, prefix, false, out)?;
                     i += 1;
                 }
                 Ordering::Greater => {
-                    gone_or_new(repo, &y, prefix, out)?;
+                    gone_or_new(repo, &y, prefix, true, out)?;
                     j += 1;
                 }
                 Ordering::Equal => {
@@ -144,10 +144,7 @@ fn compare(repo: &Repository, old: &Tree, new: &Tree, prefix: &str, out: &mut Ou
                             Some(path) => {
                                 out.paths.insert(path);
                             }
-                            None => {
-                                out.bad_names(repo, &x, prefix)?;
-                                out.bad_names(repo, &y, prefix)?;
-                            }
+                            None => out.bad_names(repo, &y, prefix)?,
                         }
                     }
                     i += 1;
@@ -159,22 +156,33 @@ fn compare(repo: &Repository, old: &Tree, new: &Tree, prefix: &str, out: &mut Ou
 }
 
 /// An entry on one side only: the file, or every file of the directory.
-fn gone_or_new(repo: &Repository, e: &TreeEntry, prefix: &str, out: &mut Out) -> Result<()> {
+/// An entry of the old side only (`new` false) or of the new side only. A name that is not
+/// UTF-8 counts only on the new side: a file that is gone fails nothing.
+fn gone_or_new(
+    repo: &Repository,
+    e: &TreeEntry,
+    prefix: &str,
+    new: bool,
+    out: &mut Out,
+) -> Result<()> {
     let Some(path) = join(prefix, e.name_bytes()) else {
-        return out.bad_names(repo, e, prefix);
+        return match new {
+            true => out.bad_names(repo, e, prefix),
+            false => Ok(()),
+        };
     };
     if objects::is_tree(e.filemode()) {
         let t = find_tree(repo, e.id(), &path)?;
-        all_files(repo, &t, &path, out)
+        all_files(repo, &t, &path, new, out)
     } else {
         out.paths.insert(path);
         Ok(())
     }
 }
 
-fn all_files(repo: &Repository, t: &Tree, prefix: &str, out: &mut Out) -> Result<()> {
+fn all_files(repo: &Repository, t: &Tree, prefix: &str, new: bool, out: &mut Out) -> Result<()> {
     for e in t.iter() {
-        gone_or_new(repo, &e, prefix, out)?;
+        gone_or_new(repo, &e, prefix, new, out)?;
     }
     Ok(())
 }

@@ -162,7 +162,28 @@ pub struct Inventory<'r> {
 
 impl<'r> Inventory<'r> {
     pub fn load(repo: &'r Repository, env: &str) -> Result<Inventory<'r>> {
-        let mut inv = Inventory {
+        let mut inv = Inventory::empty(repo, env);
+        let name = inventory_ref(env);
+        let Ok(r) = repo.find_reference(&name) else {
+            return Ok(inv);
+        };
+        let head = r
+            .target()
+            .with_context(|| format!("{name} is not a direct reference"))?;
+        inv.read_commit(head)?;
+        Ok(inv)
+    }
+
+    /// The inventory kept in commit `head` (a dry run's cache: no ref names it). It is never
+    /// saved: `save` would find the environment's ref elsewhere.
+    pub fn at_commit(repo: &'r Repository, env: &str, head: Oid) -> Result<Inventory<'r>> {
+        let mut inv = Inventory::empty(repo, env);
+        inv.read_commit(head)?;
+        Ok(inv)
+    }
+
+    fn empty(repo: &'r Repository, env: &str) -> Inventory<'r> {
+        Inventory {
             repo,
             env: env.to_string(),
             head: None,
@@ -176,14 +197,13 @@ impl<'r> Inventory<'r> {
             orphans: BTreeSet::new(),
             dirty_meta: false,
             touched: BTreeSet::new(),
-        };
-        let name = inventory_ref(env);
-        let Ok(r) = repo.find_reference(&name) else {
-            return Ok(inv);
-        };
-        let head = r
-            .target()
-            .with_context(|| format!("{name} is not a direct reference"))?;
+        }
+    }
+
+    fn read_commit(&mut self, head: Oid) -> Result<()> {
+        let inv = self;
+        let name = inventory_ref(&inv.env);
+        let repo = inv.repo;
         let commit = repo
             .find_commit(head)
             .with_context(|| format!("{name}: not a commit"))?;
@@ -194,7 +214,7 @@ impl<'r> Inventory<'r> {
         }
         inv.kinds = inv.read_json("kinds.json")?.unwrap_or_default();
         inv.orphans = inv.read_json("orphans.json")?.unwrap_or_default();
-        Ok(inv)
+        Ok(())
     }
 
     /// Whether an inventory was ever written for this environment.
@@ -484,32 +504,18 @@ impl<'r> Inventory<'r> {
         self.dirty_meta || !self.dirty_shards.is_empty() || !self.dirty_units.is_empty()
     }
 
+    /// Writes the inventory as a commit that no ref names (a dry run's cache), returning it.
+    pub fn write_detached(&self, message: &str) -> Result<Oid> {
+        self.write(message)
+    }
+
     /// Writes the changes as one commit on `refs/hookops/inventory/<env>` (compare-and-swap:
     /// the deploy lock serialises writers, so a moved ref means corruption, not a race).
     pub fn save(&mut self, message: &str) -> Result<()> {
         if !self.dirty() {
             return Ok(());
         }
-        // Many pieces at once (a first deploy writes one per manifest file): written as one
-        // pack rather than as a loose object each, which costs a file apiece (1,000 files: a
-        // quarter of a second).
-        let commit = if self.dirty_units.len() + self.dirty_shards.len() >= PACK_AT {
-            let bulk = Repository::open(self.repo.path())?;
-            let odb = bulk.odb()?;
-            let mempack = odb.add_new_mempack_backend(1000)?;
-            let commit = self.write_commit(&bulk, message)?;
-            let mut pack = git2::Buf::new();
-            mempack
-                .dump(&bulk, &mut pack)
-                .context("packing the inventory")?;
-            let target = self.repo.odb()?;
-            let mut writer = target.packwriter()?;
-            std::io::Write::write_all(&mut writer, &pack)?;
-            writer.commit().context("writing the inventory's pack")?;
-            commit
-        } else {
-            self.write_commit(self.repo, message)?
-        };
+        let commit = self.write(message)?;
         let repo = self.repo;
         let tree = repo.find_commit(commit)?.tree()?;
         let name = inventory_ref(&self.env);
@@ -521,6 +527,28 @@ impl<'r> Inventory<'r> {
         self.dirty_units.clear();
         self.dirty_meta = false;
         Ok(())
+    }
+
+    /// Writes the changed pieces, the tree and the commit; returns the commit. Many pieces at
+    /// once (a first deploy writes one per manifest file) are written as one pack rather than
+    /// as a loose object each, which costs a file apiece (1,000 files: a quarter of a second).
+    fn write(&self, message: &str) -> Result<Oid> {
+        if self.dirty_units.len() + self.dirty_shards.len() < PACK_AT {
+            return self.write_commit(self.repo, message);
+        }
+        let bulk = Repository::open(self.repo.path())?;
+        let odb = bulk.odb()?;
+        let mempack = odb.add_new_mempack_backend(1000)?;
+        let commit = self.write_commit(&bulk, message)?;
+        let mut pack = git2::Buf::new();
+        mempack
+            .dump(&bulk, &mut pack)
+            .context("packing the inventory")?;
+        let target = self.repo.odb()?;
+        let mut writer = target.packwriter()?;
+        std::io::Write::write_all(&mut writer, &pack)?;
+        writer.commit().context("writing the inventory's pack")?;
+        Ok(commit)
     }
 
     /// Writes the changed pieces, the tree and the commit through `repo` (this inventory's

@@ -6,6 +6,7 @@
 
 pub mod annotations;
 pub mod apply;
+pub mod cache;
 pub mod declare;
 pub mod deploy;
 pub mod diff;

@@ -7,6 +7,7 @@
 //! (or reach the network), are checked here, so a refused target never reaches apply.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use anyhow::Result;
 use git2::{Oid, Repository, Tree};
@@ -15,6 +16,7 @@ use serde::Serialize;
 use crate::backends::objects;
 use crate::config::{Duplicates, Environment, Target, TargetType};
 use crate::pipeline::annotations::{self, ApplyMode};
+use crate::pipeline::cache::Cache;
 pub use crate::pipeline::declare::read::{secret_id, Renderer};
 use crate::pipeline::declare::read::{secret_objects, Reader, Units};
 use crate::pipeline::declare::targets::{self, Affected};
@@ -150,68 +152,49 @@ pub struct PlanContext<'a, 'r> {
     /// `prune_namespaces` / `prune_crds` of the environment.
     pub prune_namespaces: bool,
     pub prune_crds: bool,
+    /// A plan that deploys nothing (`plan`, the gate, `drift`): with nothing deployed here, what
+    /// the old commit declares is read only when the change may stop declaring an object, and
+    /// is then kept in this cache directory, if any, for the next plan (`pipeline::cache`).
+    pub dry: Option<Option<&'a Path>>,
 }
 
-pub fn build(
-    repo: &Repository,
+pub fn build<'r>(
+    repo: &'r Repository,
     env: &Environment,
     from: Option<Oid>,
     to: Oid,
     renderer: &Renderer,
-    mut cx: PlanContext,
+    mut cx: PlanContext<'_, 'r>,
 ) -> Result<Plan> {
     let new_tree = targets::commit_tree(repo, to)?;
     let old_tree = from.map(|id| targets::commit_tree(repo, id)).transpose()?;
     let mut changes = diff::changed_paths(repo, old_tree.as_ref(), &new_tree)?;
     let short = short_id(to);
-    // Installed where something is already deployed (an upgrade, `replay --from`): what the
-    // deployed tree declares is taken as applied, so removing it later prunes it. That is the
-    // plan of a first deploy of the deployed tree, as if it had been applied.
-    if !cx.inventory.exists() {
-        if let Some(old_id) = from {
-            let adopted = build(
-                repo,
-                env,
-                None,
-                old_id,
-                renderer,
-                PlanContext {
-                    inventory: &mut *cx.inventory,
-                    resolver: &mut cx.resolver.clone(),
-                    only: None,
-                    prune_namespaces: cx.prune_namespaces,
-                    prune_crds: cx.prune_crds,
-                },
-            )?;
-            for tp in adopted.targets.iter().filter(|t| t.blocked().is_some()) {
-                log::warn!(
-                    "adopting {}: target {}: {}",
-                    short_id(old_id),
-                    tp.target.name,
-                    tp.blocked().unwrap_or_default()
-                );
-            }
-            cx.inventory.mark_applied(adopted.may_apply())?;
-            cx.inventory.take_touched();
-        }
-    }
     cx.resolver
         .custom
         .extend(cx.inventory.kinds().iter().map(|(k, v)| (k.clone(), *v)));
     // A failed or interrupted attempt may have applied (or declared) a tree other than the
     // pointer's: everything it touched is reconciled from the new tree too.
+    let mut attempted = None;
     if let Some(base) = cx.inventory.base.filter(|b| Some(*b) != from && *b != to) {
         if let Ok(base_tree) = targets::commit_tree(repo, base) {
             let more = diff::changed_paths(repo, Some(&base_tree), &new_tree)?;
             let known: BTreeSet<String> = changes.paths.iter().cloned().collect();
             changes
                 .paths
-                .extend(more.paths.into_iter().filter(|p| !known.contains(p)));
-            changes.bad_names.extend(more.bad_names);
+                .extend(more.paths.iter().filter(|p| !known.contains(*p)).cloned());
+            changes.bad_names.extend(more.bad_names.clone());
+            attempted = Some((base, base_tree, more));
         }
     }
-    let references =
-        References::for_change(repo, from.zip(old_tree.as_ref()), (to, &new_tree), &changes)?;
+    let index_cache = cx.dry.flatten().and_then(|d| Cache::open(d, "references"));
+    let references = References::for_change_cached(
+        repo,
+        from.zip(old_tree.as_ref()),
+        (to, &new_tree),
+        &changes,
+        index_cache.as_ref(),
+    )?;
     let mut affected = targets::affected(
         repo,
         old_tree.as_ref(),
@@ -220,6 +203,21 @@ pub fn build(
         &short,
         &references,
     )?;
+    // Installed where something is already deployed (an upgrade, `replay --from`): what the
+    // deployed tree declares is taken as applied, so removing it later prunes it. A dry run in
+    // a repository that deploys nothing (a clone asking what a push would do) reads it only
+    // when the change may stop declaring something: else the changed files are all it needs.
+    let mut cold = false;
+    if let (false, Some(old_id), Some(old)) = (cx.inventory.exists(), from, &old_tree) {
+        if cx.dry.is_none() || may_remove(repo, old, &new_tree, &changes, &affected) {
+            adopt(repo, env, old_id, renderer, &mut cx)?;
+            cx.resolver
+                .custom
+                .extend(cx.inventory.kinds().iter().map(|(k, v)| (k.clone(), *v)));
+        } else {
+            cold = true;
+        }
+    }
     // Environments as directories (issue 18, src/environments.rs): one with `paths` deploys
     // only the targets under them.
     affected.deploy.retain(|t| env.includes(&t.path));
@@ -227,6 +225,28 @@ pub fn build(
     if let Some(only) = cx.only {
         affected.deploy.retain(|t| only.contains(&t.name));
         affected.removed.retain(|t| only.contains(&t.name));
+    }
+    // A target that such an attempt declared and that the new tree no longer has is removed
+    // too, or its declarations would outlive it and keep what it applied (D10).
+    if let Some((base, base_tree, more)) = &attempted {
+        let refs = References::for_change_cached(
+            repo,
+            Some((*base, base_tree)),
+            (to, &new_tree),
+            more,
+            index_cache.as_ref(),
+        )?;
+        let gone = targets::affected(repo, Some(base_tree), &new_tree, more, &short, &refs)?;
+        for t in gone.removed {
+            let known = affected
+                .deploy
+                .iter()
+                .chain(&affected.removed)
+                .any(|x| x.name == t.name);
+            if !known && env.includes(&t.path) && cx.only.is_none_or(|o| o.contains(&t.name)) {
+                affected.removed.push(t);
+            }
+        }
     }
     let mut plan = Plan {
         from,
@@ -237,6 +257,12 @@ pub fn build(
         warnings: affected.unread.clone(),
         references: References::default(),
     };
+    if cold {
+        plan.warnings.push(
+            "nothing is deployed from this repository: only the changed files were read (the change removes no object; a copy of one in another file would win, architecture.md D7)"
+                .into(),
+        );
+    }
     let old_targets = old_definitions(repo, old_tree.as_ref(), &affected, &references)?;
     let reader = Reader {
         repo,
@@ -331,12 +357,24 @@ pub fn build(
                 .partition(|o| annotations::controls(o).is_ok_and(|c| c.hook.is_some()));
             tp.hooks.extend(hooks);
             *objs = declared;
-            for (id, sources) in winner::last_of_each(objs) {
-                plan.warnings.push(format!(
-                    "{id} is declared {} times in one file ({}): the last copy is applied (declares D7)",
-                    sources.len(),
-                    sources.join(", ")
-                ));
+            for r in winner::last_of_each(objs) {
+                let what = format!(
+                    "{} is declared {} times in one file ({})",
+                    r.id,
+                    r.sources.len(),
+                    r.sources.join(", ")
+                );
+                if r.differ && env.duplicates == Duplicates::Error {
+                    tp.error.get_or_insert_with(|| {
+                        format!(
+                            "{what} with different contents, and environment {} sets duplicates = \"error\"",
+                            env.name
+                        )
+                    });
+                } else {
+                    plan.warnings
+                        .push(format!("{what}: the last copy is applied (declares D7)"));
+                }
             }
             if unit.starts_with("s:") {
                 tp.secret_ids = objs.iter().map(|o| o.id.clone()).collect();
@@ -405,6 +443,94 @@ pub fn build(
     plan.targets = order_targets(plan.targets)?;
     plan.references = references;
     Ok(plan)
+}
+
+/// Takes what `old_id` declares as applied (D10 needs it to prune): the plan of a first deploy
+/// of that commit. A dry run keeps the result in its cache, so the next one starts warm.
+fn adopt<'r>(
+    repo: &'r Repository,
+    env: &Environment,
+    old_id: Oid,
+    renderer: &Renderer,
+    cx: &mut PlanContext<'_, 'r>,
+) -> Result<()> {
+    let cache = cx.dry.flatten().and_then(|d| Cache::open(d, "adopted"));
+    let key = format!(
+        "{}|{old_id}|{}|{}",
+        env.name,
+        cx.resolver.env_namespace,
+        env.paths.as_deref().unwrap_or_default().join(",")
+    );
+    if let Some(id) = cache.as_ref().and_then(|c| c.get(&key)) {
+        if let Ok(inv) = Inventory::at_commit(repo, &env.name, id) {
+            *cx.inventory = inv;
+            return Ok(());
+        }
+    }
+    let adopted = build(
+        repo,
+        env,
+        None,
+        old_id,
+        renderer,
+        PlanContext {
+            inventory: &mut *cx.inventory,
+            resolver: &mut cx.resolver.clone(),
+            only: None,
+            prune_namespaces: cx.prune_namespaces,
+            prune_crds: cx.prune_crds,
+            dry: cx.dry,
+        },
+    )?;
+    for tp in adopted.targets.iter().filter(|t| t.blocked().is_some()) {
+        log::warn!(
+            "adopting {}: target {}: {}",
+            short_id(old_id),
+            tp.target.name,
+            tp.blocked().unwrap_or_default()
+        );
+    }
+    cx.inventory.mark_applied(adopted.may_apply())?;
+    cx.inventory.take_touched();
+    if let Some(c) = cache {
+        let id = cx
+            .inventory
+            .write_detached(&format!("hookops: what {old_id} declares (a plan's cache)"))?;
+        c.put(&key, id);
+    }
+    Ok(())
+}
+
+/// Whether a change may stop declaring an object: a changed manifest file's old version
+/// declares an identity that no changed file's new version declares. Anything beyond plain
+/// manifest files of discovered kubectl targets (kustomize, charts, Terraform, `hookops.toml`,
+/// a removed target, a file that does not parse) counts as may.
+fn may_remove(repo: &Repository, old: &Tree, new: &Tree, changes: &Changes, a: &Affected) -> bool {
+    if a.tree_targets.is_some()
+        || !a.removed.is_empty()
+        || !changes.bad_names.is_empty()
+        || a.deploy.iter().any(|t| t.kind != TargetType::Kubectl)
+    {
+        return true;
+    }
+    let ids = |tree: &Tree| -> Option<BTreeSet<ObjectId>> {
+        let mut out = BTreeSet::new();
+        for p in changes
+            .paths
+            .iter()
+            .filter(|p| crate::pipeline::manifest::is_manifest_path(p))
+        {
+            if let Some(text) = objects::read_path(repo, tree, p).ok()? {
+                let objs = crate::pipeline::manifest::parse(&text, p, None).ok()?;
+                out.extend(objs.into_iter().map(|o| o.id));
+            }
+        }
+        Some(out)
+    };
+    match (ids(old), ids(new)) {
+        (Some(before), Some(after)) => !before.is_subset(&after),
+        _ => true,
+    }
 }
 
 /// The objects read by this plan, by inventory unit, resolved.
@@ -881,6 +1007,7 @@ mod tests {
                 only: None,
                 prune_namespaces: env.prune_namespaces,
                 prune_crds: env.prune_crds,
+                dry: None,
             },
         )?;
         if record {
@@ -1222,6 +1349,86 @@ mod tests {
                 "{name}: {err}"
             );
         }
+    }
+
+    /// A dry run (`plan`) with nothing deployed in the repository, keeping its cache in `cache`.
+    fn dry_plan(repo: &Repository, from: Oid, to: Oid, cache: &Path) -> (Plan, bool) {
+        // Returns the plan and whether it read the old tree (adopted it).
+        let e = env("e");
+        let scratch = tempfile::tempdir().unwrap();
+        let kubectl = Kubectl::new("kubectl", &e, scratch.path(), Masker::default());
+        let renderer = Renderer {
+            kubectl: &kubectl,
+            scratch: scratch.path(),
+            allow_remote: false,
+        };
+        let mut inv = Inventory::load(repo, &e.name).unwrap();
+        let mut resolver = Resolver::new("default".into());
+        let plan = build(
+            repo,
+            &e,
+            Some(from),
+            to,
+            &renderer,
+            PlanContext {
+                inventory: &mut inv,
+                resolver: &mut resolver,
+                only: None,
+                prune_namespaces: false,
+                prune_crds: false,
+                dry: Some(Some(cache)),
+            },
+        )
+        .unwrap();
+        let cold = plan
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("nothing is deployed from this repository"));
+        (plan, !cold)
+    }
+
+    #[test]
+    fn a_plan_without_stored_state_reads_the_old_tree_only_for_a_removal() {
+        let (_d, repo) = repo();
+        let cache = tempfile::tempdir().unwrap();
+        let c1 = commit(
+            &repo,
+            None,
+            &[
+                ("a/one.yaml", Some(&cm("one", ""))),
+                ("a/two.yaml", Some(&cm("two", ""))),
+                ("b/three.yaml", Some(&cm("three", ""))),
+            ],
+        );
+        // An edit that removes nothing: the old tree is not adopted, nothing is cached.
+        let c2 = commit(
+            &repo,
+            Some(c1),
+            &[("a/one.yaml", Some(&cm("one", "  labels: {x: y}\n")))],
+        );
+        let (p, adopted) = dry_plan(&repo, c1, c2, cache.path());
+        assert!(!adopted, "{:?}", p.warnings);
+        assert_eq!(sequence(&p), ["a"]);
+        assert_eq!(applied(target(&p, "a")), ["ConfigMap default/one"]);
+        assert!(!cache.path().join("adopted.json").exists());
+
+        // A removal needs what the old tree declares: adopted, pruned, and kept for the next.
+        let c3 = commit(&repo, Some(c1), &[("a/two.yaml", None)]);
+        let (p, adopted) = dry_plan(&repo, c1, c3, cache.path());
+        assert!(adopted);
+        assert_eq!(pruned(target(&p, "a")), ["ConfigMap default/two"]);
+        assert!(cache.path().join("adopted.json").exists());
+        let (again, _) = dry_plan(&repo, c1, c3, cache.path());
+        assert_eq!(all_pruned(&again), all_pruned(&p));
+        // No ref was written by any of them.
+        let refs: Vec<String> = repo
+            .references()
+            .unwrap()
+            .flatten()
+            .filter_map(|r| r.name().map(str::to_string))
+            .filter(|n| n.starts_with("refs/hookops/"))
+            .collect();
+        assert!(refs.is_empty(), "{refs:?}");
     }
 
     #[test]

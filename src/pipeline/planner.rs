@@ -13,6 +13,7 @@ use git2::Oid;
 use crate::backends::mask::Masker;
 use crate::backends::repo::Session;
 use crate::config::Environment;
+use crate::pipeline::cache::Cache;
 use crate::pipeline::environments;
 use crate::pipeline::identity::{self, Resolver};
 use crate::pipeline::inventory::Inventory;
@@ -22,17 +23,43 @@ use crate::pipeline::plan::{build, Kept, Plan, PlanContext, Renderer, Step};
 /// declarations are dropped).
 pub fn plan(session: &Session, env: &Environment, from: Option<Oid>, to: Oid) -> Result<Plan> {
     let mut inv = Inventory::load(&session.repo, &env.name)?;
-    plan_with(session, &Masker::new(), env, (from, to), &mut inv, None)
+    let cache = session.state_dir().join("cache");
+    let dry = Dry(Some(cache.as_path()));
+    plan_in(
+        session,
+        &Masker::new(),
+        env,
+        (from, to),
+        &mut inv,
+        None,
+        Some(dry),
+    )
 }
 
 /// Plans against `inv`, recording the new tree's declarations in it (not saved).
-pub fn plan_with(
-    session: &Session,
+pub fn plan_with<'s>(
+    session: &'s Session,
+    masker: &Masker,
+    env: &Environment,
+    range: (Option<Oid>, Oid),
+    inv: &mut Inventory<'s>,
+    only: Option<&BTreeSet<String>>,
+) -> Result<Plan> {
+    plan_in(session, masker, env, range, inv, only, None)
+}
+
+/// A plan that deploys nothing, with the directory where it keeps what it learns (writes no
+/// ref: `pipeline::cache`).
+struct Dry<'a>(Option<&'a std::path::Path>);
+
+fn plan_in<'s>(
+    session: &'s Session,
     masker: &Masker,
     env: &Environment,
     (from, to): (Option<Oid>, Oid),
-    inv: &mut Inventory,
+    inv: &mut Inventory<'s>,
     only: Option<&BTreeSet<String>>,
+    dry: Option<Dry>,
 ) -> Result<Plan> {
     let kubectl = session.kubectl(env, masker.clone())?;
     let env_dir = session.env_dir(&env.name)?;
@@ -56,13 +83,26 @@ pub fn plan_with(
         only,
         prune_namespaces: env.prune_namespaces,
         prune_crds: env.prune_crds,
+        dry: dry.as_ref().map(|d| d.0),
     };
     let mut plan = build(&session.repo, env, from, to, &renderer, cx)?;
     keep_what_others_declare(session, env, &mut plan)?;
-    // The gate's pre-receive hook sees the pushed objects in quarantine, where git refuses
-    // ref updates: it reads the index, it never keeps one.
-    if std::env::var_os("GIT_QUARANTINE_PATH").is_none() {
-        keep_references(session, &plan);
+    match dry
+        .and_then(|d| d.0)
+        .and_then(|d| Cache::open(d, "references"))
+    {
+        // A dry run writes no ref: its indexes go to its cache (never in a quarantine).
+        Some(cache) => {
+            if let Err(e) = plan.references.keep_in(&session.repo, &cache) {
+                log::info!("keeping the reference index: {e:#}");
+            }
+        }
+        // The gate's pre-receive hook sees the pushed objects in quarantine, where git refuses
+        // ref updates: it reads the index, it never keeps one.
+        None if std::env::var_os("GIT_QUARANTINE_PATH").is_none() => {
+            keep_references(session, &plan)
+        }
+        None => {}
     }
     Ok(plan)
 }

@@ -17,6 +17,7 @@ use git2::{Oid, Repository, Tree};
 use serde::{Deserialize, Serialize};
 
 use crate::backends::objects;
+use crate::pipeline::cache::Cache;
 use crate::pipeline::diff::Changes;
 use crate::pipeline::manifest;
 
@@ -864,7 +865,22 @@ impl References {
         new: (Oid, &Tree),
         changes: &Changes,
     ) -> Result<References> {
+        References::for_change_cached(repo, old, new, changes, None)
+    }
+
+    /// [`References::for_change`], also looking in a dry run's cache (`pipeline::cache`).
+    pub fn for_change_cached(
+        repo: &Repository,
+        old: Option<(Oid, &Tree)>,
+        new: (Oid, &Tree),
+        changes: &Changes,
+        cache: Option<&Cache>,
+    ) -> Result<References> {
         let store = Store::open(repo);
+        let store = Cached {
+            store: &store,
+            cache,
+        };
         let mut stored = true;
         let old = match old {
             Some((id, tree)) => Some((
@@ -947,6 +963,25 @@ impl References {
             .collect()
     }
 
+    /// Keeps both indexes in a dry run's cache: objects that no ref names.
+    pub fn keep_in(&self, repo: &Repository, cache: &Cache) -> Result<()> {
+        let mut entries: Vec<(Oid, &RefIndex)> = vec![(self.new.0, &self.new.1)];
+        if let Some((id, index)) = &self.old {
+            entries.push((*id, index));
+        }
+        for (id, index) in entries {
+            if index.blob.is_some() && cache.get(&id.to_string()) == index.blob {
+                continue;
+            }
+            let blob = match index.blob {
+                Some(b) => b,
+                None => repo.blob(&index.to_json()?)?,
+            };
+            cache.put(&id.to_string(), blob);
+        }
+        Ok(())
+    }
+
     /// Stores both indexes under [`INDEX_REF`], keeping those of the commits `keep` names.
     pub fn save(&self, repo: &Repository, keep: &BTreeSet<Oid>) -> Result<()> {
         let mut entries: Vec<(Oid, &RefIndex)> = vec![(self.new.0, &self.new.1)];
@@ -954,6 +989,24 @@ impl References {
             entries.push((*id, index));
         }
         Store::open(repo).save(repo, &entries, keep)
+    }
+}
+
+/// The stored indexes, then those of a dry run's cache.
+struct Cached<'a, 'r> {
+    store: &'a Store<'r>,
+    cache: Option<&'a Cache>,
+}
+
+impl Cached<'_, '_> {
+    fn load(&self, repo: &Repository, commit: Oid) -> Option<RefIndex> {
+        self.store.load(repo, commit).or_else(|| {
+            let blob_id = self.cache?.get(&commit.to_string())?;
+            let blob = repo.find_blob(blob_id).ok()?;
+            let mut index = RefIndex::from_json(blob.content())?;
+            index.blob = Some(blob_id);
+            Some(index)
+        })
     }
 }
 

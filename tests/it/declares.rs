@@ -314,3 +314,59 @@ fn files_no_target_reads_are_named_on_the_push() {
     );
     assert_eq!(value(c, &ns, "forgotten"), None);
 }
+
+#[test]
+fn what_a_failed_attempt_declared_is_reconciled_with_the_tip() {
+    // The oracle's F9 and F10: after a failed first deploy, a push deleting what that attempt
+    // applied must prune it, and a deleted overlay must stop winning over its base.
+    let Some((w, c)) = world("") else { return };
+    let ns = c.unique("reconcile");
+    let patch = configmap("shared", Some(&ns), "patched");
+    w.commit(
+        &[
+            ("ns/ns.yaml", &namespace(&ns)),
+            (
+                "broken/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n",
+            ),
+            ("base/kustomization.yaml", &kustomization(&["cm.yaml"])),
+            ("base/cm.yaml", &configmap("shared", Some(&ns), "base")),
+            (
+                "ov/kustomization.yaml",
+                "resources:\n- ../base\npatches:\n- path: patch.yaml\n",
+            ),
+            ("ov/patch.yaml", &patch),
+            ("app/kustomization.yaml", &kustomization(&["cm.yaml"])),
+            ("app/cm.yaml", &configmap("app", Some(&ns), "1")),
+        ],
+        "a first deploy that fails in one target",
+    );
+    let out = w.push();
+    assert!(out.all().contains("broken/cm.yaml"), "{}", out.all());
+    assert_eq!(w.pointer("prod"), None);
+    assert_eq!(value(c, &ns, "shared").as_deref(), Some("patched"));
+    assert_eq!(value(c, &ns, "app").as_deref(), Some("1"));
+
+    w.remove(
+        &["broken", "ov", "app"],
+        "fix it, drop the overlay and the app",
+    );
+    let head = w.head();
+    let out = w.push();
+    out.assert_ok();
+    assert_eq!(
+        w.pointer("prod").as_deref(),
+        Some(head.as_str()),
+        "{}",
+        out.all()
+    );
+    // The base is a target now, and its content wins: nothing else declares the ConfigMap.
+    assert_eq!(
+        value(c, &ns, "shared").as_deref(),
+        Some("base"),
+        "{}",
+        out.all()
+    );
+    // What the failed attempt applied and the tip no longer declares is pruned.
+    assert_eq!(value(c, &ns, "app"), None, "{}", out.all());
+}

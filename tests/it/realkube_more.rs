@@ -293,12 +293,37 @@ fn unknown_field_fails_under_strict_validation() {
     assert_eq!(w.last_record(&first)["result"], "succeeded");
     let typo = deployment_with("web", &ns, "nginx:1.27", 1, "  replicaz: 1\n", "");
     let bad = w.commit(&[("k8s/app/web.yaml", &typo)], "typo");
-    // The push runs hookops (in the hook) with a kubectl first in PATH that records the real
-    // kubectl's requests (`-v=6`) and passes everything else through unchanged.
+    let (out, requests) = push_logging_requests(&w);
+    let applied: Vec<&str> = requests
+        .lines()
+        .filter(|l| l.contains("PATCH ") && l.contains("/deployments/web?"))
+        .collect();
+    assert!(!applied.is_empty(), "{requests}\n{}", out.all());
+    assert!(
+        applied.iter().all(|l| l.contains("fieldValidation=Strict")),
+        "{applied:?}"
+    );
+    let rec = w.last_record(&bad);
+    assert_eq!(rec["result"], "failed", "{rec}\n{}", out.all());
+    let why = reasons(&rec);
+    assert!(why.contains("replicaz"), "{why}");
+    // The real server's strict-validation message (server-side apply).
+    assert!(
+        why.contains(".spec.replicaz: field not declared in schema"),
+        "{why}"
+    );
+    assert_eq!(w.pointer("prod").as_deref(), Some(first.as_str()));
+    assert!(c.get_json("deployment.apps", Some(&ns), "web").is_none());
+}
+
+/// Runs `git push` with a kubectl first in PATH that records the real kubectl's requests
+/// (`-v=6`) and passes everything else through unchanged; the push's output and the requests.
+fn push_logging_requests(w: &crate::util::World) -> (crate::util::Run, String) {
     let real = which("kubectl").expect("kubectl on PATH");
     let bin = w.tmp.path().join("logging-bin");
     std::fs::create_dir_all(&bin).unwrap();
     let log = w.tmp.path().join("kubectl-requests.log");
+    let _ = std::fs::remove_file(&log);
     let wrapper = bin.join("kubectl");
     write_script(
         &wrapper,
@@ -320,27 +345,60 @@ fn unknown_field_fails_under_strict_validation() {
         .output()
         .expect("git push")
         .into();
-    let requests = std::fs::read_to_string(&log).unwrap_or_default();
-    let applied: Vec<&str> = requests
-        .lines()
-        .filter(|l| l.contains("PATCH ") && l.contains("/deployments/web?"))
-        .collect();
-    assert!(!applied.is_empty(), "{requests}\n{}", out.all());
-    assert!(
-        applied.iter().all(|l| l.contains("fieldValidation=Strict")),
-        "{applied:?}"
+    (out, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// Two or more objects reach kubectl as one `v1` List, which spares kubectl 1.32/1.33 a decode
+/// of the server's OpenAPI v3 document per object: kubectl validates the items against the v2
+/// schema (an unknown field refuses the whole call: nothing of it is applied) and still asks the
+/// server for strict validation of every item.
+#[test]
+fn unknown_field_among_several_objects_refuses_them_all() {
+    let Some((w, c)) = world("on_failure = \"stop\"") else {
+        return;
+    };
+    let ns = c.unique("strictlist");
+    let first = w.commit(&[("k8s/ns/ns.yaml", &namespace(&ns))], "namespace");
+    w.push().assert_ok();
+    assert_eq!(w.last_record(&first)["result"], "succeeded");
+    let settings = configmap("settings", Some(&ns), "1");
+    let typo = deployment_with("web", &ns, "nginx:1.27", 1, "  replicaz: 1\n", "");
+    let bad = w.commit(
+        &[("k8s/app/web.yaml", &typo), ("k8s/app/cm.yaml", &settings)],
+        "typo",
     );
+    let out = w.push();
     let rec = w.last_record(&bad);
     assert_eq!(rec["result"], "failed", "{rec}\n{}", out.all());
     let why = reasons(&rec);
-    assert!(why.contains("replicaz"), "{why}");
-    // The real server's strict-validation message (server-side apply).
     assert!(
-        why.contains(".spec.replicaz: field not declared in schema"),
+        why.contains("unknown field \"replicaz\" in io.k8s.api.apps.v1.DeploymentSpec"),
         "{why}"
     );
-    assert_eq!(w.pointer("prod").as_deref(), Some(first.as_str()));
+    assert!(c.get_json("configmap", Some(&ns), "settings").is_none());
     assert!(c.get_json("deployment.apps", Some(&ns), "web").is_none());
+
+    let good = deployment_with("web", &ns, "nginx:1.27", 1, "", "");
+    let fixed = w.commit(&[("k8s/app/web.yaml", &good)], "fixed");
+    let (out, requests) = push_logging_requests(&w);
+    assert_eq!(
+        w.last_record(&fixed)["result"],
+        "succeeded",
+        "{}",
+        out.all()
+    );
+    let patches: Vec<&str> = requests
+        .lines()
+        .filter(|l| l.contains("PATCH ") && l.contains(&format!("/namespaces/{ns}/")))
+        .collect();
+    assert_eq!(patches.len(), 2, "{requests}");
+    assert!(
+        patches.iter().all(|l| l.contains("fieldValidation=Strict")),
+        "{patches:?}"
+    );
+    // The List was validated with the v2 schema, not with a v3 document per object.
+    assert!(requests.contains("/openapi/v2"), "{requests}");
+    assert!(!requests.contains("/openapi/v3/api/v1"), "{requests}");
 }
 
 #[test]
@@ -408,4 +466,38 @@ fn namespace_re_added_while_terminating() {
         .get_json("configmap", Some(&ns), "inside")
         .expect("configmap");
     assert_eq!(cm["data"]["value"], "2", "{cm}");
+}
+
+/// A workload still not ready at the deadline is named with its replica counts and why its
+/// newest pod is not ready (not kubectl's "timed out waiting for the condition").
+#[test]
+fn health_timeout_names_the_replica_counts_and_the_pods_reason() {
+    let Some((w, c)) = world("on_failure = \"stop\"\nmax_health_timeout = 5") else {
+        return;
+    };
+    let ns = c.unique("slow");
+    let never = deployment_with("web", &ns, "web:1", 1, "", FAIL_ROLLOUT);
+    let first = w.commit(
+        &[
+            ("k8s/ns/ns.yaml", &namespace(&ns)),
+            ("k8s/app/web.yaml", &never),
+        ],
+        "never ready",
+    );
+    let out = w.push();
+    let rec = w.last_record(&first);
+    assert_eq!(rec["result"], "failed", "{rec}\n{}", out.all());
+    let why = reasons(&rec);
+    assert!(
+        why.contains(&format!(
+            "Deployment.apps {ns}/web: not healthy within 5s: 1 of 1 replicas updated, 0 available"
+        )),
+        "{why}"
+    );
+    // The fake kubelet's pod: running, never ready.
+    assert!(
+        why.contains(": Ready is False: ContainersNotReady"),
+        "{why}"
+    );
+    assert!(!why.contains("timed out waiting"), "{why}");
 }

@@ -22,7 +22,7 @@ use crate::backends::terraform::{self as tf, Terraform};
 use crate::config::{Environment, TargetType};
 use crate::out::say;
 use crate::pipeline::identity;
-use crate::pipeline::manifest::{self, Object};
+use crate::pipeline::manifest::Object;
 use crate::pipeline::plan::{Plan, Step, TargetPlan};
 use crate::pipeline::secrets::{kube_objects, Secrets};
 use crate::record::payload::{Outcome, TargetReport};
@@ -262,7 +262,7 @@ fn start_batch<'scope, 'env>(
             .map(|&i| b.plan.targets[i].target.name.as_str())
             .collect();
         log::debug!("{}: one kubectl apply for {}", b.env.name, names.join(", "));
-        let shared = match b.kubectl.apply(manifest::to_stream(all), ns, None) {
+        let shared = match kube::apply_objects(b.kubectl, &all, ns) {
             Ok(out) if out.success() => true,
             Ok(out) => {
                 log::info!(

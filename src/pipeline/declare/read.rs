@@ -52,8 +52,18 @@ impl Reader<'_, '_> {
     pub fn units(&self, t: &Target, full: bool) -> Result<Units> {
         let units = match t.kind {
             TargetType::Kubectl => {
+                let mut errors = self.bad_names(t);
                 let files: Vec<String> = if full {
-                    self.files_of(t)?
+                    match self.files_of(t) {
+                        Ok(files) => files,
+                        Err(e) => {
+                            let e = crate::out::error_line(&e);
+                            if !errors.contains(&e) {
+                                errors.push(e);
+                            }
+                            bail!("{}", errors.join("; "));
+                        }
+                    }
                 } else {
                     self.changes
                         .paths
@@ -65,7 +75,6 @@ impl Reader<'_, '_> {
                         .collect()
                 };
                 let mut units = Vec::new();
-                let mut errors = self.bad_names(t);
                 for f in &files {
                     match self.file(f, t.namespace.as_deref()) {
                         Ok(Some(objs)) => units.push((inventory::file_unit(f), objs)),
@@ -141,12 +150,7 @@ impl Reader<'_, '_> {
                     && (t.owns(&format!("{dir}/x")) || (dir.is_empty() && t.path.is_empty()))
                     && (!t.flat || **dir == t.path)
             })
-            .map(|(shown, _)| {
-                format!(
-                    "{shown}: the file name is not UTF-8, so it cannot be read or named to \
-                     kubectl (rename it)"
-                )
-            })
+            .map(|(shown, _)| objects::not_utf8(shown))
             .collect()
     }
 

@@ -277,7 +277,6 @@ impl<'r, 'i> Discovery<'r, 'i> {
                 || targets
                     .iter()
                     .any(|t| t.kind == TargetType::Kubectl && t.owns(path))
-                || refs.new.1.is_named(path)
                 || crate::pipeline::references::is_reference_file(
                     path.rsplit('/').next().unwrap_or(path),
                 )
@@ -285,7 +284,25 @@ impl<'r, 'i> Discovery<'r, 'i> {
                 continue;
             }
             let Some(dir) = parent(path) else { continue };
-            let why = match self.claimer(tree, Some(dir)) {
+            let claimer = self.claimer(tree, Some(dir));
+            // Under a Component nobody uses, even a file its kustomization lists is deployed
+            // by nothing.
+            let unused = match &claimer {
+                Some((root, TargetType::Kustomize)) => {
+                    !self.index.is_referenced(root)
+                        && self
+                            .subtree(tree, root)
+                            .is_some_and(|sub| self.is_component(&sub))
+                }
+                _ => false,
+            };
+            if !unused && refs.new.1.is_named(path) {
+                continue;
+            }
+            let why = match claimer {
+                Some((root, _)) if unused => format!(
+                    "it is inside {root}, a kustomize Component that no kustomization uses"
+                ),
                 Some((_, TargetType::Terraform)) => continue,
                 Some((root, _)) if self.index.is_referenced(&root) => format!(
                     "it is inside {root}, a kustomize base or component, and no kustomization reads it"

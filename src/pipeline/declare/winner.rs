@@ -69,20 +69,36 @@ impl Order {
     }
 }
 
+/// An identity one unit declares more than once.
+#[derive(Debug)]
+pub struct Repeat {
+    pub id: ObjectId,
+    /// `file:line` of every copy, in order.
+    pub sources: Vec<String>,
+    /// Not all copies say the same.
+    pub differ: bool,
+}
+
 /// Keeps, of each identity a unit declares more than once, the last copy, in place of the
 /// first (kubectl applies both, and the last one stays); returns the identities repeated.
-pub fn last_of_each(objects: &mut Vec<Object>) -> Vec<(ObjectId, Vec<String>)> {
+pub fn last_of_each(objects: &mut Vec<Object>) -> Vec<Repeat> {
     let mut last: BTreeMap<ObjectId, usize> = BTreeMap::new();
-    let mut sources: BTreeMap<ObjectId, Vec<String>> = BTreeMap::new();
     for (i, o) in objects.iter().enumerate() {
         last.insert(o.id.clone(), i);
-        sources
-            .entry(o.id.clone())
-            .or_default()
-            .push(o.source.clone());
     }
     if last.len() == objects.len() {
         return Vec::new();
+    }
+    let mut repeats: BTreeMap<ObjectId, Repeat> = BTreeMap::new();
+    for o in objects.iter() {
+        let winner = &objects[last[&o.id]];
+        let r = repeats.entry(o.id.clone()).or_insert_with(|| Repeat {
+            id: o.id.clone(),
+            sources: Vec::new(),
+            differ: false,
+        });
+        r.sources.push(o.source.clone());
+        r.differ |= !same_content(o, winner);
     }
     let keep: BTreeSet<usize> = last.values().copied().collect();
     let mut i = 0;
@@ -90,7 +106,10 @@ pub fn last_of_each(objects: &mut Vec<Object>) -> Vec<(ObjectId, Vec<String>)> {
         i += 1;
         keep.contains(&(i - 1))
     });
-    sources.into_iter().filter(|(_, s)| s.len() > 1).collect()
+    repeats
+        .into_values()
+        .filter(|r| r.sources.len() > 1)
+        .collect()
 }
 
 /// Whether two declarations of one identity say the same (the namespace as resolved).
@@ -167,7 +186,8 @@ mod tests {
         assert_eq!(objs[0].id.name, "b");
         assert_eq!(objs[1].body["data"]["v"], "2");
         assert_eq!(repeated.len(), 1);
-        assert_eq!(repeated[0].1, ["f.yaml:1", "f.yaml:10"]);
+        assert_eq!(repeated[0].sources, ["f.yaml:1", "f.yaml:10"]);
+        assert!(repeated[0].differ);
         assert!(!same_content(&objs[0], &objs[1]));
     }
 }
