@@ -125,9 +125,10 @@ pub struct Session {
     pub names: Names,
     setup: Setup,
     prev: Tree,
-    prev_decl: Option<Declared>,
     /// Kept objects (Namespaces, CRDs, `prune: disabled`) seen on the server: never deleted.
     kept_seen: BTreeSet<Id>,
+    /// Per target, what it declared the last time it was whole.
+    last_whole: BTreeMap<String, BTreeSet<Id>>,
     pub env_extra: String,
 }
 
@@ -180,8 +181,8 @@ impl Session {
             names,
             setup: setup.clone(),
             prev: Tree::new(),
-            prev_decl: None,
             kept_seen: BTreeSet::new(),
+            last_whole: BTreeMap::new(),
             env_extra,
         })
     }
@@ -328,19 +329,21 @@ impl Session {
                 ("D10-declared", "the pushed tree declares it".into()),
             );
         }
-        if let Some(prev) = &self.prev_decl {
-            // Targets that fail themselves (not those skipped as dependents: whether a target
-            // depends on one whose CRD or Namespace already exists is not in the definition).
-            let failing = decl.failing();
-            for (id, ds) in &prev.objects {
-                if ds.iter().any(|d| failing.contains(&d.target)) {
-                    protected.entry(id.clone()).or_insert_with(|| {
-                        (
-                            "D9-untouched",
-                            "its target fails in this push: nothing of it is pruned".into(),
-                        )
-                    });
-                }
+        // What targets that fail themselves declared when last whole (not those skipped as
+        // dependents: whether a target depends on one whose CRD or Namespace already exists is
+        // not in the definition).
+        let failing = decl.failing();
+        for (t, ids) in &self.last_whole {
+            if !failing.contains(t) {
+                continue;
+            }
+            for id in ids {
+                protected.entry(id.clone()).or_insert_with(|| {
+                    (
+                        "D9-untouched",
+                        format!("its target {t} fails in this push: nothing of it is pruned"),
+                    )
+                });
             }
         }
         let deletes: Vec<&live::Write> = writes
@@ -410,9 +413,19 @@ impl Session {
         if succeeded {
             v.extend(check_state(&decl, &live_after, &self.kept_seen, None));
         } else if !ok_expected {
+            // Only what healthy targets alone declare, now and at the last whole push: what a
+            // failing target declares cannot be known, and nothing of it changes (D9).
             let healthy = decl.healthy();
+            let mut decl_now = decl.clone();
+            let unknown: BTreeSet<&Id> = self
+                .last_whole
+                .iter()
+                .filter(|(t, _)| !healthy.contains(*t))
+                .flat_map(|(_, ids)| ids.iter())
+                .collect();
+            decl_now.objects.retain(|id, _| !unknown.contains(id));
             v.extend(check_state(
-                &decl,
+                &decl_now,
                 &live_after,
                 &self.kept_seen,
                 Some(&healthy),
@@ -450,6 +463,18 @@ impl Session {
             }
         }
         self.prev = tree.clone();
+        let failing = decl.failing();
+        self.last_whole
+            .retain(|t, _| decl.targets.iter().any(|x| &x.name == t));
+        for t in decl.targets.iter().filter(|t| !failing.contains(&t.name)) {
+            let ids = decl
+                .objects
+                .iter()
+                .filter(|(_, ds)| ds.iter().any(|d| d.target == t.name))
+                .map(|(id, _)| id.clone())
+                .collect();
+            self.last_whole.insert(t.name.clone(), ids);
+        }
         if verbose() {
             eprintln!(
                 "oracle: push {}: commit {:.2}s, push {:.2}s, evaluate {:.2}s, all {:.2}s; {} targets, {} objects",
@@ -469,7 +494,6 @@ impl Session {
                 || self.setup.ignore.contains(&format!("{c}/{}", x.rule)))
         });
         if v.is_empty() {
-            self.prev_decl = Some(decl.clone());
             Ok(decl)
         } else {
             v.sort_by_key(|x| (x.check, x.rule));
