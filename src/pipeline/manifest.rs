@@ -398,10 +398,7 @@ fn push_object(
     let Some(map) = value.as_object() else {
         // What a repository using Git LFS holds for the file: three `key value` lines, which
         // YAML reads as one string.
-        if value
-            .as_str()
-            .is_some_and(|t| t.starts_with("version https://git-lfs.github.com/spec/"))
-        {
+        if value.as_str().is_some_and(is_lfs_pointer) {
             bail!(
                 "{source}: a Git LFS pointer, not the manifest: hookops reads the objects git \
                  stores, and LFS keeps the content elsewhere; keep manifests out of LFS \
@@ -482,6 +479,11 @@ fn push_object(
         cluster,
     });
     Ok(())
+}
+
+/// Whether a file's content is what a repository using Git LFS stores for it.
+pub fn is_lfs_pointer(text: &str) -> bool {
+    text.starts_with("version https://git-lfs.github.com/spec/")
 }
 
 /// Whether a file holds Kubernetes objects (for target discovery): a document with

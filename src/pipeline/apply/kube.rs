@@ -114,7 +114,8 @@ pub fn apply_objects(
 ) -> anyhow::Result<Output> {
     let stream = apply_stream;
     if objects.len() <= PARALLEL_APPLY {
-        return kubectl.apply(stream(objects), ns, None);
+        let out = kubectl.apply(stream(objects), ns, None)?;
+        return named_refusal(kubectl, objects, ns, out);
     }
     let (foundations, rest): (Vec<&Object>, Vec<&Object>) =
         objects.iter().copied().partition(|o| o.is_foundation());
@@ -133,6 +134,41 @@ pub fn apply_objects(
     if let Some(first) = first {
         out.stdout.insert_str(0, &first.stdout);
         out.stderr.insert_str(0, &first.stderr);
+    }
+    Ok(out)
+}
+
+/// kubectl validates a whole `List` before it sends anything, and its refusal of an item
+/// names no object (`ValidationError(Deployment.spec): unknown field …`). Refused so, the same
+/// objects are sent again as a server-side dry run, a document each, whose refusals name the
+/// object (`failed to create typed patch object (web/web; apps/v1, Kind=Deployment): …`):
+/// nothing is written, and those lines lead the refusal.
+fn named_refusal(
+    kubectl: &Kubectl,
+    objects: &[&Object],
+    ns: Option<&str>,
+    mut out: Output,
+) -> anyhow::Result<Output> {
+    let listed = objects
+        .iter()
+        .filter(|o| kinds::builtin_scope(&o.id.group, &o.id.kind).is_some())
+        .count()
+        >= LIST_FROM;
+    if out.success() || !listed || !out.stderr.contains("ValidationError(") {
+        return Ok(out);
+    }
+    let dry = kubectl.apply(
+        manifest::to_stream(objects.iter().copied()),
+        ns,
+        Some("server"),
+    )?;
+    let named: Vec<&str> = dry
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("Error from server") || l.starts_with("error:"))
+        .collect();
+    if !named.is_empty() {
+        out.stderr = format!("{}\n{}", named.join("\n"), out.stderr);
     }
     Ok(out)
 }

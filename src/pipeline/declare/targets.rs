@@ -316,7 +316,7 @@ impl<'r, 'i> Discovery<'r, 'i> {
                      and nothing reads this file",
                     discovered_name(dir)
                 ),
-                None => continue,
+                None => String::new(),
             };
             let Some((id, mode)) = objects::entry(tree, path) else {
                 continue;
@@ -324,11 +324,23 @@ impl<'r, 'i> Discovery<'r, 'i> {
             if objects::is_tree(mode) || objects::is_link(mode) {
                 continue;
             }
-            let looks = match objects::read_blob(self.repo, id, path) {
-                Ok(bytes) => manifest::looks_like_kube(&String::from_utf8_lossy(&bytes), path),
-                Err(_) => true,
+            let text = match objects::read_blob(self.repo, id, path) {
+                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                Err(_) => String::new(),
             };
-            if looks {
+            // A manifest kept in Git LFS: git holds a pointer, so what it declares cannot be
+            // seen. Not a target (a data file in LFS would wedge every deploy), but said.
+            if why.is_empty() {
+                if manifest::is_lfs_pointer(&text) {
+                    out.push(format!(
+                        "{path} is a Git LFS pointer: if the file holds Kubernetes objects, they \
+                         are not deployed (hookops reads what git stores; keep manifests out of \
+                         LFS) (declares D8)"
+                    ));
+                }
+                continue;
+            }
+            if text.is_empty() || manifest::looks_like_kube(&text, path) {
                 out.push(format!(
                     "{path} looks like a Kubernetes manifest, but no target deploys it: {why} \
                      (declares D8)"
@@ -995,6 +1007,20 @@ mod tests {
         assert_eq!(a.unread.len(), 2, "{:#?}", a.unread);
         assert!(a.unread[0].starts_with("app/forgotten.yaml looks like a Kubernetes manifest, but no target deploys it: it is inside app, a kustomize base or component"), "{}", a.unread[0]);
         assert!(a.unread[1].starts_with("patches/unused.yaml looks like a Kubernetes manifest, but no target deploys it: its directory patches is kustomization input"), "{}", a.unread[1]);
+
+        // A manifest in Git LFS is not a target (a data file in LFS would wedge every deploy),
+        // and it is said.
+        let pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 12\n";
+        let new = tree(&repo, Some(&t), &[("lfs/deploy.yaml", Some(pointer))]);
+        let a = affected_by(&repo, Some(&t), &new).unwrap();
+        assert!(a.deploy.is_empty(), "{:?}", names(&a.deploy));
+        assert!(
+            a.unread
+                .iter()
+                .any(|w| w.starts_with("lfs/deploy.yaml is a Git LFS pointer")),
+            "{:?}",
+            a.unread
+        );
     }
 
     #[test]
