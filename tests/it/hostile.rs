@@ -210,7 +210,8 @@ fn kustomization_fields_in_any_case_cannot_climb_out() {
 fn kustomize_pids(log: &str) -> std::collections::BTreeSet<String> {
     let mut pids = std::collections::BTreeSet::new();
     for line in log.lines() {
-        let Some((pid, call)) = line.split_once(' ') else {
+        // strace pads the pid column (`812  execve(`): the call starts after the spaces.
+        let Some((pid, call)) = line.split_once(' ').map(|(p, c)| (p, c.trim_start())) else {
             continue;
         };
         // The program itself, not bubblewrap, whose arguments name it too.
@@ -244,7 +245,8 @@ fn opened_by(log: &str, pids: &std::collections::BTreeSet<String>) -> Vec<String
     let mut pending: std::collections::BTreeMap<String, String> = Default::default();
     let mut opened = Vec::new();
     for line in log.lines() {
-        let Some((pid, call)) = line.split_once(' ') else {
+        // strace pads the pid column (`812  execve(`): the call starts after the spaces.
+        let Some((pid, call)) = line.split_once(' ').map(|(p, c)| (p, c.trim_start())) else {
             continue;
         };
         if !pids.contains(pid) {
