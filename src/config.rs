@@ -50,6 +50,19 @@ pub struct ServerConfig {
     pub web: crate::config::web::Web,
     #[serde(default)]
     pub sandbox: Sandbox,
+    #[serde(default)]
+    pub helm: Helm,
+}
+
+/// `[helm]`: chart targets (docs/helm.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Helm {
+    /// Targets may name a chart of a chart repository or an OCI registry (`repo`, `chart`,
+    /// `version`), and charts may depend on ones not vendored in `charts/`: downloaded once,
+    /// pinned by version, cached by digest. Off: such a target is refused.
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 /// `[sandbox]`: renderers of pushed input (`kubectl kustomize`) run in bubblewrap.
@@ -447,6 +460,9 @@ pub struct Tools {
     pub kubectl: String,
     #[serde(default = "default_terraform")]
     pub terraform: String,
+    /// Renders chart targets (`helm template`) and pulls remote charts.
+    #[serde(default = "default_helm")]
+    pub helm: String,
     /// More variables of hookops' own environment that children inherit, by name or
     /// `PREFIX*` (backends/process.rs has the built-in list).
     #[serde(default)]
@@ -461,11 +477,16 @@ fn default_terraform() -> String {
     "terraform".into()
 }
 
+fn default_helm() -> String {
+    "helm".into()
+}
+
 impl Default for Tools {
     fn default() -> Self {
         Tools {
             kubectl: default_kubectl(),
             terraform: default_terraform(),
+            helm: default_helm(),
             pass_env: Vec::new(),
         }
     }
@@ -689,6 +710,7 @@ pub const TREE_CONFIG: &str = "hookops.toml";
 pub enum TargetType {
     Kubectl,
     Kustomize,
+    Helm,
     Terraform,
 }
 
@@ -697,6 +719,7 @@ impl fmt::Display for TargetType {
         f.write_str(match self {
             TargetType::Kubectl => "kubectl",
             TargetType::Kustomize => "kustomize",
+            TargetType::Helm => "helm",
             TargetType::Terraform => "terraform",
         })
     }
@@ -719,7 +742,7 @@ pub struct SecretSpec {
     pub data: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     pub name: String,
@@ -748,6 +771,19 @@ pub struct Target {
     /// Discovered kubectl targets read only their own directory; declared ones recurse.
     #[serde(skip)]
     pub flat: bool,
+    /// helm: the release name (default: the chart directory's last component).
+    pub release: Option<String>,
+    /// helm: values files (repository paths), after `values.yaml` and `values-<env>.yaml`.
+    #[serde(default)]
+    pub values: Vec<String>,
+    /// helm: single values (`--set-json`), after every values file.
+    #[serde(default)]
+    pub set: BTreeMap<String, toml::Value>,
+    /// helm: a remote chart, `repo` (https:// chart repository or oci:// registry), `chart`
+    /// and an exact `version`, in place of a chart directory at `path`.
+    pub repo: Option<String>,
+    pub chart: Option<String>,
+    pub version: Option<String>,
 }
 
 impl Target {
@@ -770,7 +806,12 @@ impl Target {
             }
             return true;
         }
-        self.watch.iter().any(|w| inside(w) || path == w)
+        self.watch.iter().any(|w| inside(w) || path == w) || self.values.iter().any(|v| v == path)
+    }
+
+    /// A chart from a chart repository or registry rather than from the tree.
+    pub fn is_remote_chart(&self) -> bool {
+        self.repo.is_some()
     }
 }
 
@@ -803,6 +844,7 @@ pub fn check_targets(targets: &[Target], origin: &str) -> Result<()> {
             check_tree_path(w)
                 .with_context(|| format!("{origin}: target {:?}: watch {:?}", t.name, w))?;
         }
+        check_helm_keys(t).with_context(|| format!("{origin}: target {:?}", t.name))?;
         if t.kind != TargetType::Terraform && !t.secrets.is_empty() {
             bail!("{origin}: target {:?}: [target.secrets] is for terraform targets; use [[target.secret]]", t.name);
         }
@@ -839,6 +881,103 @@ pub fn check_targets(targets: &[Target], origin: &str) -> Result<()> {
     }
     topo_order(targets)
         .map_err(|cycle| anyhow::anyhow!("{origin}: dependency cycle: {}", cycle.join(" -> ")))?;
+    Ok(())
+}
+
+/// The keys of chart targets: only on them; values files inside the repository; a remote
+/// chart named whole (`repo`, `chart`, `version`) with a version that pins one release.
+fn check_helm_keys(t: &Target) -> Result<()> {
+    let helm_keys = [
+        ("release", t.release.is_some()),
+        ("values", !t.values.is_empty()),
+        ("set", !t.set.is_empty()),
+        ("repo", t.repo.is_some()),
+        ("chart", t.chart.is_some()),
+        ("version", t.version.is_some()),
+    ];
+    if t.kind != TargetType::Helm {
+        if let Some((key, _)) = helm_keys.iter().find(|(_, set)| *set) {
+            bail!("{key} is for helm targets (type = \"helm\")");
+        }
+        return Ok(());
+    }
+    for v in &t.values {
+        check_tree_path(v).with_context(|| format!("values {v:?}"))?;
+        if v.is_empty() {
+            bail!("values \"\": name a file of the repository");
+        }
+    }
+    for key in t.set.keys() {
+        if key.is_empty() || key.chars().any(|c| c.is_control() || c == '=') {
+            bail!("set {key:?}: a value name must be non-empty, without '=' or control characters");
+        }
+    }
+    match (&t.repo, &t.chart, &t.version) {
+        (None, None, None) => Ok(()),
+        (Some(repo), Some(chart), version) => {
+            check_chart_repo(repo).with_context(|| format!("repo {repo:?}"))?;
+            check_chart_name(chart).with_context(|| format!("chart {chart:?}"))?;
+            match version {
+                Some(v) => check_pinned(v).with_context(|| format!("version {v:?}")),
+                None => bail!(
+                    "chart {chart:?} from {repo:?} has no version: remote charts are pinned to \
+                     one exact version (version = \"1.2.3\")"
+                ),
+            }
+        }
+        _ => bail!("a remote chart needs repo and chart (and an exact version) together"),
+    }
+}
+
+/// Where a remote chart may come from: an HTTP(S) chart repository or an OCI registry.
+pub fn check_chart_repo(repo: &str) -> Result<()> {
+    let lower = repo.to_ascii_lowercase();
+    let ok = ["https://", "http://", "oci://"]
+        .iter()
+        .any(|s| lower.starts_with(s) && lower.len() > s.len())
+        && !repo.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !ok {
+        bail!("must be an https:// (or http://) chart repository or an oci:// registry");
+    }
+    Ok(())
+}
+
+/// A chart's name as chart repositories and registries spell it (never an option or a path).
+pub fn check_chart_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 250
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if !ok {
+        bail!("a chart name is letters, digits, '-', '_' and '.', starting with a letter or digit");
+    }
+    Ok(())
+}
+
+/// A version that names exactly one chart release (semantic version, optional `v`): ranges,
+/// wildcards and `latest` would deploy whatever the repository serves on the day.
+pub fn check_pinned(version: &str) -> Result<()> {
+    let v = version.strip_prefix('v').unwrap_or(version);
+    let (core, rest) = match v.find(['-', '+']) {
+        Some(i) => (&v[..i], &v[i..]),
+        None => (v, ""),
+    };
+    let numbers: Vec<&str> = core.split('.').collect();
+    let pinned = numbers.len() == 3
+        && numbers
+            .iter()
+            .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '.'));
+    if !pinned {
+        bail!(
+            "is not one exact version: remote charts are pinned (ranges, wildcards and missing \
+             versions are refused; write e.g. \"1.2.3\")"
+        );
+    }
     Ok(())
 }
 
@@ -994,6 +1133,12 @@ mod tests {
             timeout: None,
             force: false,
             flat: false,
+            release: None,
+            values: Vec::new(),
+            set: BTreeMap::new(),
+            repo: None,
+            chart: None,
+            version: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! What hookops talks to: the repository (`repo`, `objects`), subprocesses (`process`, and
-//! through it `kube` and `terraform`; renderers of pushed input through `sandbox`), Vault, other
+//! through it `kube`, `helm` and `terraform`; renderers of pushed input through `sandbox`), Vault, other
 //! git servers (`remote`), and the masking that keeps secrets out of everything they print.
 
+pub mod helm;
 pub mod http;
 pub mod kube;
 pub mod lease;

@@ -184,6 +184,7 @@ fn tools(r: &mut Checks, config: &ServerConfig, masker: &Masker) {
         ),
         ("terraform", &config.tools.terraform, vec!["version"]),
     ];
+    helm(r, config, masker);
     for (key, program, args) in checks {
         match Command::new(
             program,
@@ -213,6 +214,49 @@ fn tools(r: &mut Checks, config: &ServerConfig, masker: &Masker) {
             ),
         }
     }
+}
+
+/// Helm renders chart targets (docs/helm.md): tested with 4.3.2; 3.x from 3.10 works (the
+/// first with `--set-json`). Without it only chart targets fail, so a missing default `helm`
+/// is a warning, and one that `[tools] helm` names a failure.
+fn helm(r: &mut Checks, config: &ServerConfig, masker: &Masker) {
+    let helm = crate::backends::helm::Helm {
+        program: config.tools.helm.clone(),
+        sandbox: crate::backends::sandbox::Sandbox::from_config(&config.sandbox),
+        masker: masker.clone(),
+    };
+    match helm.version() {
+        Ok(v) if helm_supported(&v) => r.ok("helm", &format!("{}: {v}", helm.program)),
+        Ok(v) => r.fail(
+            "helm",
+            &format!(
+                "{}: {v}: chart targets need helm 3.10 or later",
+                helm.program
+            ),
+            "install helm 4 (go install helm.sh/helm/v4/cmd/helm@v4.3.2)",
+        ),
+        Err(e) if config.tools.helm == "helm" => r.warn(
+            "helm",
+            &format!(
+                "{}: chart targets (directories with Chart.yaml, type = \"helm\") will fail",
+                crate::out::error_line(&e)
+            ),
+        ),
+        Err(e) => r.fail(
+            "helm",
+            &crate::out::error_line(&e),
+            "install helm or correct [tools] helm in the server config",
+        ),
+    }
+}
+
+/// `v4.3.2+g…`, `v3.10.0`: 3.10 and later.
+fn helm_supported(version: &str) -> bool {
+    let v = version.trim().trim_start_matches('v');
+    let mut parts = v.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    major > 3 || (major == 3 && minor >= 10)
 }
 
 /// Gitaly's config, read from `HOOKOPS_GITALY_CONFIG` or Omnibus'
@@ -696,5 +740,15 @@ mod tests {
         assert!(slow_kubectl(&v("1", "34")).is_none());
         assert!(slow_kubectl(&v("1", "31")).is_none());
         assert!(slow_kubectl(&json!({"serverVersion": {}})).is_none());
+    }
+
+    #[test]
+    fn helm_3_10_and_later_render_charts() {
+        for ok in ["v4.3.2+g1234", "v3.10.0", "v3.21.4+gabc", "v5.0.0"] {
+            assert!(helm_supported(ok), "{ok}");
+        }
+        for old in ["v3.9.4", "v2.17.0", "", "unknown"] {
+            assert!(!helm_supported(old), "{old}");
+        }
     }
 }

@@ -430,6 +430,9 @@ fn print_plan(env: &str, p: &plan::Plan, pointer_unknown: bool) -> std::io::Resu
         for used in &tp.uses {
             emit(&format!("    uses {used}"))?;
         }
+        if let Some(chart) = &tp.chart {
+            println!("    {}", crate::out::clean(&chart.describe()));
+        }
         for o in &tp.apply {
             let what = crate::pipeline::annotations::controls(o)
                 .map(|c| c.describe())

@@ -38,13 +38,24 @@ impl Hook {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum HookDelete {
-    /// Finished hook Jobs of the target are deleted before the hook runs again (default).
-    #[default]
-    BeforeRun,
+/// When finished Jobs of a hook are deleted: `before-run` (the default), `on-success`, or
+/// both (`before-run,on-success`, what a chart hook's `before-hook-creation,hook-succeeded`
+/// becomes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookDelete {
+    /// Finished hook Jobs of the target are deleted before the hook runs again.
+    pub before_run: bool,
     /// Deleted as soon as it succeeded.
-    OnSuccess,
+    pub on_success: bool,
+}
+
+impl Default for HookDelete {
+    fn default() -> Self {
+        HookDelete {
+            before_run: true,
+            on_success: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -142,11 +153,18 @@ pub fn controls(o: &Object) -> Result<Controls> {
                 })
             }
             "hook-delete" => {
-                c.hook_delete = match v {
-                    "before-run" => HookDelete::BeforeRun,
-                    "on-success" => HookDelete::OnSuccess,
-                    _ => return Err(bad()),
+                let mut d = HookDelete {
+                    before_run: false,
+                    on_success: false,
+                };
+                for part in v.split(',').map(str::trim) {
+                    match part {
+                        "before-run" => d.before_run = true,
+                        "on-success" => d.on_success = true,
+                        _ => return Err(bad()),
+                    }
                 }
+                c.hook_delete = d;
             }
             _ => bail!(
                 "{}: {} {}: unknown annotation {key} (hookops.io/ knows prune, apply, force, wave, hook, hook-delete)",
@@ -174,7 +192,7 @@ fn allowed(name: &str) -> &'static str {
         "force" => "enabled, disabled",
         "wave" => "an integer",
         "hook" => "pre-deploy, post-deploy, on-failure",
-        "hook-delete" => "before-run, on-success",
+        "hook-delete" => "before-run, on-success, before-run,on-success",
         _ => "",
     }
 }

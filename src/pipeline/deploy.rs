@@ -435,16 +435,30 @@ impl<'s> Deployer<'s> {
     }
 
     /// The plan stage; kinds the tree does not define are asked of the cluster's discovery and
-    /// the plan is made again.
+    /// the plan is made again, as it is when a chart was rendered without the cluster's
+    /// capabilities learnt lately (`.Capabilities` must answer as the cluster does).
     fn plan(&self, req: &Request, from: Option<Oid>, inv: &mut Inventory<'s>) -> Result<Plan> {
         let (session, env) = (self.session, &req.env);
         let only = req.only.as_ref();
         let planned = planner::plan_with(session, &self.masker, env, (from, req.to), inv, only);
-        if !planned.as_ref().is_ok_and(|p| p.unknown_kinds()) {
+        let unknown = planned.as_ref().is_ok_and(|p| p.unknown_kinds());
+        let stale = planned.as_ref().is_ok_and(|p| p.stale_capabilities());
+        if !unknown && !stale {
             return planned;
         }
-        if let Err(e) = planner::learn_kinds(session, &self.masker, env) {
-            log::info!("{}: {e:#}", env.name);
+        if stale {
+            let learnt = session.kubectl(env, self.masker.clone()).and_then(|k| {
+                let dir = session.env_dir(&env.name)?;
+                crate::pipeline::declare::chart::learn_capabilities(&k, &dir)
+            });
+            if let Err(e) = learnt {
+                log::info!("{}: learning the cluster's capabilities: {e:#}", env.name);
+            }
+        }
+        if unknown {
+            if let Err(e) = planner::learn_kinds(session, &self.masker, env) {
+                log::info!("{}: {e:#}", env.name);
+            }
         }
         *inv = Inventory::load(&session.repo, &env.name)?;
         planner::plan_with(session, &self.masker, env, (from, req.to), inv, only)

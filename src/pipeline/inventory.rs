@@ -14,6 +14,7 @@
 //!                      variant of a name sits in one shard
 //! units/f/<path>       a manifest file of a kubectl target: {"target", "objects": [identity]}
 //! units/k/<hash>       a kustomize target's rendered output (one unit per kustomization)
+//! units/h/<hash>       a chart target's rendered output (one unit per chart target)
 //! units/s/<hash>       a target's Vault-generated Secrets
 //! kinds.json           custom kinds declared by the CRDs of the tree: "group/kind" -> scope
 //! orphans.json         identities that no unit declares: pruned (or kept) by the next deploy
@@ -118,6 +119,12 @@ pub fn kustomize_unit(dir: &str) -> String {
     format!("k:{dir}")
 }
 
+/// The unit key of a chart target (its rendered output), by target name: one chart may be
+/// declared twice, as two releases.
+pub fn helm_unit(target: &str) -> String {
+    format!("h:{target}")
+}
+
 /// The unit key of a target's Vault-generated Secrets.
 pub fn secrets_unit(target: &str) -> String {
     format!("s:{target}")
@@ -126,7 +133,7 @@ pub fn secrets_unit(target: &str) -> String {
 fn unit_path(unit: &str) -> Result<String> {
     Ok(match unit.split_once(':') {
         Some(("f", path)) => format!("units/f/{path}"),
-        Some((kind @ ("k" | "s"), rest)) => {
+        Some((kind @ ("k" | "h" | "s"), rest)) => {
             format!("units/{kind}/{}", hex(&Sha256::digest(rest.as_bytes())))
         }
         _ => bail!("bad inventory unit {unit:?}"),

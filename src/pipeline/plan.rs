@@ -17,6 +17,7 @@ use crate::backends::objects;
 use crate::config::{Duplicates, Environment, Target, TargetType};
 use crate::pipeline::annotations::{self, ApplyMode};
 use crate::pipeline::cache::Cache;
+use crate::pipeline::declare::chart::ChartInfo;
 pub use crate::pipeline::declare::read::{secret_id, Renderer};
 use crate::pipeline::declare::read::{secret_objects, Reader, Units};
 use crate::pipeline::declare::targets::{self, Affected};
@@ -60,6 +61,8 @@ pub struct TargetPlan {
     pub secret_ids: Vec<ObjectId>,
     /// Jobs annotated `hookops.io/hook`: created each deploy, never in the inventory.
     pub hooks: Vec<Object>,
+    /// A chart target: the chart, its release and values files, as rendered.
+    pub chart: Option<ChartInfo>,
 }
 
 impl TargetPlan {
@@ -76,6 +79,20 @@ impl TargetPlan {
             hooks: Vec::new(),
             uses: Vec::new(),
             closure: Vec::new(),
+            chart: None,
+        }
+    }
+
+    /// Fails the target for `why` too: every reason is named in one go (D9), so the pusher
+    /// does not fix one and fail again on the next.
+    fn fail_also(&mut self, why: String) {
+        match &mut self.error {
+            Some(e) if e.contains(&why) => {}
+            Some(e) => {
+                e.push_str("; ");
+                e.push_str(&why);
+            }
+            None => self.error = Some(why),
         }
     }
 
@@ -129,6 +146,14 @@ impl Plan {
             .iter()
             .flat_map(|t| &t.apply)
             .any(|o| identity::is_unknown(&o.id))
+    }
+
+    /// Whether a chart was rendered without the cluster's capabilities learnt lately (a
+    /// deploy asks the cluster and plans again).
+    pub fn stale_capabilities(&self) -> bool {
+        self.targets
+            .iter()
+            .any(|t| t.chart.as_ref().is_some_and(|c| c.stale))
     }
 
     /// Every object this plan may send to the server (what the inventory records before
@@ -271,6 +296,7 @@ pub fn build<'r>(
         changes: &changes,
         renderer,
         side: "new",
+        charts: Default::default(),
     };
     // Read every target first: CRDs anywhere in the push tell the scope of their kinds.
     let mut read: Vec<Option<Units>> = Vec::new();
@@ -294,7 +320,12 @@ pub fn build<'r>(
         if tp.error.is_some() || !t.kind.is_kube() {
             read.push(None);
         } else {
-            match reader.units(t, full) {
+            let units = reader.units(t, full);
+            if let Some(info) = reader.charts.borrow().get(&t.name) {
+                plan.warnings.extend(info.notes.iter().cloned());
+                tp.chart = Some(info.clone());
+            }
+            match units {
                 Ok(units) => {
                     tp.files = units
                         .iter()
@@ -365,12 +396,10 @@ pub fn build<'r>(
                     r.sources.join(", ")
                 );
                 if r.differ && env.duplicates == Duplicates::Error {
-                    tp.error.get_or_insert_with(|| {
-                        format!(
-                            "{what} with different contents, and environment {} sets duplicates = \"error\"",
-                            env.name
-                        )
-                    });
+                    tp.fail_also(format!(
+                        "{what} with different contents, and environment {} sets duplicates = \"error\"",
+                        env.name
+                    ));
                 } else {
                     plan.warnings
                         .push(format!("{what}: the last copy is applied (declares D7)"));
@@ -421,6 +450,7 @@ pub fn build<'r>(
             TargetType::Kustomize => cx
                 .inventory
                 .drop_unit(&inventory::kustomize_unit(&t.path))?,
+            TargetType::Helm => cx.inventory.drop_unit(&inventory::helm_unit(&t.name))?,
             TargetType::Terraform => {}
         }
         cx.inventory.drop_unit(&inventory::secrets_unit(&t.name))?;
@@ -658,10 +688,10 @@ impl Winners<'_, '_> {
             return t.clone();
         }
         let path = if target == "." { "" } else { target };
-        let kind = if unit.starts_with("k:") {
-            TargetType::Kustomize
-        } else {
-            TargetType::Kubectl
+        let kind = match unit.split_once(':') {
+            Some(("k", _)) => TargetType::Kustomize,
+            Some(("h", _)) => TargetType::Helm,
+            _ => TargetType::Kubectl,
         };
         targets::discovered(path, kind)
     }
@@ -731,7 +761,7 @@ impl Winners<'_, '_> {
             for (u, t) in declarers {
                 let i = self.target_plan(plan, t, u);
                 plan.targets[i].apply.clear();
-                plan.targets[i].error.get_or_insert_with(|| why.clone());
+                plan.targets[i].fail_also(why.clone());
             }
             return Ok(());
         }
@@ -944,6 +974,7 @@ pub fn to_json(plan: &Plan, env: &str) -> serde_json::Value {
                 })).collect::<Vec<_>>(),
                 "refused": tp.refused,
                 "error": tp.error,
+                "chart": tp.chart,
                 "hooks": tp.hooks.iter().map(|o| serde_json::json!({
                     "kind": o.id.kind, "namespace": o.id.namespace, "name": o.id.name,
                     "source": o.source,
@@ -992,6 +1023,7 @@ mod tests {
             kubectl: &kubectl,
             scratch: scratch.path(),
             allow_remote: false,
+            charts: None,
         };
         let mut inv = Inventory::load(repo, &env.name)?;
         let mut resolver = Resolver::new("default".into());
@@ -1340,12 +1372,24 @@ mod tests {
             duplicates: crate::config::Duplicates::Error,
             ..env("e")
         };
-        let c5 = commit(&repo, Some(c4), &[("y/c.yaml", Some(&v("1.32")))]);
+        // A second differing identity in the same targets is named too, in one go (D9).
+        let other = |n: &str| v(n).replace("name: k8s", "name: other");
+        let c5 = commit(
+            &repo,
+            Some(c4),
+            &[
+                ("y/c.yaml", Some(&v("1.32"))),
+                ("x/o.yaml", Some(&other("1"))),
+                ("y/o.yaml", Some(&other("2"))),
+            ],
+        );
         let p = plan_as(&repo, &strict, Some(c4), c5, false).unwrap();
         for name in ["x", "y"] {
             let err = target(&p, name).error.clone().unwrap_or_default();
             assert!(
-                err.contains("declared 2 times") && err.contains("duplicates = \"error\""),
+                err.contains("apps/k8s is declared 2 times")
+                    && err.contains("apps/other is declared 2 times")
+                    && err.contains("duplicates = \"error\""),
                 "{name}: {err}"
             );
         }
@@ -1361,6 +1405,7 @@ mod tests {
             kubectl: &kubectl,
             scratch: scratch.path(),
             allow_remote: false,
+            charts: None,
         };
         let mut inv = Inventory::load(repo, &e.name).unwrap();
         let mut resolver = Resolver::new("default".into());

@@ -67,15 +67,16 @@ fn plan_in<'s>(
         .prefix("render-")
         .tempdir_in(&env_dir)
         .context("creating a scratch directory")?;
+    let context_namespace =
+        identity::context_namespace(env.kubeconfig.as_deref(), env.context.as_deref());
+    let charts = crate::pipeline::declare::chart::charts(session, env, masker, &context_namespace)?;
     let renderer = Renderer {
         kubectl: &kubectl,
         scratch: scratch.path(),
         allow_remote: session.config.kustomize.allow_remote,
+        charts: Some(&charts),
     };
-    let mut resolver = Resolver::new(identity::context_namespace(
-        env.kubeconfig.as_deref(),
-        env.context.as_deref(),
-    ));
+    let mut resolver = Resolver::new(context_namespace);
     resolver.custom.extend(cached_kinds(&env_dir));
     let cx = PlanContext {
         inventory: inv,

@@ -27,15 +27,19 @@ pub const INDEX_REF: &str = "refs/hookops/references";
 /// Bumped when the stored format or what is indexed changes: older indexes are rebuilt.
 /// 2: kustomization fields read case-insensitively, every file-reading field, and server-local
 /// Terraform module sources refused (an index of 1 could hide `Resources: [../../..]`).
-const FORMAT: u32 = 2;
+/// 3: a chart's local dependencies (`Chart.yaml`, `repository: file://…`).
+const FORMAT: u32 = 3;
 
 /// The file names kustomize looks for in a directory.
 pub const KUSTOMIZATION: &[&str] = &["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
-/// Whether a file name makes its directory's references change: a kustomization or a
-/// Terraform configuration file.
+/// The file that makes a directory a Helm chart; its `dependencies` may name local charts.
+pub const CHART_FILE: &str = "Chart.yaml";
+
+/// Whether a file name makes its directory's references change: a kustomization, a chart's
+/// `Chart.yaml` or a Terraform configuration file.
 pub fn is_reference_file(name: &str) -> bool {
-    KUSTOMIZATION.contains(&name) || is_tf_file(name)
+    KUSTOMIZATION.contains(&name) || name == CHART_FILE || is_tf_file(name)
 }
 
 /// Terraform reads `*.tf` except hidden and editor backup files.
@@ -55,6 +59,10 @@ pub struct Ref {
     /// Terraform: the calling `module` block's name (its directory must exist).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
+    /// Helm: the name of the chart dependency (`file://` repository) that names this chart
+    /// (its directory must exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<String>,
 }
 
 /// What one directory references.
@@ -352,6 +360,7 @@ impl Reader<'_> {
                 raw: raw.to_string(),
                 at,
                 module: None,
+                chart: None,
             });
             return;
         }
@@ -362,6 +371,7 @@ impl Reader<'_> {
                 raw: raw.to_string(),
                 at,
                 module: None,
+                chart: None,
             }),
             Err(why) => self.out.problems.push(format!("{at}: {key} {raw:?} {why}")),
         }
@@ -497,10 +507,57 @@ impl Reader<'_> {
                                 raw: raw.to_string(),
                                 at: format!("{file}:{}", yaml_line(text, key, raw)),
                                 module: None,
+                                chart: None,
                             });
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// A chart's `Chart.yaml`: a dependency whose `repository` is `file://PATH` reads the chart
+    /// at PATH (relative to this chart) as a kustomize base is read; other dependencies are
+    /// vendored in `charts/` or remote, which rendering decides (declare/chart.rs).
+    fn chart(&mut self, file: &str, text: &str) {
+        if let Err(e) = manifest::check_syntax(text, file) {
+            self.out.problems.push(format!("{e:#}"));
+            return;
+        }
+        let doc: serde_json::Value = match serde_yaml_ng::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                self.out.problems.push(format!("{file}: invalid YAML: {e}"));
+                return;
+            }
+        };
+        let Some(deps) = doc.get("dependencies") else {
+            return;
+        };
+        for d in objects_in(deps) {
+            let name = d.get("name").and_then(|n| n.as_str()).unwrap_or("");
+            let Some(repo) = d.get("repository").and_then(|r| r.as_str()) else {
+                continue;
+            };
+            let repo = repo.trim();
+            let Some(raw) = repo.strip_prefix("file://") else {
+                continue;
+            };
+            let at = format!("{file}:{}", yaml_line(text, "dependencies", repo));
+            match resolve(self.dir, raw) {
+                Ok(path) if path == self.dir => self.out.problems.push(format!(
+                    "{at}: dependency {name:?}: repository {repo:?} names the chart itself"
+                )),
+                Ok(path) => self.out.refs.push(Ref {
+                    path,
+                    raw: repo.to_string(),
+                    at,
+                    module: None,
+                    chart: Some(name.to_string()),
+                }),
+                Err(why) => self.out.problems.push(format!(
+                    "{at}: dependency {name:?}: repository {repo:?} {why}"
+                )),
             }
         }
     }
@@ -542,6 +599,7 @@ impl Reader<'_> {
                         raw: raw.to_string(),
                         at,
                         module: Some(name),
+                        chart: None,
                     }),
                     Err(why) => self.out.problems.push(format!("{at}: {what} {why}")),
                 }
@@ -564,6 +622,7 @@ pub fn read_dir(repo: &Repository, sub: &Tree, dir: &str) -> Option<DirRefs> {
         out: DirRefs::default(),
     };
     let mut kustomization = None;
+    let mut chart = None;
     let mut tf_files = Vec::new();
     for e in sub.iter() {
         if objects::is_tree(e.filemode()) {
@@ -572,6 +631,8 @@ pub fn read_dir(repo: &Repository, sub: &Tree, dir: &str) -> Option<DirRefs> {
         let Some(name) = e.name() else { continue };
         if kustomization.is_none() && KUSTOMIZATION.contains(&name) {
             kustomization = Some((join(dir, name), e.id(), e.filemode()));
+        } else if name == CHART_FILE {
+            chart = Some((join(dir, name), e.id(), e.filemode()));
         } else if is_tf_file(name) {
             tf_files.push((join(dir, name), e.id(), e.filemode()));
         }
@@ -585,6 +646,12 @@ pub fn read_dir(repo: &Repository, sub: &Tree, dir: &str) -> Option<DirRefs> {
     if let Some((path, id, mode)) = kustomization {
         match read(&path, id, mode) {
             Ok(text) => reader.kustomization(&path, &text),
+            Err(e) => reader.out.problems.push(format!("{e:#}")),
+        }
+    }
+    if let Some((path, id, mode)) = chart {
+        match read(&path, id, mode) {
+            Ok(text) => reader.chart(&path, &text),
             Err(e) => reader.out.problems.push(format!("{e:#}")),
         }
     }
@@ -798,15 +865,19 @@ impl Closure {
             if objects::entry(tree, &r.path).is_some() {
                 continue;
             }
-            match &r.module {
-                Some(name) => problems.push(format!(
+            match (&r.module, &r.chart) {
+                (Some(name), _) => problems.push(format!(
                     "{}: module {name:?}: source {:?}: {} is not in the tree",
                     r.at, r.raw, r.path
                 )),
+                (_, Some(name)) => problems.push(format!(
+                    "{}: dependency {name:?}: repository {:?}: {} is not in the tree",
+                    r.at, r.raw, r.path
+                )),
                 // Kustomize tries a missing path as a git repository: that is remote.
-                None if host_like(&r.raw) => remote.push(r),
+                _ if host_like(&r.raw) => remote.push(r),
                 // Anything else missing is kustomize's to report.
-                None => {}
+                _ => {}
             }
         }
         if !allow_remote {
@@ -1493,6 +1564,7 @@ re\u{17f}ources: [../../../long-s]
                 raw: "../../modules/thing".into(),
                 at: "envs/prod/main.tf:4".into(),
                 module: Some("thing".into()),
+                chart: None,
             }]
         );
         assert_eq!(refs.problems.len(), 2, "{:?}", refs.problems);
@@ -1767,5 +1839,39 @@ re\u{17f}ources: [../../../long-s]
         assert!(store.load(&repo, a).is_none());
         assert!(store.load(&repo, b).is_some() && store.load(&repo, c).is_some());
         assert_eq!(store.head.unwrap().parent_count(), 0);
+    }
+
+    /// A chart's `file://` dependencies are references (line and name kept); one that climbs
+    /// out of the repository or is absolute is refused; remote and vendored ones are not
+    /// references; a missing one is named.
+    #[test]
+    fn a_charts_local_dependencies_are_references() {
+        let (_d, repo) = repo();
+        let chart = "apiVersion: v2\nname: web\nversion: 0.1.0\ndependencies:\n- name: common\n  version: 0.1.0\n  repository: file://../common\n- name: redis\n  version: 1.0.0\n  repository: https://charts.example\n- name: up\n  version: 0.1.0\n  repository: \"file://../../../etc\"\n- name: abs\n  version: 0.1.0\n  repository: file:///etc/x\n- name: gone\n  version: 0.1.0\n  repository: file://../gone\n";
+        let t = tree(
+            &repo,
+            None,
+            &[
+                ("charts/web/Chart.yaml", Some(chart)),
+                ("charts/common/Chart.yaml", Some("name: common\n")),
+            ],
+        );
+        let index = RefIndex::build(&repo, &t).unwrap();
+        assert!(index.is_referenced("charts/common"));
+        assert_eq!(
+            index.users_of("charts/common/templates/x.yaml"),
+            set(&["charts/web"])
+        );
+        let c = index.closure("charts/web");
+        assert_eq!(c.paths, ["charts/web", "charts/common", "charts/gone"]);
+        let why = c.refusal(&t, false).unwrap();
+        assert!(why.contains("charts/web/Chart.yaml:13: dependency \"up\": repository \"file://../../../etc\" climbs out of the repository"), "{why}");
+        assert!(
+            why.contains("dependency \"abs\": repository \"file:///etc/x\" is an absolute path"),
+            "{why}"
+        );
+        assert!(why.contains("charts/web/Chart.yaml:19: dependency \"gone\": repository \"file://../gone\": charts/gone is not in the tree"), "{why}");
+        assert!(!why.contains("redis"), "{why}");
+        assert!(is_reference_file("Chart.yaml"));
     }
 }

@@ -62,6 +62,9 @@ pub struct TargetReport {
     /// Hook Jobs run: `pre-deploy Job ns/name: succeeded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<String>,
+    /// A chart target: the chart deployed (docs/records.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartRecord>,
     /// Identities (inventory keys) the prune step settled: deleted, found gone already, or of
     /// a kind the server does not serve (so they cannot exist there). The inventory forgets
     /// them; `pruned` counts only the deleted ones.
@@ -83,9 +86,23 @@ impl TargetReport {
             drifted: None,
             recreated: Vec::new(),
             hooks: Vec::new(),
+            chart: None,
             settled: Vec::new(),
         }
     }
+}
+
+/// The chart a chart target deployed: its name and version, its release, and for a remote
+/// chart where it came from and the digest of the package rendered.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChartRecord {
+    pub name: String,
+    pub version: String,
+    pub release: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -185,6 +202,7 @@ mod tests {
                 drifted: None,
                 recreated: Vec::new(),
                 hooks: Vec::new(),
+                chart: None,
                 settled: Vec::new(),
             }],
             reason: None,

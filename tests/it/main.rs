@@ -9,6 +9,7 @@ mod declares;
 mod environments;
 mod firsthour;
 mod gitolite;
+mod helm;
 mod hostile;
 mod https_git;
 mod isolated;

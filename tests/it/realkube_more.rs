@@ -130,6 +130,16 @@ fn crd_and_its_custom_resources_in_one_push() {
             ("k8s/ns/ns.yaml", &namespace(&ns)),
             ("k8s/widgets/a.yaml", &cr("a", 1)),
             ("k8s/widgets/b.yaml", &cr("b", 2)),
+            // Two built-in objects beside the custom resources: they go to kubectl as one
+            // List, the Widgets after it in the same stream (oracle finding F15).
+            (
+                "k8s/widgets/settings.yaml",
+                &format!(
+                    "{}---\n{}",
+                    configmap("one", Some(&ns), "1"),
+                    configmap("two", Some(&ns), "2")
+                ),
+            ),
         ],
         "crd and widgets",
     );
@@ -146,6 +156,9 @@ fn crd_and_its_custom_resources_in_one_push() {
     assert_eq!(a["spec"]["size"], 1, "{a}");
     let b = c.get_json(&kind, Some(&ns), "b").expect("widget b");
     assert_eq!(b["spec"]["size"], 2, "{b}");
+    for name in ["one", "two"] {
+        assert!(c.get_json("configmap", Some(&ns), name).is_some(), "{name}");
+    }
 }
 
 #[test]

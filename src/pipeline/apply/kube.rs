@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::backends::kube::Kubectl;
 use crate::backends::process::Output;
 use crate::config::Environment;
-use crate::pipeline::annotations::{self, ApplyMode, Hook, HookDelete};
+use crate::pipeline::annotations::{self, ApplyMode, Hook};
 use crate::pipeline::health;
 use crate::pipeline::inventory;
 use crate::pipeline::kinds::{self, kind_key};
@@ -79,7 +79,7 @@ pub fn apply_stream(objects: &[&Object]) -> String {
     let (builtin, custom): (Vec<&Object>, Vec<&Object>) = objects
         .iter()
         .partition(|o| kinds::builtin_scope(&o.id.group, &o.id.kind).is_some());
-    let mut out = if builtin.len() >= LIST_FROM {
+    if builtin.len() >= LIST_FROM {
         let mut list = String::from("{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[");
         for (i, o) in builtin.iter().enumerate() {
             if i > 0 {
@@ -88,10 +88,16 @@ pub fn apply_stream(objects: &[&Object]) -> String {
             list.push_str(&o.body.to_string());
         }
         list.push_str("]}\n");
-        list
-    } else {
-        manifest::to_stream(builtin)
-    };
+        // A stream that opens with `{` is read by kubectl as concatenated JSON values (the
+        // fast decoder): a `---` after the List would be a syntax error there, so the custom
+        // resources follow as bare JSON values.
+        for o in custom {
+            list.push_str(&o.body.to_string());
+            list.push('\n');
+        }
+        return list;
+    }
+    let mut out = manifest::to_stream(builtin);
     out.push_str(&manifest::to_stream(custom));
     out
 }
@@ -515,7 +521,7 @@ impl Run<'_> {
 
     /// Runs one hook Job: earlier runs deleted first (`hook-delete: before-run`, the default),
     /// created with `kubectl create` (so `generateName` works), waited for; deleted right away
-    /// with `hook-delete: on-success`.
+    /// with `hook-delete: on-success` (both with `before-run,on-success`).
     fn run_hook(&self, job: &Object, which: Hook, r: &mut TargetReport) -> Outcome {
         let controls = annotations::controls(job).unwrap_or_default();
         let ns = job
@@ -527,7 +533,7 @@ impl Run<'_> {
         let mut body = job.body.clone();
         body["metadata"]["labels"]["hookops.io/hook-id"] = Value::String(label.clone());
         body["metadata"]["namespace"] = Value::String(ns.clone());
-        if controls.hook_delete == HookDelete::BeforeRun {
+        if controls.hook_delete.before_run {
             let _ =
                 self.kubectl
                     .delete_selected("jobs", &format!("hookops.io/hook-id={label}"), &ns);
@@ -564,7 +570,7 @@ impl Run<'_> {
                 "failed"
             }
         ));
-        if result.is_ok() && controls.hook_delete == HookDelete::OnSuccess {
+        if result.is_ok() && controls.hook_delete.on_success {
             let _ =
                 self.kubectl
                     .delete_selected("jobs", &format!("hookops.io/hook-id={label}"), &ns);
@@ -713,8 +719,13 @@ mod tests {
         .unwrap();
         let refs: Vec<&Object> = objs.iter().collect();
         let stream = apply_stream(&refs);
-        let docs: Vec<&str> = stream.split("---\n").collect();
-        let list: Value = serde_json::from_str(docs[0]).unwrap();
+        // kubectl reads a stream opening with `{` as concatenated JSON values: it must be
+        // exactly that, with no YAML separator (oracle finding F15).
+        let docs: Vec<Value> = serde_json::Deserializer::from_str(&stream)
+            .into_iter::<Value>()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{e}: {stream}"));
+        let list = &docs[0];
         assert_eq!(list["kind"], "List");
         let items: Vec<&str> = list["items"]
             .as_array()
@@ -724,7 +735,7 @@ mod tests {
             .collect();
         assert_eq!(items, ["ConfigMap", "Deployment"]);
         assert_eq!(docs.len(), 2, "{stream}");
-        assert!(docs[1].contains("\"kind\":\"Widget\""), "{stream}");
+        assert_eq!(docs[1]["kind"], "Widget", "{stream}");
         // One built-in object: a document of its own (one v3 decode costs what v2 would).
         let one = apply_stream(&refs[..1]);
         assert!(

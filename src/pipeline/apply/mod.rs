@@ -334,6 +334,16 @@ fn run_target(
     let clock = applied.unwrap_or_else(Instant::now);
     let t = &tp.target;
     let mut r = TargetReport::new(&t.name, t.kind);
+    r.chart = tp
+        .chart
+        .as_ref()
+        .map(|c| crate::record::payload::ChartRecord {
+            name: c.name.clone(),
+            version: c.version.clone(),
+            release: c.release.clone(),
+            repo: c.repo.clone(),
+            digest: c.digest.clone(),
+        });
     let outcome = if let Some(why) = tp.blocked() {
         Err(why)
     } else if t.kind == TargetType::Terraform {

@@ -6,10 +6,12 @@
 //!   paths and reading the reference index, or over the whole tree on a first deploy; the
 //!   files no target reads (D8).
 //! - `read`: what a target reads and declares (D4, D5; manifests parsed by
-//!   `pipeline::manifest`, identities resolved by `pipeline::identity`, D6).
+//!   `pipeline::manifest`, identities resolved by `pipeline::identity`, D6); `chart`: what a
+//!   chart target renders, with its values, dependencies and hooks.
 //! - `winner`: the declaration order and the one winner of an identity declared more than
 //!   once (D7).
 
+pub mod chart;
 pub mod read;
 pub mod targets;
 pub mod winner;

@@ -1,9 +1,12 @@
 //! What a target reads and declares (architecture.md, D4 and D5): a kubectl target its manifest
 //! files, one inventory *unit* per file; a kustomize target the output of `kubectl kustomize`
-//! over a scratch copy of its directory and everything it references, one unit; a target's
+//! over a scratch copy of its directory and everything it references, one unit; a chart target
+//! the output of `helm template` the same way (`chart.rs`), one unit; a target's
 //! Vault-generated Secrets, one unit. Every broken file of a target is reported, not just the
 //! first (D9).
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -13,6 +16,7 @@ use crate::backends::kube::Kubectl;
 use crate::backends::objects;
 use crate::config::{SecretSpec, Target, TargetType, TREE_CONFIG};
 use crate::pipeline::annotations;
+use crate::pipeline::declare::chart::{self, ChartInfo, Charts};
 use crate::pipeline::diff::Changes;
 use crate::pipeline::inventory;
 use crate::pipeline::manifest::{self, Object, ObjectId};
@@ -29,6 +33,8 @@ pub struct Renderer<'a> {
     pub scratch: &'a Path,
     /// `[kustomize] allow_remote`: kustomizations may name remote resources.
     pub allow_remote: bool,
+    /// Helm and what chart targets render with; None: chart targets fail.
+    pub charts: Option<&'a Charts>,
 }
 
 /// Reads the targets of one tree.
@@ -42,6 +48,8 @@ pub struct Reader<'a, 'r> {
     pub renderer: &'a Renderer<'a>,
     /// Names the scratch directory of this tree's renders (`new`, `old`).
     pub side: &'a str,
+    /// What each chart target rendered (by target name), for plan and record.
+    pub charts: RefCell<BTreeMap<String, ChartInfo>>,
 }
 
 impl Reader<'_, '_> {
@@ -97,6 +105,13 @@ impl Reader<'_, '_> {
                     manifest::parse(&rendered, &format!("{} (kustomize)", t.path), ns(t))?;
                 vec![(inventory::kustomize_unit(&t.path), objects)]
             }
+            TargetType::Helm => {
+                let errors = self.bad_names(t);
+                if !errors.is_empty() {
+                    bail!("{}", errors.join("; "));
+                }
+                vec![(inventory::helm_unit(&t.name), self.chart(t)?)]
+            }
             TargetType::Terraform => Vec::new(),
         };
         // Every object's hookops.io/ annotations are valid, or the target fails whole.
@@ -121,6 +136,7 @@ impl Reader<'_, '_> {
                 let rendered = self.render(t)?;
                 manifest::parse(&rendered, &format!("{} (kustomize)", t.path), ns(t))
             }
+            Some(("h", _)) => self.chart(t),
             Some(("s", _)) => Ok(secret_objects(t)),
             _ => bail!("bad inventory unit {unit:?}"),
         }
@@ -189,6 +205,23 @@ impl Reader<'_, '_> {
             }
         }
         out
+    }
+
+    /// `helm template` of a scratch copy of the chart and what it reads (`chart.rs`).
+    fn chart(&self, t: &Target) -> Result<Vec<Object>> {
+        let Some(charts) = self.renderer.charts else {
+            bail!("target {}: chart targets cannot be rendered here", t.name);
+        };
+        let render = chart::Render {
+            repo: self.repo,
+            tree: self.tree,
+            index: self.index,
+            charts,
+            root: &self.renderer.scratch.join(self.side),
+        };
+        let (objects, info) = render.objects(t)?;
+        self.charts.borrow_mut().insert(t.name.clone(), info);
+        Ok(objects)
     }
 
     /// `kubectl kustomize` of a scratch copy of the target and everything it references,

@@ -16,7 +16,7 @@ use crate::backends::objects;
 use crate::config::{check_discovered, Target, TargetType, TreeConfig, TREE_CONFIG};
 use crate::pipeline::diff::Changes;
 use crate::pipeline::manifest;
-use crate::pipeline::references::{RefIndex, References, KUSTOMIZATION};
+use crate::pipeline::references::{RefIndex, References, CHART_FILE, KUSTOMIZATION};
 
 /// The targets of one side of the diff.
 pub struct TreeTargets {
@@ -41,6 +41,7 @@ pub struct Discovery<'r, 'i> {
     kinds: HashMap<Oid, Option<TargetType>>,
     kube_dirs: HashMap<Oid, bool>,
     components: HashMap<Oid, bool>,
+    libraries: HashMap<Oid, bool>,
 }
 
 fn hidden(path: &str) -> bool {
@@ -75,6 +76,12 @@ pub fn discovered(path: &str, kind: TargetType) -> Target {
         timeout: None,
         force: false,
         flat: kind == TargetType::Kubectl,
+        release: None,
+        values: Vec::new(),
+        set: BTreeMap::new(),
+        repo: None,
+        chart: None,
+        version: None,
     }
 }
 
@@ -95,6 +102,7 @@ impl<'r, 'i> Discovery<'r, 'i> {
             kinds: HashMap::new(),
             kube_dirs: HashMap::new(),
             components: HashMap::new(),
+            libraries: HashMap::new(),
         }
     }
 
@@ -106,7 +114,8 @@ impl<'r, 'i> Discovery<'r, 'i> {
         self.repo.find_tree(id).ok()
     }
 
-    /// kustomize or terraform root marker in this directory (not recursive).
+    /// The root marker in this directory (not recursive), D1: a kustomization, else a
+    /// `Chart.yaml`, else `.tf` files.
     fn root_kind(&mut self, dir: &Tree) -> Option<TargetType> {
         if let Some(k) = self.kinds.get(&dir.id()) {
             return *k;
@@ -123,7 +132,9 @@ impl<'r, 'i> Discovery<'r, 'i> {
                 kind = Some(TargetType::Kustomize);
                 break;
             }
-            if name.ends_with(b".tf") {
+            if name == CHART_FILE.as_bytes() {
+                kind = Some(TargetType::Helm);
+            } else if name.ends_with(b".tf") && kind.is_none() {
                 kind = Some(TargetType::Terraform);
             }
         }
@@ -146,16 +157,37 @@ impl<'r, 'i> Discovery<'r, 'i> {
         component
     }
 
-    /// Whether root directory `dir` (of `kind`) is a target of its own (D3.1): not referenced
-    /// by another root, and not a kustomize Component.
-    fn is_target_root(&mut self, tree: &Tree, dir: &str, kind: TargetType) -> bool {
-        if self.index.is_referenced(dir) {
-            return false;
+    /// Whether the directory's `Chart.yaml` says `type: library` (never installed alone, D3.1).
+    fn is_library(&mut self, dir: &Tree) -> bool {
+        if let Some(c) = self.libraries.get(&dir.id()) {
+            return *c;
         }
-        kind != TargetType::Kustomize
-            || !self
+        let library = dir
+            .get_name(CHART_FILE)
+            .and_then(|e| objects::read_blob(self.repo, e.id(), CHART_FILE).ok())
+            .and_then(|bytes| serde_yaml_ng::from_slice::<serde_json::Value>(&bytes).ok())
+            .is_some_and(|v| v.get("type").and_then(|k| k.as_str()) == Some("library"));
+        self.libraries.insert(dir.id(), library);
+        library
+    }
+
+    /// A kustomize Component or a library chart: built only through its users.
+    fn is_part(&mut self, tree: &Tree, dir: &str, kind: TargetType) -> bool {
+        match kind {
+            TargetType::Kustomize => self
                 .subtree(tree, dir)
-                .is_some_and(|sub| self.is_component(&sub))
+                .is_some_and(|sub| self.is_component(&sub)),
+            TargetType::Helm => self
+                .subtree(tree, dir)
+                .is_some_and(|sub| self.is_library(&sub)),
+            _ => false,
+        }
+    }
+
+    /// Whether root directory `dir` (of `kind`) is a target of its own (D3.1): not referenced
+    /// by another root, and not a kustomize Component or a library chart.
+    fn is_target_root(&mut self, tree: &Tree, dir: &str, kind: TargetType) -> bool {
+        !self.index.is_referenced(dir) && !self.is_part(tree, dir, kind)
     }
 
     /// Whether the directory itself holds at least one Kubernetes manifest file (D3.2), or one
@@ -272,6 +304,21 @@ impl<'r, 'i> Discovery<'r, 'i> {
                     ));
                 }
             }
+            if name == CHART_FILE && !hidden(path) {
+                let dir = parent(path).unwrap_or("");
+                let lone = self.claimer(tree, Some(dir)).is_some_and(|(d, _)| d == dir)
+                    && !self.index.is_referenced(dir)
+                    && self.subtree(tree, dir).is_some_and(|sub| {
+                        self.root_kind(&sub) == Some(TargetType::Helm) && self.is_library(&sub)
+                    });
+                if lone {
+                    out.push(format!(
+                        "{path} is a library chart that no chart uses (dependencies: with \
+                         repository: file://), and a library chart cannot be installed alone: \
+                         nothing deploys it (declares D3, D8)"
+                    ));
+                }
+            }
             if hidden(path)
                 || !manifest::is_manifest_path(path)
                 || targets
@@ -303,7 +350,8 @@ impl<'r, 'i> Discovery<'r, 'i> {
                 Some((root, _)) if unused => format!(
                     "it is inside {root}, a kustomize Component that no kustomization uses"
                 ),
-                Some((_, TargetType::Terraform)) => continue,
+                // Every file of a Terraform root or a chart is its own input (D1).
+                Some((_, TargetType::Terraform | TargetType::Helm)) => continue,
                 Some((root, _)) if self.index.is_referenced(&root) => format!(
                     "it is inside {root}, a kustomize base or component, and no kustomization reads it"
                 ),
@@ -1104,6 +1152,123 @@ mod tests {
         );
         let a = affected_by(&repo, Some(&old), &new).unwrap();
         assert_eq!(names(&a.deploy), ["platform"]);
+    }
+
+    const CHART: &str = "apiVersion: v2\nname: web\nversion: 0.1.0\n";
+
+    fn chart_with_dep(name: &str, dep: &str) -> String {
+        format!("apiVersion: v2\nname: {name}\nversion: 0.1.0\ndependencies:\n- name: common\n  version: 0.1.0\n  repository: \"file://{dep}\"\n")
+    }
+
+    /// Issue 29: a directory with Chart.yaml is a root of type helm (D1); its templates,
+    /// crds, charts and values files are its own (never targets, never reported unread); a
+    /// kustomization in the same directory wins over Chart.yaml, Chart.yaml over `.tf` files.
+    #[test]
+    fn a_chart_directory_is_a_helm_target_and_owns_everything_under_it() {
+        let (_d, repo) = repo();
+        let t = tree(
+            &repo,
+            None,
+            &[
+                ("charts/web/Chart.yaml", Some(CHART)),
+                ("charts/web/values.yaml", Some("replicas: 2\n")),
+                ("charts/web/values-prod.yaml", Some("replicas: 3\n")),
+                (
+                    "charts/web/templates/cm.yaml",
+                    Some(
+                        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n",
+                    ),
+                ),
+                ("charts/web/crds/crd.yaml", Some(CRD)),
+                ("charts/web/charts/sub/Chart.yaml", Some(CHART)),
+                (
+                    "charts/web/charts/sub/templates/x.yaml",
+                    Some(&cm("sub", "1")),
+                ),
+                ("both/Chart.yaml", Some(CHART)),
+                ("both/kustomization.yaml", Some("resources:\n- cm.yaml\n")),
+                ("both/cm.yaml", Some(&cm("both", "1"))),
+                ("tfchart/Chart.yaml", Some(CHART)),
+                ("tfchart/main.tf", Some(MODULE)),
+            ],
+        );
+        let a = affected_by(&repo, None, &t).unwrap();
+        assert_eq!(names(&a.deploy), ["both", "charts/web", "tfchart"]);
+        let kind = |n: &str| a.deploy.iter().find(|t| t.name == n).unwrap().kind;
+        assert_eq!(kind("charts/web"), TargetType::Helm);
+        assert_eq!(kind("both"), TargetType::Kustomize);
+        assert_eq!(kind("tfchart"), TargetType::Helm);
+        assert!(a.unread.is_empty(), "{:?}", a.unread);
+
+        // A values file or a template changed: that chart alone, nothing reported.
+        for path in [
+            "charts/web/values-prod.yaml",
+            "charts/web/templates/cm.yaml",
+        ] {
+            let new = tree(&repo, Some(&t), &[(path, Some("replicas: 4\n"))]);
+            let a = affected_by(&repo, Some(&t), &new).unwrap();
+            assert_eq!(names(&a.deploy), ["charts/web"], "{path}");
+            assert!(a.unread.is_empty(), "{:?}", a.unread);
+        }
+    }
+
+    /// A chart named by another chart's local dependency (`file://../common`) is referenced,
+    /// like a base: not a target, and its users re-deploy when it changes; a library chart is
+    /// never a target of its own, and an unused one is reported.
+    #[test]
+    fn a_local_chart_dependency_is_referenced_like_a_base() {
+        let (_d, repo) = repo();
+        let common = "apiVersion: v2\nname: common\nversion: 0.1.0\n";
+        let old = tree(
+            &repo,
+            None,
+            &[
+                (
+                    "charts/web/Chart.yaml",
+                    Some(&chart_with_dep("web", "../common")),
+                ),
+                (
+                    "charts/api/Chart.yaml",
+                    Some(&chart_with_dep("api", "../common")),
+                ),
+                ("charts/common/Chart.yaml", Some(common)),
+                ("charts/common/templates/cm.yaml", Some(&cm("common", "1"))),
+                ("charts/other/Chart.yaml", Some(CHART)),
+            ],
+        );
+        let a = affected_by(&repo, None, &old).unwrap();
+        assert_eq!(
+            names(&a.deploy),
+            ["charts/api", "charts/other", "charts/web"]
+        );
+        let new = tree(
+            &repo,
+            Some(&old),
+            &[("charts/common/templates/cm.yaml", Some(&cm("common", "2")))],
+        );
+        let a = affected_by(&repo, Some(&old), &new).unwrap();
+        assert_eq!(names(&a.deploy), ["charts/api", "charts/web"]);
+
+        let library = "apiVersion: v2\nname: lib\nversion: 0.1.0\ntype: library\n";
+        let t = tree(
+            &repo,
+            Some(&old),
+            &[("charts/lib/Chart.yaml", Some(library))],
+        );
+        let a = affected_by(&repo, Some(&old), &t).unwrap();
+        assert!(a.deploy.is_empty(), "{:?}", names(&a.deploy));
+        assert!(
+            a.unread
+                .iter()
+                .any(|w| w
+                    .starts_with("charts/lib/Chart.yaml is a library chart that no chart uses")),
+            "{:?}",
+            a.unread
+        );
+        assert_eq!(
+            names(&affected_by(&repo, None, &t).unwrap().deploy),
+            ["charts/api", "charts/other", "charts/web"]
+        );
     }
 
     #[test]
