@@ -17,6 +17,7 @@ mod isolated;
 mod layouts;
 mod lease;
 mod ops;
+mod oracle;
 mod packaging;
 mod page;
 mod realkube;
