@@ -246,14 +246,7 @@ impl<'a> Terraform<'a> {
         )?;
         match plan.code {
             Some(0) => Ok(None),
-            Some(2) => Ok(Some(
-                plan.stdout
-                    .lines()
-                    .map(str::trim)
-                    .find(|l| l.starts_with("Plan:"))
-                    .unwrap_or("changes planned")
-                    .to_string(),
-            )),
+            Some(2) => Ok(Some(plan_line(&plan.stdout))),
             _ => bail!("terraform plan failed: {}", error_line(&plan)),
         }
     }
@@ -330,6 +323,16 @@ fn counts(output: &str) -> Counts {
         }
     }
     c
+}
+
+/// The summary line of `terraform plan` output (`Plan: 1 to add, 0 to change, 0 to destroy.`).
+pub fn plan_line(stdout: &str) -> String {
+    stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("Plan:"))
+        .unwrap_or("changes planned")
+        .to_string()
 }
 
 #[cfg(test)]

@@ -591,14 +591,7 @@ fn terraform_plan(
     }
     match plan.code {
         Some(0) => Ok(Some(NO_CHANGES.to_string())),
-        Some(2) => Ok(Some(
-            plan.stdout
-                .lines()
-                .map(str::trim)
-                .find(|l| l.starts_with("Plan:"))
-                .unwrap_or("changes planned")
-                .to_string(),
-        )),
+        Some(2) => Ok(Some(terraform::plan_line(&plan.stdout))),
         _ => anyhow::bail!("terraform plan: {}", repo_paths(&tf_error(&plan))),
     }
 }

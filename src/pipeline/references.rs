@@ -377,22 +377,29 @@ impl Reader<'_> {
         }
     }
 
+    /// `text` as one YAML document, or None with the problem noted (naming `file`).
+    fn document(&mut self, file: &str, text: &str) -> Option<serde_json::Value> {
+        if let Err(e) = manifest::check_syntax(text, file) {
+            self.out.problems.push(format!("{e:#}"));
+            return None;
+        }
+        match serde_yaml_ng::from_str(text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.out.problems.push(format!("{file}: invalid YAML: {e}"));
+                None
+            }
+        }
+    }
+
     /// The paths a kustomization reads, field by field as kustomize reads them: kustomize
     /// (sigs.k8s.io/kustomize/api v5.5, the one in kubectl 1.32) turns the YAML into JSON and
     /// decodes it with Go's encoding/json, which matches field names case-insensitively. So
     /// `Resources:` is `resources:`, and a file that spells one field two ways is refused (Go
     /// keeps one of them, and which is not worth guessing).
     fn kustomization(&mut self, file: &str, text: &str) {
-        if let Err(e) = manifest::check_syntax(text, file) {
-            self.out.problems.push(format!("{e:#}"));
+        let Some(doc) = self.document(file, text) else {
             return;
-        }
-        let doc: serde_json::Value = match serde_yaml_ng::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                self.out.problems.push(format!("{file}: invalid YAML: {e}"));
-                return;
-            }
         };
         // kustomize's YAML library applies merge keys (`<<: {resources: [...]}`); read as
         // written they would hide fields.
@@ -520,16 +527,8 @@ impl Reader<'_> {
     /// at PATH (relative to this chart) as a kustomize base is read; other dependencies are
     /// vendored in `charts/` or remote, which rendering decides (declare/chart.rs).
     fn chart(&mut self, file: &str, text: &str) {
-        if let Err(e) = manifest::check_syntax(text, file) {
-            self.out.problems.push(format!("{e:#}"));
+        let Some(doc) = self.document(file, text) else {
             return;
-        }
-        let doc: serde_json::Value = match serde_yaml_ng::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                self.out.problems.push(format!("{file}: invalid YAML: {e}"));
-                return;
-            }
         };
         let Some(deps) = doc.get("dependencies") else {
             return;
