@@ -78,8 +78,12 @@ pub fn check(
         let started = payload::now();
         let plan = planner::plan(session, env, None, pointer)?;
         for k in &plan.kept {
+            let why = match k.held {
+                true => "still in git, in a failing target",
+                false => "no longer in git, not pruned",
+            };
             say(&format!(
-                "{}: kept (no longer in git, not pruned): {}: {}",
+                "{}: kept ({why}): {}: {}",
                 env.name, k.id, k.reason
             ));
         }

@@ -338,8 +338,12 @@ impl<'s> Deployer<'s> {
             say(&format!("{}: warning: {w}", env.name));
         }
         for k in plan.kept.iter().filter(|k| !k.noted) {
+            let why = match k.held {
+                true => "still in git",
+                false => "no longer in git",
+            };
             say(&format!(
-                "{}: keeping {} (no longer in git): {}",
+                "{}: keeping {} ({why}): {}",
                 env.name, k.id, k.reason
             ));
         }

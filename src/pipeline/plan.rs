@@ -124,6 +124,9 @@ pub struct Kept {
     /// An earlier deploy named it already: a deploy keeps it without a word.
     #[serde(skip)]
     pub noted: bool,
+    /// Still in git, in a target that fails (D9): kept until that target deploys.
+    #[serde(skip)]
+    pub held: bool,
 }
 
 pub struct Plan {
@@ -511,7 +514,19 @@ pub fn build<'r>(
         declared: affected.tree_targets.as_deref(),
     };
     winners.assign(&mut plan, &mut cx, parsed)?;
-    prunes(&mut plan, &mut cx)?;
+    // What targets that fail would declare, as far as their files can be read (D9).
+    let mut held: BTreeMap<ObjectId, (String, String)> = BTreeMap::new();
+    for tp in plan.targets.iter().filter(|tp| tp.error.is_some()) {
+        if !tp.target.kind.is_kube() {
+            continue;
+        }
+        for mut o in reader.declared_anyway(&tp.target, &tp.closure) {
+            cx.resolver.resolve(&mut o, tp.target.namespace.as_deref());
+            held.entry(o.id)
+                .or_insert_with(|| (tp.target.name.clone(), o.source));
+        }
+    }
+    prunes(&mut plan, &mut cx, &held)?;
     for tp in &mut plan.targets {
         if tp.refused.is_none() {
             tp.refused = policy(env, tp);
@@ -828,7 +843,11 @@ impl Winners<'_, '_> {
 /// handed to the target that last declared it (a removal step when it is not in the plan).
 /// Objects marked `hookops.io/prune: disabled`, Namespaces and CRDs (unless the server config
 /// allows) are kept; so is anything whose scope was a guess while a variant is declared.
-fn prunes(plan: &mut Plan, cx: &mut PlanContext) -> Result<()> {
+fn prunes(
+    plan: &mut Plan,
+    cx: &mut PlanContext,
+    held: &BTreeMap<ObjectId, (String, String)>,
+) -> Result<()> {
     for (id, e) in cx.inventory.orphans()? {
         if cx.only.is_some_and(|only| !only.contains(&e.target)) {
             continue;
@@ -839,6 +858,19 @@ fn prunes(plan: &mut Plan, cx: &mut PlanContext) -> Result<()> {
                 ..id.clone()
             })?
         {
+            continue;
+        }
+        if let Some((target, source)) = held.get(&id) {
+            plan.kept.push(Kept {
+                id,
+                target: e.target,
+                reason: format!(
+                    "{source} declares it, in target {target}, which fails: nothing a failing target declares is pruned (D9)"
+                ),
+                forget: false,
+                noted: false,
+                held: true,
+            });
             continue;
         }
         let reason = if e.keep {
@@ -863,6 +895,7 @@ fn prunes(plan: &mut Plan, cx: &mut PlanContext) -> Result<()> {
                 reason: reason.to_string(),
                 forget,
                 noted: e.noted,
+                held: false,
             });
             continue;
         }

@@ -181,6 +181,7 @@ pub fn keep_what_others_declare(
                     // Checked again by every deploy: pruned once the other stops declaring it.
                     forget: false,
                     noted: false,
+                    held: false,
                 }),
                 None => still.push((id, version)),
             }

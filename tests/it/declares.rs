@@ -472,3 +472,68 @@ fn a_failed_push_never_costs_a_base_its_objects() {
     assert_eq!(uid("app"), None);
     assert_eq!(uid("base"), None);
 }
+
+/// The oracle's long run (seeds 4266, 4271): a manifest moved into a target that fails was
+/// pruned from its old place although the tip still declares it. D9: nothing a failing target
+/// declares is pruned, as far as its files can be read; for a kustomization that does not
+/// render, every manifest of its closure counts. Then the fixed target deploys the same object.
+#[test]
+fn a_manifest_moved_into_a_failing_target_is_kept() {
+    let Some((w, c)) = world("") else { return };
+    let ns = c.unique("moved");
+    let uid = |name: &str| {
+        c.get_json("configmap", Some(&ns), name)
+            .map(|o| o["metadata"]["uid"].clone())
+    };
+    let cm = |name: &str| configmap(name, Some(&ns), "1");
+    w.commit(
+        &[
+            ("ns/ns.yaml", &namespace(&ns)),
+            ("old/a.yaml", &cm("a")),
+            ("old/b.yaml", &cm("b")),
+        ],
+        "two ConfigMaps",
+    );
+    w.push().assert_ok();
+    let (a0, b0) = (uid("a"), uid("b"));
+    assert!(a0.is_some() && b0.is_some());
+
+    w.remove(&["old/a.yaml", "old/b.yaml"], "moved away");
+    w.commit(
+        &[
+            ("plain/a.yaml", &cm("a")),
+            (
+                "plain/broken.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [x\n",
+            ),
+            (
+                "kust/kustomization.yaml",
+                "resources:\n- b.yaml\ncomponents:\n- ../missing\n",
+            ),
+            ("kust/b.yaml", &cm("b")),
+        ],
+        "into a target with a broken file, and a kustomization that cannot render",
+    );
+    let out = w.push();
+    assert!(out.all().contains("plain/broken.yaml"), "{}", out.all());
+    assert!(
+        out.all()
+            .contains("plain/a.yaml:1 declares it, in target plain, which fails"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(uid("a"), a0, "{}", out.all());
+    assert_eq!(uid("b"), b0, "{}", out.all());
+
+    w.remove(&["plain/broken.yaml"], "fixed");
+    w.commit(
+        &[("kust/kustomization.yaml", "resources:\n- b.yaml\n")],
+        "fixed",
+    );
+    let out = w.push();
+    out.assert_ok();
+    assert_eq!(uid("a"), a0, "{}", out.all());
+    assert_eq!(uid("b"), b0, "{}", out.all());
+    let drift = w.hookops(&["drift"]);
+    assert!(drift.ok(), "{}", drift.all());
+}

@@ -179,6 +179,35 @@ impl Reader<'_, '_> {
         Ok((files, bad))
     }
 
+    /// The objects `t`'s readable manifest files declare, for a target that fails (D9): what
+    /// it deploys once fixed includes them, so none is pruned meanwhile. Files that do not
+    /// parse are skipped (the failure names them); for a kustomize or chart target every
+    /// manifest file of its closure is read as it stands (a superset: more is kept, never less).
+    pub fn declared_anyway(&self, t: &Target, closure: &[String]) -> Vec<Object> {
+        let mut files: Vec<String> = match t.kind {
+            TargetType::Kubectl => self.listing_of(t).map(|(f, _)| f).unwrap_or_default(),
+            _ => closure
+                .iter()
+                .flat_map(
+                    |p| match objects::list_under(self.repo, self.tree, p, true) {
+                        Ok(l) if !l.files.is_empty() => {
+                            l.files.into_iter().map(|f| f.path).collect()
+                        }
+                        _ => vec![p.clone()],
+                    },
+                )
+                .filter(|p| manifest::is_manifest_path(p))
+                .collect(),
+        };
+        files.sort();
+        files.dedup();
+        files
+            .iter()
+            .filter_map(|f| self.file(f, ns(t)).ok().flatten())
+            .flatten()
+            .collect()
+    }
+
     /// The changed manifest paths of `t` whose names are not UTF-8 (D3.3), as errors.
     fn bad_names(&self, t: &Target) -> Vec<String> {
         self.changes
