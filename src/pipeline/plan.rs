@@ -370,6 +370,14 @@ pub fn build<'r>(
             cx.resolver.learn(objs);
         }
     }
+    // Targets that fail on their own files or references: what they declare is not known
+    // whole, so their copies are compared with nobody's (D7).
+    let unreadable: BTreeSet<String> = plan
+        .targets
+        .iter()
+        .filter(|tp| tp.error.is_some())
+        .map(|tp| tp.target.name.clone())
+        .collect();
     let mut unknown: BTreeSet<String> = BTreeSet::new();
     let mut parsed: Parsed = BTreeMap::new();
     for (tp, units) in plan.targets.iter_mut().zip(read) {
@@ -507,25 +515,38 @@ pub fn build<'r>(
     }
     plan.warnings.extend(held);
     let order = winner::Order::new(affected.tree_targets.as_deref());
-    let winners = Winners {
-        env,
-        reader: &reader,
-        order: &order,
-        declared: affected.tree_targets.as_deref(),
-    };
-    winners.assign(&mut plan, &mut cx, parsed)?;
-    // What targets that fail would declare, as far as their files can be read (D9).
-    let mut held: BTreeMap<ObjectId, (String, String)> = BTreeMap::new();
+    // What targets that fail would declare, as far as their files can be read (D9), each
+    // identity with its last declaration among them (D7).
+    let mut held = Held::new();
     for tp in plan.targets.iter().filter(|tp| tp.error.is_some()) {
         if !tp.target.kind.is_kube() {
             continue;
         }
         for mut o in reader.declared_anyway(&tp.target, &tp.closure) {
             cx.resolver.resolve(&mut o, tp.target.namespace.as_deref());
-            held.entry(o.id)
-                .or_insert_with(|| (tp.target.name.clone(), o.source));
+            let file = o
+                .source
+                .rsplit_once(':')
+                .map_or(o.source.as_str(), |(f, _)| f);
+            let place = order.place(&tp.target.name, &inventory::file_unit(file));
+            if held.get(&o.id).is_none_or(|h| h.place < place) {
+                let by = HeldBy {
+                    target: tp.target.name.clone(),
+                    source: o.source.clone(),
+                    place,
+                };
+                held.insert(o.id, by);
+            }
         }
     }
+    let winners = Winners {
+        env,
+        reader: &reader,
+        order: &order,
+        declared: affected.tree_targets.as_deref(),
+        unreadable: &unreadable,
+    };
+    winners.assign(&mut plan, &mut cx, parsed, &held)?;
     prunes(&mut plan, &mut cx, &held)?;
     for tp in &mut plan.targets {
         if tp.refused.is_none() {
@@ -637,10 +658,18 @@ struct Winners<'a, 'r> {
     order: &'a winner::Order,
     /// The targets of the new tree's `hookops.toml`, if it has one.
     declared: Option<&'a [Target]>,
+    /// Targets that fail on their own files: their copies are compared with nobody's.
+    unreadable: &'a BTreeSet<String>,
 }
 
 impl Winners<'_, '_> {
-    fn assign(&self, plan: &mut Plan, cx: &mut PlanContext, mut parsed: Parsed) -> Result<()> {
+    fn assign(
+        &self,
+        plan: &mut Plan,
+        cx: &mut PlanContext,
+        mut parsed: Parsed,
+        held: &Held,
+    ) -> Result<()> {
         let mut todo: Vec<ObjectId> = Vec::new();
         let mut seen: BTreeSet<ObjectId> = BTreeSet::new();
         // The plan's own declarations first, in declaration order, so that every target
@@ -681,11 +710,26 @@ impl Winners<'_, '_> {
             let Some((unit, target)) = self.order.winner(&declarers).cloned() else {
                 continue;
             };
-            if cx.only.is_some_and(|only| !only.contains(&target)) || blocked.contains(&target) {
+            if cx.only.is_some_and(|only| !only.contains(&target)) {
                 continue;
             }
-            if declarers.len() > 1 {
-                self.duplicate(plan, cx, &mut parsed, &id, &declarers, &unit)?;
+            // Copies are compared (and named) even when the winner's target fails already:
+            // every reason is named in one go (D9).
+            let comparable: Vec<(String, String)> = declarers
+                .iter()
+                .filter(|(_, t)| !self.unreadable.contains(t))
+                .cloned()
+                .collect();
+            if comparable.len() > 1 {
+                self.duplicate(plan, cx, &mut parsed, &id, &comparable, &unit)?;
+            }
+            // A failing target that declares it later than the winner wins it (D7): nobody
+            // applies another copy meanwhile (D9).
+            let failing_wins = held
+                .get(&id)
+                .is_some_and(|h| h.place > self.order.place(&target, &unit));
+            if blocked.contains(&target) || failing_wins {
+                continue;
             }
             // A target's Vault Secrets are made by the secrets stage, never from a file.
             if unit.starts_with("s:") {
@@ -806,10 +850,10 @@ impl Winners<'_, '_> {
             .find(|(u, _)| u == winner)
             .map(|(u, c)| shown(u, c))
             .unwrap_or_else(|| winner.to_string());
-        let differ = copies.windows(2).any(|w| match (&w[0].1, &w[1].1) {
-            (Some(a), Some(b)) => !winner::same_content(a, b),
-            _ => true,
-        });
+        // A copy that cannot be read (its file fails its target) is left out: that failure
+        // is named already, and what it would declare is unknown.
+        let known: Vec<&Object> = copies.iter().filter_map(|(_, c)| c.as_ref()).collect();
+        let differ = known.windows(2).any(|w| !winner::same_content(w[0], w[1]));
         let what = format!(
             "{id} is declared {} times ({})",
             copies.len(),
@@ -843,11 +887,19 @@ impl Winners<'_, '_> {
 /// handed to the target that last declared it (a removal step when it is not in the plan).
 /// Objects marked `hookops.io/prune: disabled`, Namespaces and CRDs (unless the server config
 /// allows) are kept; so is anything whose scope was a guess while a variant is declared.
-fn prunes(
-    plan: &mut Plan,
-    cx: &mut PlanContext,
-    held: &BTreeMap<ObjectId, (String, String)>,
-) -> Result<()> {
+/// A declaration in a target that fails (D9).
+struct HeldBy {
+    target: String,
+    /// `file:line`.
+    source: String,
+    place: winner::Place,
+}
+
+/// What targets that fail declare, as far as their files can be read: by identity, the last
+/// such declaration.
+type Held = BTreeMap<ObjectId, HeldBy>;
+
+fn prunes(plan: &mut Plan, cx: &mut PlanContext, held: &Held) -> Result<()> {
     for (id, e) in cx.inventory.orphans()? {
         if cx.only.is_some_and(|only| !only.contains(&e.target)) {
             continue;
@@ -860,7 +912,7 @@ fn prunes(
         {
             continue;
         }
-        if let Some((target, source)) = held.get(&id) {
+        if let Some(HeldBy { target, source, .. }) = held.get(&id) {
             plan.kept.push(Kept {
                 id,
                 target: e.target,
@@ -1473,6 +1525,58 @@ mod tests {
                 "{name}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_failing_target_that_declares_last_wins_and_nobody_applies_it() {
+        // The oracle's seeds 4287 (a losing copy was applied while the winner's target failed)
+        // and 4245 (with duplicates = "error", copies across files were not named when the
+        // winner's target failed on a copy in one file).
+        let (_d, repo) = repo();
+        let e = env("e");
+        let cm = |name: &str, v: &str| {
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: apps\ndata:\n  v: \"{v}\"\n")
+        };
+        let c1 = commit(
+            &repo,
+            None,
+            &[
+                ("a/x.yaml", Some(&cm("shared", "a"))),
+                ("a/own.yaml", Some(&cm("own", "a"))),
+                ("z/x.yaml", Some(&cm("shared", "z"))),
+                (
+                    "z/noname.yaml",
+                    Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  labels: {a: b}\n"),
+                ),
+            ],
+        );
+        let p = deploy(&repo, &e, None, c1);
+        assert!(target(&p, "z").error.is_some());
+        assert_eq!(applied(target(&p, "a")), ["ConfigMap apps/own"]);
+
+        let strict = Environment {
+            duplicates: crate::config::Duplicates::Error,
+            ..env("e")
+        };
+        let c2 = commit(
+            &repo,
+            None,
+            &[
+                (
+                    "m/x.yaml",
+                    Some(&format!("{}---\n{}", cm("one", "1"), cm("one", "2"))),
+                ),
+                ("m/y.yaml", Some(&cm("one", "3"))),
+            ],
+        );
+        let p = plan_as(&repo, &strict, None, c2, false).unwrap();
+        let err = target(&p, "m").error.clone().unwrap_or_default();
+        assert!(
+            err.contains("in one file (m/x.yaml:1, m/x.yaml:")
+                && err.contains("declared 2 times (m/x.yaml:")
+                && err.contains("m/y.yaml:1)"),
+            "{err}"
+        );
     }
 
     /// A dry run (`plan`) with nothing deployed in the repository, keeping its cache in `cache`.
