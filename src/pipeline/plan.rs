@@ -689,6 +689,25 @@ impl Winners<'_, '_> {
             }
         }
         let mut others = cx.inventory.take_touched();
+        // What a target that fails on its own files declared before: its copies no longer
+        // count (below), so another declaration may win them now.
+        for tp in plan.targets.iter() {
+            let t = &tp.target;
+            if !self.unreadable.contains(&t.name) {
+                continue;
+            }
+            let units = match t.kind {
+                TargetType::Kubectl => cx.inventory.file_units_of(&t.path, &t.name)?,
+                TargetType::Kustomize => vec![inventory::kustomize_unit(&t.path)],
+                TargetType::Helm => vec![inventory::helm_unit(&t.name)],
+                TargetType::Terraform => Vec::new(),
+            };
+            for u in units {
+                if let Some(unit) = cx.inventory.unit(&u)? {
+                    others.extend(unit.objects.iter().filter_map(|k| inventory::parse_key(k)));
+                }
+            }
+        }
         others.sort();
         todo.extend(others.into_iter().filter(|id| seen.insert(id.clone())));
         let blocked: BTreeSet<String> = plan
@@ -707,7 +726,15 @@ impl Winners<'_, '_> {
                     declarers.push((u.clone(), unit.target));
                 }
             }
-            let Some((unit, target)) = self.order.winner(&declarers).cloned() else {
+            // A target that fails on its own files has declarations that cannot be known (what
+            // the inventory holds of it is an older tree's): the winner is chosen among the
+            // others, and its readable files are weighed below (`held`).
+            let known: Vec<(String, String)> = declarers
+                .iter()
+                .filter(|(_, t)| !self.unreadable.contains(t))
+                .cloned()
+                .collect();
+            let Some((unit, target)) = self.order.winner(&known).cloned() else {
                 continue;
             };
             if cx.only.is_some_and(|only| !only.contains(&target)) {
@@ -715,13 +742,8 @@ impl Winners<'_, '_> {
             }
             // Copies are compared (and named) even when the winner's target fails already:
             // every reason is named in one go (D9).
-            let comparable: Vec<(String, String)> = declarers
-                .iter()
-                .filter(|(_, t)| !self.unreadable.contains(t))
-                .cloned()
-                .collect();
-            if comparable.len() > 1 {
-                self.duplicate(plan, cx, &mut parsed, &id, &comparable, &unit)?;
+            if known.len() > 1 {
+                self.duplicate(plan, cx, &mut parsed, &id, &known, &unit)?;
             }
             // A failing target that declares it later than the winner wins it (D7): nobody
             // applies another copy meanwhile (D9).
@@ -1577,6 +1599,37 @@ mod tests {
                 && err.contains("m/y.yaml:1)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_winner_that_cannot_be_read_any_more_gives_way() {
+        // The oracle's seed 4302: the winning copy's target fails on its own files, so what it
+        // declares is unknown; the next declaration in order wins and is applied (D7).
+        let (_d, repo) = repo();
+        let e = env("e");
+        let cm = |v: &str| {
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shared\n  namespace: apps\ndata:\n  v: \"{v}\"\n")
+        };
+        let c1 = commit(
+            &repo,
+            None,
+            &[("a/x.yaml", Some(&cm("a"))), ("z/x.yaml", Some(&cm("z")))],
+        );
+        let p = deploy(&repo, &e, None, c1);
+        assert_eq!(applied(target(&p, "z")), ["ConfigMap apps/shared"]);
+        let c2 = commit(
+            &repo,
+            Some(c1),
+            &[(
+                "z/x.yaml",
+                Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [x\n"),
+            )],
+        );
+        let p = deploy(&repo, &e, Some(c1), c2);
+        assert!(target(&p, "z").error.is_some());
+        assert_eq!(applied(target(&p, "a")), ["ConfigMap apps/shared"]);
+        assert_eq!(target(&p, "a").apply[0].body["data"]["v"], "a");
+        assert!(all_pruned(&p).is_empty());
     }
 
     /// A dry run (`plan`) with nothing deployed in the repository, keeping its cache in `cache`.
