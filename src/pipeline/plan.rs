@@ -372,11 +372,11 @@ pub fn build<'r>(
     }
     // Targets that fail on their own files or references: what they declare is not known
     // whole, so their copies are compared with nobody's (D7).
-    let unreadable: BTreeSet<String> = plan
+    let mut unreadable: BTreeMap<String, Target> = plan
         .targets
         .iter()
         .filter(|tp| tp.error.is_some())
-        .map(|tp| tp.target.name.clone())
+        .map(|tp| (tp.target.name.clone(), tp.target.clone()))
         .collect();
     let mut unknown: BTreeSet<String> = BTreeSet::new();
     let mut parsed: Parsed = BTreeMap::new();
@@ -492,6 +492,8 @@ pub fn build<'r>(
     let mut held = Vec::new();
     for t in &affected.removed {
         if let Some(user) = used_by_failing(t) {
+            // Its declarations are an older tree's: kept from pruning, but they win nothing.
+            unreadable.insert(t.name.clone(), t.clone());
             held.push(format!(
                 "{} is now used by {user}, which fails: its objects stay declared by it until {user} deploys (D9)",
                 t.name
@@ -534,6 +536,7 @@ pub fn build<'r>(
                     target: tp.target.name.clone(),
                     source: o.source.clone(),
                     place,
+                    exact: tp.target.kind == TargetType::Kubectl,
                 };
                 held.insert(o.id, by);
             }
@@ -658,8 +661,9 @@ struct Winners<'a, 'r> {
     order: &'a winner::Order,
     /// The targets of the new tree's `hookops.toml`, if it has one.
     declared: Option<&'a [Target]>,
-    /// Targets that fail on their own files: their copies are compared with nobody's.
-    unreadable: &'a BTreeSet<String>,
+    /// Targets that fail on their own files, and targets kept declared for a failing user:
+    /// what the inventory holds of them is an older tree's, so their copies win nothing.
+    unreadable: &'a BTreeMap<String, Target>,
 }
 
 impl Winners<'_, '_> {
@@ -691,11 +695,7 @@ impl Winners<'_, '_> {
         let mut others = cx.inventory.take_touched();
         // What a target that fails on its own files declared before: its copies no longer
         // count (below), so another declaration may win them now.
-        for tp in plan.targets.iter() {
-            let t = &tp.target;
-            if !self.unreadable.contains(&t.name) {
-                continue;
-            }
+        for t in self.unreadable.values() {
             let units = match t.kind {
                 TargetType::Kubectl => cx.inventory.file_units_of(&t.path, &t.name)?,
                 TargetType::Kustomize => vec![inventory::kustomize_unit(&t.path)],
@@ -731,7 +731,7 @@ impl Winners<'_, '_> {
             // others, and its readable files are weighed below (`held`).
             let known: Vec<(String, String)> = declarers
                 .iter()
-                .filter(|(_, t)| !self.unreadable.contains(t))
+                .filter(|(_, t)| !self.unreadable.contains_key(t))
                 .cloned()
                 .collect();
             let Some((unit, target)) = self.order.winner(&known).cloned() else {
@@ -749,7 +749,7 @@ impl Winners<'_, '_> {
             // applies another copy meanwhile (D9).
             let failing_wins = held
                 .get(&id)
-                .is_some_and(|h| h.place > self.order.place(&target, &unit));
+                .is_some_and(|h| h.exact && h.place > self.order.place(&target, &unit));
             if blocked.contains(&target) || failing_wins {
                 continue;
             }
@@ -915,6 +915,9 @@ struct HeldBy {
     /// `file:line`.
     source: String,
     place: winner::Place,
+    /// Read as it deploys (a kubectl target's file), not a file of a closure that failed to
+    /// render, whose rendering may name it otherwise: only an exact one can win (D7).
+    exact: bool,
 }
 
 /// What targets that fail declare, as far as their files can be read: by identity, the last
