@@ -537,3 +537,58 @@ fn a_manifest_moved_into_a_failing_target_is_kept() {
     let drift = w.hookops(&["drift"]);
     assert!(drift.ok(), "{}", drift.all());
 }
+
+/// The oracle's seeds 5010 and 5014: what a failing kustomization might declare wins nothing.
+/// A component shared by a kustomization that fails (namespace b) and one that deploys
+/// (namespace a): the good one applies its copy. A base that wins an object over a plain file,
+/// once a failing overlay uses it, is kept declared (nothing pruned) but its old copy wins no
+/// more: the plain file's copy is applied.
+#[test]
+fn what_a_failing_kustomization_might_declare_wins_nothing() {
+    let Some((w, c)) = world("") else { return };
+    let ns = c.unique("mightwin");
+    let value_of = |name: &str| value(c, &ns, name);
+    w.commit(
+        &[
+            ("ns/ns.yaml", &namespace(&ns)),
+            (
+                "comp/kustomization.yaml",
+                "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\nresources:\n- cm.yaml\n",
+            ),
+            ("comp/cm.yaml", &configmap("shared", None, "comp")),
+            (
+                "good/kustomization.yaml",
+                &format!("namespace: {ns}\nresources:\n- cm.yaml\ncomponents:\n- ../comp\n"),
+            ),
+            ("good/cm.yaml", &configmap("good", None, "1")),
+            (
+                "zbad/kustomization.yaml",
+                "namespace: other\nresources:\n- ../missing\ncomponents:\n- ../comp\n",
+            ),
+            ("base/kustomization.yaml", &kustomization(&["cm.yaml"])),
+            ("base/cm.yaml", &configmap("won", Some(&ns), "base")),
+            ("a/cm.yaml", &configmap("won", Some(&ns), "plain")),
+        ],
+        "a good and a failing user of one component; a base winning over a plain file",
+    );
+    let out = w.push();
+    assert!(out.all().contains("zbad"), "{}", out.all());
+    assert_eq!(value_of("shared").as_deref(), Some("comp"), "{}", out.all());
+    assert_eq!(value_of("won").as_deref(), Some("base"), "{}", out.all());
+
+    w.commit(
+        &[("zbad/kustomization.yaml", &kustomization(&["../missing"]))],
+        "zbad alone",
+    );
+    w.commit(
+        &[(
+            "over/kustomization.yaml",
+            "resources:\n- ../base\ncomponents:\n- ../nowhere\n",
+        )],
+        "a failing user of the base",
+    );
+    let out = w.push();
+    assert!(out.all().contains("over"), "{}", out.all());
+    assert_eq!(value_of("won").as_deref(), Some("plain"), "{}", out.all());
+    assert_eq!(value_of("shared").as_deref(), Some("comp"), "{}", out.all());
+}
