@@ -283,14 +283,16 @@ pub fn lockfile_args(dir: &Path) -> Vec<&'static str> {
     }
 }
 
-/// Terraform prints "Error: …" after a box-drawing prefix; that line is the reason.
-fn error_line(out: &Output) -> String {
+/// Terraform prints "Error: …" after a box-drawing prefix; that line is the reason (else the
+/// first line of its stderr, else how it ended).
+pub fn error_line(out: &Output) -> String {
     out.stdout
         .lines()
         .chain(out.stderr.lines())
         .map(|l| l.trim_start_matches(['│', '╷', '╵', ' ']))
         .find(|l| l.starts_with("Error"))
         .map(str::to_string)
+        .or_else(|| crate::backends::process::first_line(&out.stderr))
         .unwrap_or_else(|| out.reason())
 }
 

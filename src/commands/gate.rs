@@ -576,7 +576,10 @@ fn terraform_plan(
         return Ok(None);
     }
     if !init.success() {
-        anyhow::bail!("terraform init: {}", repo_paths(&tf_error(&init)));
+        anyhow::bail!(
+            "terraform init: {}",
+            repo_paths(&terraform::error_line(&init))
+        );
     }
     let plan = command(&[
         "plan",
@@ -592,20 +595,11 @@ fn terraform_plan(
     match plan.code {
         Some(0) => Ok(Some(NO_CHANGES.to_string())),
         Some(2) => Ok(Some(terraform::plan_line(&plan.stdout))),
-        _ => anyhow::bail!("terraform plan: {}", repo_paths(&tf_error(&plan))),
+        _ => anyhow::bail!(
+            "terraform plan: {}",
+            repo_paths(&terraform::error_line(&plan))
+        ),
     }
-}
-
-/// Terraform's `Error: …` line (after its box drawing), else its first line.
-fn tf_error(out: &crate::backends::process::Output) -> String {
-    out.stdout
-        .lines()
-        .chain(out.stderr.lines())
-        .map(|l| l.trim_start_matches(['│', '╷', '╵', ' ']))
-        .find(|l| l.starts_with("Error"))
-        .map(str::to_string)
-        .or_else(|| crate::backends::process::first_line(&out.stderr))
-        .unwrap_or_else(|| out.reason())
 }
 
 /// The preview's lines for the pusher: a header, the change table and the diffs (within the
