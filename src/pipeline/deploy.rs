@@ -135,16 +135,7 @@ impl<'s> Deployer<'s> {
     /// signing key is what is missing).
     pub fn record_failure(session: &Session, req: &Request, reason: &str) -> Result<()> {
         let recorder = Recorder { signer: None };
-        let mut rep = recorder.report(
-            &req.env.name,
-            req.action,
-            Outcome::Failed,
-            &req.to.to_string(),
-            &req.ref_name,
-            &payload::now(),
-        );
-        rep.reason = Some(reason.to_string());
-        recorder.write(&session.repo, req.to, &rep)
+        Self::record_unattempted(session, &recorder, req, Outcome::Failed, reason)
     }
 
     /// A skipped record for a request that is not attempted (a push whose options say not to
@@ -153,10 +144,21 @@ impl<'s> Deployer<'s> {
         let recorder = Recorder {
             signer: session.signer()?,
         };
+        Self::record_unattempted(session, &recorder, req, Outcome::Skipped, reason)
+    }
+
+    /// The record of a request that did not run: its outcome and why, nothing else.
+    fn record_unattempted(
+        session: &Session,
+        recorder: &Recorder,
+        req: &Request,
+        outcome: Outcome,
+        reason: &str,
+    ) -> Result<()> {
         let mut rep = recorder.report(
             &req.env.name,
             req.action,
-            Outcome::Skipped,
+            outcome,
             &req.to.to_string(),
             &req.ref_name,
             &payload::now(),

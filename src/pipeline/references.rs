@@ -1000,37 +1000,19 @@ impl References {
     /// Directories referenced in the new tree and not in the old one, found from the
     /// directories whose references changed.
     pub fn newly_referenced(&self, changes: &Changes) -> BTreeSet<String> {
-        let Some(old) = self.old_index() else {
-            return BTreeSet::new();
-        };
-        let new = &self.new.1;
-        changes
-            .paths
-            .iter()
-            .filter(|p| is_reference_file(p.rsplit('/').next().unwrap_or(p)))
-            .filter_map(|p| parent(p))
-            .filter_map(|d| new.dirs.get(d))
-            .flat_map(|refs| refs.refs.iter().map(|r| r.path.clone()))
-            .filter(|p| new.is_referenced(p) && !old.is_referenced(p))
-            .collect()
+        match self.old_index() {
+            Some(old) => referenced_only_in(&self.new.1, old, changes),
+            None => BTreeSet::new(),
+        }
     }
 
     /// Directories referenced in the old tree and not in the new one, found from the
     /// directories whose references changed: a base or module whose last user went (D3.1).
     pub fn newly_unreferenced(&self, changes: &Changes) -> BTreeSet<String> {
-        let Some(old) = self.old_index() else {
-            return BTreeSet::new();
-        };
-        let new = &self.new.1;
-        changes
-            .paths
-            .iter()
-            .filter(|p| is_reference_file(p.rsplit('/').next().unwrap_or(p)))
-            .filter_map(|p| parent(p))
-            .filter_map(|d| old.dirs.get(d))
-            .flat_map(|refs| refs.refs.iter().map(|r| r.path.clone()))
-            .filter(|p| old.is_referenced(p) && !new.is_referenced(p))
-            .collect()
+        match self.old_index() {
+            Some(old) => referenced_only_in(old, &self.new.1, changes),
+            None => BTreeSet::new(),
+        }
     }
 
     /// Keeps both indexes in a dry run's cache: objects that no ref names.
@@ -1164,6 +1146,20 @@ impl<'r> Store<'r> {
             .with_context(|| format!("updating {INDEX_REF} (it moved meanwhile?)"))?;
         Ok(())
     }
+}
+
+/// Directories that `this` references and `other` does not, among the references of the
+/// directories whose reference files changed.
+fn referenced_only_in(this: &RefIndex, other: &RefIndex, changes: &Changes) -> BTreeSet<String> {
+    changes
+        .paths
+        .iter()
+        .filter(|p| is_reference_file(p.rsplit('/').next().unwrap_or(p)))
+        .filter_map(|p| parent(p))
+        .filter_map(|d| this.dirs.get(d))
+        .flat_map(|refs| refs.refs.iter().map(|r| r.path.clone()))
+        .filter(|p| this.is_referenced(p) && !other.is_referenced(p))
+        .collect()
 }
 
 #[cfg(test)]
